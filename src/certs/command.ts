@@ -1,0 +1,475 @@
+/**
+ * The file-writing logic behind `portcullis certs init | issue | revoke | crl`: a development PKI in one
+ * directory. No console and no process.exit here: each command returns what it did, and a refusal is a
+ * {@link CertsError} whose message the CLI prints as is.
+ */
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
+import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { basename, dirname, join } from 'node:path';
+import { systemClock } from '../clock.js';
+import {
+  certSerialHex,
+  createCa,
+  createCrl,
+  issueClientCert,
+  issueServerCert,
+  parseCrl,
+  verifyCrlSignature,
+  type CertAndKey,
+  type RevokedEntry,
+} from './pki.js';
+
+/** Every default of the `certs` commands, with its unit and the reason for it. */
+export const CERTS_DEFAULTS = {
+  /** CA lifetime, days (10 years): a dev CA should outlive everything it signs, so it never needs rotating mid-project. */
+  caDays: 3650,
+  /** Server certificate lifetime, days: 825 is the longest server lifetime Apple platforms still accept. */
+  serverDays: 825,
+  /** Client certificate lifetime, days (1 year): long enough for a dev setup, short enough to expire a forgotten laptop. */
+  clientDays: 365,
+  /**
+   * CRL nextUpdate, days after issue. Bounds how long a stale CRL is believed; once it passes, OpenSSL
+   * rejects every client (CRL_HAS_EXPIRED), so re-sign with `certs crl` (or any `revoke`) before then.
+   */
+  crlDays: 30,
+  /** Clients minted by `certs init` when none are named. */
+  clients: ['alice'] as readonly string[],
+  /** Names every server certificate carries, so loopback clients can verify the hostname. */
+  serverHosts: ['localhost', '127.0.0.1', '::1'] as readonly string[],
+  /** CA subject common name. */
+  caCommonName: 'Portcullis Dev CA',
+  /** OU of dev client certificates, so an ACL can admit "OU=dev". */
+  clientOrganizationalUnit: 'dev',
+  /** URI SAN prefix of client certificates (a SPIFFE ID): `<prefix><name>`. */
+  clientUriPrefix: 'spiffe://portcullis.dev/client/',
+} as const;
+
+/** File names inside the output directory. */
+export const CERTS_FILES = {
+  caCert: 'ca.pem',
+  caKey: 'ca-key.pem',
+  serverCert: 'server.pem',
+  serverKey: 'server-key.pem',
+  crl: 'ca.crl',
+} as const;
+
+/** `client-<name>.pem` */
+export function clientCertFile(name: string): string {
+  return `client-${name}.pem`;
+}
+
+/** `client-<name>-key.pem` */
+export function clientKeyFile(name: string): string {
+  return `client-${name}-key.pem`;
+}
+
+/** Stable codes of every refusal, so the CLI and tests can tell them apart without parsing messages. */
+export type CertsErrorCode =
+  | 'ERR_CERTS_EXISTS' // a file would be overwritten and force was not given
+  | 'ERR_CERTS_INVALID_NAME' // a client name outside CLIENT_NAME_PATTERN
+  | 'ERR_CERTS_INVALID_OPTION' // a bad day count or host
+  | 'ERR_CERTS_MISSING' // a file the command needs is not there
+  | 'ERR_CERTS_MISMATCH'; // files that do not belong together (key vs cert, cert vs CA, CRL vs CA)
+
+/** A refusal of a `certs` command; `message` is meant for the operator and names the file or value at fault. */
+export class CertsError extends Error {
+  override readonly name = 'CertsError';
+  constructor(
+    readonly code: CertsErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Client names become file names and certificate CNs: a letter or digit first, then letters, digits,
+ * `.`, `_`, `-`, 64 characters at most — no path separators, no leading dot.
+ */
+export const CLIENT_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+const DIR_MODE = 0o700;
+const KEY_MODE = 0o600;
+const PUBLIC_MODE = 0o644;
+
+/** What a command wrote: paths joined onto `out`, in the order they were written. */
+export interface CertsWritten {
+  written: string[];
+}
+
+/**
+ * Creates a fresh development PKI in `out` (created with mode 0700 when missing): `ca.pem`, `ca-key.pem`,
+ * `server.pem` + `server-key.pem` (SANs localhost, 127.0.0.1, ::1 and `hosts`), `client-<name>.pem` +
+ * `client-<name>-key.pem` per client (CN=name, OU=dev, URI SAN spiffe://portcullis.dev/client/<name>),
+ * and `ca.crl` (empty, cRLNumber 1). Private keys get mode 0600 and everything else 0644, set explicitly
+ * whatever the umask. Each file is written to a temporary name and renamed, so a watcher never reads half
+ * a file; `ca.pem` is written last, so its presence means a complete set.
+ *
+ * @throws CertsError ERR_CERTS_EXISTS naming the first file that exists (unless `force`), or
+ *   ERR_CERTS_INVALID_NAME / ERR_CERTS_INVALID_OPTION before anything is written.
+ */
+export async function certsInit(opts: {
+  out: string;
+  hosts?: readonly string[];
+  clients?: readonly string[];
+  force?: boolean;
+  days?: number;
+  now?: Date;
+}): Promise<CertsWritten> {
+  const now = opts.now ?? currentDate();
+  const clients = dedupe(opts.clients ?? CERTS_DEFAULTS.clients, (name) => name);
+  clients.forEach(requireClientName);
+  const clientDays = requireDays(opts.days ?? CERTS_DEFAULTS.clientDays, 'days');
+  const hosts = dedupe([...CERTS_DEFAULTS.serverHosts, ...(opts.hosts ?? [])], hostKey);
+
+  const out = opts.out;
+  const files = {
+    caCert: join(out, CERTS_FILES.caCert),
+    caKey: join(out, CERTS_FILES.caKey),
+    serverCert: join(out, CERTS_FILES.serverCert),
+    serverKey: join(out, CERTS_FILES.serverKey),
+    crl: join(out, CERTS_FILES.crl),
+  };
+  const clientFiles = clients.map((name) => ({
+    name,
+    cert: join(out, clientCertFile(name)),
+    key: join(out, clientKeyFile(name)),
+  }));
+  if (opts.force !== true) {
+    await refuseExisting([
+      files.caCert,
+      files.caKey,
+      files.serverCert,
+      files.serverKey,
+      ...clientFiles.flatMap((c) => [c.cert, c.key]),
+      files.crl,
+    ]);
+  }
+
+  // Everything is minted in memory first: a bad host fails before a single file is touched.
+  const ca = createCa({ commonName: CERTS_DEFAULTS.caCommonName, days: CERTS_DEFAULTS.caDays, now });
+  let server: CertAndKey;
+  try {
+    server = issueServerCert(ca, { hosts, days: CERTS_DEFAULTS.serverDays, now });
+  } catch (error) {
+    throw new CertsError('ERR_CERTS_INVALID_OPTION', `invalid --host: ${messageOf(error)}`);
+  }
+  const issued = clientFiles.map((c) => ({ ...c, pair: mintClient(ca, c.name, clientDays, now) }));
+  const crlPem = createCrl(ca, { revoked: [], crlNumber: 1, thisUpdate: now, days: CERTS_DEFAULTS.crlDays });
+
+  await ensureDir(out);
+  const written: string[] = [];
+  const put = async (path: string, data: string, mode: number): Promise<void> => {
+    await writeFileAtomic(path, data, mode);
+    written.push(path);
+  };
+  await put(files.caKey, ca.keyPem, KEY_MODE);
+  await put(files.serverKey, server.keyPem, KEY_MODE);
+  await put(files.serverCert, server.certPem, PUBLIC_MODE);
+  for (const c of issued) {
+    await put(c.key, c.pair.keyPem, KEY_MODE);
+    await put(c.cert, c.pair.certPem, PUBLIC_MODE);
+  }
+  await put(files.crl, crlPem, PUBLIC_MODE);
+  await put(files.caCert, ca.certPem, PUBLIC_MODE); // last: its presence marks a complete set
+  return { written };
+}
+
+/**
+ * Signs one more client certificate with the CA in `out` (reads `ca.pem` and `ca-key.pem`) and writes
+ * `client-<name>.pem` (0644) and `client-<name>-key.pem` (0600).
+ *
+ * @throws CertsError ERR_CERTS_EXISTS when either file exists and `force` is not set; ERR_CERTS_MISSING
+ *   when the CA files are absent; ERR_CERTS_MISMATCH when the CA key does not match `ca.pem`;
+ *   ERR_CERTS_INVALID_OPTION when the CA has expired or `days` is not a positive integer.
+ */
+export async function certsIssue(opts: {
+  out: string;
+  name: string;
+  days?: number;
+  force?: boolean;
+  now?: Date;
+}): Promise<CertsWritten & { serialHex: string }> {
+  requireClientName(opts.name);
+  const days = requireDays(opts.days ?? CERTS_DEFAULTS.clientDays, 'days');
+  const now = opts.now ?? currentDate();
+  const certPath = join(opts.out, clientCertFile(opts.name));
+  const keyPath = join(opts.out, clientKeyFile(opts.name));
+  if (opts.force !== true) await refuseExisting([certPath, keyPath]);
+
+  const ca = await loadCa(opts.out, now);
+  const pair = mintClient(ca, opts.name, days, now);
+  await writeFileAtomic(keyPath, pair.keyPem, KEY_MODE);
+  await writeFileAtomic(certPath, pair.certPem, PUBLIC_MODE);
+  return { written: [keyPath, certPath], serialHex: pair.serialHex };
+}
+
+/**
+ * Revokes `client-<name>.pem`: re-signs `ca.crl` with its serial added to the earlier entries and the
+ * cRLNumber raised by one (a missing `ca.crl` starts a new list). Revoking a serial already listed
+ * changes nothing and reports `alreadyRevoked`.
+ *
+ * @throws CertsError ERR_CERTS_MISSING when the client certificate or CA files are absent;
+ *   ERR_CERTS_MISMATCH when the client certificate was not issued by `ca.pem`, or `ca.crl` is malformed
+ *   or not signed by the CA (extending it would launder someone else's list).
+ */
+export async function certsRevoke(opts: {
+  out: string;
+  name: string;
+  now?: Date;
+}): Promise<CertsWritten & { serialHex: string; alreadyRevoked: boolean; crlNumber: number }> {
+  requireClientName(opts.name);
+  const now = opts.now ?? currentDate();
+  const certPath = join(opts.out, clientCertFile(opts.name));
+  const clientPem = await readRequired(certPath, `there is no client "${opts.name}" to revoke`);
+  const ca = await loadCa(opts.out, now, { allowExpired: true });
+  const caX509 = new X509Certificate(ca.certPem);
+  const clientX509 = parseCertificate(clientPem, certPath);
+  if (!clientX509.checkIssued(caX509) || !clientX509.verify(caX509.publicKey)) {
+    throw new CertsError(
+      'ERR_CERTS_MISMATCH',
+      `${certPath} was not issued by ${join(opts.out, CERTS_FILES.caCert)}`,
+    );
+  }
+  const serialHex = certSerialHex(clientPem);
+
+  const current = await readCurrentCrl(opts.out, ca.certPem);
+  if (current.revoked.some((entry) => entry.serialHex === serialHex)) {
+    return { written: [], serialHex, alreadyRevoked: true, crlNumber: current.crlNumber };
+  }
+  const crlNumber = current.crlNumber + 1;
+  const crlPath = await writeCrl(
+    opts.out,
+    ca,
+    [...current.revoked, { serialHex, revokedAt: now }],
+    crlNumber,
+    now,
+  );
+  return { written: [crlPath], serialHex, alreadyRevoked: false, crlNumber };
+}
+
+/**
+ * Re-signs `ca.crl` with the same entries, a fresh thisUpdate/nextUpdate and the cRLNumber raised by one.
+ * A CRL past its nextUpdate makes OpenSSL reject every client, so this has to run at least every
+ * {@link CERTS_DEFAULTS.crlDays} days on a PKI that uses its CRL.
+ *
+ * @throws CertsError as {@link certsRevoke} for the CA and CRL files; ERR_CERTS_INVALID_OPTION for bad `days`.
+ */
+export async function certsRefreshCrl(opts: {
+  out: string;
+  days?: number;
+  now?: Date;
+}): Promise<CertsWritten & { crlNumber: number; nextUpdate: Date }> {
+  const days = requireDays(opts.days ?? CERTS_DEFAULTS.crlDays, 'days');
+  const now = opts.now ?? currentDate();
+  const ca = await loadCa(opts.out, now, { allowExpired: true });
+  const current = await readCurrentCrl(opts.out, ca.certPem);
+  const crlNumber = current.crlNumber + 1;
+  const crlPath = await writeCrl(opts.out, ca, current.revoked, crlNumber, now, days);
+  const nextUpdate = parseCrl(await readFile(crlPath, 'utf8')).nextUpdate ?? now;
+  return { written: [crlPath], crlNumber, nextUpdate };
+}
+
+/**
+ * First-start convenience for `portcullis start`: runs {@link certsInit} with every default when
+ * `out/ca.pem` is missing. Returns whether it created the files.
+ *
+ * @throws CertsError ERR_CERTS_EXISTS when `ca.pem` is missing but other PKI files are present (a broken
+ *   set is never silently replaced).
+ */
+export async function ensureDevCerts(out: string): Promise<boolean> {
+  if (await exists(join(out, CERTS_FILES.caCert))) return false;
+  await certsInit({ out });
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+function mintClient(ca: CertAndKey, name: string, days: number, now: Date): CertAndKey {
+  return issueClientCert(ca, {
+    commonName: name,
+    organizationalUnit: CERTS_DEFAULTS.clientOrganizationalUnit,
+    uris: [`${CERTS_DEFAULTS.clientUriPrefix}${name}`],
+    days,
+    now,
+  });
+}
+
+/** Reads the CA pair from `out` and checks that it belongs together and (unless allowed) is still valid. */
+async function loadCa(out: string, now: Date, opts: { allowExpired?: boolean } = {}): Promise<CertAndKey> {
+  const certPath = join(out, CERTS_FILES.caCert);
+  const keyPath = join(out, CERTS_FILES.caKey);
+  const hint = 'run `portcullis certs init` first';
+  const certPem = await readRequired(certPath, hint);
+  const keyPem = await readRequired(keyPath, hint);
+  const x509 = parseCertificate(certPem, certPath);
+  let matches: boolean;
+  try {
+    matches = x509.checkPrivateKey(createPrivateKey(keyPem));
+  } catch (error) {
+    throw new CertsError(
+      'ERR_CERTS_MISMATCH',
+      `${keyPath} is not a readable private key: ${messageOf(error)}`,
+    );
+  }
+  if (!matches) throw new CertsError('ERR_CERTS_MISMATCH', `${keyPath} is not the key of ${certPath}`);
+  if (opts.allowExpired !== true && new Date(x509.validTo).getTime() <= now.getTime()) {
+    throw new CertsError(
+      'ERR_CERTS_INVALID_OPTION',
+      `${certPath} expired on ${x509.validTo}; run \`portcullis certs init --force\` for a new PKI`,
+    );
+  }
+  return { certPem, keyPem, serialHex: certSerialHex(certPem) };
+}
+
+/** The current CRL's entries and number, or an empty list numbered 0 when `ca.crl` does not exist. */
+async function readCurrentCrl(
+  out: string,
+  caCertPem: string,
+): Promise<{ revoked: RevokedEntry[]; crlNumber: number }> {
+  const crlPath = join(out, CERTS_FILES.crl);
+  let crlPem: string;
+  try {
+    crlPem = await readFile(crlPath, 'utf8');
+  } catch (error) {
+    if (isNotFound(error)) return { revoked: [], crlNumber: 0 };
+    throw error;
+  }
+  if (!verifyCrlSignature(crlPem, caCertPem)) {
+    throw new CertsError(
+      'ERR_CERTS_MISMATCH',
+      `${crlPath} is not a CRL signed by ${join(out, CERTS_FILES.caCert)}; move it aside to start a new list`,
+    );
+  }
+  const parsed = parseCrl(crlPem);
+  return { revoked: parsed.revoked, crlNumber: parsed.crlNumber };
+}
+
+async function writeCrl(
+  out: string,
+  ca: CertAndKey,
+  revoked: readonly RevokedEntry[],
+  crlNumber: number,
+  now: Date,
+  days: number = CERTS_DEFAULTS.crlDays,
+): Promise<string> {
+  const crlPath = join(out, CERTS_FILES.crl);
+  await writeFileAtomic(crlPath, createCrl(ca, { revoked, crlNumber, thisUpdate: now, days }), PUBLIC_MODE);
+  return crlPath;
+}
+
+function parseCertificate(pem: string, path: string): X509Certificate {
+  try {
+    return new X509Certificate(pem);
+  } catch (error) {
+    throw new CertsError('ERR_CERTS_MISMATCH', `${path} is not a PEM certificate: ${messageOf(error)}`);
+  }
+}
+
+async function readRequired(path: string, hint: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    if (isNotFound(error)) throw new CertsError('ERR_CERTS_MISSING', `${path} not found: ${hint}`);
+    throw error;
+  }
+}
+
+async function refuseExisting(paths: readonly string[]): Promise<void> {
+  for (const path of paths) {
+    if (await exists(path)) {
+      throw new CertsError('ERR_CERTS_EXISTS', `${path} already exists; pass --force to overwrite it`);
+    }
+  }
+}
+
+/** Creates `dir` (and parents) when missing; the directory itself gets 0700 whatever the umask. */
+async function ensureDir(dir: string): Promise<void> {
+  if (await exists(dir)) return;
+  await mkdir(dir, { recursive: true, mode: DIR_MODE });
+  await chmod(dir, DIR_MODE);
+}
+
+/**
+ * Writes through a temporary file in the same directory and renames it over `path`: readers (the
+ * gateway's cert watcher) see the old file or the new one, never half of one. The mode is set on the
+ * temporary file before any byte is written, so a key is never readable by others, even briefly.
+ */
+async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const handle = await open(tmp, 'wx', mode);
+  try {
+    await handle.chmod(mode); // open()'s mode is filtered by the umask
+    await handle.writeFile(data, 'utf8');
+    await handle.sync();
+  } catch (error) {
+    await handle.close();
+    await rm(tmp, { force: true });
+    throw error;
+  }
+  await handle.close();
+  try {
+    await rename(tmp, path);
+  } catch (error) {
+    await rm(tmp, { force: true });
+    throw error;
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (error) {
+    if (isNotFound(error)) return false;
+    throw error;
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  return error instanceof Error && 'code' in error && error.code === 'ENOENT';
+}
+
+function requireClientName(name: string): void {
+  if (!CLIENT_NAME_PATTERN.test(name)) {
+    throw new CertsError(
+      'ERR_CERTS_INVALID_NAME',
+      `invalid client name "${name}": use 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit`,
+    );
+  }
+}
+
+function requireDays(days: number, option: string): number {
+  if (!Number.isInteger(days) || days <= 0) {
+    throw new CertsError(
+      'ERR_CERTS_INVALID_OPTION',
+      `--${option} must be a positive whole number of days, got ${days}`,
+    );
+  }
+  return days;
+}
+
+/** Hosts compare case-insensitively, IP literals by their bracket-free text. */
+function hostKey(host: string): string {
+  const bare = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  return isIP(bare) === 0 ? bare.toLowerCase() : bare;
+}
+
+function dedupe(values: readonly string[], key: (value: string) => string): string[] {
+  const seen = new Set<string>();
+  return values.filter((value) => {
+    const k = key(value);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function currentDate(): Date {
+  return new Date(systemClock.now());
+}

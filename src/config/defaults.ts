@@ -1,0 +1,83 @@
+/**
+ * Every default of Portcullis in one place, each with its unit and the reason for its value.
+ * The schema (`schema.ts`) applies these; the README's config reference is written from this file.
+ */
+export const DEFAULTS = {
+  /** Refuse plaintext listeners, TLS < 1.2 and non-loopback plaintext upstreams. Safe by default. */
+  requireEncryption: true,
+
+  admin: {
+    /** host:port of the admin listener (/metrics, /healthz, /readyz). Loopback: metrics are not public. */
+    listen: '127.0.0.1:9090',
+  },
+
+  log: {
+    /** pino level. `info` logs one line per denial and per start/stop event. */
+    level: 'info',
+    /** One JSON access-log line per request. */
+    access: true,
+  },
+
+  timeouts: {
+    /** ms to complete the TLS handshake (and to send the first byte). Node's own default is 120 s,
+     * which lets silent sockets hold file descriptors for two minutes (hostile case 5). */
+    tlsHandshakeMs: 10_000,
+    /** ms from connection (or from the end of the previous response) until a request's headers are
+     * complete on HTTP/1.1. Node's http2 server does not enforce headersTimeout on its HTTP/1
+     * fallback, so the gateway runs its own timer: slowloris is cut off after this (hostile case 101). */
+    requestHeadersMs: 10_000,
+    /** ms an idle keep-alive HTTP/1.1 connection is kept between requests. */
+    keepAliveMs: 5_000,
+    /** ms without any byte in either direction before a connection or HTTP/2 session is closed;
+     * also the idle limit of an established WebSocket tunnel. */
+    idleMs: 120_000,
+    /** ms to open a connection (TCP + TLS) to the upstream; past it the client gets 504. */
+    upstreamConnectMs: 5_000,
+    /** ms until the upstream sends its response headers; past it the client gets 504. */
+    upstreamResponseMs: 30_000,
+    /** ms without a byte of the upstream's response body before the exchange is aborted. */
+    upstreamIdleMs: 60_000,
+    /** ms a SIGTERM waits for in-flight requests before closing connections. */
+    shutdownGraceMs: 10_000,
+  },
+
+  http2: {
+    /** Streams per HTTP/2 connection. Node's default is 2^32-1 (no cap); Envoy's edge guide says 100. */
+    maxConcurrentStreams: 100,
+    /** MiB of nghttp2 session memory per connection before new streams are refused (Node default 10). */
+    maxSessionMemoryMb: 10,
+    /** Bytes of decoded request header list accepted (SETTINGS_MAX_HEADER_LIST_SIZE); 64 KiB. */
+    maxHeaderListSize: 65_536,
+    /** Bytes of the per-stream flow-control window (Envoy's edge guide: 64 KiB) — bounds memory
+     * a slow reader can make the gateway hold per stream. */
+    initialWindowSize: 65_535,
+  },
+
+  tls: {
+    /** Lowest TLS version. Below 1.2 is never allowed under requireEncryption (RFC 8996). */
+    minVersion: 'TLSv1.2',
+    /** Client certificate policy of a listener: required unless the operator says otherwise. */
+    clientCertificate: 'require',
+  },
+
+  upstream: {
+    /** Keep-alive connections per upstream origin and gateway process. */
+    maxConnections: 128,
+  },
+} as const;
+
+/**
+ * TLS 1.2 suites offered: ECDHE key exchange with AEAD only (no RSA key exchange, no CBC, no 3DES/RC4),
+ * per hostile case 3; TLS 1.3 suites are the standard three.
+ */
+export const TLS_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');

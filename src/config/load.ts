@@ -1,0 +1,503 @@
+/**
+ * Config loading: file → YAML → schema → files on disk → one immutable {@link RuntimeConfig}.
+ *
+ * Everything that can be checked before the first byte is served is checked here, once: key paths,
+ * types, unknown keys, readable cert/key/CA/CRL files, a key that matches its certificate, a server
+ * certificate that is valid now, a CA bundle that really holds certificates (Node silently trusts its
+ * bundled public roots when `ca` is empty — hostile case 26), the require-encryption policy. Every
+ * failure names the key path, the value and what was expected ({@link ConfigError}).
+ *
+ * The result is deep-frozen and never mutated: a reload builds a new one and swaps it in whole.
+ */
+import { readFileSync } from 'node:fs';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { isIP } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
+import { parseDocument } from 'yaml';
+import type { core } from 'zod';
+import { ConfigError } from '../errors.js';
+import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
+import { compileRouteTable, type Route, type RouteTable, type UpstreamSpec } from '../authz/routes.js';
+import { TLS_CIPHERS } from './defaults.js';
+import {
+  configSchema,
+  type ConfigFile,
+  type Http2Config,
+  type ListenerFile,
+  type TimeoutsConfig,
+  type UpstreamFile,
+} from './schema.js';
+
+/** Several config errors at once: the message lists each on its own line. */
+export class ConfigInvalid extends Error {
+  readonly errors: readonly ConfigError[];
+  constructor(source: string, errors: readonly ConfigError[]) {
+    super(`invalid config ${source}:\n${errors.map((e) => `  - ${e.message}`).join('\n')}`);
+    this.name = 'ConfigInvalid';
+    this.errors = errors;
+  }
+}
+
+/** host + port to bind. */
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** What the gateway knows about one certificate it serves or trusts (for expiry checks and metrics). */
+export interface CertInfo {
+  readonly keyPath: string;
+  readonly file: string;
+  readonly subject: string;
+  readonly validToMs: number;
+}
+
+/** TLS settings of a listener, ready for `http2.createSecureServer`. */
+export interface ListenerTls {
+  readonly clientCertificate: 'require' | 'optional' | 'none';
+  readonly options: SecureContextOptions & { readonly requestCert: boolean; readonly rejectUnauthorized: boolean };
+  readonly certificates: readonly CertInfo[];
+}
+
+/** One listener, fully resolved. */
+export interface RuntimeListener {
+  readonly name: string;
+  readonly keyPath: string;
+  readonly address: ListenAddress;
+  readonly protocol: 'http';
+  /** undefined only for an explicit `plaintext: true` listener with requireEncryption off. */
+  readonly tls: ListenerTls | undefined;
+  /** Listener-level allow-list; undefined means any certificate the CA vouches for. */
+  readonly acl: ClientAcl | undefined;
+  readonly routes: RouteTable;
+}
+
+/** The running configuration: one immutable value made at load. */
+export interface RuntimeConfig {
+  readonly source: string;
+  readonly requireEncryption: boolean;
+  readonly admin: { readonly enabled: boolean; readonly address: ListenAddress };
+  readonly log: ConfigFile['log'];
+  readonly timeouts: TimeoutsConfig;
+  readonly http2: Http2Config;
+  readonly listeners: readonly RuntimeListener[];
+  /** Non-fatal findings for the start-up log (e.g. a plaintext listener). */
+  readonly warnings: readonly string[];
+}
+
+/** Injected side effects: file reads and the clock (for expiry checks). */
+export interface LoadDeps {
+  readonly readFile: (path: string) => Buffer;
+  readonly now: () => number;
+}
+
+const defaultDeps: LoadDeps = { readFile: (p) => readFileSync(p), now: () => Date.now() };
+
+/** Reads, validates and resolves a config file. Throws {@link ConfigInvalid} listing every problem found. */
+export function loadConfigFile(file: string, deps: LoadDeps = defaultDeps): RuntimeConfig {
+  const source = resolve(file);
+  let text: string;
+  try {
+    text = deps.readFile(source).toString('utf8');
+  } catch (err) {
+    throw new ConfigInvalid(source, [new ConfigError('', source, `a readable config file (${errnoText(err)})`)]);
+  }
+  return loadConfigText(text, source, deps);
+}
+
+/** Like {@link loadConfigFile} for text already read; relative paths resolve against `source`'s folder. */
+export function loadConfigText(text: string, source: string, deps: LoadDeps = defaultDeps): RuntimeConfig {
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigInvalid(
+      source,
+      doc.errors.map((e) => new ConfigError('', undefined, `valid YAML (${e.message.split('\n')[0] ?? e.message})`)),
+    );
+  }
+  const raw: unknown = doc.toJS();
+  if (raw === null || raw === undefined) {
+    throw new ConfigInvalid(source, [new ConfigError('', raw, 'a YAML mapping with at least `listeners`')]);
+  }
+  const parsed = configSchema.safeParse(raw, { reportInput: true });
+  if (!parsed.success) throw new ConfigInvalid(source, parsed.error.issues.map(issueToError));
+  const errors: ConfigError[] = [];
+  const runtime = resolveConfig(parsed.data, source, deps, errors);
+  if (errors.length > 0 || runtime === undefined) throw new ConfigInvalid(source, errors);
+  return deepFreeze(runtime);
+}
+
+function issueToError(issue: core.$ZodIssue): ConfigError {
+  const path = formatPath(issue.path);
+  if (issue.code === 'unrecognized_keys') {
+    const keys = issue.keys;
+    const at = keys.map((k) => (path ? `${path}.${k}` : k)).join(', ');
+    return new ConfigError(at, keys.length === 1 ? keys[0] : keys, 'no such key (unknown keys are refused: check the spelling)');
+  }
+  const expected = issue.message.replace(/^Invalid input: /, '');
+  return new ConfigError(path, issue.input, expected);
+}
+
+/** `listeners[0].tls.cert` style path. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out;
+}
+
+function errnoText(err: unknown): string {
+  if (err && typeof err === 'object' && 'code' in err && typeof err.code === 'string') {
+    const map: Record<string, string> = {
+      ENOENT: 'ENOENT: no such file',
+      EACCES: 'EACCES: permission denied',
+      EISDIR: 'EISDIR: it is a directory',
+    };
+    return map[err.code] ?? err.code;
+  }
+  return err instanceof Error ? err.message : 'unreadable';
+}
+
+/** Parses `host:port` / `[v6]:port`. */
+export function parseListen(value: string, keyPath: string, errors: ConfigError[]): ListenAddress | undefined {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(value);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (m === null || host === undefined || !Number.isInteger(port) || port > 65_535) {
+    errors.push(new ConfigError(keyPath, value, 'host:port with a port from 0 to 65535'));
+    return undefined;
+  }
+  if (m[1] !== undefined && isIP(host) !== 6) {
+    errors.push(new ConfigError(keyPath, value, 'a valid IPv6 address inside [ ]'));
+    return undefined;
+  }
+  return { host, port };
+}
+
+/** True for addresses that never leave the machine: 127.0.0.0/8, ::1, localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  if (h.startsWith('::ffff:')) return h.slice(7).startsWith('127.');
+  return false;
+}
+
+interface Ctx {
+  readonly baseDir: string;
+  readonly deps: LoadDeps;
+  readonly errors: ConfigError[];
+  readonly requireEncryption: boolean;
+}
+
+function readAt(ctx: Ctx, keyPath: string, value: string): { file: string; data: Buffer } | undefined {
+  const file = resolve(ctx.baseDir, value);
+  try {
+    return { file, data: ctx.deps.readFile(file) };
+  } catch (err) {
+    ctx.errors.push(new ConfigError(keyPath, value, `a readable file (${errnoText(err)}: ${file})`));
+    return undefined;
+  }
+}
+
+const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
+
+/** Parses every certificate of a PEM bundle; errors when there is none or one does not parse. */
+function readCertificates(ctx: Ctx, keyPath: string, value: string): { file: string; data: Buffer; certs: X509Certificate[] } | undefined {
+  const read = readAt(ctx, keyPath, value);
+  if (read === undefined) return undefined;
+  const blocks = read.data.toString('latin1').match(PEM_CERT_RE) ?? [];
+  if (blocks.length === 0) {
+    ctx.errors.push(new ConfigError(keyPath, value, `a PEM file with at least one certificate (${read.file} has none)`));
+    return undefined;
+  }
+  const certs: X509Certificate[] = [];
+  for (const block of blocks) {
+    try {
+      certs.push(new X509Certificate(block));
+    } catch {
+      ctx.errors.push(new ConfigError(keyPath, value, `PEM certificates that parse (${read.file} has a broken one)`));
+      return undefined;
+    }
+  }
+  return { ...read, certs };
+}
+
+function checkValidNow(ctx: Ctx, keyPath: string, value: string, cert: X509Certificate): void {
+  const now = ctx.deps.now();
+  const from = Date.parse(cert.validFrom);
+  const to = Date.parse(cert.validTo);
+  if (to <= now) ctx.errors.push(new ConfigError(keyPath, value, `a certificate valid now (it expired ${cert.validTo})`));
+  else if (from > now)
+    ctx.errors.push(new ConfigError(keyPath, value, `a certificate valid now (it is not valid before ${cert.validFrom})`));
+}
+
+function readKey(ctx: Ctx, keyPath: string, value: string): { data: Buffer; key: KeyObject } | undefined {
+  const read = readAt(ctx, keyPath, value);
+  if (read === undefined) return undefined;
+  try {
+    return { data: read.data, key: createPrivateKey(read.data) };
+  } catch (err) {
+    const code = err && typeof err === 'object' && 'code' in err ? String(err.code) : '';
+    const why = code === 'ERR_MISSING_PASSPHRASE' ? 'it is encrypted; give an unencrypted key' : 'it does not parse';
+    ctx.errors.push(new ConfigError(keyPath, value, `a PEM private key (${why}: ${read.file})`));
+    return undefined;
+  }
+}
+
+function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls | undefined {
+  const t = l.tls;
+  if (t === undefined) return undefined;
+  const errorsBefore = ctx.errors.length;
+  const cert = readCertificates(ctx, `${p}.tls.cert`, t.cert);
+  const key = readKey(ctx, `${p}.tls.key`, t.key);
+  const leaf = cert?.certs[0];
+  if (cert && leaf) {
+    checkValidNow(ctx, `${p}.tls.cert`, t.cert, leaf);
+    if (key && !leaf.checkPrivateKey(key.key)) {
+      ctx.errors.push(new ConfigError(`${p}.tls.key`, t.key, `the private key of the certificate in ${p}.tls.cert`));
+    }
+  }
+  let ca: Buffer | undefined;
+  const certificates: CertInfo[] = [];
+  if (leaf && cert) certificates.push({ keyPath: `${p}.tls.cert`, file: cert.file, subject: leaf.subject, validToMs: Date.parse(leaf.validTo) });
+  if (t.clientCertificate !== 'none') {
+    if (t.clientCa === undefined) {
+      ctx.errors.push(
+        new ConfigError(
+          `${p}.tls.clientCa`,
+          undefined,
+          `a CA bundle file (clientCertificate is "${t.clientCertificate}"; without a CA Node would trust its public roots)`,
+        ),
+      );
+    } else {
+      const bundle = readCertificates(ctx, `${p}.tls.clientCa`, t.clientCa);
+      if (bundle) {
+        ca = bundle.data;
+        for (const c of bundle.certs) {
+          if (!c.ca) ctx.errors.push(new ConfigError(`${p}.tls.clientCa`, t.clientCa, `CA certificates only (${c.subject.replace(/\n/g, ',')} is not a CA)`));
+          certificates.push({ keyPath: `${p}.tls.clientCa`, file: bundle.file, subject: c.subject, validToMs: Date.parse(c.validTo) });
+        }
+      }
+    }
+  } else if (t.clientCa !== undefined) {
+    ctx.errors.push(new ConfigError(`${p}.tls.clientCa`, t.clientCa, `no clientCa when ${p}.tls.clientCertificate is "none"`));
+  }
+  let crl: Buffer | undefined;
+  if (t.crl !== undefined) {
+    if (t.clientCertificate === 'none') {
+      ctx.errors.push(new ConfigError(`${p}.tls.crl`, t.crl, `no crl when ${p}.tls.clientCertificate is "none"`));
+    } else {
+      const read = readAt(ctx, `${p}.tls.crl`, t.crl);
+      if (read) {
+        try {
+          createSecureContext({ crl: read.data });
+          crl = read.data;
+        } catch {
+          ctx.errors.push(new ConfigError(`${p}.tls.crl`, t.crl, `a PEM X.509 CRL (${read.file} does not parse)`));
+        }
+      }
+    }
+  }
+  if (ctx.errors.length > errorsBefore || !cert || !key) return undefined;
+  const options = {
+    cert: cert.data,
+    key: key.data,
+    minVersion: t.minVersion,
+    ciphers: TLS_CIPHERS,
+    honorCipherOrder: true,
+    ...(ca ? { ca } : {}),
+    ...(crl ? { crl } : {}),
+    requestCert: t.clientCertificate !== 'none',
+    // `optional` completes the handshake without a certificate; the listener then closes connections
+    // that presented a certificate which failed verification, and routes that need one answer 403.
+    rejectUnauthorized: t.clientCertificate === 'require',
+  };
+  try {
+    createSecureContext(options);
+  } catch (err) {
+    ctx.errors.push(new ConfigError(`${p}.tls`, undefined, `TLS material Node accepts (${err instanceof Error ? err.message : 'rejected'})`));
+    return undefined;
+  }
+  return { clientCertificate: t.clientCertificate, options, certificates };
+}
+
+function resolveUpstream(ctx: Ctx, u: UpstreamFile, p: string): UpstreamSpec | undefined {
+  const spec = typeof u === 'string' ? { url: u } : u;
+  const keyPath = typeof u === 'string' ? p : `${p}.url`;
+  if (spec.url === 'builtin:echo') {
+    if (typeof u !== 'string') ctx.errors.push(new ConfigError(p, u, 'the string "builtin:echo" (it takes no TLS options)'));
+    return { kind: 'echo' };
+  }
+  let url: URL;
+  try {
+    url = new URL(spec.url);
+  } catch {
+    ctx.errors.push(new ConfigError(keyPath, spec.url, 'an upstream URL like http://127.0.0.1:8787, https://host:port or builtin:echo'));
+    return undefined;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    ctx.errors.push(new ConfigError(keyPath, spec.url, 'an http:// or https:// upstream (or builtin:echo)'));
+    return undefined;
+  }
+  if (url.username || url.password || url.search || url.hash || (url.pathname !== '/' && url.pathname !== '')) {
+    ctx.errors.push(new ConfigError(keyPath, spec.url, 'an origin only: scheme, host and port, no credentials, path or query'));
+    return undefined;
+  }
+  const hostname = url.hostname.replace(/^\[|\]$/g, '');
+  const loopback = isLoopbackHost(hostname);
+  if (ctx.requireEncryption && url.protocol === 'http:' && !loopback) {
+    ctx.errors.push(
+      new ConfigError(keyPath, spec.url, 'https:// or a loopback http:// upstream (requireEncryption is true: plaintext must not leave the machine)'),
+    );
+    return undefined;
+  }
+  const isObj = typeof u !== 'string';
+  if (isObj && url.protocol === 'http:' && (u.ca ?? u.cert ?? u.key ?? u.servername) !== undefined) {
+    ctx.errors.push(new ConfigError(p, u, `TLS options (ca, cert, key, servername) only with an https:// url`));
+    return undefined;
+  }
+  let tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string } | undefined;
+  if (isObj && url.protocol === 'https:') {
+    tls = {};
+    if (u.ca !== undefined) {
+      const ca = readCertificates(ctx, `${p}.ca`, u.ca);
+      if (ca) tls.ca = ca.data;
+    }
+    if ((u.cert === undefined) !== (u.key === undefined)) {
+      ctx.errors.push(new ConfigError(u.cert === undefined ? `${p}.cert` : `${p}.key`, undefined, `both ${p}.cert and ${p}.key, or neither`));
+    } else if (u.cert !== undefined && u.key !== undefined) {
+      const cert = readCertificates(ctx, `${p}.cert`, u.cert);
+      const key = readKey(ctx, `${p}.key`, u.key);
+      if (cert?.certs[0] && key && !cert.certs[0].checkPrivateKey(key.key))
+        ctx.errors.push(new ConfigError(`${p}.key`, u.key, `the private key of the certificate in ${p}.cert`));
+      if (cert && key) {
+        tls.cert = cert.data;
+        tls.key = key.data;
+      }
+    }
+    if (u.servername !== undefined) tls.servername = u.servername;
+  }
+  const port = url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
+  return {
+    kind: 'http',
+    origin: `${url.protocol}//${url.host}`,
+    protocol: url.protocol,
+    hostname,
+    port,
+    loopback,
+    ...(tls ? { tls } : {}),
+  };
+}
+
+function compileAcl(ctx: Ctx, entries: readonly string[] | undefined, keyPath: string): ClientAcl | undefined {
+  if (entries === undefined) return undefined;
+  try {
+    return compileClientAcl(entries, keyPath);
+  } catch (err) {
+    if (err instanceof ConfigError) ctx.errors.push(err);
+    else throw err;
+    return undefined;
+  }
+}
+
+function normalizeRouteHost(ctx: Ctx, host: string | undefined, keyPath: string): string | undefined {
+  if (host === undefined) return undefined;
+  const h = host.toLowerCase().replace(/\.$/, '');
+  const label = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
+  if (!new RegExp(`^(?:\\*\\.)?${label}(?:\\.${label})*$`).test(h)) {
+    ctx.errors.push(new ConfigError(keyPath, host, 'a host name, optionally with a leading "*." wildcard (no port)'));
+  }
+  return h;
+}
+
+function resolveListener(ctx: Ctx, l: ListenerFile, i: number, seenRouteIds: Set<string>): RuntimeListener | undefined {
+  const p = `listeners[${i}]`;
+  const address = parseListen(l.listen, `${p}.listen`, ctx.errors);
+  if (l.tls === undefined) {
+    if (ctx.requireEncryption) {
+      ctx.errors.push(new ConfigError(`${p}.tls`, undefined, 'a tls section (requireEncryption is true; plaintext listeners are refused)'));
+    } else if (l.plaintext !== true) {
+      ctx.errors.push(new ConfigError(`${p}.tls`, undefined, `a tls section, or ${p}.plaintext: true to serve plaintext on purpose`));
+    }
+  } else if (l.plaintext === true) {
+    ctx.errors.push(new ConfigError(`${p}.plaintext`, true, `either ${p}.tls or ${p}.plaintext, not both`));
+  }
+  const tls = resolveListenerTls(ctx, l, p);
+  const mode = l.tls?.clientCertificate ?? 'none';
+  if (mode === 'none' && l.allowClients !== undefined) {
+    ctx.errors.push(new ConfigError(`${p}.allowClients`, l.allowClients, `no allowClients when ${p}.tls.clientCertificate is "none" (no client could match)`));
+  }
+  const acl = compileAcl(ctx, l.allowClients, `${p}.allowClients`);
+  const routes: Route[] = [];
+  l.routes.forEach((r, j) => {
+    const rp = `${p}.routes[${j}]`;
+    const id = r.id ?? `${l.name}-${j}`;
+    if (seenRouteIds.has(id)) ctx.errors.push(new ConfigError(`${rp}.id`, id, 'a route id used only once'));
+    seenRouteIds.add(id);
+    if (mode === 'none' && r.allowClients !== undefined) {
+      ctx.errors.push(new ConfigError(`${rp}.allowClients`, r.allowClients, `no allowClients when ${p}.tls.clientCertificate is "none"`));
+    }
+    const upstream = resolveUpstream(ctx, r.upstream, `${rp}.upstream`);
+    const host = normalizeRouteHost(ctx, r.match.host, `${rp}.match.host`);
+    const prefix = r.match.pathPrefix;
+    if (prefix !== '/' && (/[?#;\\%]|\/\/|\/\.\.?(?:\/|$)/.test(prefix) || prefix.endsWith('/') && prefix.length > 1 && prefix.slice(0, -1).endsWith('/'))) {
+      ctx.errors.push(new ConfigError(`${rp}.match.pathPrefix`, prefix, 'a normalized path prefix (no ?, #, ;, \\, %, //, or dot segments)'));
+    }
+    const pathPrefix = prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
+    const racl = compileAcl(ctx, r.allowClients, `${rp}.allowClients`);
+    if (upstream) routes.push({ id, host, pathPrefix, upstream, acl: racl });
+  });
+  if (!address) return undefined;
+  return { name: l.name, keyPath: p, address, protocol: 'http', tls, acl, routes: compileRouteTable(routes) };
+}
+
+function resolveConfig(file: ConfigFile, source: string, deps: LoadDeps, errors: ConfigError[]): RuntimeConfig | undefined {
+  const ctx: Ctx = { baseDir: dirname(source), deps, errors, requireEncryption: file.requireEncryption };
+  const warnings: string[] = [];
+  const names = new Set<string>();
+  const binds = new Map<string, string>();
+  const seenRouteIds = new Set<string>();
+  const listeners: RuntimeListener[] = [];
+  file.listeners.forEach((l, i) => {
+    if (names.has(l.name)) errors.push(new ConfigError(`listeners[${i}].name`, l.name, 'a listener name used only once'));
+    names.add(l.name);
+    const r = resolveListener(ctx, l, i, seenRouteIds);
+    if (!r) return;
+    const bindKey = `${r.address.host}:${r.address.port}`;
+    const other = binds.get(bindKey);
+    if (r.address.port !== 0 && other !== undefined) {
+      errors.push(new ConfigError(`listeners[${i}].listen`, l.listen, `an address not already used by ${other}`));
+    }
+    binds.set(bindKey, `listeners[${i}]`);
+    if (!r.tls) warnings.push(`listener "${l.name}" serves PLAINTEXT on ${l.listen}: requireEncryption is false and plaintext: true is set`);
+    if (r.acl?.entries.length === 0) warnings.push(`listener "${l.name}" has an empty allowClients: it denies every client`);
+    listeners.push(r);
+  });
+  const adminAddress = parseListen(file.admin.listen, 'admin.listen', errors);
+  if (adminAddress && file.admin.enabled && file.requireEncryption && !isLoopbackHost(adminAddress.host)) {
+    errors.push(new ConfigError('admin.listen', file.admin.listen, 'a loopback address (the admin listener has no TLS yet and requireEncryption is true)'));
+  }
+  if (errors.length > 0 || !adminAddress) return undefined;
+  return {
+    source,
+    requireEncryption: file.requireEncryption,
+    admin: { enabled: file.admin.enabled, address: adminAddress },
+    log: file.log,
+    timeouts: file.timeouts,
+    http2: file.http2,
+    listeners,
+    warnings,
+  };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Buffer.isBuffer(value) && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

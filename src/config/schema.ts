@@ -1,0 +1,107 @@
+/**
+ * The config file's schema (zod, strict: an unknown key is an error, never ignored — a typo in a
+ * security key must not silently fall back to a default). This validates shape and types only; files,
+ * keys and cross-field rules are checked by `load.ts`, which turns the result into the runtime config.
+ */
+import { z } from 'zod';
+import { DEFAULTS } from './defaults.js';
+
+const positiveMs = z.number().int().positive().max(86_400_000);
+const nonEmpty = z.string().min(1);
+
+/** `host:port` or `[v6]:port`. Validated further (port range, host syntax) in load.ts. */
+const listenAddress = z
+  .string()
+  .regex(/^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8443 or [::1]:8443');
+
+const timeouts = z.strictObject({
+  tlsHandshakeMs: positiveMs.default(DEFAULTS.timeouts.tlsHandshakeMs),
+  requestHeadersMs: positiveMs.default(DEFAULTS.timeouts.requestHeadersMs),
+  keepAliveMs: positiveMs.default(DEFAULTS.timeouts.keepAliveMs),
+  idleMs: positiveMs.default(DEFAULTS.timeouts.idleMs),
+  upstreamConnectMs: positiveMs.default(DEFAULTS.timeouts.upstreamConnectMs),
+  upstreamResponseMs: positiveMs.default(DEFAULTS.timeouts.upstreamResponseMs),
+  upstreamIdleMs: positiveMs.default(DEFAULTS.timeouts.upstreamIdleMs),
+  shutdownGraceMs: positiveMs.default(DEFAULTS.timeouts.shutdownGraceMs),
+});
+
+const http2 = z.strictObject({
+  maxConcurrentStreams: z.number().int().min(1).max(10_000).default(DEFAULTS.http2.maxConcurrentStreams),
+  maxSessionMemoryMb: z.number().int().min(1).max(1024).default(DEFAULTS.http2.maxSessionMemoryMb),
+  maxHeaderListSize: z.number().int().min(1024).max(1_048_576).default(DEFAULTS.http2.maxHeaderListSize),
+  initialWindowSize: z.number().int().min(1024).max(2_147_483_647).default(DEFAULTS.http2.initialWindowSize),
+});
+
+const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3']);
+
+const listenerTls = z.strictObject({
+  cert: nonEmpty,
+  key: nonEmpty,
+  minVersion: tlsVersion.default(DEFAULTS.tls.minVersion),
+  clientCertificate: z.enum(['require', 'optional', 'none']).default(DEFAULTS.tls.clientCertificate),
+  clientCa: nonEmpty.optional(),
+  crl: nonEmpty.optional(),
+});
+
+/** An upstream: `http://`, `https://` or `builtin:echo` as a string, or an object for TLS options. */
+const upstream = z.union([
+  nonEmpty,
+  z.strictObject({
+    url: nonEmpty,
+    ca: nonEmpty.optional(),
+    cert: nonEmpty.optional(),
+    key: nonEmpty.optional(),
+    servername: nonEmpty.optional(),
+  }),
+]);
+
+const allowClients = z.array(z.string());
+
+const route = z.strictObject({
+  id: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a route id of letters, digits, . _ - (max 64)')
+    .optional(),
+  match: z.strictObject({
+    host: nonEmpty.optional(),
+    pathPrefix: z.string().startsWith('/', 'expected a path starting with /').default('/'),
+  }),
+  upstream,
+  allowClients: allowClients.optional(),
+});
+
+const listener = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a name of letters, digits, . _ - (max 64)'),
+  listen: listenAddress,
+  protocol: z.literal('http').default('http'),
+  tls: listenerTls.optional(),
+  /** With requireEncryption: false only. Named so that nobody turns it on by accident. */
+  plaintext: z.literal(true).optional(),
+  allowClients: allowClients.optional(),
+  routes: z.array(route).min(1, 'expected at least one route'),
+});
+
+/** The whole config file. */
+export const configSchema = z.strictObject({
+  requireEncryption: z.boolean().default(DEFAULTS.requireEncryption),
+  admin: z
+    .strictObject({ listen: listenAddress.default(DEFAULTS.admin.listen), enabled: z.boolean().default(true) })
+    .default({ listen: DEFAULTS.admin.listen, enabled: true }),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default(DEFAULTS.log.level),
+      access: z.boolean().default(DEFAULTS.log.access),
+    })
+    .default({ level: DEFAULTS.log.level, access: DEFAULTS.log.access }),
+  timeouts: timeouts.default(timeouts.parse({})),
+  http2: http2.default(http2.parse({})),
+  listeners: z.array(listener).min(1, 'expected at least one listener'),
+});
+
+/** The config as written in the file, after defaults. */
+export type ConfigFile = z.infer<typeof configSchema>;
+export type ListenerFile = z.infer<typeof listener>;
+export type RouteFile = z.infer<typeof route>;
+export type UpstreamFile = z.infer<typeof upstream>;
+export type TimeoutsConfig = z.infer<typeof timeouts>;
+export type Http2Config = z.infer<typeof http2>;

@@ -1,0 +1,136 @@
+/**
+ * The one error registry of Portcullis.
+ *
+ * Every failure that ends a request or a connection is a {@link GatewayError} carrying a code from
+ * {@link ErrorCode}. One table ({@link ERRORS}) maps each code to the HTTP status the client sees, the
+ * RFC 6750 `error` value where one applies, and the short public message. The peer only ever gets that
+ * generic message; the reason (the code and an internal detail) goes to the log and the metrics.
+ */
+
+/** Static facts about one error code. */
+export interface ErrorSpec {
+  /** HTTP status returned to the client. */
+  readonly status: number;
+  /** Public, generic message: never names a secret, a path on disk, or why a signature failed. */
+  readonly message: string;
+  /** RFC 6750 §3.1 error code for the `WWW-Authenticate: Bearer` challenge, when one applies. */
+  readonly bearerError?: 'invalid_request' | 'invalid_token' | 'insufficient_scope';
+  /** Whether a `WWW-Authenticate: Bearer` challenge is sent (RFC 6750 §3). */
+  readonly challenge?: boolean;
+}
+
+/** The table code → answer. Codes are `ERR_<STAGE>_<REASON>` and are API: tests and log queries use them. */
+export const ERRORS = {
+  // connection policy (require-encryption)
+  ERR_POLICY_PLAINTEXT: { status: 400, message: 'This port speaks TLS only; connect with https://.' },
+  // request well-formedness (RFC 9110 / 9112 / 9113)
+  ERR_REQUEST_BAD_PATH: { status: 400, message: 'Bad request: the request target is not acceptable.' },
+  ERR_REQUEST_BAD_HOST: { status: 400, message: 'Bad request: the Host header is missing or malformed.' },
+  ERR_REQUEST_BAD_HEADER: { status: 400, message: 'Bad request: a header name or value is not acceptable.' },
+  ERR_REQUEST_UPGRADE_REFUSED: { status: 400, message: 'Bad request: this protocol upgrade is not supported.' },
+  ERR_REQUEST_BAD_WEBSOCKET: { status: 400, message: 'Bad request: invalid WebSocket handshake.' },
+  ERR_REQUEST_MISDIRECTED: {
+    status: 421,
+    message: 'Misdirected request: the Host does not match the TLS server name of this connection.',
+  },
+  // routing
+  ERR_ROUTE_NOT_FOUND: { status: 404, message: 'Not found: no route matches this request.' },
+  // peer identity (client certificates)
+  ERR_IDENTITY_NO_CLIENT_CERT: { status: 403, message: 'Forbidden: a client certificate is required.' },
+  ERR_IDENTITY_BAD_CLIENT_CERT: { status: 403, message: 'Forbidden: the client certificate was not accepted.' },
+  ERR_IDENTITY_LISTENER_ACL: { status: 403, message: 'Forbidden: this client is not allowed here.' },
+  // authentication (RFC 6750)
+  ERR_AUTHN_MISSING: { status: 401, message: 'Unauthorized: a Bearer token is required.', challenge: true },
+  ERR_AUTHN_MALFORMED: {
+    status: 400,
+    message: 'Bad request: malformed Authorization header.',
+    challenge: true,
+    bearerError: 'invalid_request',
+  },
+  ERR_AUTHN_INVALID_TOKEN: {
+    status: 401,
+    message: 'Unauthorized: the token is not valid.',
+    challenge: true,
+    bearerError: 'invalid_token',
+  },
+  ERR_AUTHN_UNAVAILABLE: { status: 503, message: 'Service unavailable: the identity provider did not answer.' },
+  // authorization
+  ERR_AUTHZ_ROUTE_ACL: { status: 403, message: 'Forbidden: this client is not allowed on this route.' },
+  ERR_AUTHZ_INSUFFICIENT_SCOPE: {
+    status: 403,
+    message: 'Forbidden: the token lacks a required scope or claim.',
+    challenge: true,
+    bearerError: 'insufficient_scope',
+  },
+  // upstream
+  ERR_UPSTREAM_UNAVAILABLE: { status: 502, message: 'Bad gateway: the upstream could not be reached.' },
+  ERR_UPSTREAM_TLS: { status: 502, message: 'Bad gateway: the upstream TLS handshake failed.' },
+  ERR_UPSTREAM_BAD_RESPONSE: { status: 502, message: 'Bad gateway: the upstream sent an invalid response.' },
+  ERR_UPSTREAM_TIMEOUT: { status: 504, message: 'Gateway timeout: the upstream did not answer in time.' },
+  // anything unexpected: still a denial, never a pass
+  ERR_INTERNAL: { status: 500, message: 'Internal error.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+/** Every error code Portcullis can answer with. */
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The list of codes, for docs and metric label sets. */
+export const ERROR_CODES = Object.keys(ERRORS) as readonly ErrorCode[];
+
+/**
+ * A request- or connection-ending failure. `detail` is for the log only and must never carry a secret
+ * (no token, no key material); the client sees `ERRORS[code].message`.
+ */
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly detail: string | undefined;
+
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail === undefined ? code : `${code}: ${detail}`, options);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.detail = detail;
+  }
+
+  /** The HTTP status for this error. */
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+}
+
+/** Wraps anything thrown into a GatewayError, failing closed to `ERR_INTERNAL`. */
+export function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  const detail = err instanceof Error ? `${err.name}: ${err.message}` : 'non-error thrown';
+  return new GatewayError('ERR_INTERNAL', detail, { cause: err });
+}
+
+/**
+ * A configuration error: names the key path, the value found and what was expected. The process exits
+ * non-zero before it listens (at reload, the old config keeps serving).
+ */
+export class ConfigError extends Error {
+  readonly path: string;
+  readonly value: unknown;
+  readonly expected: string;
+
+  constructor(path: string, value: unknown, expected: string, options?: { cause?: unknown }) {
+    super(`${path || '(root)'}: got ${describeValue(value)}; expected ${expected}`, options);
+    this.name = 'ConfigError';
+    this.path = path;
+    this.value = value;
+    this.expected = expected;
+  }
+}
+
+/** A bounded, single-line rendering of a config value for an error message. */
+export function describeValue(value: unknown): string {
+  if (value === undefined) return 'nothing (the key is missing)';
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? typeof value;
+  } catch {
+    text = `(unprintable ${typeof value})`;
+  }
+  return text.length > 120 ? `${text.slice(0, 117)}...` : text;
+}

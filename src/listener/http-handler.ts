@@ -1,0 +1,319 @@
+/**
+ * The request pipeline of an HTTP listener, one function per request, walking the stages in order:
+ *
+ *   request form (method, authority, target) → SNI/Host → route → client certificate policy
+ *   → header rewrite → forward (undici, echo) → access log + metrics
+ *
+ * WebSocket upgrades walk the same stages before http-proxy takes the socket. Every failure is a
+ * GatewayError answered with its status from the registry and logged with its code; nothing a client
+ * sends can escape as an exception (fail closed, never crash).
+ */
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Http2ServerRequest } from 'node:http2';
+import type { RuntimeListener } from '../config/load.js';
+import type { Route } from '../authz/routes.js';
+import { normalizeRequestTarget } from '../authz/path.js';
+import { ERRORS, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
+import { buildUpstreamHeaders } from '../mutate/request-headers.js';
+import type { Logger } from '../observability/logger.js';
+import { methodLabel, statusClass, type Metrics } from '../observability/metrics.js';
+import type { Clock } from '../clock.js';
+import { connectionStateOf, type ConnectionState } from './connection.js';
+import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
+import { writeRawError, type WebSocketProxy } from '../proxy/websocket.js';
+
+/** Forwards a request that passed every check (route → forwarder map built at start). */
+export type RouteForwarder = (fr: ForwardRequest, req: ClientRequest, res: ClientResponse) => Promise<ForwardOutcome>;
+
+/** What the handler needs from the rest of the app. */
+export interface HttpHandlerDeps {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly clock: Clock;
+  readonly accessLog: boolean;
+  /** The forwarder of each route id. */
+  readonly forwarders: ReadonlyMap<string, RouteForwarder>;
+  readonly websocket: WebSocketProxy;
+}
+
+/** The two entry points of an HTTP listener. */
+export interface HttpHandler {
+  /** `request` and `checkContinue` events of the server (HTTP/1.1 and HTTP/2). */
+  handle(req: ClientRequest, res: ClientResponse, expectContinue: boolean): void;
+  /** `upgrade` event (HTTP/1.1 only). */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+}
+
+/** Host header syntax (RFC 9110 §7.2, RFC 3986 §3.2.2): reg-name labels or a bracketed IPv6 literal,
+ * optional port. Refuses `user@host`, paths, empty labels and control bytes (hostile case 69). */
+const HOST_RE =
+  /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?)(?::\d{1,5})?$/;
+
+/** Lowercased host without port or trailing dot, for routing and the SNI comparison. */
+function routingHost(authority: string): string {
+  let h = authority;
+  if (h.charCodeAt(0) === 91 /* [ */) {
+    const end = h.indexOf(']');
+    h = h.slice(0, end + 1);
+  } else {
+    const colon = h.indexOf(':');
+    if (colon !== -1) h = h.slice(0, colon);
+    if (h.endsWith('.')) h = h.slice(0, -1);
+  }
+  return h.toLowerCase();
+}
+
+interface RequestFacts {
+  authority: string;
+  hostCount: number;
+  h2Host: string | undefined;
+}
+
+/** Finds the authority in the raw headers: `:authority` on HTTP/2, else `Host`; counts Host lines. */
+function scanAuthority(raw: readonly string[]): RequestFacts {
+  const facts: RequestFacts = { authority: '', hostCount: 0, h2Host: undefined };
+  let h2Authority: string | undefined;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') {
+      facts.hostCount++;
+      facts.h2Host = raw[i + 1];
+    } else if (name === ':authority') h2Authority = raw[i + 1];
+  }
+  if (h2Authority !== undefined) facts.authority = h2Authority;
+  else if (facts.h2Host !== undefined) facts.authority = facts.h2Host;
+  return facts;
+}
+
+/** Checks the request's form and finds its route. Throws GatewayError. */
+function resolveRequest(
+  listener: RuntimeListener,
+  conn: ConnectionState | undefined,
+  method: string | undefined,
+  url: string | undefined,
+  rawHeaders: readonly string[],
+  isH2: boolean,
+): { route: Route; path: string; authority: string } {
+  if (method === undefined || method === 'CONNECT') throw new GatewayError('ERR_REQUEST_BAD_PATH', 'CONNECT method');
+  const facts = scanAuthority(rawHeaders);
+  if (isH2) {
+    // RFC 9113 §8.3.1: a Host that disagrees with :authority makes the request malformed (hostile case 81).
+    const hasAuthority = rawHeaders.includes(':authority');
+    if (hasAuthority && facts.h2Host !== undefined && facts.h2Host.toLowerCase() !== facts.authority.toLowerCase()) {
+      throw new GatewayError('ERR_REQUEST_BAD_HOST', ':authority and host disagree');
+    }
+  } else if (facts.hostCount !== 1) {
+    throw new GatewayError('ERR_REQUEST_BAD_HOST', facts.hostCount === 0 ? 'no Host' : 'duplicate Host');
+  }
+  const authority = facts.authority;
+  if (authority === '' || !HOST_RE.test(authority)) throw new GatewayError('ERR_REQUEST_BAD_HOST', 'malformed authority');
+  let target = url ?? '';
+  if (target.charCodeAt(0) !== 47 /* / */) {
+    // Absolute-form (RFC 9112 §3.2.2): accepted only when it names the same host as Host; the path that
+    // is authorised is then the path that is forwarded (hostile case 66). Anything else is refused.
+    const m = /^https?:\/\/([^/?#]*)(\/[^#]*)?$/i.exec(target);
+    if (m === null || (m[1] ?? '').toLowerCase() !== authority.toLowerCase()) {
+      throw new GatewayError('ERR_REQUEST_BAD_PATH', 'request target not in origin-form');
+    }
+    target = m[2] ?? '/';
+  }
+  const norm = normalizeRequestTarget(target);
+  if (!norm.ok) throw new GatewayError('ERR_REQUEST_BAD_PATH', norm.reason);
+  const host = routingHost(authority);
+  // A request for another host than the TLS server name is misdirected (RFC 9110 §15.5.20): it would
+  // let a client pick a route with another policy than the one its connection was set up for
+  // (hostile cases 8, 9).
+  if (conn?.servername !== undefined && conn.servername !== host) {
+    throw new GatewayError('ERR_REQUEST_MISDIRECTED', 'SNI and Host differ');
+  }
+  const route = listener.routes.lookup(host, norm.path);
+  if (route === undefined) throw new GatewayError('ERR_ROUTE_NOT_FOUND');
+  return { route, path: norm.query === '' ? norm.path : norm.path + norm.query, authority };
+}
+
+/** The client certificate policy of the listener and the route. Throws GatewayError. */
+function checkClient(listener: RuntimeListener, conn: ConnectionState | undefined, route: Route): void {
+  if (listener.acl !== undefined && conn?.listenerAllowed !== true) {
+    throw new GatewayError(conn?.identity === undefined ? 'ERR_IDENTITY_NO_CLIENT_CERT' : 'ERR_IDENTITY_LISTENER_ACL');
+  }
+  if (route.acl !== undefined) {
+    if (conn?.identity === undefined) throw new GatewayError('ERR_IDENTITY_NO_CLIENT_CERT', 'route needs a client certificate');
+    if (!route.acl.allows(conn.identity)) throw new GatewayError('ERR_AUTHZ_ROUTE_ACL');
+  }
+}
+
+const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
+
+/** Creates the handler of one listener. */
+export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDeps): HttpHandler {
+  const { logger, metrics, clock } = deps;
+  const lname = listener.name;
+  const proto = listener.tls ? 'https' : 'http';
+  const denialCounters = new Map<ErrorCode, ReturnType<Metrics['denials']['labels']>>();
+  const denialCounter = (code: ErrorCode): ReturnType<Metrics['denials']['labels']> => {
+    let c = denialCounters.get(code);
+    if (c === undefined) {
+      c = metrics.denials.labels(lname, code);
+      denialCounters.set(code, c);
+    }
+    return c;
+  };
+
+  function logAccess(fields: Record<string, unknown>, status: number): void {
+    if (status >= 500) logger.warn(fields, 'request');
+    else if (deps.accessLog) logger.info(fields, 'request');
+  }
+
+  function deny(req: ClientRequest, res: ClientResponse, err: GatewayError, started: bigint): void {
+    const spec = ERRORS[err.code];
+    denialCounter(err.code).inc();
+    const routeLabel = 'none';
+    metrics.requests.labels(lname, routeLabel, methodLabel(req.method), statusClass(spec.status)).inc();
+    logAccess(
+      {
+        listener: lname,
+        method: req.method,
+        status: spec.status,
+        reason: err.code,
+        detail: err.detail,
+        durationMs: Number(clock.hrtime() - started) / 1e6,
+      },
+      spec.status,
+    );
+    if (res.headersSent || res.destroyed) {
+      res.destroy();
+      return;
+    }
+    const body = `${spec.message}\n`;
+    const headers: Record<string, string | number> = {
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'cache-control': 'no-store',
+    };
+    if ('challenge' in spec && spec.challenge) {
+      headers['www-authenticate'] =
+        'bearerError' in spec ? `Bearer realm="portcullis", error="${spec.bearerError}"` : 'Bearer realm="portcullis"';
+    }
+    // A malformed request may be a smuggling attempt: do not reuse an HTTP/1.1 connection after it.
+    if (req.httpVersionMajor === 1 && err.code.startsWith('ERR_REQUEST_')) headers.connection = 'close';
+    try {
+      res.writeHead(spec.status, headers);
+      res.end(body);
+    } catch {
+      res.destroy();
+    }
+  }
+
+  function handle(req: ClientRequest, res: ClientResponse, expectContinue: boolean): void {
+    const started = clock.hrtime();
+    let route: Route | undefined;
+    try {
+      const isH2 = req.httpVersionMajor === 2;
+      const conn = connectionStateOf(req.socket);
+      const r = resolveRequest(listener, conn, req.method, req.url, req.rawHeaders, isH2);
+      route = r.route;
+      checkClient(listener, conn, route);
+      const scanned = buildUpstreamHeaders(req.rawHeaders, {
+        host: r.authority,
+        clientAddress: conn?.clientAddress ?? req.socket.remoteAddress ?? '',
+        proto,
+        xfcc: conn?.xfcc,
+      });
+      const hasBody = isH2 ? !(req as Http2ServerRequest).stream.endAfterHeaders : scanned.hasBody;
+      const forwarder = deps.forwarders.get(route.id);
+      if (forwarder === undefined) throw new GatewayError('ERR_INTERNAL', `no forwarder for route ${route.id}`);
+      const fr: ForwardRequest = { route, method: req.method ?? 'GET', path: r.path, headers: scanned.headers, hasBody, expectContinue };
+      const routeId = route.id;
+      forwarder(fr, req, res).then(
+        (outcome) => {
+          const seconds = Number(clock.hrtime() - started) / 1e9;
+          metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(outcome.status)).inc();
+          metrics.requestDuration.labels(lname, routeId).observe(seconds);
+          logAccess(
+            {
+              listener: lname,
+              route: routeId,
+              method: req.method,
+              status: outcome.status,
+              durationMs: seconds * 1e3,
+              ...(outcome.abortedReason ? { reason: outcome.abortedReason } : {}),
+            },
+            outcome.status,
+          );
+        },
+        (err: unknown) => {
+          const gerr = toGatewayError(err);
+          metrics.upstreamErrors.labels(routeId, gerr.code).inc();
+          deny(req, res, gerr, started);
+        },
+      );
+    } catch (err) {
+      deny(req, res, toGatewayError(err), started);
+    }
+  }
+
+  function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const started = clock.hrtime();
+    // The client socket needs its error listener before anything can fail (hostile-cases §4 item 4).
+    socket.on('error', () => socket.destroy());
+    const denyRaw = (err: GatewayError): void => {
+      denialCounter(err.code).inc();
+      metrics.requests.labels(lname, 'none', methodLabel(req.method), statusClass(err.status)).inc();
+      logAccess({ listener: lname, method: req.method, upgrade: true, status: err.status, reason: err.code, detail: err.detail }, err.status);
+      writeRawError(socket, err);
+    };
+    try {
+      const conn = connectionStateOf(req.socket);
+      const r = resolveRequest(listener, conn, req.method, req.url, req.rawHeaders, false);
+      checkClient(listener, conn, r.route);
+      // Only a well-formed WebSocket handshake is tunnelled (RFC 6455 §4.1; hostile cases 73, 87, 89):
+      // h2c and every other upgrade token are refused with an answer, never a hang.
+      const upgrade = (req.headers.upgrade ?? '').trim().toLowerCase();
+      if (upgrade !== 'websocket') throw new GatewayError('ERR_REQUEST_UPGRADE_REFUSED', `upgrade: ${upgrade.slice(0, 32)}`);
+      const key = req.headers['sec-websocket-key'];
+      if (req.method !== 'GET' || req.headers['sec-websocket-version'] !== '13' || typeof key !== 'string' || !KEY_RE.test(key)) {
+        throw new GatewayError('ERR_REQUEST_BAD_WEBSOCKET');
+      }
+      const upstream = r.route.upstream;
+      if (upstream.kind !== 'http') throw new GatewayError('ERR_REQUEST_UPGRADE_REFUSED', 'upstream cannot upgrade');
+      const scanned = buildUpstreamHeaders(req.rawHeaders, {
+        host: r.authority,
+        clientAddress: conn?.clientAddress ?? req.socket.remoteAddress ?? '',
+        proto,
+        xfcc: conn?.xfcc,
+        upgrade: true,
+      });
+      const headers: Record<string, string | string[]> = {};
+      for (let i = 0; i + 1 < scanned.headers.length; i += 2) {
+        const name = scanned.headers[i] as string;
+        const value = scanned.headers[i + 1] as string;
+        const prev = headers[name];
+        headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+      }
+      const routeId = r.route.id;
+      deps.websocket.upgrade(upstream, req, socket, head, { path: r.path, headers, key }).then(
+        (outcome) => {
+          metrics.requests.labels(lname, routeId, 'GET', statusClass(outcome.status)).inc();
+          logAccess(
+            {
+              listener: lname,
+              route: routeId,
+              method: 'GET',
+              upgrade: true,
+              status: outcome.status,
+              reason: outcome.reason,
+              durationMs: Number(clock.hrtime() - started) / 1e6,
+            },
+            outcome.status,
+          );
+        },
+        () => socket.destroy(),
+      );
+    } catch (err) {
+      denyRaw(toGatewayError(err));
+    }
+  }
+
+  return { handle, handleUpgrade };
+}

@@ -1,0 +1,272 @@
+/**
+ * An HTTP listener: a front TCP server that sniffs the first byte (plaintext gets a 400, see
+ * policy/plaintext.ts), then a `node:http2` secure server with `allowHTTP1` (ALPN h2 and http/1.1).
+ *
+ * The connection-level guards live here: TLS handshake timeout, renegotiation disabled, certificate
+ * verdicts turned into per-connection state, HTTP/2 limits, and the gateway's own header/keep-alive
+ * timers for HTTP/1.1 — Node's http2 server does not enforce headersTimeout on its HTTP/1 fallback, so
+ * without them slowloris holds connections open forever (hostile case 101).
+ */
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import {
+  createSecureServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type Http2Session,
+  type Http2SecureServer,
+} from 'node:http2';
+import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { Http2Config, TimeoutsConfig } from '../config/schema.js';
+import type { RuntimeListener } from '../config/load.js';
+import { ConfigError } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
+import { sniffConnection } from '../policy/plaintext.js';
+import { attachConnectionState, createConnectionState } from './connection.js';
+import type { HttpHandler } from './http-handler.js';
+
+/** A bound listener. */
+export interface RunningListener {
+  readonly name: string;
+  address(): AddressInfo;
+  /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then closes what is left. */
+  close(graceMs: number): Promise<void>;
+}
+
+export interface HttpListenerDeps {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly handler: HttpHandler;
+  readonly timeouts: TimeoutsConfig;
+  readonly http2: Http2Config;
+}
+
+const kTimer = Symbol('portcullis.h1timer');
+const kInflight = Symbol('portcullis.inflight');
+type H1Socket = Socket & { [kTimer]?: NodeJS.Timeout | undefined; [kInflight]?: number };
+
+/** Maps a TLS handshake failure to a bounded reason label. */
+export function tlsRejectReason(err: Error & { code?: string }): ConnectionRejectReason {
+  const code = err.code ?? '';
+  const msg = err.message.toLowerCase();
+  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'handshake_timeout';
+  if (code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' || msg.includes('peer did not return a certificate')) return 'no_client_cert';
+  if (msg.includes('revoked')) return 'revoked';
+  if (msg.includes('certificate') || code.includes('CERTIFICATE') || code.includes('CERT')) return 'bad_client_cert';
+  return 'protocol';
+}
+
+/** Binds `server` to `address`; a failure (EADDRINUSE, EACCES) is a ConfigError naming the key path. */
+function bind(server: Server, listener: RuntimeListener): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(new ConfigError(`${listener.keyPath}.listen`, `${listener.address.host}:${listener.address.port}`, `an address this process can bind (${err.code ?? err.message})`));
+    };
+    server.once('error', onError);
+    server.listen({ host: listener.address.host, port: listener.address.port, exclusive: true }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/** Creates and binds the listener. Rejects with a ConfigError when the address cannot be bound. */
+export async function startHttpListener(listener: RuntimeListener, deps: HttpListenerDeps): Promise<RunningListener> {
+  const { logger, metrics, handler, timeouts } = deps;
+  const name = listener.name;
+  const active = metrics.activeConnections.labels(name);
+  const reject = (reason: ConnectionRejectReason): void => metrics.rejectedConnections.labels(name, reason).inc();
+  const sockets = new Set<Socket>();
+  const sessions = new Set<Http2Session>();
+  /** HTTP/1.1 connections past the handshake (drained one by one at close). */
+  const h1Sockets = new Set<H1Socket>();
+  let closing = false;
+
+  const clearTimer = (s: H1Socket): void => {
+    const t = s[kTimer];
+    if (t !== undefined) {
+      clearTimeout(t);
+      s[kTimer] = undefined;
+    }
+  };
+  const armTimer = (s: H1Socket, ms: number, reason: ConnectionRejectReason | undefined): void => {
+    clearTimer(s);
+    const t = setTimeout(() => {
+      if (reason) reject(reason);
+      s.destroy();
+    }, ms);
+    t.unref();
+    s[kTimer] = t;
+  };
+
+  const onRequest = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse, expectContinue: boolean): void => {
+    // Errors on either stream must never become uncaught exceptions (a crash is a denial of service).
+    req.on('error', noop);
+    res.on('error', noop);
+    if (req.httpVersionMajor === 1) {
+      const s = req.socket as H1Socket;
+      clearTimer(s);
+      s[kInflight] = (s[kInflight] ?? 0) + 1;
+      res.once('close', () => {
+        const n = (s[kInflight] ?? 1) - 1;
+        s[kInflight] = n;
+        if (n === 0 && !s.destroyed) {
+          if (closing) s.destroySoon();
+          else armTimer(s, timeouts.keepAliveMs, undefined);
+        }
+      });
+    }
+    handler.handle(req, res, expectContinue);
+  };
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // The upgrade socket is the connection's TLS socket: its header timer no longer applies.
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-class-instance-assignment -- same object, wider type
+    clearTimer(socket as H1Socket);
+    handler.handleUpgrade(req, socket, head);
+  };
+
+  let server: Http2SecureServer | ReturnType<typeof createHttpServer>;
+  let front: Server;
+  if (listener.tls) {
+    const tls = listener.tls;
+    const h2 = deps.http2;
+    const secure = createSecureServer({
+      ...tls.options,
+      allowHTTP1: true,
+      ALPNProtocols: ['h2', 'http/1.1'],
+      handshakeTimeout: timeouts.tlsHandshakeMs,
+      maxSessionMemory: h2.maxSessionMemoryMb,
+      settings: {
+        maxConcurrentStreams: h2.maxConcurrentStreams,
+        maxHeaderListSize: h2.maxHeaderListSize,
+        initialWindowSize: h2.initialWindowSize,
+        enablePush: false,
+      },
+    });
+    // Idle sockets (HTTP/1.1) and idle sessions (HTTP/2) are closed after idleMs (hostile case 85).
+    secure.setTimeout(timeouts.idleMs);
+    secure.prependListener('secureConnection', (socket: TLSSocket) => {
+      // TLS 1.2 renegotiation is a CPU-exhaustion and confusion vector; nothing here needs it.
+      socket.disableRenegotiation();
+      socket.on('error', noop);
+      if (!socket.authorized && tls.clientCertificate !== 'none') {
+        const cert = socket.getPeerCertificate();
+        if (cert && Object.keys(cert).length > 0) {
+          // `optional`: a certificate was presented and failed verification. Never downgrade it to
+          // "anonymous": refuse the connection, as `require` does.
+          reject(String(socket.authorizationError).includes('REVOKED') ? 'revoked' : 'bad_client_cert');
+          logger.info({ listener: name, reason: 'bad_client_cert', detail: String(socket.authorizationError) }, 'connection refused');
+          socket.destroy();
+          return;
+        }
+      }
+      try {
+        attachConnectionState(socket, createConnectionState(socket, listener.acl));
+      } catch (err) {
+        // A certificate the identity parser cannot read exactly is refused, never half-trusted.
+        reject('bad_client_cert');
+        logger.info({ listener: name, reason: 'bad_client_cert', detail: err instanceof Error ? err.message : 'unreadable' }, 'connection refused');
+        socket.destroy();
+        return;
+      }
+      metrics.handshakes.labels(name, socket.alpnProtocol || 'none').inc();
+      if (socket.alpnProtocol !== 'h2') {
+        h1Sockets.add(socket);
+        socket.once('close', () => h1Sockets.delete(socket));
+        armTimer(socket, timeouts.requestHeadersMs, 'headers_timeout');
+      }
+    });
+    secure.on('tlsClientError', (err: Error & { code?: string }) => {
+      const reason = tlsRejectReason(err);
+      reject(reason);
+      logger.info({ listener: name, reason, detail: err.code ?? err.message }, 'tls handshake refused');
+    });
+    secure.on('session', (session: Http2Session) => {
+      sessions.add(session);
+      session.once('close', () => sessions.delete(session));
+      if (closing) session.close();
+    });
+    secure.on('sessionError', noop);
+    secure.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => onRequest(req, res, false));
+    secure.on('checkContinue', (req: Http2ServerRequest, res: Http2ServerResponse) => onRequest(req, res, true));
+    secure.on('upgrade', onUpgrade);
+    secure.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head));
+    server = secure;
+    front = createNetServer({ noDelay: true }, (socket) => {
+      sockets.add(socket);
+      active.inc();
+      socket.once('close', () => {
+        sockets.delete(socket);
+        active.dec();
+      });
+      if (closing) {
+        socket.destroy();
+        return;
+      }
+      sniffConnection(socket, timeouts.tlsHandshakeMs, {
+        onTls: (s) => secure.emit('connection', s),
+        onPlaintext: () => {
+          reject('plaintext');
+          logger.info({ listener: name, reason: 'plaintext' }, 'plaintext on a TLS port');
+        },
+        onTimeout: () => reject('handshake_timeout'),
+      });
+    });
+  } else {
+    // Plaintext on purpose (requireEncryption: false + plaintext: true): Node's own HTTP timers apply.
+    const plain = createHttpServer({
+      headersTimeout: timeouts.requestHeadersMs,
+      requestTimeout: 0,
+      keepAliveTimeout: timeouts.keepAliveMs,
+    });
+    plain.setTimeout(timeouts.idleMs);
+    plain.on('request', (req: IncomingMessage, res: ServerResponse) => onRequest(req, res, false));
+    plain.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => onRequest(req, res, true));
+    plain.on('upgrade', onUpgrade);
+    plain.on('connect', onUpgrade);
+    plain.on('connection', (socket: Socket) => {
+      sockets.add(socket);
+      h1Sockets.add(socket);
+      socket.once('close', () => h1Sockets.delete(socket));
+      active.inc();
+      socket.once('close', () => {
+        sockets.delete(socket);
+        active.dec();
+      });
+    });
+    server = plain;
+    front = plain;
+  }
+  server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
+    // Malformed HTTP/1 (llhttp refused it): a short answer, then close; never reuse the connection.
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    if (socket.writable && !socket.destroyed) socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+    socket.destroy();
+  });
+
+  await bind(front, listener);
+
+  return {
+    name,
+    address: () => front.address() as AddressInfo,
+    close(graceMs: number): Promise<void> {
+      closing = true;
+      const closed = new Promise<void>((resolve) => front.close(() => resolve()));
+      if (front !== server) server.close();
+      for (const session of sessions) session.close();
+      // Idle HTTP/1.1 connections close now; busy ones after their response (see onRequest).
+      for (const s of h1Sockets) if ((s[kInflight] ?? 0) === 0) s.destroy();
+      const force = setTimeout(() => {
+        for (const s of sockets) s.destroy();
+      }, graceMs);
+      force.unref();
+      return closed.finally(() => clearTimeout(force));
+    },
+  };
+}
+
+function noop(): void {
+  /* error already handled by the owner of the stream */
+}

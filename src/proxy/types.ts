@@ -1,0 +1,32 @@
+/** The shapes shared by the forwarders: one request to send, and the server objects it came on. */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Route } from '../authz/routes.js';
+
+export type ClientRequest = IncomingMessage | Http2ServerRequest;
+export type ClientResponse = ServerResponse | Http2ServerResponse;
+
+/** A request that passed every check, ready to leave the gateway. */
+export interface ForwardRequest {
+  readonly route: Route;
+  readonly method: string;
+  /** Normalized path plus the raw query: exactly what was authorised. */
+  readonly path: string;
+  /** Flat name/value list built by `mutate/request-headers.ts`. */
+  readonly headers: string[];
+  /** Whether to stream the client's body upstream. */
+  readonly hasBody: boolean;
+  /** The client sent `Expect: 100-continue`: answer `100` only now, after every check passed. */
+  readonly expectContinue: boolean;
+}
+
+/** What happened upstream, for the access log and metrics. */
+export interface ForwardOutcome {
+  readonly status: number;
+  /** Set when the exchange failed after the response had started (the client saw a truncated body). */
+  readonly abortedReason?: string;
+}
+
+/** Sends one request upstream and streams the answer back. Rejects with a GatewayError before any
+ * response byte was written; after that it never rejects (it cuts the client's response instead). */
+export type Forward = (fr: ForwardRequest, req: ClientRequest, res: ClientResponse) => Promise<ForwardOutcome>;
