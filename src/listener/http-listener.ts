@@ -47,14 +47,19 @@ const kTimer = Symbol('portcullis.h1timer');
 const kInflight = Symbol('portcullis.inflight');
 type H1Socket = Socket & { [kTimer]?: NodeJS.Timeout | undefined; [kInflight]?: number };
 
-/** Maps a TLS handshake failure to a bounded reason label. */
-export function tlsRejectReason(err: Error & { code?: string }): ConnectionRejectReason {
+/**
+ * Maps a TLS handshake failure to a bounded reason label. Node verifies the client certificate after
+ * the handshake and destroys the socket, so the verify result is on the socket (`authorizationError`:
+ * CERT_REVOKED, CERT_HAS_EXPIRED, ...), not in the error.
+ */
+export function tlsRejectReason(err: Error & { code?: string }, authorizationError: unknown): ConnectionRejectReason {
   const code = err.code ?? '';
   const msg = err.message.toLowerCase();
   if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'handshake_timeout';
   if (code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' || msg.includes('peer did not return a certificate')) return 'no_client_cert';
-  if (msg.includes('revoked')) return 'revoked';
-  if (msg.includes('certificate') || code.includes('CERTIFICATE') || code.includes('CERT')) return 'bad_client_cert';
+  const verify = typeof authorizationError === 'string' ? authorizationError : authorizationError instanceof Error ? authorizationError.message : '';
+  if (verify.includes('REVOKED') || msg.includes('revoked')) return 'revoked';
+  if (verify !== '' || msg.includes('certificate') || code.includes('CERT')) return 'bad_client_cert';
   return 'protocol';
 }
 
@@ -178,8 +183,8 @@ export async function startHttpListener(listener: RuntimeListener, deps: HttpLis
         armTimer(socket, timeouts.requestHeadersMs, 'headers_timeout');
       }
     });
-    secure.on('tlsClientError', (err: Error & { code?: string }) => {
-      const reason = tlsRejectReason(err);
+    secure.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      const reason = tlsRejectReason(err, socket.authorizationError);
       reject(reason);
       logger.info({ listener: name, reason, detail: err.code ?? err.message }, 'tls handshake refused');
     });

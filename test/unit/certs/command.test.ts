@@ -1,5 +1,5 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -29,6 +29,22 @@ async function freshDir(): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-certs-'));
   dirs.push(dir);
   return dir;
+}
+
+let template: Promise<string> | undefined;
+
+/**
+ * A fresh copy of one `certs init --client alice --client bob` directory: keygen is the slow part, so the
+ * tests that only need *a* PKI share one and mutate their own copy.
+ */
+async function initializedDir(): Promise<string> {
+  template ??= freshDir().then(async (dir) => {
+    await certsInit({ out: dir, clients: ['alice', 'bob'] });
+    return dir;
+  });
+  const out = await freshDir();
+  await cp(await template, out, { recursive: true });
+  return out;
 }
 
 afterAll(async () => {
@@ -171,15 +187,13 @@ describe('certsInit', () => {
   });
 
   it('produces files a mutual-TLS server accepts as they are', async () => {
-    const out = await freshDir();
-    await certsInit({ out });
+    const out = await initializedDir();
     const outcome = await tryClientCertificate(await tlsFiles(out, 'alice'));
     expect(outcome).toEqual({ accepted: true, authorizationError: undefined, received: 'hello' });
   });
 
   it('refuses to overwrite, naming the first existing file and --force, and leaves everything as it was', async () => {
-    const out = await freshDir();
-    await certsInit({ out });
+    const out = await initializedDir();
     const before = await read(out, 'ca.pem');
     await expectRefusal(
       () => certsInit({ out }),
@@ -234,8 +248,7 @@ describe('certsInit', () => {
 
 describe('certsIssue', () => {
   it('signs a new client with the CA already in the directory, leaving the CA untouched', async () => {
-    const out = await freshDir();
-    await certsInit({ out });
+    const out = await initializedDir();
     const caBefore = await read(out, 'ca.pem');
     const alice = await x509(out, 'client-alice.pem');
 
@@ -258,8 +271,7 @@ describe('certsIssue', () => {
   });
 
   it('refuses to overwrite an existing client without force, and replaces it with force', async () => {
-    const out = await freshDir();
-    await certsInit({ out });
+    const out = await initializedDir();
     const before = await read(out, 'client-alice.pem');
     await expectRefusal(
       () => certsIssue({ out, name: 'alice' }),
@@ -281,8 +293,7 @@ describe('certsIssue', () => {
       /ca\.pem not found.*certs init/,
     );
 
-    const out = await freshDir();
-    await certsInit({ out });
+    const out = await initializedDir();
     await expectRefusal(
       () => certsIssue({ out, name: 'x', now: new Date(Date.now() + (CERTS_DEFAULTS.caDays + 1) * DAY_MS) }),
       'ERR_CERTS_INVALID_OPTION',
@@ -305,8 +316,7 @@ describe('certsIssue', () => {
 
 describe('certsRevoke', () => {
   it('adds the serial to ca.crl, keeps earlier entries, bumps the number, and TLS then rejects that client', async () => {
-    const out = await freshDir();
-    await certsInit({ out, clients: ['alice', 'bob'] });
+    const out = await initializedDir();
     const aliceSerial = (await x509(out, 'client-alice.pem')).serialNumber;
     const bobSerial = (await x509(out, 'client-bob.pem')).serialNumber;
 
@@ -340,8 +350,7 @@ describe('certsRevoke', () => {
   });
 
   it('is idempotent: revoking twice leaves ca.crl byte for byte as it was', async () => {
-    const out = await freshDir();
-    await certsInit({ out });
+    const out = await initializedDir();
     await certsRevoke({ out, name: 'alice' });
     const before = await read(out, 'ca.crl');
     const again = await certsRevoke({ out, name: 'alice' });
@@ -353,8 +362,7 @@ describe('certsRevoke', () => {
   });
 
   it('starts a new list at cRLNumber 1 when ca.crl is missing', async () => {
-    const out = await freshDir();
-    await certsInit({ out });
+    const out = await initializedDir();
     await rm(join(out, 'ca.crl'));
     const result = await certsRevoke({ out, name: 'alice' });
     expect(result.crlNumber).toBe(1);
@@ -362,8 +370,7 @@ describe('certsRevoke', () => {
   });
 
   it('refuses an unknown client, a certificate from another CA, and a CRL signed by another CA', async () => {
-    const out = await freshDir();
-    await certsInit({ out });
+    const out = await initializedDir();
     await expectRefusal(
       () => certsRevoke({ out, name: 'nobody' }),
       'ERR_CERTS_MISSING',
@@ -388,8 +395,7 @@ describe('certsRevoke', () => {
 
 describe('certsRefreshCrl', () => {
   it('re-signs the same entries with a new number and a fresh nextUpdate', async () => {
-    const out = await freshDir();
-    await certsInit({ out });
+    const out = await initializedDir();
     const { serialHex } = await certsRevoke({ out, name: 'alice' });
     const now = new Date(Date.now() + 20 * DAY_MS);
     now.setUTCMilliseconds(0);
