@@ -29,10 +29,12 @@ export const CERTS_DEFAULTS = {
   /** Client certificate lifetime, days (1 year): long enough for a dev setup, short enough to expire a forgotten laptop. */
   clientDays: 365,
   /**
-   * CRL nextUpdate, days after issue. Bounds how long a stale CRL is believed; once it passes, OpenSSL
-   * rejects every client (CRL_HAS_EXPIRED), so re-sign with `certs crl` (or any `revoke`) before then.
+   * CRL nextUpdate, days after issue: one year, like the client certificates. Once it passes, OpenSSL
+   * rejects every client (CRL_HAS_EXPIRED), so a short value would lock a dev setup out after a month;
+   * every `revoke` re-signs it ({@link certsRefreshCrl} does so without a change). Production CRLs come
+   * from the operator's CA, with its own schedule.
    */
-  crlDays: 30,
+  crlDays: 365,
   /** Clients minted by `certs init` when none are named. */
   clients: ['alice'] as readonly string[],
   /** Names every server certificate carries, so loopback clients can verify the hostname. */
@@ -153,7 +155,7 @@ export async function certsInit(opts: {
   try {
     server = issueServerCert(ca, { hosts, days: CERTS_DEFAULTS.serverDays, now });
   } catch (error) {
-    throw new CertsError('ERR_CERTS_INVALID_OPTION', `invalid --host: ${messageOf(error)}`);
+    throw new CertsError('ERR_CERTS_INVALID_OPTION', `invalid --hosts entry: ${messageOf(error)}`);
   }
   const issued = clientFiles.map((c) => ({ ...c, pair: mintClient(ca, c.name, clientDays, now) }));
   const crlPem = createCrl(ca, { revoked: [], crlNumber: 1, thisUpdate: now, days: CERTS_DEFAULTS.crlDays });

@@ -238,7 +238,7 @@ describe('certsInit', () => {
   it.each([
     ['days 0', { days: 0 }, /--days/],
     ['fractional days', { days: 2.5 }, /--days/],
-    ['a bad host', { hosts: ['not a host'] }, /--host/],
+    ['a bad host', { hosts: ['not a host'] }, /--hosts/],
   ])('refuses %s before writing anything', async (_label, extra, message) => {
     const out = join(await freshDir(), 'never');
     await expectRefusal(() => certsInit({ out, ...extra }), 'ERR_CERTS_INVALID_OPTION', message);
