@@ -1,0 +1,583 @@
+#!/usr/bin/env node
+// Portcullis benchmark: one run, one table. See bench/README.md.
+//
+//   npm run bench                      3 runs of 10 s per case (medians), ~15 minutes
+//   npm run bench -- --quick           1 run of 3 s per case, a smoke test
+//   npm run bench -- --only direct,portcullis-mtls,haproxy-mtls
+//   npm run bench -- --list            the case names
+//   npm run bench -- --cpu-prof        also profile the Portcullis processes (node --cpu-prof) and print
+//                                      the top self-time functions
+//
+// It mints a PKI, starts an upstream, then every selected proxy in its own process on 127.0.0.1, and
+// drives them with wrk / h2load through an LD_PRELOAD shim that presents the client certificate. The
+// cases are interleaved (run 1 of every case, then run 2 ...) so that drift on a shared machine hits
+// every case alike. Every child is killed at the end, also on error and Ctrl-C.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { haproxyCfg, nginxConf, portcullisJwtProvider, portcullisYaml } from './lib/configs.mjs';
+import { runLoad } from './lib/load.mjs';
+import { mintPki } from './lib/pki.mjs';
+import { cpuDelta, cpuSample, freePort, killAllNow, peakRssMiB, start, stop, waitForPort } from './lib/proc.mjs';
+import { machineFacts, markdownTable, textTable } from './lib/report.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const BENCH = join(ROOT, 'bench');
+const RESULTS = join(BENCH, 'results');
+const TMP = join(RESULTS, 'tmp');
+const DIST = join(ROOT, 'dist');
+
+// ---------------------------------------------------------------------------------------------------------
+// Options
+
+const { values: opt } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    runs: { type: 'string' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    only: { type: 'string' },
+    connections: { type: 'string', default: '64' },
+    threads: { type: 'string', default: '2' },
+    'cpu-prof': { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
+    list: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+/** Measured runs per case (median reported). */
+const RUNS = Number(opt.runs ?? (opt.quick ? 1 : 3));
+/** Seconds per measured run. */
+const DURATION = Number(opt.duration ?? (opt.quick ? 3 : 10));
+/** Seconds of unmeasured load before each measured run (JIT, connection pools, TLS caches). */
+const WARMUP = Number(opt.warmup ?? (opt.quick ? 1 : 2));
+const CONNECTIONS = Number(opt.connections);
+const THREADS = Number(opt.threads);
+/** HTTP/2: streams in flight per connection (h2load -m). */
+const H2_STREAMS = 10;
+/** The fixed-rate rows: total requests per second, over this many connections. */
+const FIXED_RATE = 1000;
+const FIXED_RATE_CONNECTIONS = 10;
+
+// ---------------------------------------------------------------------------------------------------------
+// What this machine and this build of Portcullis can do
+
+function have(cmd) {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+const tools = Object.fromEntries(['wrk', 'h2load', 'haproxy', 'nginx', 'gcc', 'openssl'].map((t) => [t, have(t)]));
+
+/** Features of the compiled Portcullis, read from its schema, so rows turn on as issues land. */
+function portcullisFeatures() {
+  let schema = '';
+  try {
+    schema = readFileSync(join(DIST, 'src', 'config', 'schema.js'), 'utf8');
+  } catch {
+    /* not built */
+  }
+  return {
+    jwt: /authProviders/.test(schema) && /jwksFile/.test(schema),
+    introspection: /authProviders/.test(schema) && /introspection/.test(schema),
+    workers: /\bworkers\b/.test(schema),
+  };
+}
+const features = portcullisFeatures();
+
+// ---------------------------------------------------------------------------------------------------------
+// The cases. `server` says what to start; `load` how to drive it; `group` which rows ratios compare.
+
+const h1 = (headers = []) => ({ tool: 'wrk', connections: CONNECTIONS, threads: THREADS, headers });
+const h2 = () => ({ tool: 'h2load', connections: CONNECTIONS, streams: H2_STREAMS, threads: THREADS, headers: [] });
+const handshake = () => h1(['Connection: close']);
+const rate = () => ({ tool: 'h2load-rate', connections: FIXED_RATE_CONNECTIONS, rate: FIXED_RATE, threads: 1 });
+
+function needs(cond, why) {
+  return cond ? undefined : why;
+}
+const NEEDS_JWT = needs(features.jwt, 'n/a (needs issue 3: JWT)');
+const NEEDS_INTRO = needs(features.introspection, 'n/a (needs issue 3: introspection)');
+const NEEDS_WORKERS = needs(features.workers, 'n/a (needs issue 6: `workers: auto`)');
+
+/** Every case, in table order. */
+const CASES = [
+  { name: 'gen-ceiling', label: 'load generator ceiling: wrk → nginx `return 200`, plaintext', group: 'gen', server: { kind: 'nginx-return' }, load: h1(), needs: tools.nginx ? undefined : 'n/a (nginx not installed)' },
+  { name: 'direct', label: 'direct plaintext to the upstream', group: 'h1', server: { kind: 'direct' }, load: h1() },
+  { name: 'portcullis-mtls', label: 'Portcullis mTLS, 1 process', group: 'h1', server: { kind: 'portcullis', cert: 'rsa' }, load: h1() },
+  { name: 'portcullis-mtls-jwt', label: 'Portcullis mTLS + JWT ES256 (cached), 1 process', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'jwt' }, load: h1(['Authorization: Bearer {ES256}']), needs: NEEDS_JWT },
+  { name: 'portcullis-mtls-introspection', label: 'Portcullis mTLS + introspection (cached), 1 process', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'introspection' }, load: h1(['Authorization: Bearer {OPAQUE}']), needs: NEEDS_INTRO },
+  { name: 'portcullis-mtls-workers', label: 'Portcullis mTLS, `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto' }, load: h1(), needs: NEEDS_WORKERS },
+  { name: 'portcullis-mtls-jwt-workers', label: 'Portcullis mTLS + JWT ES256 (cached), `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'jwt', workers: 'auto' }, load: h1(['Authorization: Bearer {ES256}']), needs: NEEDS_JWT ?? NEEDS_WORKERS },
+  { name: 'portcullis-mtls-introspection-workers', label: 'Portcullis mTLS + introspection (cached), `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'introspection', workers: 'auto' }, load: h1(['Authorization: Bearer {OPAQUE}']), needs: NEEDS_INTRO ?? NEEDS_WORKERS },
+  { name: 'haproxy-mtls', label: 'HAProxy mTLS', group: 'h1', server: { kind: 'haproxy', cert: 'rsa' }, load: h1(), ref: 'haproxy' },
+  { name: 'nginx-mtls', label: 'nginx mTLS', group: 'h1', server: { kind: 'nginx', cert: 'rsa' }, load: h1(), ref: 'nginx' },
+  { name: 'haproxy-jwt-es256', label: 'HAProxy mTLS + jwt_verify ES256 (every request)', group: 'h1', server: { kind: 'haproxy', cert: 'rsa', jwt: 'ES256' }, load: h1(['Authorization: Bearer {ES256}']) },
+  { name: 'haproxy-jwt-rs256', label: 'HAProxy mTLS + jwt_verify RS256 (every request)', group: 'h1', server: { kind: 'haproxy', cert: 'rsa', jwt: 'RS256' }, load: h1(['Authorization: Bearer {RS256}']) },
+  { name: 'portcullis-h2', label: 'HTTP/2 (h2load -m 10): Portcullis mTLS, 1 process', group: 'h2', server: { kind: 'portcullis', cert: 'rsa' }, load: h2() },
+  { name: 'haproxy-h2', label: 'HTTP/2 (h2load -m 10): HAProxy mTLS', group: 'h2', server: { kind: 'haproxy', cert: 'rsa' }, load: h2(), ref: 'haproxy' },
+  { name: 'nginx-h2', label: 'HTTP/2 (h2load -m 10): nginx mTLS', group: 'h2', server: { kind: 'nginx', cert: 'rsa' }, load: h2(), ref: 'nginx' },
+  { name: 'portcullis-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: Portcullis, 1 process', group: 'hs-ec', server: { kind: 'portcullis', cert: 'ec' }, load: handshake() },
+  { name: 'haproxy-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: HAProxy', group: 'hs-ec', server: { kind: 'haproxy', cert: 'ec' }, load: handshake(), ref: 'haproxy' },
+  { name: 'nginx-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: nginx', group: 'hs-ec', server: { kind: 'nginx', cert: 'ec' }, load: handshake(), ref: 'nginx' },
+  { name: 'portcullis-handshake-rsa', label: 'full handshakes/s, RSA-2048: Portcullis, 1 process', group: 'hs-rsa', server: { kind: 'portcullis', cert: 'rsa' }, load: handshake() },
+  { name: 'haproxy-handshake-rsa', label: 'full handshakes/s, RSA-2048: HAProxy', group: 'hs-rsa', server: { kind: 'haproxy', cert: 'rsa' }, load: handshake(), ref: 'haproxy' },
+  { name: 'nginx-handshake-rsa', label: 'full handshakes/s, RSA-2048: nginx', group: 'hs-rsa', server: { kind: 'nginx', cert: 'rsa' }, load: handshake(), ref: 'nginx' },
+  { name: 'direct-1k', label: `fixed ${FIXED_RATE} req/s (latency): direct plaintext`, group: 'rate', server: { kind: 'direct' }, load: rate(), ref: 'direct' },
+  { name: 'portcullis-1k', label: `fixed ${FIXED_RATE} req/s (latency): Portcullis mTLS, 1 process`, group: 'rate', server: { kind: 'portcullis', cert: 'rsa' }, load: rate() },
+  { name: 'haproxy-1k', label: `fixed ${FIXED_RATE} req/s (latency): HAProxy mTLS`, group: 'rate', server: { kind: 'haproxy', cert: 'rsa' }, load: rate(), ref: 'haproxy' },
+  { name: 'nginx-1k', label: `fixed ${FIXED_RATE} req/s (latency): nginx mTLS`, group: 'rate', server: { kind: 'nginx', cert: 'rsa' }, load: rate(), ref: 'nginx' },
+];
+for (const c of CASES) {
+  if (c.needs !== undefined) continue;
+  const tool = c.load.tool === 'wrk' ? 'wrk' : 'h2load';
+  if (!tools[tool]) c.needs = `n/a (${tool} not installed: bench/install.sh)`;
+  else if (c.server.kind === 'haproxy' && !tools.haproxy) c.needs = 'n/a (haproxy not installed: bench/install.sh)';
+  else if (c.server.kind === 'nginx' && !tools.nginx) c.needs = 'n/a (nginx not installed: bench/install.sh)';
+}
+
+if (opt.help || opt.list) {
+  if (opt.help) process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 12).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n\ncases:\n');
+  for (const c of CASES) process.stdout.write(`  ${c.name.padEnd(40)} ${c.label}${c.needs ? `  [${c.needs}]` : ''}\n`);
+  process.exit(0);
+}
+
+let selected = CASES;
+if (opt.only) {
+  const names = opt.only.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = names.filter((n) => !CASES.some((c) => c.name === n));
+  if (unknown.length > 0) {
+    process.stderr.write(`bench: unknown case(s) ${unknown.join(', ')}; --list shows them\n`);
+    process.exit(2);
+  }
+  selected = CASES.filter((c) => names.includes(c.name));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Cleanup: every child dies with us.
+
+let cleaningUp = false;
+process.on('exit', () => killAllNow());
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    if (cleaningUp) return;
+    cleaningUp = true;
+    process.stderr.write(`\nbench: ${sig}, stopping every child process\n`);
+    killAllNow();
+    process.exit(130);
+  });
+}
+
+const log = (msg) => process.stderr.write(`bench: ${msg}\n`);
+
+// ---------------------------------------------------------------------------------------------------------
+// Servers
+
+/** Compiles the client-certificate shim into TMP, on demand: when shim.so is missing or older than shim.c. */
+function buildShim() {
+  const src = join(BENCH, 'shim', 'shim.c');
+  const out = join(TMP, 'shim.so');
+  if (!existsSync(out) || statSync(src).mtimeMs > statSync(out).mtimeMs) {
+    if (!tools.gcc) throw new Error('gcc not installed: run bench/install.sh');
+    execFileSync('gcc', ['-O2', '-shared', '-fPIC', '-o', out, src, '-ldl', '-lssl'], { stdio: 'inherit', timeout: 60_000 });
+    log(`built ${out}`);
+  }
+  return out;
+}
+
+async function startUpstream(runDir) {
+  const proc = start('upstream', process.execPath, [join(BENCH, 'upstream.mjs')], { cwd: runDir });
+  const port = await proc.waitForLine((l) => {
+    try {
+      const j = JSON.parse(l);
+      return j.msg === 'listening' ? j.port : undefined;
+    } catch {
+      return undefined;
+    }
+  });
+  return { proc, port };
+}
+
+/**
+ * Starts the server of one case; resolves { proc, url, family } (proc undefined for direct: the shared
+ * upstream is measured instead).
+ */
+async function startServer(c, ctx) {
+  const s = c.server;
+  const dir = join(ctx.runDir, c.name);
+  mkdirSync(dir, { recursive: true });
+  const { files } = ctx.pki;
+  const cert = s.cert === 'ec' ? files.ecCert : files.rsaCert;
+  const key = s.cert === 'ec' ? files.ecKey : files.rsaKey;
+  const combined = s.cert === 'ec' ? files.ecCombined : files.rsaCombined;
+  switch (s.kind) {
+    case 'direct':
+      return { proc: ctx.upstream.proc, url: `http://127.0.0.1:${ctx.upstream.port}/`, family: 'direct', shared: true };
+    case 'portcullis': {
+      let extra = '';
+      let routeAuth;
+      if (s.workers) extra += `workers: ${s.workers}\n`;
+      if (s.auth === 'jwt') {
+        extra += portcullisJwtProvider(files.jwks);
+        routeAuth = '{ providers: [bench-jwt] }';
+      } else if (s.auth === 'introspection') {
+        writeFileSync(join(dir, 'introspection-secret'), 'bench-secret\n', { mode: 0o600 });
+        extra += `authProviders:
+  bench-introspection:
+    type: introspection
+    endpoint: http://127.0.0.1:${ctx.upstream.port}/introspect
+    clientId: bench
+    clientSecretFile: ${join(dir, 'introspection-secret')}
+    audience: bench-api
+    cache: { maxEntries: 10000, maxTtlSeconds: 300, negativeTtlSeconds: 10 }
+    timeoutMs: 2000
+`;
+        routeAuth = '{ providers: [bench-introspection] }';
+      }
+      const cfg = join(dir, 'portcullis.yaml');
+      writeFileSync(cfg, portcullisYaml({ cert, key, ca: files.caCert, upstreamPort: ctx.upstream.port, routeAuth, extra }));
+      const nodeArgs = opt['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`] : [];
+      const proc = start(c.name, process.execPath, [...nodeArgs, join(DIST, 'src', 'main.js'), 'start', '--config', cfg], { cwd: dir });
+      const port = await proc.waitForLine((l) => {
+        try {
+          const j = JSON.parse(l);
+          return j.msg === 'listening' && j.listener === 'bench' ? j.port : undefined;
+        } catch {
+          return undefined;
+        }
+      });
+      return { proc, url: `https://127.0.0.1:${port}/`, family: 'portcullis', profDir: opt['cpu-prof'] ? join(dir, 'prof') : undefined };
+    }
+    case 'haproxy': {
+      const port = await freePort();
+      const cfg = join(dir, 'haproxy.cfg');
+      const jwt = s.jwt ? { alg: s.jwt, publicKey: ctx.pki.jwt[s.jwt].publicKey } : undefined;
+      writeFileSync(cfg, haproxyCfg({ port, combined, ca: files.caCert, upstreamPort: ctx.upstream.port, jwt }));
+      try {
+        execFileSync('haproxy', ['-c', '-q', '-f', cfg], { stdio: 'pipe', timeout: 10_000 });
+      } catch (err) {
+        const why = `${err.stderr ?? ''}${err.stdout ?? ''}`.trim().split('\n').filter((l) => /ALERT|error/i.test(l)).slice(0, 2).join(' ');
+        throw new NotSupported(`n/a (haproxy rejected the config${s.jwt ? ': no jwt_verify?' : ''}) ${why.slice(0, 160)}`);
+      }
+      const proc = start(c.name, 'haproxy', ['-db', '-f', cfg], { cwd: dir });
+      await waitForPort(port, 10_000, proc);
+      return { proc, url: `https://127.0.0.1:${port}/`, family: 'haproxy' };
+    }
+    case 'nginx':
+    case 'nginx-return': {
+      const port = await freePort();
+      const cfg = join(dir, 'nginx.conf');
+      writeFileSync(cfg, nginxConf({ dir, port, cert, key, ca: files.caCert, upstreamPort: ctx.upstream.port, plaintextReturn: s.kind === 'nginx-return' }));
+      const proc = start(c.name, 'nginx', ['-p', dir, '-c', cfg, '-e', join(dir, 'error.log')], { cwd: dir });
+      await waitForPort(port, 10_000, proc);
+      return { proc, url: `${s.kind === 'nginx-return' ? 'http' : 'https'}://127.0.0.1:${port}/`, family: s.kind === 'nginx' ? 'nginx' : 'nginx-return' };
+    }
+    default:
+      throw new Error(`unknown server kind ${s.kind}`);
+  }
+}
+
+class NotSupported extends Error {}
+
+// ---------------------------------------------------------------------------------------------------------
+// Measuring
+
+const median = (xs) => {
+  const v = xs.filter(Number.isFinite).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+};
+
+function headersFor(c, ctx) {
+  return (c.load.headers ?? []).map((h) =>
+    h.replace('{ES256}', ctx.pki.jwt.ES256.token).replace('{RS256}', ctx.pki.jwt.RS256.token).replace('{OPAQUE}', ctx.opaqueToken),
+  );
+}
+
+/** One measured pass of one case: generator output + the proxy's CPU delta over exactly that pass. */
+async function measure(c, srv, ctx, seconds) {
+  const load = { ...c.load, headers: headersFor(c, ctx) };
+  const before = cpuSample(srv.proc.pid);
+  const r = await runLoad({ load, url: srv.url, seconds, shimEnv: ctx.shimEnv, logFile: join(ctx.runDir, `${c.name}.h2load.log`) });
+  const after = cpuSample(srv.proc.pid);
+  const cpu = cpuDelta(before, after);
+  return {
+    ...r,
+    cpuUsPerReq: r.requests > 0 ? (cpu * 1e6) / r.requests : NaN,
+    genCpuUsPerReq: r.requests > 0 && r.genCpuSeconds !== undefined ? (r.genCpuSeconds * 1e6) / r.requests : NaN,
+  };
+}
+
+/** The same JWT with one character of its signature changed (not the last one, whose low bits may be padding). */
+function breakSignature(jwt) {
+  const dot = jwt.lastIndexOf('.');
+  const i = dot + Math.floor((jwt.length - dot) / 2);
+  return `${jwt.slice(0, i)}${jwt[i] === 'A' ? 'B' : 'A'}${jwt.slice(i + 1)}`;
+}
+
+/** wrk without the shim must get no 2xx from an mTLS server: proves the certificate is required (and that the shim is what supplies it). */
+async function mtlsCheck(c, srv) {
+  const r = await runLoad({ load: { tool: 'wrk', connections: 4, threads: 1, headers: [] }, url: srv.url, seconds: 1, shimEnv: {}, logFile: '' });
+  return { okWithoutCert: Number.isFinite(r.ok) ? r.ok : 0, errors: r.socketErrors, detail: r.errorDetail };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Profile summary (--cpu-prof)
+
+function topSelfTime(profDir, n = 10) {
+  if (!profDir || !existsSync(profDir)) return [];
+  const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+  const self = new Map();
+  let total = 0;
+  for (const f of files) {
+    const prof = JSON.parse(readFileSync(join(profDir, f), 'utf8'));
+    const byId = new Map(prof.nodes.map((node) => [node.id, node]));
+    const dt = new Map();
+    prof.samples.forEach((id, i) => dt.set(id, (dt.get(id) ?? 0) + (prof.timeDeltas[i] ?? 0)));
+    for (const [id, us] of dt) {
+      const cf = byId.get(id)?.callFrame;
+      if (!cf) continue;
+      const where = cf.url ? `${cf.url.replace(/^file:\/\//, '').replace(`${ROOT}/`, '')}:${cf.lineNumber + 1}` : '';
+      const k = `${cf.functionName || '(anonymous)'} ${where}`.trim();
+      self.set(k, (self.get(k) ?? 0) + us);
+      total += us;
+    }
+  }
+  // Percentages of busy time: the process idles between cases, and (idle) would top every list.
+  const busy = total - (self.get('(idle)') ?? 0);
+  self.delete('(idle)');
+  return [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([k, us]) => ({ fn: k, ms: us / 1000, pct: (100 * us) / busy }));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Main
+
+async function main() {
+  mkdirSync(TMP, { recursive: true });
+  for (const t of ['wrk', 'openssl']) if (!tools[t]) throw new Error(`${t} not installed: run bench/install.sh`);
+  if (!existsSync(join(DIST, 'src', 'main.js'))) throw new Error('dist/src/main.js missing: run `npm run build` (npm run bench does)');
+
+  // One directory per run; older run directories are removed (unless --keep) so tmp does not grow.
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  if (!opt.keep) for (const d of readdirSync(TMP)) if (d.startsWith('run-')) rmSync(join(TMP, d), { recursive: true, force: true });
+  const runDir = join(TMP, `run-${stamp}`);
+  mkdirSync(runDir, { recursive: true });
+
+  const facts = machineFacts(ROOT);
+  const active = selected.filter((c) => c.needs === undefined);
+  const estimate = active.length * RUNS * (DURATION + WARMUP + 1) + 30;
+  log(`${active.length} case(s) × ${RUNS} run(s) × ${DURATION} s (+${WARMUP} s warm-up), ~${Math.ceil(estimate / 60)} min; work dir ${runDir}`);
+  // A hard bound on the whole run: nothing may hang the machine.
+  const watchdog = setTimeout(() => {
+    log('watchdog: run exceeded its time bound, killing everything');
+    killAllNow();
+    process.exit(124);
+  }, (estimate * 2 + 180) * 1000);
+  watchdog.unref();
+
+  const shim = buildShim();
+  log('minting PKI (RSA via dist/src/certs/pki.js, ECDSA P-256 via openssl)');
+  const pki = await mintPki(runDir, DIST);
+  const ctx = {
+    runDir,
+    pki,
+    opaqueToken: `bench-opaque-${stamp}`,
+    shimEnv: { LD_PRELOAD: shim, BENCH_CLIENT_CERT: pki.files.clientCert, BENCH_CLIENT_KEY: pki.files.clientKey },
+  };
+  ctx.upstream = await startUpstream(runDir);
+  log(`upstream on 127.0.0.1:${ctx.upstream.port} (pid ${ctx.upstream.proc.pid})`);
+
+  // Start every selected server up front (idle servers cost no CPU), so the runs can be interleaved.
+  const servers = new Map();
+  const results = new Map();
+  for (const c of selected) {
+    if (c.needs !== undefined) continue;
+    try {
+      servers.set(c.name, await startServer(c, ctx));
+    } catch (err) {
+      c.needs = err instanceof NotSupported ? err.message : `failed to start: ${String(err.message).split('\n')[0].slice(0, 200)}`;
+      log(`${c.name}: ${c.needs}`);
+      if (!(err instanceof NotSupported)) log(String(err.message).slice(0, 2000));
+    }
+  }
+
+  // mTLS really required, and the shim really supplies the certificate: one no-certificate pass per family.
+  const mtls = {};
+  for (const c of selected) {
+    const srv = servers.get(c.name);
+    if (!srv || mtls[srv.family] !== undefined || !srv.url.startsWith('https:')) continue;
+    mtls[srv.family] = await mtlsCheck(c, srv);
+    log(`mTLS check ${srv.family}: wrk without the shim got ${mtls[srv.family].okWithoutCert} 2xx (${mtls[srv.family].detail || 'no detail'})`);
+  }
+
+  // The JWT rows really verify: the same token with a broken signature must get no 2xx.
+  const tokenChecks = {};
+  for (const c of selected) {
+    const srv = servers.get(c.name);
+    if (!srv || !(c.load.headers ?? []).some((h) => /\{(ES256|RS256)\}/.test(h))) continue;
+    const bad = headersFor(c, ctx).map((h) => (h.startsWith('Authorization: Bearer ') ? `Authorization: Bearer ${breakSignature(h.slice(22))}` : h));
+    const r = await runLoad({ load: { tool: 'wrk', connections: 4, threads: 1, headers: bad }, url: srv.url, seconds: 1, shimEnv: ctx.shimEnv, logFile: '' });
+    tokenChecks[c.name] = Number.isFinite(r.ok) ? r.ok : 0;
+    log(`token check ${c.name}: a token with a broken signature got ${tokenChecks[c.name]} 2xx`);
+  }
+
+  for (let run = 1; run <= RUNS; run++) {
+    for (const c of selected) {
+      const srv = servers.get(c.name);
+      if (!srv) continue;
+      const load = { ...c.load, headers: headersFor(c, ctx) };
+      if (WARMUP > 0) await runLoad({ load, url: srv.url, seconds: WARMUP, shimEnv: ctx.shimEnv, logFile: join(runDir, `${c.name}.warm.log`) });
+      const m = await measure(c, srv, ctx, DURATION);
+      const list = results.get(c.name) ?? [];
+      list.push(m);
+      results.set(c.name, list);
+      log(
+        `run ${run}/${RUNS} ${c.name}: ${Number.isFinite(m.rps) ? Math.round(m.rps) : '?'} req/s, p99 ${m.p99?.toFixed?.(2)} ms, ` +
+          `proxy ${m.cpuUsPerReq?.toFixed?.(1)} µs/req${m.non2xx + m.socketErrors > 0 ? `, errors: ${m.non2xx} non-2xx, ${m.errorDetail}` : ''}${m.failed ? `, FAILED ${m.failed}` : ''}`,
+      );
+    }
+  }
+
+  // Peak RSS now (the servers are still up), then stop them all.
+  const rss = new Map();
+  for (const [name, srv] of servers) rss.set(name, srv.shared ? NaN : peakRssMiB(srv.proc.pid));
+  let introspections;
+  try {
+    introspections = (await (await fetch(`http://127.0.0.1:${ctx.upstream.port}/__bench/introspections`)).text()).trim();
+  } catch {
+    /* upstream gone */
+  }
+  await Promise.all([...servers.values()].filter((s) => !s.shared).map((s) => stop(s.proc)));
+  await stop(ctx.upstream.proc);
+  clearTimeout(watchdog);
+
+  // Aggregate: medians of the runs, ratios within a run.
+  const rows = selected.map((c) => {
+    const runs = results.get(c.name);
+    if (c.needs !== undefined || !runs) return { name: c.name, label: c.label, group: c.group, na: c.needs ?? 'n/a (did not run)' };
+    const failed = runs.find((r) => r.failed)?.failed;
+    if (runs.every((r) => !Number.isFinite(r.rps))) return { name: c.name, label: c.label, group: c.group, na: `failed: ${failed ?? 'no output'}`.slice(0, 200) };
+    return {
+      name: c.name,
+      label: c.label,
+      group: c.group,
+      ref: c.ref,
+      rps: median(runs.map((r) => r.rps)),
+      p50: median(runs.map((r) => r.p50)),
+      p99: median(runs.map((r) => r.p99)),
+      cpuUsPerReq: c.server.kind === 'direct' ? NaN : median(runs.map((r) => r.cpuUsPerReq)),
+      upstreamCpuUsPerReq: c.server.kind === 'direct' ? median(runs.map((r) => r.cpuUsPerReq)) : NaN,
+      genCpuUsPerReq: median(runs.map((r) => r.genCpuUsPerReq)),
+      rssMiB: rss.get(c.name),
+      errors: runs.reduce((n, r) => n + (r.non2xx || 0) + (r.socketErrors || 0), 0),
+      runs: runs.map((r) => r.rps),
+    };
+  });
+  const byRef = (group, ref) => rows.find((r) => r.group === group && r.ref === ref && r.na === undefined);
+  const direct = rows.find((r) => r.name === 'direct' && r.na === undefined);
+  for (const r of rows) {
+    if (r.na !== undefined) continue;
+    if (r.group === 'rate') {
+      const d = byRef('rate', 'direct');
+      if (d && r !== d) {
+        const added = r.p99 - d.p99;
+        r.vsDirectText = `p99 ${added >= 0 ? '+' : '−'}${Math.abs(added).toFixed(2)} ms`;
+      }
+      continue;
+    }
+    if (direct && (r.group === 'h1' || r.group === 'h2' || r.group === 'gen')) r.vsDirect = r.rps / direct.rps;
+    const hap = byRef(r.group, 'haproxy');
+    const ngx = byRef(r.group, 'nginx');
+    if (hap) r.vsHaproxy = r.rps / hap.rps;
+    if (ngx) r.vsNginx = r.rps / ngx.rps;
+  }
+
+  // Profiles of the Portcullis processes (written at their exit).
+  const profiles = [];
+  if (opt['cpu-prof']) {
+    for (const [name, srv] of servers) {
+      if (!srv.profDir) continue;
+      const top = topSelfTime(srv.profDir);
+      if (top.length > 0) profiles.push({ name, top });
+    }
+  }
+
+  // Output.
+  const gen = rows.find((r) => r.name === 'gen-ceiling' && r.na === undefined);
+  const notes = [];
+  if (gen) notes.push(`Load generator ceiling: wrk alone reached ${Math.round(gen.rps).toLocaleString('en-US')} req/s against nginx \`return 200\` (plaintext), using ${gen.genCpuUsPerReq.toFixed(1)} µs of wrk CPU per request.`);
+  if (direct) notes.push(`Against the direct upstream wrk used ${direct.genCpuUsPerReq.toFixed(1)} µs of CPU per request and the upstream ${direct.upstreamCpuUsPerReq.toFixed(1)} µs (the upstream, one Node process, is what "direct" measures).`);
+  const mtlsRow = rows.find((r) => r.name === 'portcullis-mtls' && r.na === undefined);
+  if (mtlsRow) notes.push(`wrk's own CPU per request over mTLS (Portcullis row): ${mtlsRow.genCpuUsPerReq.toFixed(1)} µs — on ${os.availableParallelism()} cores the generator and the proxy share the same CPUs.`);
+  for (const [fam, m] of Object.entries(mtls)) notes.push(`mTLS check (${fam}): wrk without the client-certificate shim got ${m.okWithoutCert} successful responses${m.okWithoutCert === 0 ? ' (certificate required, as configured)' : ' — THE SERVER DID NOT REQUIRE A CERTIFICATE'}.`);
+  for (const [name, ok] of Object.entries(tokenChecks)) notes.push(`Token check (${name}): the same JWT with a broken signature got ${ok} successful responses${ok === 0 ? ' (verified, as configured)' : ' — THE PROXY DID NOT VERIFY THE SIGNATURE'}.`);
+  if (introspections !== undefined && selected.some((c) => c.server.auth === 'introspection' && servers.has(c.name))) notes.push(`Introspection calls that reached the fake IdP during the whole run: ${introspections}.`);
+
+  const table = textTable(rows);
+  process.stdout.write(`\n${table}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`);
+  if (profiles.length > 0) {
+    for (const p of profiles) {
+      process.stdout.write(`\nTop self-time functions, ${p.name} (node --cpu-prof, % of the process's busy time, idle excluded):\n`);
+      for (const t of p.top) process.stdout.write(`  ${t.pct.toFixed(1).padStart(5)}%  ${t.ms.toFixed(0).padStart(7)} ms  ${t.fn}\n`);
+    }
+  }
+
+  const date = new Date().toISOString().slice(0, 10);
+  const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+  // A quick or partial (--only) run never overwrites the file of a full run.
+  const mdFile = join(RESULTS, `${date}-${host}${opt.quick ? '-quick' : ''}${opt.only ? '-partial' : ''}.md`);
+  const md = [
+    `# Portcullis bench — ${date} on ${host}${opt.quick ? ' (quick smoke run)' : ''}`,
+    '',
+    `Command: \`node bench/run.mjs ${process.argv.slice(2).join(' ')}\`. ${RUNS} run(s) of ${DURATION} s per case (+${WARMUP} s warm-up each), medians; ` +
+      `runs interleaved across cases. wrk: ${THREADS} threads, ${CONNECTIONS} connections, keep-alive, GET /; h2load: ${CONNECTIONS} connections × ${H2_STREAMS} streams; ` +
+      `fixed-rate rows: h2load --h1, ${FIXED_RATE_CONNECTIONS} connections, ${FIXED_RATE} req/s in total. Every TLS row requires a client certificate (RSA-2048, bench CA).`,
+    '',
+    '| machine | |',
+    '|---|---|',
+    ...facts.map(([k, v]) => `| ${k} | ${String(v).replace(/\|/g, '\\|')} |`),
+    '',
+    markdownTable(rows),
+    '',
+    'Ratios: "vs direct" divides by the direct row (HTTP/1.1 and HTTP/2 throughput rows); "vs HAProxy" / "vs nginx" divide by the HAProxy / nginx row of the same workload ' +
+      '(mTLS keep-alive, HTTP/2, or full handshakes with the same server key type). Proxy CPU is user + system time of the whole process tree (all threads, workers) ' +
+      'over the measured pass, divided by the requests completed; RSS is the sum of VmHWM over that tree at the end of the run.',
+    '',
+    ...notes.map((n) => `- ${n}`),
+    '',
+    '<details><summary>req/s of every run</summary>',
+    '',
+    ...rows.filter((r) => r.runs).map((r) => `- ${r.name}: ${r.runs.map((x) => Math.round(x)).join(', ')}`),
+    '',
+    '</details>',
+    ...(profiles.length > 0
+      ? ['', ...profiles.flatMap((p) => [`## Top self-time functions: ${p.name}`, '', 'node --cpu-prof over the whole process lifetime; % of busy (non-idle) samples. Crypto and socket I/O done in C++ count as the JS frame that called into them.', '', '| self % | ms | function |', '|---:|---:|---|', ...p.top.map((t) => `| ${t.pct.toFixed(1)} | ${t.ms.toFixed(0)} | \`${t.fn}\` |`), ''])]
+      : []),
+    '',
+  ].join('\n');
+  writeFileSync(mdFile, md);
+  process.stdout.write(`\nwritten: ${mdFile}\n`);
+  if (!opt.keep) rmSync(runDir, { recursive: true, force: true });
+}
+
+main().then(
+  () => {
+    killAllNow();
+    process.exit(0);
+  },
+  (err) => {
+    process.stderr.write(`bench: ${err?.stack ?? err}\n`);
+    killAllNow();
+    process.exit(1);
+  },
+);
