@@ -14,7 +14,13 @@ export type Command =
       readonly clients: readonly string[] | undefined;
       readonly force: boolean;
     }
-  | { readonly kind: 'certs-issue'; readonly out: string | undefined; readonly name: string; readonly days: number | undefined; readonly force: boolean }
+  | {
+      readonly kind: 'certs-issue';
+      readonly out: string | undefined;
+      readonly name: string;
+      readonly days: number | undefined;
+      readonly force: boolean;
+    }
   | { readonly kind: 'certs-revoke'; readonly out: string | undefined; readonly name: string }
   | { readonly kind: 'help' }
   | { readonly kind: 'version' }
@@ -53,7 +59,8 @@ function parseFlags(args: readonly string[], spec: FlagSpec): Record<string, str
       out[name] = true;
     } else {
       const value = eq !== -1 ? arg.slice(eq + 1) : args[++i];
-      if (value === undefined || value === '' || (eq === -1 && value.startsWith('--'))) return `--${name} needs a value`;
+      if (value === undefined || value === '' || (eq === -1 && value.startsWith('--')))
+        return `--${name} needs a value`;
       out[name] = value;
     }
   }
@@ -61,13 +68,19 @@ function parseFlags(args: readonly string[], spec: FlagSpec): Record<string, str
 }
 
 const list = (v: string | boolean | undefined): string[] =>
-  typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter((s) => s !== '') : [];
+  typeof v === 'string'
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+    : [];
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
 
-/** Parses the arguments after the binary name. */
+/** Parses the arguments after the binary name. `--help` / `-h` anywhere asks for the usage text. */
 export function parseArgs(argv: readonly string[]): Command {
   const [cmd, ...rest] = argv;
   const usage = (message: string): Command => ({ kind: 'usage-error', message });
+  if (rest.includes('--help') || rest.includes('-h')) return { kind: 'help' };
   switch (cmd) {
     case undefined:
     case 'help':
@@ -88,7 +101,18 @@ export function parseArgs(argv: readonly string[]): Command {
       if (sub === 'init') {
         const f = parseFlags(args, { out: 'string', hosts: 'string', clients: 'string', force: 'boolean' });
         if (typeof f === 'string') return usage(`certs init: ${f}`);
-        return { kind: 'certs-init', out: str(f.out), hosts: list(f.hosts), clients: f.clients === undefined ? undefined : list(f.clients), force: f.force === true };
+        // `--clients ,` is a typo, not a request for a PKI without clients.
+        for (const name of ['hosts', 'clients'] as const) {
+          if (f[name] !== undefined && list(f[name]).length === 0)
+            return usage(`certs init: --${name} needs at least one name`);
+        }
+        return {
+          kind: 'certs-init',
+          out: str(f.out),
+          hosts: list(f.hosts),
+          clients: f.clients === undefined ? undefined : list(f.clients),
+          force: f.force === true,
+        };
       }
       if (sub === 'issue') {
         const f = parseFlags(args, { out: 'string', name: 'string', days: 'string', force: 'boolean' });
@@ -97,7 +121,10 @@ export function parseArgs(argv: readonly string[]): Command {
         if (name === undefined) return usage('certs issue: --name NAME is required');
         const daysText = str(f.days);
         const days = daysText === undefined ? undefined : Number(daysText);
-        if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36_500)) return usage(`certs issue: --days must be a whole number of days from 1 to 36500, got "${daysText ?? ''}"`);
+        if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36_500))
+          return usage(
+            `certs issue: --days must be a whole number of days from 1 to 36500, got "${daysText ?? ''}"`,
+          );
         return { kind: 'certs-issue', out: str(f.out), name, days, force: f.force === true };
       }
       if (sub === 'revoke') {
@@ -107,7 +134,9 @@ export function parseArgs(argv: readonly string[]): Command {
         if (name === undefined) return usage('certs revoke: --name NAME is required');
         return { kind: 'certs-revoke', out: str(f.out), name };
       }
-      return usage(`certs: expected init, issue or revoke, got ${sub === undefined ? 'nothing' : `"${sub}"`}`);
+      return usage(
+        `certs: expected init, issue or revoke, got ${sub === undefined ? 'nothing' : `"${sub}"`}`,
+      );
     }
     default:
       return usage(`unknown command "${cmd}"`);

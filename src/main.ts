@@ -16,7 +16,8 @@ import { certsInit, certsIssue, certsRevoke, ensureDevCerts, CertsError } from '
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'config', 'portcullis.yaml'))) return dir;
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'config', 'portcullis.yaml')))
+      return dir;
     dir = dirname(dir);
   }
   return process.cwd();
@@ -26,7 +27,9 @@ const EXIT = { ok: 0, failure: 1, usage: 2, config: 3 } as const;
 
 function printConfigError(err: unknown): boolean {
   if (err instanceof ConfigInvalid || err instanceof ConfigError) {
-    process.stderr.write(`portcullis: ${err instanceof ConfigError ? `invalid config: ${err.message}` : err.message}\n`);
+    process.stderr.write(
+      `portcullis: ${err instanceof ConfigError ? `invalid config: ${err.message}` : err.message}\n`,
+    );
     return true;
   }
   return false;
@@ -49,18 +52,30 @@ async function run(): Promise<number> {
       process.stderr.write(`portcullis: ${cmd.message}\n\n${USAGE}`);
       return EXIT.usage;
     case 'certs-init': {
-      const r = await certsInit({ out: resolve(cmd.out ?? defaultCerts), hosts: cmd.hosts, ...(cmd.clients ? { clients: cmd.clients } : {}), force: cmd.force });
+      const r = await certsInit({
+        out: resolve(cmd.out ?? defaultCerts),
+        hosts: cmd.hosts,
+        ...(cmd.clients ? { clients: cmd.clients } : {}),
+        force: cmd.force,
+      });
       process.stdout.write(`wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n`);
       return EXIT.ok;
     }
     case 'certs-issue': {
-      const r = await certsIssue({ out: resolve(cmd.out ?? defaultCerts), name: cmd.name, force: cmd.force, ...(cmd.days !== undefined ? { days: cmd.days } : {}) });
+      const r = await certsIssue({
+        out: resolve(cmd.out ?? defaultCerts),
+        name: cmd.name,
+        force: cmd.force,
+        ...(cmd.days !== undefined ? { days: cmd.days } : {}),
+      });
       process.stdout.write(`wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n`);
       return EXIT.ok;
     }
     case 'certs-revoke': {
       const r = await certsRevoke({ out: resolve(cmd.out ?? defaultCerts), name: cmd.name });
-      process.stdout.write(`wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n(a running gateway picks up the new CRL when it restarts)\n`);
+      process.stdout.write(
+        `wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n(a running gateway picks up the new CRL when it restarts)\n`,
+      );
       return EXIT.ok;
     }
     case 'check':
@@ -73,11 +88,22 @@ async function run(): Promise<number> {
       const config = loadConfigFile(configPath);
       if (cmd.kind === 'check') {
         const routes = config.listeners.reduce((n, l) => n + l.routes.routes.length, 0);
-        process.stdout.write(`config OK: ${configPath} (${config.listeners.length} listener(s), ${routes} route(s))\n`);
+        process.stdout.write(
+          `config OK: ${configPath} (${config.listeners.length} listener(s), ${routes} route(s))\n`,
+        );
         for (const w of config.warnings) process.stdout.write(`warning: ${w}\n`);
         return EXIT.ok;
       }
+      // Binds every listener, then the admin one; a bind failure closes what was bound and throws a
+      // ConfigError naming the key path (exit 3): nothing stays half-listening.
       const app = await startApp(config);
+      const adminPort = app.adminPort();
+      if (adminPort !== undefined) {
+        app.logger.info(
+          { listener: 'admin', address: config.admin.address.host, port: adminPort },
+          'admin listening',
+        );
+      }
       installSignals(app);
       return new Promise<number>(() => {
         /* runs until a signal */
@@ -92,17 +118,27 @@ function installSignals(app: App): void {
     if (stopping) return;
     stopping = true;
     app.logger.info({ signal }, 'draining');
+    // The logger writes asynchronously: exit only once the last lines are out (or after a bound wait).
+    const exit = (code: number): void => {
+      setTimeout(() => process.exit(code), 2_000);
+      app.logger.flush(() => process.exit(code));
+    };
     app.close().then(
       () => {
         app.logger.info('stopped');
-        app.logger.flush();
-        process.exit(EXIT.ok);
+        exit(EXIT.ok);
       },
-      () => process.exit(EXIT.failure),
+      (err: unknown) => {
+        app.logger.error({ err }, 'shutdown failed');
+        exit(EXIT.failure);
+      },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // Hot reload is not built yet. Without a handler SIGHUP would kill the gateway (Node's default), which
+  // an operator who expects a reload would not want: say so instead, and keep serving the old config.
+  process.on('SIGHUP', () => app.logger.warn('SIGHUP: reload is not implemented yet; restart the gateway to apply a new config'));
   // A bug must not become a denial of service for every client: log it loudly and keep serving.
   process.on('uncaughtException', (err) => app.logger.fatal({ err }, 'uncaught exception (kept running)'));
   process.on('unhandledRejection', (err) => app.logger.fatal({ err }, 'unhandled rejection (kept running)'));

@@ -14,9 +14,19 @@ import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
-import { parseDocument } from 'yaml';
-import type { core } from 'zod';
+import {
+  isMap,
+  isNode,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+  type Document,
+  type YAMLError,
+} from 'yaml';
+import { z, type core } from 'zod';
 import { ConfigError } from '../errors.js';
+import { parseCrl } from '../certs/pki.js';
 import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
 import { compileRouteTable, type Route, type RouteTable, type UpstreamSpec } from '../authz/routes.js';
 import { TLS_CIPHERS } from './defaults.js';
@@ -29,13 +39,22 @@ import {
   type UpstreamFile,
 } from './schema.js';
 
-/** Several config errors at once: the message lists each on its own line. */
+/**
+ * Several config errors at once: the message lists each on its own line, with the line of the config
+ * file it points at when it can be found (`lines[i]` belongs to `errors[i]`).
+ */
 export class ConfigInvalid extends Error {
   readonly errors: readonly ConfigError[];
-  constructor(source: string, errors: readonly ConfigError[]) {
-    super(`invalid config ${source}:\n${errors.map((e) => `  - ${e.message}`).join('\n')}`);
+  readonly lines: readonly (number | undefined)[];
+  constructor(source: string, errors: readonly ConfigError[], lines: readonly (number | undefined)[] = []) {
+    const list = errors.map((e, i) => {
+      const line = lines[i];
+      return `  - ${e.message}${line === undefined ? '' : ` (line ${line})`}`;
+    });
+    super(`invalid config ${source}:\n${list.join('\n')}`);
     this.name = 'ConfigInvalid';
     this.errors = errors;
+    this.lines = lines;
   }
 }
 
@@ -56,7 +75,10 @@ export interface CertInfo {
 /** TLS settings of a listener, ready for `http2.createSecureServer`. */
 export interface ListenerTls {
   readonly clientCertificate: 'require' | 'optional' | 'none';
-  readonly options: SecureContextOptions & { readonly requestCert: boolean; readonly rejectUnauthorized: boolean };
+  readonly options: SecureContextOptions & {
+    readonly requestCert: boolean;
+    readonly rejectUnauthorized: boolean;
+  };
   readonly certificates: readonly CertInfo[];
 }
 
@@ -101,41 +123,261 @@ export function loadConfigFile(file: string, deps: LoadDeps = defaultDeps): Runt
   try {
     text = deps.readFile(source).toString('utf8');
   } catch (err) {
-    throw new ConfigInvalid(source, [new ConfigError('', source, `a readable config file (${errnoText(err)})`)]);
+    throw new ConfigInvalid(source, [
+      new ConfigError('', source, `a readable config file (${errnoText(err)})`),
+    ]);
   }
   return loadConfigText(text, source, deps);
 }
 
-/** Like {@link loadConfigFile} for text already read; relative paths resolve against `source`'s folder. */
+/**
+ * Like {@link loadConfigFile} for text already read; relative paths resolve against `source`'s folder.
+ * YAML syntax errors (tabs, unterminated quotes, duplicate keys) name the key path, the offending line
+ * and its line/column; schema and file errors name the key path and carry the line of that key.
+ */
 export function loadConfigText(text: string, source: string, deps: LoadDeps = defaultDeps): RuntimeConfig {
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, lineCounter });
   if (doc.errors.length > 0) {
     throw new ConfigInvalid(
       source,
-      doc.errors.map((e) => new ConfigError('', undefined, `valid YAML (${e.message.split('\n')[0] ?? e.message})`)),
+      doc.errors.map((e) => yamlError(doc, text, lineCounter, e)),
     );
   }
-  const raw: unknown = doc.toJS();
-  if (raw === null || raw === undefined) {
-    throw new ConfigInvalid(source, [new ConfigError('', raw, 'a YAML mapping with at least `listeners`')]);
+  const fail = (errors: readonly ConfigError[]): never => {
+    throw new ConfigInvalid(
+      source,
+      errors,
+      errors.map((e) => lineOfPath(doc, lineCounter, e.path)),
+    );
+  };
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    return fail([
+      new ConfigError(
+        '',
+        undefined,
+        `a YAML document that expands (${err instanceof Error ? err.message : 'failed'})`,
+      ),
+    ]);
   }
-  const parsed = configSchema.safeParse(raw, { reportInput: true });
-  if (!parsed.success) throw new ConfigInvalid(source, parsed.error.issues.map(issueToError));
+  if (raw === null || raw === undefined) {
+    return fail([
+      new ConfigError(
+        '',
+        raw ?? null,
+        'a YAML mapping with at least a `listeners` list (the document is empty)',
+      ),
+    ]);
+  }
+  const parsed = configSchema.safeParse(raw, { reportInput: true, error: describeIssue });
+  if (!parsed.success) return fail(parsed.error.issues.flatMap((issue) => issueToErrors(issue, [])));
   const errors: ConfigError[] = [];
   const runtime = resolveConfig(parsed.data, source, deps, errors);
-  if (errors.length > 0 || runtime === undefined) throw new ConfigInvalid(source, errors);
+  if (errors.length > 0 || runtime === undefined) return fail(errors);
   return deepFreeze(runtime);
 }
 
-function issueToError(issue: core.$ZodIssue): ConfigError {
-  const path = formatPath(issue.path);
-  if (issue.code === 'unrecognized_keys') {
-    const keys = issue.keys;
-    const at = keys.map((k) => (path ? `${path}.${k}` : k)).join(', ');
-    return new ConfigError(at, keys.length === 1 ? keys[0] : keys, 'no such key (unknown keys are refused: check the spelling)');
+type PathSegment = string | number;
+
+/** A YAML syntax error as a ConfigError: the key path around it, the offending line, line and column. */
+function yamlError(doc: Document, text: string, lc: LineCounter, e: YAMLError): ConfigError {
+  const offset = e.pos[0];
+  const { line, col } = lc.linePos(offset);
+  // The offending line; when the parser points at a blank line (an unterminated quote at the end),
+  // the last line with text before it.
+  const lines = text.split(/\r?\n/);
+  let shown = line - 1;
+  while (shown > 0 && (lines[shown] ?? '').trim() === '') shown--;
+  const lineText = (lines[shown] ?? '').trimEnd();
+  const what = (e.message.split('\n')[0] ?? e.message).replace(/ at line \d+, column \d+:?$/, '');
+  return new ConfigError(
+    formatPath(pathAt(doc.contents, offset, [])),
+    lineText,
+    `valid YAML: ${what} (line ${line}, column ${col})`,
+  );
+}
+
+/**
+ * The key path at `offset`: the last key that starts at or before it, descending while `offset` lies
+ * inside (or just at the end of) that key's value. YAML errors often point just past the node at fault.
+ */
+function pathAt(node: unknown, offset: number, path: PathSegment[]): PathSegment[] {
+  const start = (n: unknown): number | undefined => (isNode(n) && n.range ? n.range[0] : undefined);
+  const reaches = (n: unknown): boolean =>
+    isNode(n) && !!n.range && offset >= n.range[0] && offset <= n.range[2];
+  if (isMap(node)) {
+    let chosen: (typeof node.items)[number] | undefined;
+    for (const pair of node.items) {
+      const s = start(pair.key);
+      if (s !== undefined && s <= offset) chosen = pair;
+    }
+    if (chosen === undefined) return path;
+    const key = isScalar(chosen.key) ? String(chosen.key.value) : String(chosen.key);
+    return reaches(chosen.value) ? pathAt(chosen.value, offset, [...path, key]) : [...path, key];
   }
-  const expected = issue.message.replace(/^Invalid input: /, '');
-  return new ConfigError(path, issue.input, expected);
+  if (isSeq(node)) {
+    for (let i = node.items.length - 1; i >= 0; i--) {
+      const s = start(node.items[i]);
+      if (s !== undefined && s <= offset)
+        return reaches(node.items[i]) ? pathAt(node.items[i], offset, [...path, i]) : path;
+    }
+  }
+  return path;
+}
+
+/** `listeners[0].tls.cert` → ['listeners', 0, 'tls', 'cert']. */
+function parsePath(path: string): PathSegment[] {
+  const out: PathSegment[] = [];
+  for (const m of path.matchAll(/([^.[\]]+)|\[(\d+)\]/g))
+    out.push(m[2] !== undefined ? Number(m[2]) : (m[1] ?? ''));
+  return out;
+}
+
+/** The 1-based line of the key at `path` (or of its closest parent present in the file). */
+function lineOfPath(doc: Document, lc: LineCounter, path: string): number | undefined {
+  const segs = parsePath(path);
+  for (let n = segs.length; n > 0; n--) {
+    const parent = n === 1 ? doc.contents : doc.getIn(segs.slice(0, n - 1), true);
+    const last = segs[n - 1];
+    let node: unknown;
+    if (isMap(parent))
+      node = parent.items.find((p) => isScalar(p.key) && String(p.key.value) === String(last))?.key;
+    else if (isSeq(parent) && typeof last === 'number') node = parent.items[last];
+    if (isNode(node) && node.range) return lc.linePos(node.range[0]).line;
+  }
+  return undefined;
+}
+
+const TYPE_NAMES: Record<string, string> = {
+  string: 'a string',
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+  object: 'a mapping (key: value)',
+  array: 'a list',
+};
+
+/**
+ * The "expected" text of a zod issue that has no message of its own in the schema (schema messages
+ * win). Plain words, no zod jargon: it ends up after "expected" in a {@link ConfigError}.
+ */
+function describeIssue(iss: core.$ZodRawIssue): string {
+  switch (iss.code) {
+    case 'invalid_type': {
+      const what = TYPE_NAMES[iss.expected] ?? `a ${iss.expected}`;
+      return iss.input === undefined ? `${what} (this key is required)` : what;
+    }
+    case 'too_small':
+    case 'too_big': {
+      const bound = Number(iss.code === 'too_small' ? iss.minimum : iss.maximum);
+      const op = iss.code === 'too_small' ? (iss.inclusive ? '>=' : '>') : iss.inclusive ? '<=' : '<';
+      if (iss.origin === 'string')
+        return iss.code === 'too_small' && bound === 1
+          ? 'a non-empty string'
+          : `a string of ${op} ${bound} characters`;
+      if (iss.origin === 'array') return `a list of ${op} ${bound} item(s)`;
+      return `a number ${op} ${bound}`;
+    }
+    case 'invalid_value':
+      return iss.values.length === 1
+        ? JSON.stringify(iss.values[0])
+        : `one of ${iss.values.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'invalid_format':
+      return iss.format === 'regex' && iss.pattern !== undefined
+        ? `a string matching ${iss.pattern}`
+        : `a valid ${iss.format}`;
+    case 'unrecognized_keys':
+      return 'known keys only';
+    default:
+      return 'a valid value';
+  }
+}
+
+/** Names of keys whose value is never printed back (an unknown key may be a misspelt secret). */
+const SECRET_KEY_RE = /secret|passw|passphrase|token|credential|private/i;
+
+/** One zod issue → one or more ConfigErrors (an unknown key each; a union error from its matching branch). */
+function issueToErrors(issue: core.$ZodIssue, base: readonly PropertyKey[]): ConfigError[] {
+  const at = [...base, ...issue.path];
+  if (issue.code === 'unrecognized_keys') {
+    const input = (issue as { input?: unknown }).input;
+    const known = knownKeysAt(at);
+    return issue.keys.map((k) => {
+      // A misspelt secret must not be echoed to the terminal and the logs.
+      const value = SECRET_KEY_RE.test(k)
+        ? '[redacted]'
+        : input !== null && typeof input === 'object'
+          ? (input as Record<string, unknown>)[k]
+          : undefined;
+      return new ConfigError(formatPath([...at, k]), value, unknownKeyText(k, known));
+    });
+  }
+  if (issue.code === 'invalid_union') {
+    // A union (the upstream: string or mapping) fails as a whole; report the branch of the value's own
+    // type, so `upstream: { url: x, crt: y }` names `upstream.crt`, not just `upstream`.
+    const fitting = issue.errors.filter(
+      (branch) => !branch.some((i) => i.path.length === 0 && i.code === 'invalid_type'),
+    );
+    if (fitting.length === 1 && fitting[0] !== undefined)
+      return fitting[0].flatMap((i) => issueToErrors(i, at));
+  }
+  return [new ConfigError(formatPath(at), (issue as { input?: unknown }).input, issue.message)];
+}
+
+/** The keys the schema allows in the mapping at `path` (empty when it is not a mapping). */
+function knownKeysAt(path: readonly PropertyKey[]): string[] {
+  let s: z.ZodType | undefined = configSchema;
+  const unwrap = (t: z.ZodType): z.ZodType | undefined => {
+    let cur: z.ZodType = t;
+    for (;;) {
+      if (cur instanceof z.ZodOptional || cur instanceof z.ZodDefault) cur = cur.unwrap() as z.ZodType;
+      else if (cur instanceof z.ZodUnion) {
+        const obj = (cur.options as readonly z.ZodType[]).find((o) => o instanceof z.ZodObject);
+        if (obj === undefined) return undefined;
+        cur = obj;
+      } else return cur;
+    }
+  };
+  for (const seg of path) {
+    const cur: z.ZodType | undefined = s === undefined ? undefined : unwrap(s);
+    if (cur instanceof z.ZodObject && typeof seg === 'string')
+      s = (cur.shape as Record<string, z.ZodType>)[seg];
+    else if (cur instanceof z.ZodArray && typeof seg === 'number') s = cur.element as z.ZodType;
+    else return [];
+  }
+  const last = s === undefined ? undefined : unwrap(s);
+  return last instanceof z.ZodObject ? Object.keys(last.shape) : [];
+}
+
+function unknownKeyText(key: string, known: readonly string[]): string {
+  const norm = (k: string): string => k.toLowerCase().replace(/[^a-z0-9]/g, '');
+  let best: { key: string; d: number } | undefined;
+  for (const k of known) {
+    const d = editDistance(norm(key), norm(k));
+    if (best === undefined || d < best.d) best = { key: k, d };
+  }
+  const hint =
+    best !== undefined && best.d <= Math.max(2, Math.floor(norm(key).length / 4))
+      ? `did you mean "${best.key}"? `
+      : '';
+  const list = known.length > 0 ? `; keys here: ${known.join(', ')}` : '';
+  return `a known key — ${hint}(unknown keys are refused, never ignored${list})`;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const sub = (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
+      cur.push(Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, sub));
+    }
+    prev = cur;
+  }
+  return prev[b.length] ?? 0;
 }
 
 /** `listeners[0].tls.cert` style path. */
@@ -161,7 +403,11 @@ function errnoText(err: unknown): string {
 }
 
 /** Parses `host:port` / `[v6]:port`. */
-export function parseListen(value: string, keyPath: string, errors: ConfigError[]): ListenAddress | undefined {
+export function parseListen(
+  value: string,
+  keyPath: string,
+  errors: ConfigError[],
+): ListenAddress | undefined {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(value);
   const host = m?.[1] ?? m?.[2];
   const port = Number(m?.[3]);
@@ -176,10 +422,14 @@ export function parseListen(value: string, keyPath: string, errors: ConfigError[
   return { host, port };
 }
 
-/** True for addresses that never leave the machine: 127.0.0.0/8, ::1, localhost. */
+/**
+ * True for addresses that never leave the machine: 127.0.0.0/8, ::1, `localhost`. Other `*.localhost`
+ * names are not trusted: without a resolver that special-cases them (RFC 6761 §6.3) they go to DNS,
+ * which could send plaintext anywhere.
+ */
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase().replace(/^\[|\]$/g, '');
-  if (h === 'localhost' || h.endsWith('.localhost')) return true;
+  if (h === 'localhost') return true;
   if (h === '::1' || h === '0:0:0:0:0:0:0:1') return true;
   if (isIP(h) === 4) return h.startsWith('127.');
   if (h.startsWith('::ffff:')) return h.slice(7).startsWith('127.');
@@ -206,12 +456,18 @@ function readAt(ctx: Ctx, keyPath: string, value: string): { file: string; data:
 const PEM_CERT_RE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 /** Parses every certificate of a PEM bundle; errors when there is none or one does not parse. */
-function readCertificates(ctx: Ctx, keyPath: string, value: string): { file: string; data: Buffer; certs: X509Certificate[] } | undefined {
+function readCertificates(
+  ctx: Ctx,
+  keyPath: string,
+  value: string,
+): { file: string; data: Buffer; certs: X509Certificate[] } | undefined {
   const read = readAt(ctx, keyPath, value);
   if (read === undefined) return undefined;
   const blocks = read.data.toString('latin1').match(PEM_CERT_RE) ?? [];
   if (blocks.length === 0) {
-    ctx.errors.push(new ConfigError(keyPath, value, `a PEM file with at least one certificate (${read.file} has none)`));
+    ctx.errors.push(
+      new ConfigError(keyPath, value, `a PEM file with at least one certificate (${read.file} has none)`),
+    );
     return undefined;
   }
   const certs: X509Certificate[] = [];
@@ -219,7 +475,9 @@ function readCertificates(ctx: Ctx, keyPath: string, value: string): { file: str
     try {
       certs.push(new X509Certificate(block));
     } catch {
-      ctx.errors.push(new ConfigError(keyPath, value, `PEM certificates that parse (${read.file} has a broken one)`));
+      ctx.errors.push(
+        new ConfigError(keyPath, value, `PEM certificates that parse (${read.file} has a broken one)`),
+      );
       return undefined;
     }
   }
@@ -230,20 +488,50 @@ function checkValidNow(ctx: Ctx, keyPath: string, value: string, cert: X509Certi
   const now = ctx.deps.now();
   const from = Date.parse(cert.validFrom);
   const to = Date.parse(cert.validTo);
-  if (to <= now) ctx.errors.push(new ConfigError(keyPath, value, `a certificate valid now (it expired ${cert.validTo})`));
+  if (to <= now)
+    ctx.errors.push(new ConfigError(keyPath, value, `a certificate valid now (it expired ${cert.validTo})`));
   else if (from > now)
-    ctx.errors.push(new ConfigError(keyPath, value, `a certificate valid now (it is not valid before ${cert.validFrom})`));
+    ctx.errors.push(
+      new ConfigError(keyPath, value, `a certificate valid now (it is not valid before ${cert.validFrom})`),
+    );
 }
 
 function readKey(ctx: Ctx, keyPath: string, value: string): { data: Buffer; key: KeyObject } | undefined {
   const read = readAt(ctx, keyPath, value);
   if (read === undefined) return undefined;
+  // An encrypted key is refused up front: there is no passphrase option, and nothing may ever prompt
+  // for one (hostile case 115). Node 20 reports a missing passphrase as "interrupted or cancelled".
+  const text = read.data.toString('latin1');
+  if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type:\s*4,\s*ENCRYPTED/.test(text)) {
+    ctx.errors.push(
+      new ConfigError(
+        keyPath,
+        value,
+        `a PEM private key (it is encrypted; give an unencrypted key: ${read.file})`,
+      ),
+    );
+    return undefined;
+  }
   try {
     return { data: read.data, key: createPrivateKey(read.data) };
   } catch (err) {
     const code = err && typeof err === 'object' && 'code' in err ? String(err.code) : '';
-    const why = code === 'ERR_MISSING_PASSPHRASE' ? 'it is encrypted; give an unencrypted key' : 'it does not parse';
+    const encrypted = [
+      'ERR_MISSING_PASSPHRASE',
+      'ERR_OSSL_CRYPTO_INTERRUPTED_OR_CANCELLED',
+      'ERR_OSSL_BAD_DECRYPT',
+    ].includes(code);
+    const why = encrypted ? 'it is encrypted; give an unencrypted key' : 'it does not parse';
     ctx.errors.push(new ConfigError(keyPath, value, `a PEM private key (${why}: ${read.file})`));
+    return undefined;
+  }
+}
+
+/** The CRL's nextUpdate, when it has one and parses (Node already accepted it as a CRL). */
+function crlNextUpdate(data: Buffer): Date | undefined {
+  try {
+    return parseCrl(data.toString('latin1')).nextUpdate;
+  } catch {
     return undefined;
   }
 }
@@ -258,12 +546,20 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
   if (cert && leaf) {
     checkValidNow(ctx, `${p}.tls.cert`, t.cert, leaf);
     if (key && !leaf.checkPrivateKey(key.key)) {
-      ctx.errors.push(new ConfigError(`${p}.tls.key`, t.key, `the private key of the certificate in ${p}.tls.cert`));
+      ctx.errors.push(
+        new ConfigError(`${p}.tls.key`, t.key, `the private key of the certificate in ${p}.tls.cert`),
+      );
     }
   }
   let ca: Buffer | undefined;
   const certificates: CertInfo[] = [];
-  if (leaf && cert) certificates.push({ keyPath: `${p}.tls.cert`, file: cert.file, subject: leaf.subject, validToMs: Date.parse(leaf.validTo) });
+  if (leaf && cert)
+    certificates.push({
+      keyPath: `${p}.tls.cert`,
+      file: cert.file,
+      subject: leaf.subject,
+      validToMs: Date.parse(leaf.validTo),
+    });
   if (t.clientCertificate !== 'none') {
     if (t.clientCa === undefined) {
       ctx.errors.push(
@@ -278,26 +574,62 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
       if (bundle) {
         ca = bundle.data;
         for (const c of bundle.certs) {
-          if (!c.ca) ctx.errors.push(new ConfigError(`${p}.tls.clientCa`, t.clientCa, `CA certificates only (${c.subject.replace(/\n/g, ',')} is not a CA)`));
-          certificates.push({ keyPath: `${p}.tls.clientCa`, file: bundle.file, subject: c.subject, validToMs: Date.parse(c.validTo) });
+          if (!c.ca)
+            ctx.errors.push(
+              new ConfigError(
+                `${p}.tls.clientCa`,
+                t.clientCa,
+                `CA certificates only (${c.subject.replace(/\n/g, ',')} is not a CA)`,
+              ),
+            );
+          // An expired CA makes OpenSSL refuse every client: say so now rather than at the first handshake.
+          else checkValidNow(ctx, `${p}.tls.clientCa`, t.clientCa, c);
+          certificates.push({
+            keyPath: `${p}.tls.clientCa`,
+            file: bundle.file,
+            subject: c.subject,
+            validToMs: Date.parse(c.validTo),
+          });
         }
       }
     }
   } else if (t.clientCa !== undefined) {
-    ctx.errors.push(new ConfigError(`${p}.tls.clientCa`, t.clientCa, `no clientCa when ${p}.tls.clientCertificate is "none"`));
+    ctx.errors.push(
+      new ConfigError(
+        `${p}.tls.clientCa`,
+        t.clientCa,
+        `no clientCa when ${p}.tls.clientCertificate is "none"`,
+      ),
+    );
   }
   let crl: Buffer | undefined;
   if (t.crl !== undefined) {
     if (t.clientCertificate === 'none') {
-      ctx.errors.push(new ConfigError(`${p}.tls.crl`, t.crl, `no crl when ${p}.tls.clientCertificate is "none"`));
+      ctx.errors.push(
+        new ConfigError(`${p}.tls.crl`, t.crl, `no crl when ${p}.tls.clientCertificate is "none"`),
+      );
     } else {
       const read = readAt(ctx, `${p}.tls.crl`, t.crl);
       if (read) {
         try {
           createSecureContext({ crl: read.data });
           crl = read.data;
+          const nextUpdate = crlNextUpdate(read.data);
+          // A CRL past its nextUpdate makes OpenSSL refuse every client (CRL_HAS_EXPIRED): refuse to
+          // start with a clear message instead of serving an outage.
+          if (nextUpdate !== undefined && nextUpdate.getTime() <= ctx.deps.now()) {
+            ctx.errors.push(
+              new ConfigError(
+                `${p}.tls.crl`,
+                t.crl,
+                `a current CRL (its nextUpdate passed at ${nextUpdate.toISOString()}; OpenSSL would refuse every client: re-sign it)`,
+              ),
+            );
+          }
         } catch {
-          ctx.errors.push(new ConfigError(`${p}.tls.crl`, t.crl, `a PEM X.509 CRL (${read.file} does not parse)`));
+          ctx.errors.push(
+            new ConfigError(`${p}.tls.crl`, t.crl, `a PEM X.509 CRL (${read.file} does not parse)`),
+          );
         }
       }
     }
@@ -319,7 +651,13 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
   try {
     createSecureContext(options);
   } catch (err) {
-    ctx.errors.push(new ConfigError(`${p}.tls`, undefined, `TLS material Node accepts (${err instanceof Error ? err.message : 'rejected'})`));
+    ctx.errors.push(
+      new ConfigError(
+        `${p}.tls`,
+        t,
+        `TLS material Node accepts (${err instanceof Error ? err.message : 'rejected'})`,
+      ),
+    );
     return undefined;
   }
   return { clientCertificate: t.clientCertificate, options, certificates };
@@ -329,35 +667,60 @@ function resolveUpstream(ctx: Ctx, u: UpstreamFile, p: string): UpstreamSpec | u
   const spec = typeof u === 'string' ? { url: u } : u;
   const keyPath = typeof u === 'string' ? p : `${p}.url`;
   if (spec.url === 'builtin:echo') {
-    if (typeof u !== 'string') ctx.errors.push(new ConfigError(p, u, 'the string "builtin:echo" (it takes no TLS options)'));
+    if (typeof u !== 'string')
+      ctx.errors.push(new ConfigError(p, u, 'the string "builtin:echo" (it takes no TLS options)'));
     return { kind: 'echo' };
   }
   let url: URL;
   try {
     url = new URL(spec.url);
   } catch {
-    ctx.errors.push(new ConfigError(keyPath, spec.url, 'an upstream URL like http://127.0.0.1:8787, https://host:port or builtin:echo'));
+    ctx.errors.push(
+      new ConfigError(
+        keyPath,
+        spec.url,
+        'an upstream URL like http://127.0.0.1:8787, https://host:port or builtin:echo',
+      ),
+    );
     return undefined;
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     ctx.errors.push(new ConfigError(keyPath, spec.url, 'an http:// or https:// upstream (or builtin:echo)'));
     return undefined;
   }
-  if (url.username || url.password || url.search || url.hash || (url.pathname !== '/' && url.pathname !== '')) {
-    ctx.errors.push(new ConfigError(keyPath, spec.url, 'an origin only: scheme, host and port, no credentials, path or query'));
+  if (
+    url.username ||
+    url.password ||
+    url.search ||
+    url.hash ||
+    (url.pathname !== '/' && url.pathname !== '')
+  ) {
+    ctx.errors.push(
+      new ConfigError(
+        keyPath,
+        spec.url,
+        'an origin only: scheme, host and port, no credentials, path or query',
+      ),
+    );
     return undefined;
   }
   const hostname = url.hostname.replace(/^\[|\]$/g, '');
   const loopback = isLoopbackHost(hostname);
   if (ctx.requireEncryption && url.protocol === 'http:' && !loopback) {
     ctx.errors.push(
-      new ConfigError(keyPath, spec.url, 'https:// or a loopback http:// upstream (requireEncryption is true: plaintext must not leave the machine)'),
+      new ConfigError(
+        keyPath,
+        spec.url,
+        'https:// or a loopback http:// upstream (requireEncryption is true: plaintext must not leave the machine)',
+      ),
     );
     return undefined;
   }
   const isObj = typeof u !== 'string';
   if (isObj && url.protocol === 'http:' && (u.ca ?? u.cert ?? u.key ?? u.servername) !== undefined) {
-    ctx.errors.push(new ConfigError(p, u, `TLS options (ca, cert, key, servername) only with an https:// url`));
+    ctx.errors.push(
+      new ConfigError(p, u, `TLS options (ca, cert, key, servername) only with an https:// url`),
+    );
     return undefined;
   }
   let tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string } | undefined;
@@ -368,12 +731,20 @@ function resolveUpstream(ctx: Ctx, u: UpstreamFile, p: string): UpstreamSpec | u
       if (ca) tls.ca = ca.data;
     }
     if ((u.cert === undefined) !== (u.key === undefined)) {
-      ctx.errors.push(new ConfigError(u.cert === undefined ? `${p}.cert` : `${p}.key`, undefined, `both ${p}.cert and ${p}.key, or neither`));
+      ctx.errors.push(
+        new ConfigError(
+          u.cert === undefined ? `${p}.cert` : `${p}.key`,
+          undefined,
+          `both ${p}.cert and ${p}.key, or neither`,
+        ),
+      );
     } else if (u.cert !== undefined && u.key !== undefined) {
       const cert = readCertificates(ctx, `${p}.cert`, u.cert);
       const key = readKey(ctx, `${p}.key`, u.key);
       if (cert?.certs[0] && key && !cert.certs[0].checkPrivateKey(key.key))
-        ctx.errors.push(new ConfigError(`${p}.key`, u.key, `the private key of the certificate in ${p}.cert`));
+        ctx.errors.push(
+          new ConfigError(`${p}.key`, u.key, `the private key of the certificate in ${p}.cert`),
+        );
       if (cert && key) {
         tls.cert = cert.data;
         tls.key = key.data;
@@ -393,7 +764,11 @@ function resolveUpstream(ctx: Ctx, u: UpstreamFile, p: string): UpstreamSpec | u
   };
 }
 
-function compileAcl(ctx: Ctx, entries: readonly string[] | undefined, keyPath: string): ClientAcl | undefined {
+function compileAcl(
+  ctx: Ctx,
+  entries: readonly string[] | undefined,
+  keyPath: string,
+): ClientAcl | undefined {
   if (entries === undefined) return undefined;
   try {
     return compileClientAcl(entries, keyPath);
@@ -409,27 +784,61 @@ function normalizeRouteHost(ctx: Ctx, host: string | undefined, keyPath: string)
   const h = host.toLowerCase().replace(/\.$/, '');
   const label = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
   if (!new RegExp(`^(?:\\*\\.)?${label}(?:\\.${label})*$`).test(h)) {
-    ctx.errors.push(new ConfigError(keyPath, host, 'a host name, optionally with a leading "*." wildcard (no port)'));
+    ctx.errors.push(
+      new ConfigError(keyPath, host, 'a host name, optionally with a leading "*." wildcard (no port)'),
+    );
   }
   return h;
 }
 
-function resolveListener(ctx: Ctx, l: ListenerFile, i: number, seenRouteIds: Set<string>): RuntimeListener | undefined {
+function resolveListener(
+  ctx: Ctx,
+  l: ListenerFile,
+  i: number,
+  seenRouteIds: Set<string>,
+): RuntimeListener | undefined {
   const p = `listeners[${i}]`;
   const address = parseListen(l.listen, `${p}.listen`, ctx.errors);
-  if (l.tls === undefined) {
-    if (ctx.requireEncryption) {
-      ctx.errors.push(new ConfigError(`${p}.tls`, undefined, 'a tls section (requireEncryption is true; plaintext listeners are refused)'));
-    } else if (l.plaintext !== true) {
-      ctx.errors.push(new ConfigError(`${p}.tls`, undefined, `a tls section, or ${p}.plaintext: true to serve plaintext on purpose`));
-    }
-  } else if (l.plaintext === true) {
+  if (l.tls !== undefined && l.plaintext === true) {
     ctx.errors.push(new ConfigError(`${p}.plaintext`, true, `either ${p}.tls or ${p}.plaintext, not both`));
+  } else if (l.tls === undefined) {
+    if (ctx.requireEncryption) {
+      ctx.errors.push(
+        new ConfigError(
+          `${p}.tls`,
+          undefined,
+          'a tls section (requireEncryption is true; plaintext listeners are refused)',
+        ),
+      );
+      if (l.plaintext === true) {
+        ctx.errors.push(
+          new ConfigError(
+            `${p}.plaintext`,
+            true,
+            'no plaintext listener while requireEncryption is true (set requireEncryption: false to allow one)',
+          ),
+        );
+      }
+    } else if (l.plaintext !== true) {
+      ctx.errors.push(
+        new ConfigError(
+          `${p}.tls`,
+          undefined,
+          `a tls section, or ${p}.plaintext: true to serve plaintext on purpose`,
+        ),
+      );
+    }
   }
   const tls = resolveListenerTls(ctx, l, p);
   const mode = l.tls?.clientCertificate ?? 'none';
   if (mode === 'none' && l.allowClients !== undefined) {
-    ctx.errors.push(new ConfigError(`${p}.allowClients`, l.allowClients, `no allowClients when ${p}.tls.clientCertificate is "none" (no client could match)`));
+    ctx.errors.push(
+      new ConfigError(
+        `${p}.allowClients`,
+        l.allowClients,
+        `no allowClients when ${p}.tls.clientCertificate is "none" (no client could match)`,
+      ),
+    );
   }
   const acl = compileAcl(ctx, l.allowClients, `${p}.allowClients`);
   const routes: Route[] = [];
@@ -439,13 +848,29 @@ function resolveListener(ctx: Ctx, l: ListenerFile, i: number, seenRouteIds: Set
     if (seenRouteIds.has(id)) ctx.errors.push(new ConfigError(`${rp}.id`, id, 'a route id used only once'));
     seenRouteIds.add(id);
     if (mode === 'none' && r.allowClients !== undefined) {
-      ctx.errors.push(new ConfigError(`${rp}.allowClients`, r.allowClients, `no allowClients when ${p}.tls.clientCertificate is "none"`));
+      ctx.errors.push(
+        new ConfigError(
+          `${rp}.allowClients`,
+          r.allowClients,
+          `no allowClients when ${p}.tls.clientCertificate is "none"`,
+        ),
+      );
     }
     const upstream = resolveUpstream(ctx, r.upstream, `${rp}.upstream`);
     const host = normalizeRouteHost(ctx, r.match.host, `${rp}.match.host`);
     const prefix = r.match.pathPrefix;
-    if (prefix !== '/' && (/[?#;\\%]|\/\/|\/\.\.?(?:\/|$)/.test(prefix) || prefix.endsWith('/') && prefix.length > 1 && prefix.slice(0, -1).endsWith('/'))) {
-      ctx.errors.push(new ConfigError(`${rp}.match.pathPrefix`, prefix, 'a normalized path prefix (no ?, #, ;, \\, %, //, or dot segments)'));
+    if (
+      prefix !== '/' &&
+      (/[?#;\\%]|\/\/|\/\.\.?(?:\/|$)/.test(prefix) ||
+        (prefix.endsWith('/') && prefix.length > 1 && prefix.slice(0, -1).endsWith('/')))
+    ) {
+      ctx.errors.push(
+        new ConfigError(
+          `${rp}.match.pathPrefix`,
+          prefix,
+          'a normalized path prefix (no ?, #, ;, \\, %, //, or dot segments)',
+        ),
+      );
     }
     const pathPrefix = prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
     const racl = compileAcl(ctx, r.allowClients, `${rp}.allowClients`);
@@ -455,7 +880,12 @@ function resolveListener(ctx: Ctx, l: ListenerFile, i: number, seenRouteIds: Set
   return { name: l.name, keyPath: p, address, protocol: 'http', tls, acl, routes: compileRouteTable(routes) };
 }
 
-function resolveConfig(file: ConfigFile, source: string, deps: LoadDeps, errors: ConfigError[]): RuntimeConfig | undefined {
+function resolveConfig(
+  file: ConfigFile,
+  source: string,
+  deps: LoadDeps,
+  errors: ConfigError[],
+): RuntimeConfig | undefined {
   const ctx: Ctx = { baseDir: dirname(source), deps, errors, requireEncryption: file.requireEncryption };
   const warnings: string[] = [];
   const names = new Set<string>();
@@ -463,23 +893,45 @@ function resolveConfig(file: ConfigFile, source: string, deps: LoadDeps, errors:
   const seenRouteIds = new Set<string>();
   const listeners: RuntimeListener[] = [];
   file.listeners.forEach((l, i) => {
-    if (names.has(l.name)) errors.push(new ConfigError(`listeners[${i}].name`, l.name, 'a listener name used only once'));
+    if (names.has(l.name))
+      errors.push(new ConfigError(`listeners[${i}].name`, l.name, 'a listener name used only once'));
     names.add(l.name);
     const r = resolveListener(ctx, l, i, seenRouteIds);
     if (!r) return;
     const bindKey = `${r.address.host}:${r.address.port}`;
     const other = binds.get(bindKey);
     if (r.address.port !== 0 && other !== undefined) {
-      errors.push(new ConfigError(`listeners[${i}].listen`, l.listen, `an address not already used by ${other}`));
+      errors.push(
+        new ConfigError(`listeners[${i}].listen`, l.listen, `an address not already used by ${other}`),
+      );
     }
     binds.set(bindKey, `listeners[${i}]`);
-    if (!r.tls) warnings.push(`listener "${l.name}" serves PLAINTEXT on ${l.listen}: requireEncryption is false and plaintext: true is set`);
-    if (r.acl?.entries.length === 0) warnings.push(`listener "${l.name}" has an empty allowClients: it denies every client`);
+    if (!r.tls)
+      warnings.push(
+        `listener "${l.name}" serves PLAINTEXT on ${l.listen}: requireEncryption is false and plaintext: true is set`,
+      );
+    if (r.acl?.entries.length === 0)
+      warnings.push(`listener "${l.name}" has an empty allowClients: it denies every client`);
     listeners.push(r);
   });
   const adminAddress = parseListen(file.admin.listen, 'admin.listen', errors);
   if (adminAddress && file.admin.enabled && file.requireEncryption && !isLoopbackHost(adminAddress.host)) {
-    errors.push(new ConfigError('admin.listen', file.admin.listen, 'a loopback address (the admin listener has no TLS yet and requireEncryption is true)'));
+    errors.push(
+      new ConfigError(
+        'admin.listen',
+        file.admin.listen,
+        'a loopback address (the admin listener has no TLS yet and requireEncryption is true)',
+      ),
+    );
+  }
+  const adminClash =
+    adminAddress && adminAddress.port !== 0
+      ? binds.get(`${adminAddress.host}:${adminAddress.port}`)
+      : undefined;
+  if (file.admin.enabled && adminClash !== undefined) {
+    errors.push(
+      new ConfigError('admin.listen', file.admin.listen, `an address not already used by ${adminClash}`),
+    );
   }
   if (errors.length > 0 || !adminAddress) return undefined;
   return {

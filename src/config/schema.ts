@@ -2,17 +2,26 @@
  * The config file's schema (zod, strict: an unknown key is an error, never ignored — a typo in a
  * security key must not silently fall back to a default). This validates shape and types only; files,
  * keys and cross-field rules are checked by `load.ts`, which turns the result into the runtime config.
+ *
+ * Custom messages here are the "what was expected" part of a `ConfigError` (`<key path>: got
+ * <value>; expected <message>`), so they never start with "expected"; issues without one get their text
+ * from `describeIssue` in load.ts.
  */
 import { z } from 'zod';
 import { DEFAULTS } from './defaults.js';
 
-const positiveMs = z.number().int().positive().max(86_400_000);
+/** Milliseconds as a plain number: `"5m"` or `"5s"` is refused, never guessed. */
+const positiveMs = z
+  .number({ error: 'a whole number of milliseconds, e.g. 5000 (no unit suffix)' })
+  .int('a whole number of milliseconds')
+  .positive('a number of milliseconds > 0')
+  .max(86_400_000, 'at most 86400000 ms (one day)');
 const nonEmpty = z.string().min(1);
 
 /** `host:port` or `[v6]:port`. Validated further (port range, host syntax) in load.ts. */
 const listenAddress = z
-  .string()
-  .regex(/^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8443 or [::1]:8443');
+  .string({ error: 'a "host:port" string, e.g. 127.0.0.1:8443 or [::1]:8443' })
+  .regex(/^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'host:port, e.g. 127.0.0.1:8443 or [::1]:8443');
 
 const timeouts = z.strictObject({
   tlsHandshakeMs: positiveMs.default(DEFAULTS.timeouts.tlsHandshakeMs),
@@ -32,70 +41,88 @@ const http2 = z.strictObject({
   initialWindowSize: z.number().int().min(1024).max(2_147_483_647).default(DEFAULTS.http2.initialWindowSize),
 });
 
-const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3']);
+/** TLS 1.0 and 1.1 are refused outright (RFC 8996), whatever requireEncryption says. */
+const tlsVersion = z.enum(['TLSv1.2', 'TLSv1.3'], {
+  error: '"TLSv1.2" or "TLSv1.3" (TLS 1.0 and 1.1 are deprecated by RFC 8996 and refused)',
+});
 
 const listenerTls = z.strictObject({
   cert: nonEmpty,
   key: nonEmpty,
   minVersion: tlsVersion.default(DEFAULTS.tls.minVersion),
   clientCertificate: z.enum(['require', 'optional', 'none']).default(DEFAULTS.tls.clientCertificate),
-  clientCa: nonEmpty.optional(),
+  // An empty `ca` makes Node trust its ~140 bundled public roots (hostile case 26): never accepted.
+  clientCa: z
+    .string()
+    .min(1, 'the path of a CA bundle file (an empty clientCa would make Node trust its public roots)')
+    .optional(),
   crl: nonEmpty.optional(),
 });
 
 /** An upstream: `http://`, `https://` or `builtin:echo` as a string, or an object for TLS options. */
-const upstream = z.union([
-  nonEmpty,
-  z.strictObject({
-    url: nonEmpty,
-    ca: nonEmpty.optional(),
-    cert: nonEmpty.optional(),
-    key: nonEmpty.optional(),
-    servername: nonEmpty.optional(),
-  }),
-]);
+const upstream = z.union(
+  [
+    nonEmpty,
+    z.strictObject({
+      url: nonEmpty,
+      ca: nonEmpty.optional(),
+      cert: nonEmpty.optional(),
+      key: nonEmpty.optional(),
+      servername: nonEmpty.optional(),
+    }),
+  ],
+  {
+    error:
+      'an upstream URL string (http://127.0.0.1:8787, https://host:port, builtin:echo) or a mapping with url and TLS options',
+  },
+);
 
 const allowClients = z.array(z.string());
 
 const route = z.strictObject({
   id: z
     .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a route id of letters, digits, . _ - (max 64)')
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a route id of letters, digits, . _ - (max 64)')
     .optional(),
   match: z.strictObject({
     host: nonEmpty.optional(),
-    pathPrefix: z.string().startsWith('/', 'expected a path starting with /').default('/'),
+    pathPrefix: z.string().startsWith('/', 'a path starting with /').default('/'),
   }),
   upstream,
   allowClients: allowClients.optional(),
 });
 
 const listener = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'expected a name of letters, digits, . _ - (max 64)'),
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a name of letters, digits, . _ - (max 64)'),
   listen: listenAddress,
   protocol: z.literal('http').default('http'),
   tls: listenerTls.optional(),
   /** With requireEncryption: false only. Named so that nobody turns it on by accident. */
-  plaintext: z.literal(true).optional(),
+  plaintext: z.literal(true, { error: 'true (or leave the key out: TLS is the default)' }).optional(),
   allowClients: allowClients.optional(),
-  routes: z.array(route).min(1, 'expected at least one route'),
+  routes: z.array(route).min(1, 'at least one route (a listener without routes would deny everything)'),
 });
 
 /** The whole config file. */
 export const configSchema = z.strictObject({
   requireEncryption: z.boolean().default(DEFAULTS.requireEncryption),
   admin: z
-    .strictObject({ listen: listenAddress.default(DEFAULTS.admin.listen), enabled: z.boolean().default(true) })
+    .strictObject({
+      listen: listenAddress.default(DEFAULTS.admin.listen),
+      enabled: z.boolean().default(true),
+    })
     .default({ listen: DEFAULTS.admin.listen, enabled: true }),
   log: z
     .strictObject({
-      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default(DEFAULTS.log.level),
+      level: z
+        .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+        .default(DEFAULTS.log.level),
       access: z.boolean().default(DEFAULTS.log.access),
     })
     .default({ level: DEFAULTS.log.level, access: DEFAULTS.log.access }),
   timeouts: timeouts.default(timeouts.parse({})),
   http2: http2.default(http2.parse({})),
-  listeners: z.array(listener).min(1, 'expected at least one listener'),
+  listeners: z.array(listener).min(1, 'at least one listener'),
 });
 
 /** The config as written in the file, after defaults. */

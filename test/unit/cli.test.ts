@@ -1,0 +1,89 @@
+/**
+ * argv → typed command. No I/O: every unknown command, unknown flag or missing value is a usage error
+ * (exit 2 in main.ts) whose message says what was expected.
+ */
+import { describe, expect, it } from 'vitest';
+import { parseArgs, USAGE, type Command } from '../../src/cli.js';
+
+describe('parseArgs: commands', () => {
+  it.each<[string[], Command]>([
+    [[], { kind: 'help' }],
+    [['help'], { kind: 'help' }],
+    [['--help'], { kind: 'help' }],
+    [['-h'], { kind: 'help' }],
+    [['start', '--help'], { kind: 'help' }],
+    [['certs', 'issue', '-h'], { kind: 'help' }],
+    [['version'], { kind: 'version' }],
+    [['--version'], { kind: 'version' }],
+    [['start'], { kind: 'start', config: undefined }],
+    [['start', '--config', 'a.yaml'], { kind: 'start', config: 'a.yaml' }],
+    [['start', '--config=/etc/portcullis/p.yaml'], { kind: 'start', config: '/etc/portcullis/p.yaml' }],
+    [['check', '--config', 'b.yaml'], { kind: 'check', config: 'b.yaml' }],
+    [['check'], { kind: 'check', config: undefined }],
+    [['certs', 'init'], { kind: 'certs-init', out: undefined, hosts: [], clients: undefined, force: false }],
+    [
+      ['certs', 'init', '--out', 'd', '--hosts', 'gw.example, 10.0.0.5', '--clients', 'alice,bob', '--force'],
+      {
+        kind: 'certs-init',
+        out: 'd',
+        hosts: ['gw.example', '10.0.0.5'],
+        clients: ['alice', 'bob'],
+        force: true,
+      },
+    ],
+    [
+      ['certs', 'issue', '--name', 'carol'],
+      { kind: 'certs-issue', out: undefined, name: 'carol', days: undefined, force: false },
+    ],
+    [
+      ['certs', 'issue', '--out', 'd', '--name', 'carol', '--days', '30', '--force'],
+      { kind: 'certs-issue', out: 'd', name: 'carol', days: 30, force: true },
+    ],
+    [['certs', 'revoke', '--out', 'd', '--name', 'carol'], { kind: 'certs-revoke', out: 'd', name: 'carol' }],
+  ])('%j', (argv, expected) => {
+    expect(parseArgs(argv)).toEqual(expected);
+  });
+});
+
+describe('parseArgs: usage errors say what was expected', () => {
+  it.each<[string[], RegExp]>([
+    [['serve'], /^unknown command "serve"$/],
+    [['START'], /^unknown command "START"$/],
+    [['start', '--conf', 'a.yaml'], /^start: unknown option --conf$/],
+    [['start', '--config'], /^start: --config needs a value$/],
+    [['start', '--config='], /^start: --config needs a value$/],
+    [['start', '--config', '--force'], /^start: --config needs a value$/],
+    [['check', '--config', 'a', '--config', 'b'], /^check: --config given twice$/],
+    [['check', 'a.yaml'], /^check: unexpected argument "a\.yaml"$/],
+    [['check', '-c', 'a.yaml'], /^check: unexpected argument "-c"$/],
+    [['certs'], /^certs: expected init, issue or revoke, got nothing$/],
+    [['certs', 'destroy'], /^certs: expected init, issue or revoke, got "destroy"$/],
+    [['certs', 'init', '--force=yes'], /^certs init: --force takes no value$/],
+    [['certs', 'init', '--clients', ','], /^certs init: --clients needs at least one name$/],
+    [['certs', 'init', '--hosts', ' , '], /^certs init: --hosts needs at least one name$/],
+    [['certs', 'init', '--name', 'x'], /^certs init: unknown option --name$/],
+    [['certs', 'issue'], /^certs issue: --name NAME is required$/],
+    [
+      ['certs', 'issue', '--name', 'c', '--days', '0'],
+      /^certs issue: --days must be a whole number of days from 1 to 36500, got "0"$/,
+    ],
+    [['certs', 'issue', '--name', 'c', '--days', '1.5'], /--days must be a whole number/],
+    [['certs', 'issue', '--name', 'c', '--days', 'ten'], /got "ten"/],
+    [['certs', 'issue', '--name', 'c', '--days', '36501'], /from 1 to 36500/],
+    [['certs', 'revoke'], /^certs revoke: --name NAME is required$/],
+    [['certs', 'revoke', '--name', 'c', '--force'], /^certs revoke: unknown option --force$/],
+  ])('%j', (argv, message) => {
+    const cmd = parseArgs(argv);
+    expect(cmd.kind).toBe('usage-error');
+    if (cmd.kind === 'usage-error') expect(cmd.message).toMatch(message);
+  });
+});
+
+describe('USAGE', () => {
+  it('documents every command', () => {
+    for (const cmd of ['start', 'check', 'certs init', 'certs issue', 'certs revoke', 'help', 'version']) {
+      expect(USAGE).toContain(cmd);
+    }
+    expect(USAGE).toContain('--config FILE');
+  });
+});
