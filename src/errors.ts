@@ -27,6 +27,7 @@ export const ERRORS = {
   ERR_REQUEST_BAD_PATH: { status: 400, message: 'Bad request: the request target is not acceptable.' },
   ERR_REQUEST_BAD_HOST: { status: 400, message: 'Bad request: the Host header is missing or malformed.' },
   ERR_REQUEST_BAD_HEADER: { status: 400, message: 'Bad request: a header name or value is not acceptable.' },
+  ERR_REQUEST_HEADERS_TOO_LARGE: { status: 431, message: 'Request header fields too large.' },
   ERR_REQUEST_UPGRADE_REFUSED: { status: 400, message: 'Bad request: this protocol upgrade is not supported.' },
   ERR_REQUEST_BAD_WEBSOCKET: { status: 400, message: 'Bad request: invalid WebSocket handshake.' },
   ERR_REQUEST_MISDIRECTED: {

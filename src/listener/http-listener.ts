@@ -3,11 +3,12 @@
  * policy/plaintext.ts), then a `node:http2` secure server with `allowHTTP1` (ALPN h2 and http/1.1).
  *
  * The connection-level guards live here: TLS handshake timeout, renegotiation disabled, certificate
- * verdicts turned into per-connection state, HTTP/2 limits, and the gateway's own header/keep-alive
+ * verdicts turned into per-connection state (every refusal counted by reason, logged at a bounded
+ * rate), HTTP/2 limits, and the gateway's own header/keep-alive
  * timers for HTTP/1.1 — Node's http2 server does not enforce headersTimeout on its HTTP/1 fallback, so
  * without them slowloris holds connections open forever (hostile case 101).
  */
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import {
   createSecureServer,
   type Http2ServerRequest,
@@ -20,7 +21,8 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Http2Config, TimeoutsConfig } from '../config/schema.js';
 import type { RuntimeListener } from '../config/load.js';
-import { ConfigError } from '../errors.js';
+import { systemClock, type Clock } from '../clock.js';
+import { ConfigError, ERRORS, type ErrorCode } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
 import { sniffConnection } from '../policy/plaintext.js';
@@ -41,9 +43,60 @@ export interface HttpListenerDeps {
   readonly handler: HttpHandler;
   readonly timeouts: TimeoutsConfig;
   readonly http2: Http2Config;
+  /** Time source of the refusal-log rate limit; the system clock when absent. */
+  readonly clock?: Clock;
+}
+
+/**
+ * Connection refusals logged per listener per second. Every refusal is counted by the metric; past this
+ * many a second, lines are dropped and the next line written says how many were (`suppressed`), so a
+ * flood of plaintext or garbage connections cannot flood the log (hostile case 1).
+ */
+export const REFUSAL_LOG_LINES_PER_SECOND = 20;
+
+/** A fixed-window limiter: `write` runs at most `perWindow` times per `windowMs`; the count of
+ * dropped calls is handed to the next call that runs. */
+export function createLogLimiter(
+  perWindow: number,
+  windowMs: number,
+  now: () => number,
+): (write: (suppressed: number | undefined) => void) => void {
+  let windowStart = Number.NEGATIVE_INFINITY;
+  let used = 0;
+  let suppressed = 0;
+  return (write) => {
+    const t = now();
+    if (t - windowStart >= windowMs) {
+      windowStart = t;
+      used = 0;
+    }
+    if (used >= perWindow) {
+      suppressed += 1;
+      return;
+    }
+    used += 1;
+    const dropped = suppressed;
+    suppressed = 0;
+    write(dropped > 0 ? dropped : undefined);
+  };
 }
 
 const kTimer = Symbol('portcullis.h1timer');
+/** Set on a socket once its HTTP/1.1 parse error has been answered. */
+const kRefused = Symbol('portcullis.refused');
+/** ms a refused HTTP/1.1 connection keeps draining the client's bytes before it is destroyed. */
+const LINGER_MS = 1_000;
+
+/**
+ * The registry code for an llhttp error: the request line (method, target, version) is a bad target,
+ * a header section over the limit is 431, anything else (header syntax, Content-Length and
+ * Transfer-Encoding framing, chunk syntax) is a bad header.
+ */
+export function parseErrorCode(hpeCode: string): ErrorCode {
+  if (hpeCode === 'HPE_HEADER_OVERFLOW') return 'ERR_REQUEST_HEADERS_TOO_LARGE';
+  if (hpeCode === 'HPE_INVALID_METHOD' || hpeCode === 'HPE_INVALID_URL' || hpeCode === 'HPE_INVALID_VERSION') return 'ERR_REQUEST_BAD_PATH';
+  return 'ERR_REQUEST_BAD_HEADER';
+}
 const kInflight = Symbol('portcullis.inflight');
 type H1Socket = Socket & { [kTimer]?: NodeJS.Timeout | undefined; [kInflight]?: number };
 
@@ -83,6 +136,11 @@ export async function startHttpListener(listener: RuntimeListener, deps: HttpLis
   const name = listener.name;
   const active = metrics.activeConnections.labels(name);
   const reject = (reason: ConnectionRejectReason): void => metrics.rejectedConnections.labels(name, reason).inc();
+  const clock = deps.clock ?? systemClock;
+  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => clock.now());
+  /** One info line about a refused connection, rate-limited (see REFUSAL_LOG_LINES_PER_SECOND). */
+  const logRefusal = (fields: Record<string, unknown>, msg: string): void =>
+    limit((suppressed) => logger.info({ listener: name, ...fields, ...(suppressed === undefined ? {} : { suppressed }) }, msg));
   const sockets = new Set<Socket>();
   const sessions = new Set<Http2Session>();
   /** HTTP/1.1 connections past the handshake (drained one by one at close). */
@@ -158,11 +216,15 @@ export async function startHttpListener(listener: RuntimeListener, deps: HttpLis
       socket.on('error', noop);
       if (!socket.authorized && tls.clientCertificate !== 'none') {
         const cert = socket.getPeerCertificate();
-        if (cert && Object.keys(cert).length > 0) {
+        const presented = cert && Object.keys(cert).length > 0;
+        if (presented || tls.clientCertificate === 'require') {
           // `optional`: a certificate was presented and failed verification. Never downgrade it to
-          // "anonymous": refuse the connection, as `require` does.
-          reject(String(socket.authorizationError).includes('REVOKED') ? 'revoked' : 'bad_client_cert');
-          logger.info({ listener: name, reason: 'bad_client_cert', detail: String(socket.authorizationError) }, 'connection refused');
+          // "anonymous": refuse the connection, as `require` does. (`require` never gets here through
+          // Node, which already refused the handshake; if it ever did, it is refused here too.)
+          const detail = String(socket.authorizationError ?? 'no certificate');
+          const reason: ConnectionRejectReason = !presented ? 'no_client_cert' : detail.includes('REVOKED') ? 'revoked' : 'bad_client_cert';
+          reject(reason);
+          logRefusal({ reason, detail }, 'connection refused');
           socket.destroy();
           return;
         }
@@ -172,7 +234,7 @@ export async function startHttpListener(listener: RuntimeListener, deps: HttpLis
       } catch (err) {
         // A certificate the identity parser cannot read exactly is refused, never half-trusted.
         reject('bad_client_cert');
-        logger.info({ listener: name, reason: 'bad_client_cert', detail: err instanceof Error ? err.message : 'unreadable' }, 'connection refused');
+        logRefusal({ reason: 'bad_client_cert', detail: err instanceof Error ? err.message : 'unreadable' }, 'connection refused');
         socket.destroy();
         return;
       }
@@ -184,9 +246,14 @@ export async function startHttpListener(listener: RuntimeListener, deps: HttpLis
       }
     });
     secure.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
-      const reason = tlsRejectReason(err, socket.authorizationError);
+      const verify: unknown = socket.authorizationError;
+      const reason = tlsRejectReason(err, verify);
       reject(reason);
-      logger.info({ listener: name, reason, detail: err.code ?? err.message }, 'tls handshake refused');
+      // With `require`, Node verifies the certificate after the handshake and destroys the socket: the
+      // error is then a bare ECONNRESET and the real reason (CERT_REVOKED, CRL_HAS_EXPIRED, ...) is the
+      // socket's verify result, which is what the operator needs to read.
+      const detail = typeof verify === 'string' && verify !== '' ? verify : (err.code ?? err.message);
+      logRefusal({ reason, detail }, 'tls handshake refused');
     });
     secure.on('session', (session: Http2Session) => {
       sessions.add(session);
@@ -214,9 +281,12 @@ export async function startHttpListener(listener: RuntimeListener, deps: HttpLis
         onTls: (s) => secure.emit('connection', s),
         onPlaintext: () => {
           reject('plaintext');
-          logger.info({ listener: name, reason: 'plaintext' }, 'plaintext on a TLS port');
+          logRefusal({ reason: 'plaintext' }, 'plaintext on a TLS port');
         },
-        onTimeout: () => reject('handshake_timeout'),
+        onTimeout: () => {
+          reject('handshake_timeout');
+          logRefusal({ reason: 'handshake_timeout', detail: 'no byte before the handshake timeout' }, 'tls handshake refused');
+        },
       });
     });
   } else {
@@ -245,13 +315,73 @@ export async function startHttpListener(listener: RuntimeListener, deps: HttpLis
     front = plain;
   }
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
-    // Malformed HTTP/1 (llhttp refused it): a short answer, then close; never reuse the connection.
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-    if (socket.writable && !socket.destroyed) socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
-    socket.destroy();
+    // Malformed HTTP/1 (llhttp refused it, code HPE_*): one short answer from the error registry, then
+    // close; never reuse the connection. Every other error lands here too and gets no HTTP answer: the
+    // http2 secure server forwards TLS handshake failures (already counted by tlsClientError), and a TLS
+    // socket reports a refused renegotiation (ERR_TLS_RENEGOTIATION_DISABLED) or a reset as an error.
+    const s = socket as Duplex & { [kRefused]?: true; _httpMessage?: ServerResponse | null };
+    // The parser stays in its error state: every later chunk would report the same error again.
+    if (s[kRefused]) return;
+    s[kRefused] = true;
+    const code = err.code ?? '';
+    const parseError = code.startsWith('HPE_');
+    if (!parseError && code !== 'ERR_HTTP_REQUEST_TIMEOUT') {
+      if (code === 'ERR_TLS_RENEGOTIATION_DISABLED' || code === 'ERR_TLS_SESSION_ATTACK') {
+        logRefusal({ reason: 'protocol', detail: code }, 'connection closed');
+      }
+      socket.destroy();
+      return;
+    }
+    let answer: string;
+    if (parseError) {
+      const gcode = parseErrorCode(code);
+      const spec = ERRORS[gcode];
+      metrics.denials.labels(name, gcode).inc();
+      logRefusal({ status: spec.status, reason: gcode, detail: code }, 'request refused by the HTTP/1.1 parser');
+      const body = `${spec.message}\n`;
+      answer =
+        `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`;
+    } else {
+      answer = 'HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
+    }
+    const send = (): void => {
+      if (!socket.writable || socket.destroyed) {
+        socket.destroy();
+        return;
+      }
+      socket.end(answer);
+      // Lingering close (as nginx does): keep reading and dropping what the client is still sending for
+      // a moment. Closing with unread bytes makes the kernel send a RST, and a RST makes the client's
+      // kernel discard the answer before the client has read it.
+      socket.on('data', noop);
+      socket.resume();
+      socket.once('end', () => socket.destroy());
+      setTimeout(() => socket.destroy(), LINGER_MS).unref();
+    };
+    const inflight = s._httpMessage;
+    if (inflight && !inflight.writableFinished && !inflight.destroyed) {
+      if (inflight.req.complete) {
+        // The error is in a later pipelined request and an earlier one is still being answered: that
+        // answer finishes first, the refusal must not be spliced into it.
+        inflight.once('close', send);
+        return;
+      }
+      if (inflight.headersSent) {
+        // The in-flight request's own body is malformed and its answer has begun: nothing can be said.
+        socket.destroy();
+        return;
+      }
+    }
+    send();
   });
 
   await bind(front, listener);
+  // After the bind, a server 'error' (an accept failure) must be logged, never thrown: an EventEmitter
+  // without an 'error' listener would take the whole process down.
+  front.on('error', (err: NodeJS.ErrnoException) => {
+    logger.error({ listener: name, detail: err.code ?? err.message }, 'listener error');
+  });
 
   return {
     name,

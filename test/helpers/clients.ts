@@ -67,7 +67,7 @@ export function h2(session: ClientHttp2Session, headers: OutgoingHttpHeaders, bo
     let resHeaders: Record<string, string | string[] | undefined> = {};
     stream.on('response', (h) => {
       status = Number(h[':status']);
-      resHeaders = h as Record<string, string | string[] | undefined>;
+      resHeaders = h;
     });
     const chunks: Buffer[] = [];
     stream.on('data', (c: Buffer) => chunks.push(c));

@@ -56,7 +56,13 @@ export async function startGateway(build: (pki: TestPkiPaths) => Record<string, 
     },
   });
   const logger = createLogger('debug', sink);
-  const app = await startApp(loadConfigFile(file), { logger });
+  let app: App;
+  try {
+    app = await startApp(loadConfigFile(file), { logger });
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
     app,
     pki,
