@@ -10,7 +10,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Http2ServerRequest } from 'node:http2';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { RuntimeListener } from '../config/load.js';
 import type { Route } from '../authz/routes.js';
 import { normalizeRequestTarget } from '../authz/path.js';
@@ -65,26 +65,39 @@ function routingHost(authority: string): string {
 }
 
 interface RequestFacts {
+  /** `:authority` (HTTP/2) if present, else the Host value; '' when neither. */
   authority: string;
   hostCount: number;
-  h2Host: string | undefined;
+  host: string | undefined;
+  /** HTTP/2 only: the request carried `:authority`. */
+  hasAuthority: boolean;
 }
 
-/** Finds the authority in the raw headers: `:authority` on HTTP/2, else `Host`; counts Host lines. */
-function scanAuthority(raw: readonly string[]): RequestFacts {
-  const facts: RequestFacts = { authority: '', hostCount: 0, h2Host: undefined };
+/** Finds the authority in the raw headers: `:authority` on HTTP/2, else `Host`; counts Host lines.
+ * `:authority` is only looked at on HTTP/2: on HTTP/1.1 it is not a header name that can exist. */
+function scanAuthority(raw: readonly string[], isH2: boolean): RequestFacts {
+  const facts: RequestFacts = { authority: '', hostCount: 0, host: undefined, hasAuthority: false };
   let h2Authority: string | undefined;
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i] as string;
     if (name.length === 4 && name.toLowerCase() === 'host') {
       facts.hostCount++;
-      facts.h2Host = raw[i + 1];
-    } else if (name === ':authority') h2Authority = raw[i + 1];
+      facts.host = raw[i + 1];
+    } else if (isH2 && name === ':authority') h2Authority = raw[i + 1];
   }
-  if (h2Authority !== undefined) facts.authority = h2Authority;
-  else if (facts.h2Host !== undefined) facts.authority = facts.h2Host;
+  if (h2Authority !== undefined) {
+    facts.authority = h2Authority;
+    facts.hasAuthority = true;
+  } else if (facts.host !== undefined) facts.authority = facts.host;
   return facts;
 }
+
+/**
+ * Node keeps at most 1000 headers in `req.headers` (http `maxHeadersCount`) but up to ~1023 in
+ * `req.rawHeaders`, and drops the rest of either silently (hostile case 70). Past 1000 the two views
+ * disagree and the request the gateway checked may not be the one the client sent: refuse it (431).
+ */
+const MAX_RAW_HEADER_ENTRIES = 2 * 1000;
 
 /** Checks the request's form and finds its route. Throws GatewayError. */
 function resolveRequest(
@@ -96,15 +109,17 @@ function resolveRequest(
   isH2: boolean,
 ): { route: Route; path: string; authority: string } {
   if (method === undefined || method === 'CONNECT') throw new GatewayError('ERR_REQUEST_BAD_PATH', 'CONNECT method');
-  const facts = scanAuthority(rawHeaders);
+  if (rawHeaders.length > MAX_RAW_HEADER_ENTRIES) throw new GatewayError('ERR_REQUEST_HEADERS_TOO_LARGE', 'more than 1000 headers');
+  const facts = scanAuthority(rawHeaders, isH2);
+  if (facts.hostCount > 1) throw new GatewayError('ERR_REQUEST_BAD_HOST', 'duplicate Host');
   if (isH2) {
     // RFC 9113 §8.3.1: a Host that disagrees with :authority makes the request malformed (hostile case 81).
-    const hasAuthority = rawHeaders.includes(':authority');
-    if (hasAuthority && facts.h2Host !== undefined && facts.h2Host.toLowerCase() !== facts.authority.toLowerCase()) {
+    if (facts.hasAuthority && facts.host !== undefined && facts.host.toLowerCase() !== facts.authority.toLowerCase()) {
       throw new GatewayError('ERR_REQUEST_BAD_HOST', ':authority and host disagree');
     }
-  } else if (facts.hostCount !== 1) {
-    throw new GatewayError('ERR_REQUEST_BAD_HOST', facts.hostCount === 0 ? 'no Host' : 'duplicate Host');
+  } else if (facts.hostCount === 0) {
+    // RFC 9112 §3.2: Host is mandatory. Node's parser does not enforce it (neither on 1.1 nor on 1.0).
+    throw new GatewayError('ERR_REQUEST_BAD_HOST', 'no Host');
   }
   const authority = facts.authority;
   if (authority === '' || !HOST_RE.test(authority)) throw new GatewayError('ERR_REQUEST_BAD_HOST', 'malformed authority');
@@ -144,6 +159,24 @@ function checkClient(listener: RuntimeListener, conn: ConnectionState | undefine
 }
 
 const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
+
+/**
+ * HTTP/1.1 connections whose last answer was a refusal that closes them (`Connection: close`). Node
+ * keeps parsing what is already buffered and emits `request` for every pipelined request behind the
+ * refused one before the refusal is even flushed; none of them may be acted on (hostile cases 59–67:
+ * "a request pipelined behind it is never processed").
+ */
+const closingConnections = new WeakSet<object>();
+
+/** Whether the client's side of an exchange is gone (HTTP/1.1 socket closed or request aborted, HTTP/2
+ * stream closed). An `Http2ServerResponse` has no `destroyed`: its stream says it. */
+function clientGone(req: ClientRequest, res: ClientResponse): boolean {
+  if (req.httpVersionMajor === 2) {
+    const stream = (res as Http2ServerResponse).stream;
+    return stream.closed || stream.destroyed;
+  }
+  return (res as { destroyed: boolean }).destroyed || req.errored !== null;
+}
 
 /** Creates the handler of one listener. */
 export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDeps): HttpHandler {
@@ -195,8 +228,12 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
       headers['www-authenticate'] =
         'bearerError' in spec ? `Bearer realm="portcullis", error="${spec.bearerError}"` : 'Bearer realm="portcullis"';
     }
-    // A malformed request may be a smuggling attempt: do not reuse an HTTP/1.1 connection after it.
-    if (req.httpVersionMajor === 1 && err.code.startsWith('ERR_REQUEST_')) headers.connection = 'close';
+    // A malformed request may be a smuggling attempt: do not reuse an HTTP/1.1 connection after it,
+    // and never act on what the client pipelined behind it.
+    if (req.httpVersionMajor === 1 && err.code.startsWith('ERR_REQUEST_')) {
+      headers.connection = 'close';
+      closingConnections.add(req.socket);
+    }
     try {
       res.writeHead(spec.status, headers);
       res.end(body);
@@ -207,6 +244,12 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
 
   function handle(req: ClientRequest, res: ClientResponse, expectContinue: boolean): void {
     const started = clock.hrtime();
+    if (req.httpVersionMajor === 1 && closingConnections.has(req.socket)) {
+      // Pipelined behind a refusal on a connection that Node closes once that refusal is written:
+      // left unanswered (its response would be queued behind the close) and never forwarded.
+      logAccess({ listener: lname, method: req.method, status: 0, reason: 'pipelined_after_close' }, 0);
+      return;
+    }
     let route: Route | undefined;
     try {
       const isH2 = req.httpVersionMajor === 2;
@@ -243,6 +286,13 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
           );
         },
         (err: unknown) => {
+          if (clientGone(req, res)) {
+            // The client went away (or its request body was malformed and Node answered 400 and closed)
+            // before any response: the abort is the client's doing, not an upstream failure.
+            metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(0)).inc();
+            logAccess({ listener: lname, route: routeId, method: req.method, status: 0, reason: 'client_closed' }, 0);
+            return;
+          }
           const gerr = toGatewayError(err);
           metrics.upstreamErrors.labels(routeId, gerr.code).inc();
           deny(req, res, gerr, started);
@@ -254,6 +304,13 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
   }
 
   function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (req.httpVersionMajor === 2) {
+      // An HTTP/2 CONNECT reaches the server's `connect` event as (request, response), not as
+      // (request, socket, head): answer it as a request (refused as CONNECT), never with raw HTTP/1
+      // bytes written into an HTTP/2 response body under a 200.
+      handle(req, socket as unknown as Http2ServerResponse, false);
+      return;
+    }
     const started = clock.hrtime();
     // The client socket needs its error listener before anything can fail (hostile-cases §4 item 4).
     socket.on('error', () => socket.destroy());

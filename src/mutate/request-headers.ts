@@ -1,10 +1,10 @@
 /**
  * The header set the upstream receives, built in one pass over the client's raw headers.
  *
- * Order of operations matters (hostile cases 94–97): client copies of every header the gateway owns are
- * dropped, hop-by-hop headers and every header the client nominated in `Connection` are dropped
- * (RFC 9110 §7.6.1), and only then are the gateway's own identity headers added — so a client can
- * neither spoof them nor get them removed by naming them in `Connection`. A header name with an
+ * Hostile cases 94–97: client copies of every header the gateway owns are dropped, hop-by-hop headers
+ * and every header the client nominated in `Connection` are dropped (RFC 9110 §7.6.1), and the
+ * gateway's own identity headers are added apart from the client's, so a client can neither spoof them
+ * nor get them removed by naming them in `Connection`. A header name with an
  * underscore is refused outright: upstreams that fold `_` into `-` (WSGI, PHP) would otherwise read
  * `X_Forwarded_Client_Cert` as the gateway's header (Envoy `headers_with_underscores_action`).
  */
@@ -37,23 +37,38 @@ const OWNED = new Set([
   'x-forwarded-client-cert',
   'forwarded',
   'x-real-ip',
+  // Client-address headers other frameworks derive the caller from (Rails `Client-IP`, Akamai
+  // `True-Client-IP`, ...): an upstream must only ever learn the peer address from X-Forwarded-For.
+  'client-ip',
+  'x-client-ip',
+  'true-client-ip',
+  'x-cluster-client-ip',
+  // URL / method rewrites some backends honour over the request line (IIS/Symfony, nginx
+  // auth_request): the gateway authorised the request line, so nothing may override it (case 96).
   'x-original-url',
+  'x-original-uri',
   'x-rewrite-url',
   'x-http-method-override',
   'x-http-method',
   'x-method-override',
-  'x-remote-user',
   'remote-user',
   'x-client-cert',
   'x-client-verify',
   'x-ssl-client-cert',
   'x-client-cert-san',
 ]);
-const OWNED_PREFIXES = ['x-forwarded-', 'x-auth-'] as const;
+/** `x-forwarded-*` and `x-auth-*` (gateway identity), `x-remote-*` (Kubernetes request-header authn:
+ * X-Remote-User, X-Remote-Group, X-Remote-Extra-*). */
+const OWNED_PREFIXES = ['x-forwarded-', 'x-auth-', 'x-remote-'] as const;
+
+/** Kubernetes user impersonation (Impersonate-User, -Group, -Uid, -Extra-*): a client must never
+ * choose whom an upstream API server acts as; only an explicit gateway feature could set them. */
+const IMPERSONATE_PREFIX = 'impersonate-';
 
 function isOwned(name: string): boolean {
   if (OWNED.has(name)) return true;
   const c = name.charCodeAt(0);
+  if (c === 105 /* i */) return name.startsWith(IMPERSONATE_PREFIX);
   if (c !== 120 /* x */) return false;
   for (const p of OWNED_PREFIXES) if (name.startsWith(p)) return true;
   return false;
@@ -84,10 +99,16 @@ export interface ScannedHeaders {
  * Builds the upstream header list from the client's raw headers (`req.rawHeaders`: a flat list of
  * name/value pairs; HTTP/2 pseudo-headers are skipped). Throws `ERR_REQUEST_BAD_HEADER` for an
  * underscore in a header name.
+ *
+ * The gateway's own headers come first (`host`, `x-forwarded-for`, `x-forwarded-proto`,
+ * `x-forwarded-host`, then `x-forwarded-client-cert` when there is a certificate), each exactly once,
+ * followed by the client's surviving headers in their original order, names lowercased. First, so that
+ * an upstream which keeps only its first N header lines (Node keeps 1000 in `req.headers`) drops client
+ * headers, never the identity the gateway vouches for (hostile case 70).
  */
 export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayHeaders): ScannedHeaders {
-  const out: string[] = [];
-  let nominated: string[] | undefined;
+  const client: string[] = [];
+  let nominated: Set<string> | undefined;
   let hasBody = false;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const rawName = rawHeaders[i] as string;
@@ -99,29 +120,24 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
       if (name === 'connection') {
         for (const token of value.split(',')) {
           const t = token.trim().toLowerCase();
-          if (t !== '' && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') (nominated ??= []).push(t);
+          if (t !== '' && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') (nominated ??= new Set()).add(t);
         }
       } else if (name === 'transfer-encoding') hasBody = true;
       continue;
     }
     if (isOwned(name)) continue;
     if (name === 'content-length' && value !== '0') hasBody = true;
-    out.push(name, value);
+    client.push(name, value);
   }
-  let headers = out;
-  if (nominated !== undefined) {
-    // RFC 9110 §7.6.1: a proxy removes every field the client named in Connection — but never the
-    // gateway's own headers, which are added after this step.
-    const drop = new Set(nominated);
-    headers = [];
-    for (let i = 0; i + 1 < out.length; i += 2) {
-      const name = out[i] as string;
-      if (!drop.has(name)) headers.push(name, out[i + 1] as string);
-    }
-  }
-  headers.push('host', gw.host, 'x-forwarded-for', gw.clientAddress, 'x-forwarded-proto', gw.proto, 'x-forwarded-host', gw.host);
+  const headers = ['host', gw.host, 'x-forwarded-for', gw.clientAddress, 'x-forwarded-proto', gw.proto, 'x-forwarded-host', gw.host];
   if (gw.xfcc !== undefined) headers.push('x-forwarded-client-cert', gw.xfcc);
   if (gw.upgrade === true) headers.push('connection', 'Upgrade', 'upgrade', 'websocket');
+  // RFC 9110 §7.6.1: a proxy removes every field the client named in Connection. The gateway's own
+  // headers above are not subject to it: they are not the client's.
+  for (let i = 0; i + 1 < client.length; i += 2) {
+    const name = client[i] as string;
+    if (nominated === undefined || !nominated.has(name)) headers.push(name, client[i + 1] as string);
+  }
   return { headers, hasBody };
 }
 
