@@ -1,0 +1,469 @@
+/**
+ * `type: introspection`: an opaque token checked by the IdP (RFC 7662), with a cache in front.
+ *
+ * Split like oauth4webapi: {@link introspectionRequest} builds and sends the call (POST form, client
+ * authentication, timeout, no redirects), {@link processIntrospectionResponse} checks the answer field by field.
+ * Anything other than a well-formed 200 JSON answer is `ERR_AUTHN_UNAVAILABLE` (503, never a pass): network
+ * error, timeout, any other status (including 3xx: `redirect: 'manual'`), another content type, a body over
+ * {@link MAX_INTROSPECTION_BYTES}, invalid JSON. A JSON answer that is not `active: true` (boolean) with
+ * well-typed fields is `ERR_AUTHN_INVALID_TOKEN`.
+ *
+ * This provider accepts any token (it has no way to tell "not mine"); put it last in a chain.
+ *
+ * Cache (CONVENTIONS rule 7; hostile cases 49–57): key SHA-256(token); filled only after every check passed;
+ * a positive answer is fresh for min(exp − now, maxTtlSeconds), and `exp` is re-checked on every hit; a clean
+ * `active: false` is cached for negativeTtlSeconds; at most maxEntries entries (LRU, evictions counted);
+ * concurrent misses for one hash share one IdP call (single-flight). No stale answer is ever served unless the
+ * caller passes `staleIfErrorSeconds` (a route option, off by default; capped at
+ * {@link MAX_STALE_IF_ERROR_SECONDS}). Route policy is not cached here: it runs on every request, hit or miss.
+ */
+import { LRUCache } from 'lru-cache';
+import { z } from 'zod';
+import { ConfigError, GatewayError } from '../errors.js';
+import { MAX_TOKEN_LENGTH } from './bearer.js';
+import {
+  describeFetchError,
+  discardBody,
+  endpointUrlSchema,
+  isJsonContentType,
+  readBodyCapped,
+} from './http.js';
+import {
+  parseScope,
+  resolveDeps,
+  type AuthenticateOptions,
+  type Authenticator,
+  type AuthnDeps,
+  type AuthnResult,
+  type FetchLike,
+  type Principal,
+} from './principal.js';
+
+/** Largest introspection answer read: 64 KiB (a real one is a few hundred bytes). */
+export const MAX_INTROSPECTION_BYTES = 64 * 1024;
+/** Upper bound of a route's `staleIfErrorSeconds`: 300 s. Positive entries are kept this long past freshness. */
+export const MAX_STALE_IF_ERROR_SECONDS = 300;
+
+const seconds = z.number({ error: 'a whole number of seconds' }).int('a whole number of seconds');
+
+const cacheSchema = z.strictObject({
+  /** Bound on cached answers: 100,000 (a few hundred bytes each). */
+  maxEntries: z.number().int().min(1).max(10_000_000).default(100_000),
+  /** Longest a positive answer is trusted without asking again: 300 s; also the revocation delay without purge. 0 = no positive cache. */
+  maxTtlSeconds: seconds.min(0).max(86_400).default(300),
+  /** How long an `active: false` answer is remembered: 10 s (spares the IdP a retry storm; 0 = off). */
+  negativeTtlSeconds: seconds.min(0).max(3_600).default(10),
+});
+
+/** `authProviders.<name>` with `type: introspection` (strict). */
+export const introspectionProviderSchema = z.strictObject({
+  type: z.literal('introspection'),
+  endpoint: endpointUrlSchema,
+  clientId: z.string().min(1),
+  /** A file holding the client secret (trailing newline ignored). Read once at start; never logged. */
+  clientSecretFile: z.string().min(1),
+  /** RFC 6749 §2.3.1: HTTP Basic (default) or the form body. */
+  authMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
+  /** When set, the answer's `aud` must contain it. */
+  audience: z.string().min(1).optional(),
+  /** When set, the answer's `iss` must equal it. */
+  issuer: z.string().min(1).optional(),
+  /** Per-call timeout, body included: 2000 ms. */
+  timeoutMs: z.number().int().min(50).max(60_000).default(2_000),
+  cache: cacheSchema.default({ maxEntries: 100_000, maxTtlSeconds: 300, negativeTtlSeconds: 10 }),
+});
+
+/** The validated `type: introspection` config (defaults applied). */
+export type IntrospectionProviderConfig = z.output<typeof introspectionProviderSchema>;
+
+/** How to reach and authenticate to the introspection endpoint. */
+export interface IntrospectionClient {
+  readonly endpoint: string;
+  readonly clientId: string;
+  readonly clientSecret: string;
+  readonly authMethod: 'client_secret_basic' | 'client_secret_post';
+  readonly timeoutMs: number;
+}
+
+/** What the answer must match, and who is asking. */
+export interface IntrospectionExpectations {
+  readonly provider: string;
+  /** Epoch ms of the check. */
+  readonly now: number;
+  /** The token asked about: a claim that echoes it is dropped, so no cache entry holds a raw token (case 53). */
+  readonly token?: string;
+  readonly audience?: string;
+  readonly issuer?: string;
+}
+
+/** A checked answer. */
+export type IntrospectionOutcome =
+  { readonly active: false } | { readonly active: true; readonly principal: Principal };
+
+/** RFC 6749 §2.3.1 / Appendix B: application/x-www-form-urlencoded encoding of one value. */
+function formUrlEncode(value: string): string {
+  return new URLSearchParams({ v: value }).toString().slice(2);
+}
+
+/**
+ * Builds and sends one introspection call (RFC 7662 §2.1): `POST` form `token=...&token_type_hint=access_token`,
+ * client authentication by Basic header (id and secret form-urlencoded first, RFC 6749 §2.3.1) or in the body,
+ * `redirect: 'manual'`, aborted after `timeoutMs`.
+ * @throws GatewayError `ERR_AUTHN_UNAVAILABLE` on a network error or timeout.
+ */
+export async function introspectionRequest(
+  client: IntrospectionClient,
+  token: string,
+  fetchImpl: FetchLike,
+): Promise<Response> {
+  const body = new URLSearchParams({ token, token_type_hint: 'access_token' });
+  const headers: Record<string, string> = {
+    accept: 'application/json',
+    'content-type': 'application/x-www-form-urlencoded',
+  };
+  if (client.authMethod === 'client_secret_basic') {
+    const credentials = `${formUrlEncode(client.clientId)}:${formUrlEncode(client.clientSecret)}`;
+    headers['authorization'] = `Basic ${Buffer.from(credentials, 'utf8').toString('base64')}`;
+  } else {
+    body.set('client_id', client.clientId);
+    body.set('client_secret', client.clientSecret);
+  }
+  try {
+    return await fetchImpl(client.endpoint, {
+      method: 'POST',
+      headers,
+      body: body.toString(),
+      redirect: 'manual',
+      signal: AbortSignal.timeout(client.timeoutMs),
+    });
+  } catch (err) {
+    throw new GatewayError('ERR_AUTHN_UNAVAILABLE', `introspection call failed: ${describeFetchError(err)}`, {
+      cause: err,
+    });
+  }
+}
+
+/**
+ * Checks one introspection answer (RFC 7662 §2.2), field by field.
+ *
+ * - `ERR_AUTHN_INVALID_TOKEN` for a 400 whose OAuth error is `unsupported_token_type` (the IdP will never
+ *   introspect this token, e.g. oidc-provider given a JWT access token).
+ * - `ERR_AUTHN_UNAVAILABLE`: any other status ≠ 200, content type not `application/json`, body over the cap, not JSON,
+ *   not a JSON object, or the body read timed out.
+ * - `{ active: false }`: `active` is exactly `false`.
+ * - `ERR_AUTHN_INVALID_TOKEN`: `active` missing or not a boolean (`"true"` is not true); `exp`/`nbf`/`iat` not
+ *   finite numbers; `exp` ≤ now; `nbf` > now; `iss`, `scope`, `client_id`, `sub`, `username`, `token_type`,
+ *   `jti` present but not strings; `aud` neither a string nor a list of strings; `issuer`/`audience` configured
+ *   and not matched; neither `sub` nor `client_id` to name the caller.
+ */
+export async function processIntrospectionResponse(
+  response: Response,
+  expect: IntrospectionExpectations,
+): Promise<IntrospectionOutcome> {
+  const unavailable = (detail: string, cause?: unknown): GatewayError =>
+    new GatewayError(
+      'ERR_AUTHN_UNAVAILABLE',
+      `${expect.provider}: ${detail}`,
+      cause === undefined ? undefined : { cause },
+    );
+  if (response.status !== 200) {
+    // A definitive answer about the token, not an outage: oidc-provider refuses to introspect JWTs this way.
+    if (response.status === 400 && (await oauthError(response)) === 'unsupported_token_type') {
+      throw new GatewayError(
+        'ERR_AUTHN_INVALID_TOKEN',
+        `${expect.provider}: introspection: unsupported_token_type`,
+      );
+    }
+    await discardBody(response);
+    throw unavailable(`introspection answered status ${response.status}`);
+  }
+  if (!isJsonContentType(response.headers.get('content-type'))) {
+    await discardBody(response);
+    throw unavailable('introspection answer is not application/json');
+  }
+  let text: string;
+  try {
+    text = await readBodyCapped(response, MAX_INTROSPECTION_BYTES);
+  } catch (err) {
+    throw unavailable(`introspection answer unreadable: ${describeFetchError(err)}`, err);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw unavailable('introspection answer is not JSON');
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json))
+    throw unavailable('introspection answer is not a JSON object');
+  const a = json as Record<string, unknown>;
+
+  const invalid = (detail: string): GatewayError =>
+    new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${expect.provider}: ${detail}`);
+  if (a['active'] === false) return { active: false };
+  if (a['active'] !== true) throw invalid('introspection "active" is not the boolean true');
+
+  const numeric = (key: string): number | undefined => {
+    const v = a[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw invalid(`introspection "${key}" is not a number`);
+    return v;
+  };
+  const text_ = (key: string): string | undefined => {
+    const v = a[key];
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string') throw invalid(`introspection "${key}" is not a string`);
+    return v;
+  };
+  const exp = numeric('exp');
+  const nbf = numeric('nbf');
+  numeric('iat');
+  if (exp !== undefined && exp * 1000 <= expect.now) throw invalid('introspection "exp" is in the past');
+  if (nbf !== undefined && nbf * 1000 > expect.now) throw invalid('introspection "nbf" is in the future');
+  const iss = text_('iss');
+  const scope = text_('scope');
+  const clientId = text_('client_id');
+  const sub = text_('sub');
+  text_('username');
+  text_('token_type');
+  text_('jti');
+  const aud = a['aud'];
+  if (
+    aud !== undefined &&
+    typeof aud !== 'string' &&
+    !(Array.isArray(aud) && aud.every((x) => typeof x === 'string'))
+  ) {
+    throw invalid('introspection "aud" is neither a string nor a list of strings');
+  }
+  if (expect.issuer !== undefined && iss !== expect.issuer)
+    throw invalid('introspection "iss" does not match');
+  if (expect.audience !== undefined) {
+    const ok =
+      typeof aud === 'string' ? aud === expect.audience : Array.isArray(aud) && aud.includes(expect.audience);
+    if (!ok) throw invalid('introspection "aud" does not contain the configured audience');
+  }
+  const subject = sub !== undefined && sub !== '' ? sub : clientId;
+  if (subject === undefined || subject === '')
+    throw invalid('introspection answer names no sub or client_id');
+  const principal: Principal = Object.freeze({
+    subject,
+    scopes: parseScope(scope ?? '') ?? [],
+    provider: expect.provider,
+    ...(clientId !== undefined ? { clientId } : {}),
+    claims: Object.freeze(expect.token === undefined ? { ...a } : withoutEcho(a, expect.token)),
+    expiresAtMs: exp === undefined ? undefined : exp * 1000,
+  });
+  return { active: true, principal };
+}
+
+/** The answer's members, without any whose value is the token itself (some IdPs echo it as `jti`). */
+function withoutEcho(answer: Record<string, unknown>, token: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(answer)) if (v !== token) out[k] = v;
+  return out;
+}
+
+/** The `error` of an OAuth error body (RFC 6749 §5.2), read under the size cap; undefined when there is none. */
+async function oauthError(response: Response): Promise<string | undefined> {
+  if (!isJsonContentType(response.headers.get('content-type'))) return undefined;
+  try {
+    const body: unknown = JSON.parse(await readBodyCapped(response, MAX_INTROSPECTION_BYTES));
+    const error = body !== null && typeof body === 'object' ? (body as { error?: unknown }).error : undefined;
+    return typeof error === 'string' ? error : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** One cached answer. */
+type Entry =
+  | {
+      readonly active: true;
+      readonly principal: Principal;
+      /** Trusted without asking while now < freshUntilMs (≤ exp). */
+      readonly freshUntilMs: number;
+      readonly expMs: number | undefined;
+    }
+  | { readonly active: false; readonly freshUntilMs: number };
+
+/**
+ * Creates a `type: introspection` provider. Reads `clientSecretFile` now (through `deps.readFile`).
+ * @throws ConfigError naming `authProviders.<name>.clientSecretFile` when it is unreadable or empty.
+ */
+export function createIntrospectionProvider(
+  name: string,
+  config: IntrospectionProviderConfig,
+  deps: AuthnDeps,
+): Authenticator {
+  const d = resolveDeps(deps);
+  const keyPath = `authProviders.${name}`;
+  let secret: string;
+  try {
+    secret = d.readFile(config.clientSecretFile).replace(/\r?\n$/, '');
+  } catch (err) {
+    throw new ConfigError(
+      `${keyPath}.clientSecretFile`,
+      config.clientSecretFile,
+      'a readable file holding the client secret',
+      { cause: err },
+    );
+  }
+  if (secret === '')
+    throw new ConfigError(
+      `${keyPath}.clientSecretFile`,
+      config.clientSecretFile,
+      'a file holding a non-empty client secret',
+    );
+  const client: IntrospectionClient = {
+    endpoint: config.endpoint,
+    clientId: config.clientId,
+    clientSecret: secret,
+    authMethod: config.authMethod,
+    timeoutMs: config.timeoutMs,
+  };
+  const maxTtlMs = config.cache.maxTtlSeconds * 1000;
+  const negativeTtlMs = config.cache.negativeTtlSeconds * 1000;
+  const staleKeepMs = MAX_STALE_IF_ERROR_SECONDS * 1000;
+
+  let hits = 0;
+  let misses = 0;
+  let evictions = 0;
+  let idpRequests = 0;
+  let idpFailures = 0;
+  let staleServed = 0;
+  // The LRU bounds memory (max) and frees entries after their retention (ttl); freshness is checked here.
+  const cache = new LRUCache<string, Entry>({
+    max: config.cache.maxEntries,
+    ttl: Math.max(maxTtlMs + staleKeepMs, 1),
+    ttlResolution: 0,
+    perf: { now: () => d.clock.now() },
+    dispose: (_v, _k, reason) => {
+      if (reason === 'evict') evictions++;
+    },
+  });
+  const inflight = new Map<string, Promise<Entry>>();
+
+  /** One IdP call; stores the answer after every check passed; resolves with it. */
+  async function introspect(token: string, hash: string): Promise<Entry> {
+    idpRequests++;
+    let outcome: IntrospectionOutcome;
+    try {
+      const response = await introspectionRequest(client, token, d.fetch);
+      outcome = await processIntrospectionResponse(response, {
+        provider: name,
+        now: d.clock.now(),
+        token,
+        ...(config.audience !== undefined ? { audience: config.audience } : {}),
+        ...(config.issuer !== undefined ? { issuer: config.issuer } : {}),
+      });
+    } catch (err) {
+      if (err instanceof GatewayError && err.code === 'ERR_AUTHN_UNAVAILABLE') {
+        idpFailures++;
+        d.logger.warn(
+          { provider: name, reason: err.detail, tokenHash: hash.slice(0, 12) },
+          'introspection unavailable',
+        );
+      }
+      throw err;
+    }
+    const now = d.clock.now();
+    if (!outcome.active) {
+      const entry: Entry = { active: false, freshUntilMs: now + negativeTtlMs };
+      if (negativeTtlMs > 0) cache.set(hash, entry, { ttl: negativeTtlMs });
+      return entry;
+    }
+    const expMs = outcome.principal.expiresAtMs;
+    const freshUntilMs = Math.min(expMs ?? Infinity, now + maxTtlMs);
+    const entry: Entry = { active: true, principal: outcome.principal, freshUntilMs, expMs };
+    // Kept past freshness only for staleIfError, and never past exp.
+    const retainMs = Math.floor(Math.min((expMs ?? Infinity) - now, maxTtlMs + staleKeepMs));
+    if (maxTtlMs > 0 && freshUntilMs > now && retainMs >= 1) cache.set(hash, entry, { ttl: retainMs });
+    return entry;
+  }
+
+  return {
+    name,
+    type: 'introspection',
+    async authenticate(token: string, hash: string, opts?: AuthenticateOptions): Promise<AuthnResult> {
+      if (token.length > MAX_TOKEN_LENGTH)
+        throw new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${name}: token too long`);
+      const now = d.clock.now();
+      const cached = cache.get(hash);
+      if (cached !== undefined && now < cached.freshUntilMs) {
+        if (!cached.active) {
+          hits++;
+          throw new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${name}: token inactive (cached answer)`);
+        }
+        // exp re-checked on every hit (hostile case 49), though freshUntil ≤ exp already.
+        if (cached.expMs === undefined || now < cached.expMs) {
+          hits++;
+          return cached.principal;
+        }
+      }
+      misses++;
+      let call = inflight.get(hash);
+      if (call === undefined) {
+        call = introspect(token, hash).finally(() => inflight.delete(hash));
+        inflight.set(hash, call);
+      }
+      let entry: Entry;
+      try {
+        entry = await call;
+      } catch (err) {
+        const stale = staleAnswer(err, hash, cached, opts);
+        if (stale !== undefined) return stale;
+        throw err;
+      }
+      if (!entry.active) throw new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${name}: token inactive`);
+      return entry.principal;
+    },
+    readiness: () => undefined,
+    warmUp: () => Promise.resolve(),
+    stats: () => ({
+      cacheEntries: cache.size,
+      cacheHits: hits,
+      cacheMisses: misses,
+      cacheEvictions: evictions,
+      idpRequests,
+      idpFailures,
+      staleServed,
+      reloads: 0,
+    }),
+    purge(hash?: string): number {
+      if (hash === undefined) {
+        const n = cache.size;
+        cache.clear();
+        return n;
+      }
+      return cache.delete(hash) ? 1 : 0;
+    },
+    close() {
+      cache.clear();
+      inflight.clear();
+    },
+  };
+
+  /**
+   * The stale positive answer to serve when the IdP is unavailable and the route allows it: still the entry in
+   * the cache (not purged, not replaced), fresh until at most `staleIfErrorSeconds` ago, and before `exp`.
+   */
+  function staleAnswer(
+    err: unknown,
+    hash: string,
+    cached: Entry | undefined,
+    opts: AuthenticateOptions | undefined,
+  ): Principal | undefined {
+    const window = Math.min(opts?.staleIfErrorSeconds ?? 0, MAX_STALE_IF_ERROR_SECONDS) * 1000;
+    if (window <= 0 || cached === undefined || !cached.active) return undefined;
+    if (!(err instanceof GatewayError) || err.code !== 'ERR_AUTHN_UNAVAILABLE') return undefined;
+    if (cache.peek(hash, { allowStale: true }) !== cached) return undefined;
+    const now = d.clock.now();
+    if (now - cached.freshUntilMs > window) return undefined;
+    if (cached.expMs !== undefined && now >= cached.expMs) return undefined;
+    staleServed++;
+    d.logger.warn(
+      { provider: name, tokenHash: hash.slice(0, 12) },
+      'introspection unavailable; served a stale answer (staleIfErrorSeconds)',
+    );
+    return cached.principal;
+  }
+}

@@ -1,0 +1,341 @@
+/**
+ * `type: jwt`: a JWT access token verified locally with jose against the IdP's JWKS (remote or file).
+ *
+ * Which tokens are "of its kind" (hostile case 58, one documented rule): a compact JWS (three base64url
+ * segments, the last may be empty) whose *unverified* payload has `iss` equal to the configured issuer. Any
+ * other token is `'not_applicable'` and goes to the next provider (so several issuers, or a JWT provider in
+ * front of an introspection provider, can share a route). Once a token is claimed, any failure is
+ * `ERR_AUTHN_INVALID_TOKEN` and the chain stops: a token that failed the JWT path is never tried elsewhere.
+ * The unverified `iss` only routes; identity comes from jose's verified payload alone.
+ *
+ * Every jose check is always on (the jose table of hostile-cases §1): `algorithms` (asymmetric only, from
+ * config), `issuer`, `audience`, `requiredClaims: ['exp', ...]`, `clockTolerance`, `maxTokenAge` when set,
+ * `typ` when set. Added here: `exp` at most `maxExpiresInSeconds` ahead (jose accepts `exp: 1e308`, case 36),
+ * `iat` not in the future beyond the tolerance (case 34, even without `maxTokenAge`), `sub`/`scope` types.
+ *
+ * Verified tokens are cached by SHA-256 (never the token) until min(exp, iat + maxTokenAge, now +
+ * cacheMaxSeconds); every hit re-checks that bound. The cache holds at most `cacheMaxEntries`.
+ */
+import { decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from 'jose';
+import { LRUCache } from 'lru-cache';
+import { z } from 'zod';
+import { ConfigError, GatewayError } from '../errors.js';
+import { MAX_TOKEN_LENGTH } from './bearer.js';
+import { endpointUrlSchema } from './http.js';
+import { createLocalKeySource, createRemoteKeySource, KeySourceUnavailable, type KeySource } from './jwks.js';
+import {
+  logSafe,
+  parseScope,
+  resolveDeps,
+  type AuthnDeps,
+  type Authenticator,
+  type AuthnResult,
+  type Principal,
+} from './principal.js';
+
+/**
+ * The JWS algorithms a gateway may accept: asymmetric only (RFC 8725 §3.1). `HS*` would make the public key
+ * (or a shared secret) a signing key; `none` is no signature.
+ */
+export const ASYMMETRIC_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+] as const;
+
+const seconds = (what: string) =>
+  z.number({ error: `a whole number of seconds (${what})` }).int(`a whole number of seconds (${what})`);
+const nonEmpty = z.string().min(1);
+
+/** `authProviders.<name>` with `type: jwt` (strict: an unknown key is an error). */
+export const jwtProviderSchema = z
+  .strictObject({
+    type: z.literal('jwt'),
+    /** Required: jose skips the `iss` check when it is not passed (hostile case 37). */
+    issuer: nonEmpty,
+    /** Required: jose skips the `aud` check when it is not passed. A list means "any of these". */
+    audience: z.union([nonEmpty, z.array(nonEmpty).min(1, 'at least one audience')], {
+      error: 'an audience string or a non-empty list of them',
+    }),
+    jwksUri: endpointUrlSchema.optional(),
+    jwksFile: nonEmpty.optional(),
+    algorithms: z
+      .array(
+        z.enum(ASYMMETRIC_ALGORITHMS, {
+          error: `an asymmetric JWS algorithm, one of ${ASYMMETRIC_ALGORITHMS.join(', ')} (HS* and "none" are refused: a shared secret or no signature cannot prove who issued a token)`,
+        }),
+      )
+      .min(1, 'at least one algorithm (an empty list would let the token choose)'),
+    /** Clock skew allowed on exp/nbf/iat: 30 s (jose's own default is 0; Envoy uses 60 s). */
+    clockToleranceSeconds: seconds('clock tolerance').min(0).max(300).default(30),
+    /** When set, `iat` is required and the token may be at most this old (jose `maxTokenAge`). */
+    maxTokenAgeSeconds: seconds('max token age').positive().optional(),
+    /** `exp` may be at most this far ahead: 24 h. Refuses `exp: 1e308` and ten-year tokens (hostile case 36). */
+    maxExpiresInSeconds: seconds('max lifetime ahead').positive().max(31_536_000).default(86_400),
+    /** Longest a verified token is served from cache without re-verifying: 300 s (0 = no cache). */
+    cacheMaxSeconds: seconds('cache lifetime').min(0).max(86_400).default(300),
+    /** Cache bound: 100,000 entries (~50 MB worst case with large claim sets). */
+    cacheMaxEntries: z.number().int().min(1).max(10_000_000).default(100_000),
+    /** Claims that must be present besides `exp` (always required) and `iss`/`aud`. */
+    requiredClaims: z.array(nonEmpty).optional(),
+    /** Required `typ` header, e.g. `at+jwt` (RFC 9068 §4), to refuse ID tokens as access tokens (case 38). */
+    typ: nonEmpty.optional(),
+    /** JWKS fetch timeout: 2000 ms (a request waits at most this long for keys). */
+    jwksTimeoutMs: z.number().int().min(100).max(60_000).default(2_000),
+    /** Minimum time between refetches caused by an unknown `kid`: 30 s (jose default; hostile case 45). */
+    jwksCooldownSeconds: seconds('cooldown').min(1).max(3_600).default(30),
+    /** A key set older than this is refreshed before use, and not used if the refresh fails: 600 s. */
+    jwksMaxAgeSeconds: seconds('key set max age').min(30).max(86_400).default(600),
+  })
+  .superRefine((value, ctx) => {
+    const uri = value.jwksUri !== undefined;
+    const file = value.jwksFile !== undefined;
+    if (uri === file) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [uri ? 'jwksFile' : 'jwksUri'],
+        input: uri ? value.jwksFile : value.jwksUri,
+        message: uri
+          ? 'only one of jwksUri or jwksFile (both are set)'
+          : 'exactly one of jwksUri (an https:// URL) or jwksFile (a JWKS file path)',
+      });
+    }
+  });
+
+/** The validated `type: jwt` config (defaults applied). */
+export type JwtProviderConfig = z.output<typeof jwtProviderSchema>;
+
+/** A compact JWS: three base64url segments, the signature possibly empty (so `alg: none` is claimed and refused). */
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+interface CacheEntry {
+  readonly principal: Principal;
+  /** The entry is usable while now < notAfterMs: min(exp, iat + maxTokenAge). */
+  readonly notAfterMs: number;
+}
+
+/**
+ * Creates a `type: jwt` provider. Reads `jwksFile` now (through `deps.readFile`); a remote JWKS is fetched on
+ * {@link Authenticator.warmUp} or the first request.
+ * @throws ConfigError naming `authProviders.<name>.jwksFile` / `.jwksUri` when the key source is unusable.
+ */
+export function createJwtProvider(name: string, config: JwtProviderConfig, deps: AuthnDeps): Authenticator {
+  const d = resolveDeps(deps);
+  const keyPath = `authProviders.${name}`;
+  let keys: KeySource;
+  if (config.jwksFile !== undefined) {
+    let text: string;
+    try {
+      text = d.readFile(config.jwksFile);
+    } catch (err) {
+      throw new ConfigError(`${keyPath}.jwksFile`, config.jwksFile, 'a readable JWKS file', { cause: err });
+    }
+    try {
+      keys = createLocalKeySource(text);
+    } catch (err) {
+      const why = err instanceof Error ? err.message : 'unreadable';
+      throw new ConfigError(`${keyPath}.jwksFile`, config.jwksFile, `a JWKS file: ${why}`, { cause: err });
+    }
+  } else if (config.jwksUri !== undefined) {
+    keys = createRemoteKeySource(
+      new URL(config.jwksUri),
+      {
+        timeoutMs: config.jwksTimeoutMs,
+        cooldownMs: config.jwksCooldownSeconds * 1000,
+        maxAgeMs: config.jwksMaxAgeSeconds * 1000,
+      },
+      d,
+      name,
+    );
+  } else {
+    throw new ConfigError(keyPath, config, 'exactly one of jwksUri or jwksFile');
+  }
+
+  const audience = typeof config.audience === 'string' ? config.audience : [...config.audience];
+  const requiredClaims = [...new Set(['exp', ...(config.requiredClaims ?? [])])];
+  const toleranceMs = config.clockToleranceSeconds * 1000;
+  const maxExpiresInMs = config.maxExpiresInSeconds * 1000;
+  const cacheMaxMs = config.cacheMaxSeconds * 1000;
+  const cacheEnabled = cacheMaxMs > 0;
+
+  let hits = 0;
+  let misses = 0;
+  let evictions = 0;
+  const cache = new LRUCache<string, CacheEntry>({
+    max: config.cacheMaxEntries,
+    ttl: Math.max(cacheMaxMs, 1),
+    ttlResolution: 0,
+    perf: { now: () => d.clock.now() },
+    dispose: (_v, _k, reason) => {
+      if (reason === 'evict') evictions++;
+    },
+  });
+
+  const invalid = (detail: string): GatewayError =>
+    new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${name}: ${detail}`);
+
+  async function verify(token: string, hash: string, now: number): Promise<Principal> {
+    let payload: JWTPayload;
+    try {
+      const result = await jwtVerify(token, keys.getKey, {
+        algorithms: [...config.algorithms],
+        issuer: config.issuer,
+        audience,
+        requiredClaims,
+        clockTolerance: config.clockToleranceSeconds,
+        currentDate: new Date(now),
+        ...(config.maxTokenAgeSeconds !== undefined ? { maxTokenAge: config.maxTokenAgeSeconds } : {}),
+        ...(config.typ !== undefined ? { typ: config.typ } : {}),
+      });
+      payload = result.payload;
+    } catch (err) {
+      if (err instanceof KeySourceUnavailable) {
+        throw new GatewayError('ERR_AUTHN_UNAVAILABLE', `${name}: ${err.message}`, { cause: err });
+      }
+      throw invalid(describeJoseError(err, token));
+    }
+
+    // jose checked exp's type and that it is not past; bound how far ahead it may be.
+    const expMs = (payload.exp as number) * 1000;
+    if (!Number.isFinite(expMs) || expMs - now > maxExpiresInMs + toleranceMs) {
+      throw invalid(`exp more than ${config.maxExpiresInSeconds} s ahead`);
+    }
+    let notAfterMs = expMs;
+    if (payload.iat !== undefined) {
+      const iatMs = payload.iat * 1000;
+      if (iatMs > now + toleranceMs) throw invalid('iat in the future');
+      if (config.maxTokenAgeSeconds !== undefined) {
+        notAfterMs = Math.min(notAfterMs, iatMs + config.maxTokenAgeSeconds * 1000 + toleranceMs);
+      }
+    }
+    const principal = toPrincipal(payload, name, expMs);
+    if (typeof principal === 'string') throw invalid(principal);
+
+    // Filled last (rule 7): only a token that passed every check above is cached.
+    const ttl = Math.floor(Math.min(notAfterMs - now, cacheMaxMs));
+    if (cacheEnabled && ttl >= 1) cache.set(hash, { principal, notAfterMs }, { ttl });
+    return principal;
+  }
+
+  return {
+    name,
+    type: 'jwt',
+    async authenticate(token: string, hash: string): Promise<AuthnResult> {
+      // Length first: nothing longer is scanned, decoded or verified (hostile case 41).
+      if (token.length > MAX_TOKEN_LENGTH) throw invalid('token too long');
+      if (!COMPACT_JWS.test(token)) return 'not_applicable';
+      const now = d.clock.now();
+      if (cacheEnabled) {
+        const hit = cache.get(hash);
+        if (hit !== undefined) {
+          // Re-checked on every hit: the entry's ttl is ≤ notAfter, but the clock is the authority.
+          if (now < hit.notAfterMs) {
+            hits++;
+            return hit.principal;
+          }
+          cache.delete(hash);
+        }
+      }
+      if (unverifiedIssuer(token) !== config.issuer) return 'not_applicable';
+      misses++;
+      return verify(token, hash, now);
+    },
+    readiness: () => keys.readiness(),
+    warmUp: () => keys.warmUp(),
+    stats() {
+      const c = keys.counters();
+      return {
+        cacheEntries: cache.size,
+        cacheHits: hits,
+        cacheMisses: misses,
+        cacheEvictions: evictions,
+        idpRequests: c.requests,
+        idpFailures: c.failures,
+        staleServed: 0,
+        reloads: c.successes,
+      };
+    },
+    purge(hash?: string): number {
+      if (hash === undefined) {
+        const n = cache.size;
+        cache.clear();
+        return n;
+      }
+      return cache.delete(hash) ? 1 : 0;
+    },
+    close() {
+      cache.clear();
+    },
+  };
+}
+
+/**
+ * The `iss` of the unverified payload, only to decide whether this provider should look at the token.
+ * undefined when the payload does not decode or has no string `iss`.
+ */
+function unverifiedIssuer(token: string): string | undefined {
+  const first = token.indexOf('.');
+  const second = token.indexOf('.', first + 1);
+  try {
+    const payload: unknown = JSON.parse(
+      Buffer.from(token.slice(first + 1, second), 'base64url').toString('utf8'),
+    );
+    if (payload === null || typeof payload !== 'object') return undefined;
+    const iss = (payload as { iss?: unknown }).iss;
+    return typeof iss === 'string' ? iss : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The principal of a verified payload, or the reason it cannot be one. */
+function toPrincipal(payload: JWTPayload, provider: string, expMs: number): Principal | string {
+  const sub = payload.sub;
+  const clientIdClaim = payload['client_id'] ?? payload['azp'];
+  if (sub !== undefined && (typeof sub !== 'string' || sub === '')) return 'sub is not a non-empty string';
+  if (clientIdClaim !== undefined && typeof clientIdClaim !== 'string')
+    return 'client_id/azp is not a string';
+  const subject = sub ?? clientIdClaim;
+  if (subject === undefined || subject === '') return 'no sub (nor client_id) to identify the caller';
+  let scopes: readonly string[] = [];
+  if (payload['scope'] !== undefined) {
+    const parsed = parseScope(payload['scope']);
+    if (parsed === undefined) return 'scope is not a string';
+    scopes = parsed;
+  } else if (payload['scp'] !== undefined) {
+    // Some IdPs (Azure AD, Okta) send a list in `scp`.
+    const scp = payload['scp'];
+    if (!Array.isArray(scp) || !scp.every((s): s is string => typeof s === 'string'))
+      return 'scp is not a list of strings';
+    scopes = Object.freeze([...new Set(scp)]);
+  }
+  return Object.freeze({
+    subject,
+    scopes,
+    provider,
+    ...(clientIdClaim !== undefined ? { clientId: clientIdClaim } : {}),
+    claims: Object.freeze({ ...payload }),
+    expiresAtMs: expMs,
+  });
+}
+
+/** A log-safe reason for a jose failure: its code, message, and an escaped, truncated kid/alg. */
+function describeJoseError(err: unknown, token: string): string {
+  let header = '';
+  try {
+    const h = decodeProtectedHeader(token);
+    header = ` (alg ${logSafe(h.alg, 16)}, kid ${logSafe(h.kid)})`;
+  } catch {
+    // The header itself is the problem; the jose message says so.
+  }
+  if (err instanceof errors.JOSEError) return `${err.code}: ${err.message.slice(0, 200)}${header}`;
+  if (err instanceof Error) return `${err.name}: ${err.message.slice(0, 200)}${header}`;
+  return `verification failed${header}`;
+}
