@@ -6,7 +6,9 @@
  * buffering); a client that goes away aborts the upstream request, which frees its socket (hostile
  * case 108); upstream timeouts map to 504, connection failures to 502.
  */
-import { Pool } from 'undici';
+import { Http2ServerResponse, constants as h2constants } from 'node:http2';
+import { isIP } from 'node:net';
+import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { TimeoutsConfig } from '../config/schema.js';
 import type { UpstreamSpec } from '../authz/routes.js';
 import { DEFAULTS } from '../config/defaults.js';
@@ -22,9 +24,27 @@ export interface HttpForwarder {
   readonly close: () => Promise<void>;
 }
 
-/** Creates the Pool for `upstream`. TLS to the upstream always verifies its certificate. */
+/** Creates the Pool for `upstream`. TLS to the upstream always verifies its certificate, against the
+ * configured `servername` or else the upstream's own host name — never against the client's Host. */
 export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsConfig): HttpForwarder {
   const tls = upstream.tls;
+  // undici takes a request's TLS server name from its Host header unless told otherwise, so the
+  // client's Host (the gateway's public name) would become the SNI sent upstream and the name the
+  // upstream's certificate is checked against; a Host that changes between requests would also tear
+  // down the pooled connection ("servername changed"). The connector pins the name per upstream:
+  // the configured servername, else the upstream host (an IP literal: no SNI, RFC 6066 §3, and the
+  // certificate is checked against the IP).
+  const pinnedServername = tls?.servername ?? (isIP(upstream.hostname) === 0 ? upstream.hostname : undefined);
+  const baseConnect = buildConnector({
+    timeout: timeouts.upstreamConnectMs,
+    rejectUnauthorized: true,
+    ...(tls?.ca ? { ca: tls.ca } : {}),
+    ...(tls?.cert ? { cert: tls.cert } : {}),
+    ...(tls?.key ? { key: tls.key } : {}),
+    ...(pinnedServername !== undefined ? { servername: pinnedServername } : {}),
+  });
+  // '' falls through to the pinned name (or, for an IP, to none) inside undici's connector.
+  const connect: buildConnector.connector = (opts, cb) => baseConnect({ ...opts, servername: '' }, cb);
   const pool = new Pool(upstream.origin, {
     connections: DEFAULTS.upstream.maxConnections,
     pipelining: 1,
@@ -32,53 +52,71 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
     keepAliveMaxTimeout: 60_000,
     headersTimeout: timeouts.upstreamResponseMs,
     bodyTimeout: timeouts.upstreamIdleMs,
-    connect: {
-      timeout: timeouts.upstreamConnectMs,
-      rejectUnauthorized: true,
-      ...(tls?.ca ? { ca: tls.ca } : {}),
-      ...(tls?.cert ? { cert: tls.cert } : {}),
-      ...(tls?.key ? { key: tls.key } : {}),
-      ...(tls?.servername ? { servername: tls.servername } : {}),
-    },
+    connect,
   });
+  /** One constant name per upstream for undici's connection reuse check (see above). */
+  const reuseKey = pinnedServername ?? upstream.hostname;
 
   async function forward(fr: ForwardRequest, req: ClientRequest, res: ClientResponse): Promise<ForwardOutcome> {
     const ac = new AbortController();
-    // The client went away before the response finished: abort upstream so its socket is freed.
+    // Whether the client's side of the exchange is gone. Tracked here because neither stream flag says
+    // so on HTTP/2: an Http2ServerResponse has no `destroyed`, and after an RST_STREAM its
+    // `writableFinished` is true (hostile cases 74, 108).
+    let clientGone = false;
+    let complete = false;
     const onClose = (): void => {
-      if (!res.writableFinished) ac.abort();
+      clientGone = true;
+      // The client went away before the response finished: abort upstream so its socket is freed.
+      if (!complete) ac.abort();
     };
     res.once('close', onClose);
+    if (res instanceof Http2ServerResponse) {
+      // Rapid reset (CVE-2023-44487, hostile case 74) sends HEADERS and RST_STREAM in one packet; the
+      // reset is processed after this handler returns. One event-loop turn lets it land, so a stream
+      // that is already cancelled opens no upstream connection and sends no request.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    if (clientGone || isClosed(res)) {
+      res.off('close', onClose);
+      return { status: 0, abortedReason: 'client_closed' };
+    }
     if (fr.expectContinue) res.writeContinue();
     let upstreamRes;
     try {
-      upstreamRes = await pool.request({
+      // `servername` is read by undici's Request but missing from its types.
+      const options: Dispatcher.RequestOptions & { servername: string } = {
         method: fr.method,
         path: fr.path,
         headers: fr.headers,
         body: fr.hasBody ? req : null,
         signal: ac.signal,
-      });
+        servername: reuseKey,
+      };
+      upstreamRes = await pool.request(options);
     } catch (err) {
       res.off('close', onClose);
+      if (clientGone) return { status: 0, abortedReason: 'client_closed' };
       throw toUpstreamError(err);
     }
     const { statusCode, headers, body } = upstreamRes;
-    if (res.destroyed || res.writableEnded) {
+    if (clientGone || isClosed(res)) {
       body.destroy();
       return { status: statusCode, abortedReason: 'client_closed' };
     }
     cleanResponseHeaders(headers);
     return new Promise<ForwardOutcome>((resolve) => {
       let aborted: string | undefined;
+      body.once('end', () => (complete = true));
       body.on('error', (err) => {
+        if (clientGone) return; // our own abort: the 'close' below reports it
         // Mid-body failure: the status line is out, so the only honest signal is a cut connection
-        // (HTTP/1.1: no final chunk; HTTP/2: RST_STREAM).
+        // (HTTP/1.1: no final chunk; HTTP/2: RST_STREAM INTERNAL_ERROR, hostile case 123).
         aborted = toUpstreamError(err).code;
-        res.destroy();
+        cut(res);
       });
       res.once('close', () => {
         if (!body.destroyed) body.destroy();
+        if (aborted === undefined && !complete) aborted = 'client_closed';
         resolve(aborted === undefined ? { status: statusCode } : { status: statusCode, abortedReason: aborted });
       });
       try {
@@ -86,7 +124,7 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
       } catch {
         aborted = 'ERR_UPSTREAM_BAD_RESPONSE';
         body.destroy();
-        res.destroy();
+        cut(res);
         return;
       }
       body.pipe(res as NodeJS.WritableStream);
@@ -97,4 +135,19 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
     forward,
     close: () => pool.close(),
   };
+}
+
+/** Whether the client's response stream is already closed (HTTP/1.1 socket gone, HTTP/2 stream closed). */
+function isClosed(res: ClientResponse): boolean {
+  if (res instanceof Http2ServerResponse) return res.stream.closed || res.stream.destroyed;
+  return res.destroyed;
+}
+
+/** Ends a response that cannot complete so that the client sees a failure, not a short success:
+ * HTTP/2 resets the stream with INTERNAL_ERROR (RFC 9113 §8.1), HTTP/1.1 closes the connection
+ * (no final chunk, or fewer bytes than Content-Length). */
+function cut(res: ClientResponse): void {
+  if (res instanceof Http2ServerResponse) {
+    if (!res.stream.destroyed) res.stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+  } else res.destroy();
 }

@@ -8,7 +8,8 @@
  * a raw tunnel (hostile case 88) — and the upgrade wait and the tunnel's idleness are bounded by timers.
  */
 import { createHash } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { ClientRequest, IncomingMessage } from 'node:http';
+import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { UpstreamSpec } from '../authz/routes.js';
@@ -66,6 +67,38 @@ function statusText(status: number): string {
   return texts[status] ?? 'Error';
 }
 
+/**
+ * http-proxy options for one upstream. The TLS material goes on the `target` object: http-proxy's
+ * setupOutgoing copies `key`, `cert`, `ca` (and `pfx`, `passphrase`, `ciphers`) from the target only —
+ * top-level `key`/`cert` are silently dropped, and so would be the gateway's client certificate to an
+ * mTLS upstream. `servername` (SNI and the name the certificate is checked against) is not in that list:
+ * it rides in `ssl`, the base object of the outgoing request options (hostile-cases §4 item 13).
+ * `secure: true` keeps `rejectUnauthorized` on: no upstream certificate goes unverified (hostile case 130).
+ */
+function upstreamOptions(upstream: HttpUpstream): httpProxy.ServerOptions {
+  const tls = upstream.tls;
+  // PEM files, read and checked at load; http-proxy's types want strings.
+  const target = {
+    protocol: upstream.protocol === 'https:' ? 'wss:' : 'ws:',
+    host: upstream.hostname,
+    hostname: upstream.hostname,
+    port: upstream.port,
+    ...(tls?.ca ? { ca: tls.ca.toString('utf8') } : {}),
+    ...(tls?.cert ? { cert: tls.cert.toString('utf8') } : {}),
+    ...(tls?.key ? { key: tls.key.toString('utf8') } : {}),
+  };
+  // Node's https agent would otherwise take the server name from the Host header — the client's — and
+  // check the upstream's certificate against it. Pin it as http-forward.ts does: the configured
+  // servername, else the upstream host; '' for an IP literal (no SNI; the certificate is checked
+  // against the IP).
+  const servername = tls?.servername ?? (isIP(upstream.hostname) === 0 ? upstream.hostname : '');
+  return {
+    target,
+    secure: true,
+    ...(upstream.protocol === 'https:' ? { ssl: { servername } } : {}),
+  };
+}
+
 /** Creates the WebSocket proxy. One http-proxy server is shared; per-upgrade state lives in closures. */
 export function createWebSocketProxy(timeouts: TimeoutsConfig): WebSocketProxy {
   const proxy = httpProxy.createProxyServer({ ws: true, xfwd: false, secure: true, prependPath: false, followRedirects: false });
@@ -73,6 +106,17 @@ export function createWebSocketProxy(timeouts: TimeoutsConfig): WebSocketProxy {
   // below handle each error; this one is the backstop.
   proxy.on('error', (_err, _req, target) => {
     if (target && 'destroy' in target && typeof target.destroy === 'function') target.destroy();
+  });
+  // One dispatcher for every upgrade: http-proxy emits 'proxyReqWs' synchronously inside `proxy.ws`, so
+  // the upgrade's own hook is found by its request (a listener per upgrade would pile up on the shared
+  // emitter under concurrent upgrades).
+  const pending = new WeakMap<IncomingMessage, (proxyReq: ClientRequest) => void>();
+  proxy.on('proxyReqWs', (proxyReq: ClientRequest, preq: IncomingMessage) => {
+    const hook = pending.get(preq);
+    if (hook !== undefined) {
+      pending.delete(preq);
+      hook(proxyReq);
+    }
   });
 
   return {
@@ -86,22 +130,28 @@ export function createWebSocketProxy(timeouts: TimeoutsConfig): WebSocketProxy {
           }
         };
         let upgraded = false;
-        socket.on('close', () => settle({ status: upgraded ? 101 : 499, reason: upgraded ? 'closed' : 'client_closed' }));
+        let upstreamReq: ClientRequest | undefined;
+        socket.on('close', () => {
+          // The client left before the tunnel opened: drop the upstream request too, or its connection
+          // stays open until the upstream answers or the response timer fires (hostile cases 92, 108).
+          if (!upgraded) upstreamReq?.destroy();
+          settle({ status: upgraded ? 101 : 499, reason: upgraded ? 'closed' : 'client_closed' });
+        });
         req.url = forward.path;
         req.headers = forward.headers;
         const expectedAccept = createHash('sha1').update(forward.key + WS_GUID).digest('base64');
 
-        const onProxyReq = (proxyReq: import('node:http').ClientRequest, preq: IncomingMessage): void => {
-          if (preq !== req) return;
-          proxy.off('proxyReqWs', onProxyReq);
+        pending.set(req, (proxyReq) => {
+          upstreamReq = proxyReq;
           // The upstream must answer the upgrade in time (hostile case 90b).
           proxyReq.setTimeout(timeouts.upstreamResponseMs, () => {
             proxyReq.destroy(Object.assign(new Error('upgrade response timeout'), { code: 'UND_ERR_HEADERS_TIMEOUT' }));
           });
-          proxyReq.prependListener('upgrade', (proxyRes: IncomingMessage, proxySocket: Duplex & { setTimeout(ms: number): void }) => {
+          proxyReq.prependListener('upgrade', (proxyRes: IncomingMessage, proxySocket: Socket) => {
             const upgradeHeader = (proxyRes.headers.upgrade ?? '').toLowerCase();
             if (upgradeHeader !== 'websocket' || proxyRes.headers['sec-websocket-accept'] !== expectedAccept) {
-              // A fake or broken 101: never open the tunnel (hostile case 88).
+              // A fake or broken 101: never open the tunnel (hostile case 88). http-proxy's own listener
+              // still runs after this one; with both sockets destroyed its writes and pipes are no-ops.
               proxySocket.destroy();
               writeRawError(socket, new GatewayError('ERR_UPSTREAM_BAD_RESPONSE'));
               socket.destroy();
@@ -109,37 +159,41 @@ export function createWebSocketProxy(timeouts: TimeoutsConfig): WebSocketProxy {
               return;
             }
             upgraded = true;
-            proxySocket.setTimeout(timeouts.idleMs);
-            proxySocket.on('timeout', () => {
-              proxySocket.destroy();
-              socket.destroy();
-            });
             proxySocket.once('close', () => socket.destroy());
             socket.once('close', () => proxySocket.destroy());
+            // http-proxy's listener, which runs next, calls setupSocket(), which sets the socket's timeout
+            // to 0; arm the tunnel's idle timer after it (hostile case 90c). Socket timeouts count bytes
+            // in both directions, so one timer on the upstream half covers the tunnel.
+            process.nextTick(() => {
+              if (proxySocket.destroyed) return;
+              proxySocket.setTimeout(timeouts.idleMs);
+              proxySocket.on('timeout', () => {
+                proxySocket.destroy();
+                socket.destroy();
+              });
+            });
           });
-        };
-        proxy.on('proxyReqWs', onProxyReq);
+        });
 
-        const tls = upstream.tls;
-        proxy.ws(
-          req,
-          socket,
-          head,
-          {
-            target: `${upstream.protocol === 'https:' ? 'wss:' : 'ws:'}//${upstream.hostname.includes(':') ? `[${upstream.hostname}]` : upstream.hostname}:${upstream.port}`,
-            secure: true,
-            ...(tls?.ca ? { ca: tls.ca } : {}),
-            ...(tls?.cert ? { cert: tls.cert } : {}),
-            ...(tls?.key ? { key: tls.key } : {}),
-          },
-          (err: Error) => {
-            proxy.off('proxyReqWs', onProxyReq);
-            const gerr = toUpstreamError(err);
-            if (!upgraded) writeRawError(socket, gerr);
-            else socket.destroy();
-            settle({ status: upgraded ? 101 : gerr.status, reason: gerr.code });
-          },
-        );
+        try {
+          proxy.ws(
+            req,
+            socket,
+            head,
+            upstreamOptions(upstream),
+            (err: Error) => {
+              const gerr = toUpstreamError(err);
+              if (!upgraded) writeRawError(socket, gerr);
+              else socket.destroy();
+              settle({ status: upgraded ? 101 : gerr.status, reason: gerr.code });
+            },
+          );
+        } catch (err) {
+          // http.request throws synchronously on options it cannot use: an answer, never a crash.
+          pending.delete(req);
+          writeRawError(socket, new GatewayError('ERR_INTERNAL', err instanceof Error ? err.message : 'proxy.ws threw'));
+          settle({ status: 500, reason: 'ERR_INTERNAL' });
+        }
       });
     },
     close() {

@@ -7,13 +7,21 @@
  *   /download?bytes=N streams N bytes (chunked) in 64 KiB pieces, honouring backpressure
  *   /chunked          a chunked answer with Keep-Alive and Connection-named headers (hostile case 83)
  *   /hold             answers headers, then never finishes (client-abort tests)
+ *   /reset?bytes=N    answers headers and N bytes (chunked), then resets the TCP connection (RST)
  *   /ws               WebSocket echo (ws package)
  *   /fake101          answers an upgrade with a 101 that has a wrong Sec-WebSocket-Accept
+ *   /ws-silent        accepts an upgrade request and never answers it
  *   anything else     200 JSON {method, url, headers} after reading the whole body
+ *
+ * `startTlsUpstream(pki)` serves the same paths over HTTPS with the test PKI's server certificate.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
+import type { TestPkiPaths } from './pki.js';
 
 /** One request as the upstream saw it. */
 export interface SeenRequest {
@@ -24,6 +32,8 @@ export interface SeenRequest {
   /** Lowercased header map (first value wins for duplicates; arrays joined by ', '). */
   readonly headers: Record<string, string>;
   bodyBytes: number;
+  /** TLS upstreams only: the CN of the client certificate the gateway presented, if any. */
+  readonly clientCertCn?: string;
 }
 
 export interface TestUpstream {
@@ -33,6 +43,10 @@ export interface TestUpstream {
   readonly seen: SeenRequest[];
   /** TCP connections accepted so far, and currently open. */
   connections(): { accepted: number; open: number };
+  /** HTTP requests (not upgrades) being answered now, and the most ever answered at once. */
+  inflight(): { now: number; max: number };
+  /** Bytes that arrived on /fake101 sockets after the fake 101 was written (a smuggled tunnel). */
+  fake101Bytes(): number;
   close(): Promise<void>;
 }
 
@@ -42,13 +56,32 @@ function record(req: IncomingMessage, seen: SeenRequest[]): SeenRequest {
     const k = (req.rawHeaders[i] as string).toLowerCase();
     headers[k] ??= req.rawHeaders[i + 1] as string;
   }
-  const s: SeenRequest = { method: req.method ?? '', url: req.url ?? '', rawHeaders: [...req.rawHeaders], headers, bodyBytes: 0 };
+  const sock = req.socket as Partial<TLSSocket>;
+  const peer = typeof sock.getPeerCertificate === 'function' ? sock.getPeerCertificate() : undefined;
+  const cn = peer?.subject?.CN;
+  const s: SeenRequest = {
+    method: req.method ?? '',
+    url: req.url ?? '',
+    rawHeaders: [...req.rawHeaders],
+    headers,
+    bodyBytes: 0,
+    ...(typeof cn === 'string' ? { clientCertCn: cn } : {}),
+  };
   seen.push(s);
   return s;
 }
 
-function handle(req: IncomingMessage, res: ServerResponse, seen: SeenRequest[]): void {
+interface Counters {
+  inflight: number;
+  maxInflight: number;
+  fake101Bytes: number;
+}
+
+function handle(req: IncomingMessage, res: ServerResponse, seen: SeenRequest[], counters: Counters): void {
   const s = record(req, seen);
+  counters.inflight++;
+  counters.maxInflight = Math.max(counters.maxInflight, counters.inflight);
+  res.once('close', () => counters.inflight--);
   const url = new URL(req.url ?? '/', 'http://upstream');
   req.on('data', (c: Buffer) => (s.bodyBytes += c.length));
   req.on('error', () => undefined);
@@ -68,6 +101,15 @@ function handle(req: IncomingMessage, res: ServerResponse, seen: SeenRequest[]):
     res.writeHead(200, { 'content-type': 'text/plain', 'keep-alive': 'timeout=5', connection: 'keep-alive, x-secret-hop', 'x-secret-hop': 'drop-me' });
     res.write('part1\n');
     setTimeout(() => res.end('part2\n'), 10);
+    return;
+  }
+  if (path === '/reset') {
+    // Headers and some body, then a TCP RST (SO_LINGER 0): the upstream dies mid-response (hostile case 123).
+    const bytes = Number(url.searchParams.get('bytes') ?? '65536');
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    res.write(Buffer.alloc(bytes, 0x62), () => {
+      setTimeout(() => req.socket.resetAndDestroy(), 50);
+    });
     return;
   }
   if (path === '/download') {
@@ -97,10 +139,35 @@ function handle(req: IncomingMessage, res: ServerResponse, seen: SeenRequest[]):
 
 /** Starts the recording upstream on 127.0.0.1:0. */
 export async function startUpstream(): Promise<TestUpstream> {
+  return serve((handler) => createServer(handler), 'http');
+}
+
+/** Options of {@link startTlsUpstream}. */
+export interface TlsUpstreamOptions {
+  /** Certificate and key to present instead of the test PKI's server certificate. */
+  readonly server?: { readonly certPem: string; readonly keyPem: string };
+  /** Require a client certificate issued by `pki.ca` (an mTLS upstream). */
+  readonly requireClientCert?: boolean;
+}
+
+/** Starts the same upstream over HTTPS on 127.0.0.1:0, presenting the test PKI's server certificate
+ * (valid for localhost and 127.0.0.1, issued by `pki.ca`) unless `opts.server` says otherwise. */
+export async function startTlsUpstream(pki: TestPkiPaths, opts: TlsUpstreamOptions = {}): Promise<TestUpstream> {
+  const cert = opts.server?.certPem ?? readFileSync(pki.server.cert);
+  const key = opts.server?.keyPem ?? readFileSync(pki.server.key);
+  const mtls = opts.requireClientCert === true ? { requestCert: true, rejectUnauthorized: true, ca: readFileSync(pki.ca) } : {};
+  return serve((handler) => createHttpsServer({ cert, key, ...mtls }, handler), 'https');
+}
+
+async function serve(
+  make: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server,
+  scheme: 'http' | 'https',
+): Promise<TestUpstream> {
   const seen: SeenRequest[] = [];
+  const counters: Counters = { inflight: 0, maxInflight: 0, fake101Bytes: 0 };
   let accepted = 0;
   const open = new Set<Socket>();
-  const server: Server = createServer((req, res) => handle(req, res, seen));
+  const server: Server = make((req, res) => handle(req, res, seen, counters));
   server.keepAliveTimeout = 5_000;
   server.on('connection', (socket: Socket) => {
     accepted++;
@@ -112,19 +179,27 @@ export async function startUpstream(): Promise<TestUpstream> {
   server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     record(req, seen);
     socket.on('error', () => undefined);
+    // An upgraded socket has no HTTP server behind it any more and allows half-open: close it when the
+    // peer does, so connections().open reflects what the gateway really keeps open.
+    socket.on('end', () => socket.destroy());
     if (req.url?.startsWith('/fake101')) {
       socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: bm90LXRoZS1yaWdodC12YWx1ZQ==\r\n\r\n');
+      counters.fake101Bytes += head.length;
+      socket.on('data', (c: Buffer) => (counters.fake101Bytes += c.length));
       return;
     }
+    if (req.url?.startsWith('/ws-silent')) return; // holds the socket, never answers (hostile case 90b)
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   return {
     port,
-    url: `http://127.0.0.1:${port}`,
+    url: `${scheme}://127.0.0.1:${port}`,
     seen,
     connections: () => ({ accepted, open: open.size }),
+    inflight: () => ({ now: counters.inflight, max: counters.maxInflight }),
+    fake101Bytes: () => counters.fake101Bytes,
     close: () =>
       new Promise<void>((resolve) => {
         for (const c of wss.clients) c.terminate();
