@@ -352,6 +352,8 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
       deps.websocket.upgrade(upstream, req, socket, head, { path: r.path, headers, key }).then(
         (outcome) => {
           metrics.requests.labels(lname, routeId, 'GET', statusClass(outcome.status)).inc();
+          // Upgrades that failed upstream count like requests that did (hostile case 121).
+          if (outcome.reason?.startsWith('ERR_UPSTREAM_')) metrics.upstreamErrors.labels(routeId, outcome.reason).inc();
           logAccess(
             {
               listener: lname,
