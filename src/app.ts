@@ -14,12 +14,17 @@ import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js
 import { forwardToEcho } from './proxy/echo.js';
 import { createWebSocketProxy } from './proxy/websocket.js';
 import { startAdminServer, type AdminServer } from './admin/server.js';
+import { createAuthenticators } from './authn/providers.js';
+import type { Authenticator, FetchLike } from './authn/principal.js';
+import { createAuthMetrics } from './observability/auth-metrics.js';
 
 /** Side effects the app takes from outside. */
 export interface AppDeps {
   readonly logger?: Logger;
   readonly clock?: Clock;
   readonly registry?: Registry;
+  /** Outbound HTTP of the auth providers (introspection, JWKS). Default: the global fetch. */
+  readonly fetch?: FetchLike;
 }
 
 /** A started gateway. */
@@ -28,6 +33,15 @@ export interface App {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly registry: Registry;
+  /** The authentication providers built from `authProviders`, by name (one set per app start). */
+  readonly authenticators: ReadonlyMap<string, Authenticator>;
+  /**
+   * Drops cached token answers of every provider: all of them, or the one token whose SHA-256 (lower-case
+   * hex) is given. Returns how many entries went. What `POST /cache/purge` on the admin listener calls.
+   */
+  purgeTokenCache(sha256?: string): number;
+  /** What is not ready (providers whose key set was never fetched, ...); empty when ready. */
+  notReady(): readonly string[];
   /** Bound port of each listener by name (useful with port 0). */
   port(listenerName: string): number;
   /** Bound port of the admin listener, when enabled. */
@@ -47,6 +61,31 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const metrics = createMetrics(registry);
   for (const w of config.warnings) logger.warn(w);
 
+  // The providers are runtime objects made from the (immutable) config: one set per app start, shared by
+  // every listener. A file they need was checked at load; a remote JWKS is fetched now (warmUp), and a
+  // failure there is not fatal: readiness says so and requests get 503 until it answers.
+  const authLogger = logger.child({ component: 'authn' });
+  const authenticators = createAuthenticators(config.authProviders, {
+    clock,
+    logger: authLogger,
+    ...(deps.fetch !== undefined ? { fetch: deps.fetch } : {}),
+  });
+  const authMetrics = createAuthMetrics(registry, authenticators);
+  const warmUp = Promise.all([...authenticators.values()].map((p) => p.warmUp()));
+  const notReady = (): string[] => {
+    const out: string[] = [];
+    for (const [name, p] of authenticators) {
+      const why = p.readiness();
+      if (why !== undefined) out.push(`authProviders.${name}: ${why}`);
+    }
+    return out;
+  };
+  const purgeTokenCache = (sha256?: string): number => {
+    let n = 0;
+    for (const p of authenticators.values()) n += p.purge?.(sha256) ?? 0;
+    return n;
+  };
+
   const pools = new Map<string, HttpForwarder>();
   const websocket = createWebSocketProxy(config.timeouts);
   const listeners: RunningListener[] = [];
@@ -57,6 +96,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     await admin?.close();
     websocket.close();
     await Promise.allSettled([...pools.values()].map((p) => p.close()));
+    for (const p of authenticators.values()) p.close();
   };
 
   try {
@@ -77,12 +117,33 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
         }
         forwarders.set(route.id, pool.forward);
       }
-      const handler = createHttpHandler(l, { logger, metrics, clock, accessLog: config.log.access, forwarders, websocket });
+      const handler = createHttpHandler(l, {
+        logger,
+        metrics,
+        clock,
+        accessLog: config.log.access,
+        forwarders,
+        websocket,
+        authenticators,
+        authMetrics,
+      });
       listeners.push(await startHttpListener(l, { logger, metrics, handler, timeouts: config.timeouts, http2: config.http2 }));
     }
     if (config.admin.enabled) {
-      admin = await startAdminServer(config.admin.address, { registry, notReady: () => [] });
+      admin = await startAdminServer(config.admin.address, {
+        registry,
+        notReady,
+        purge: (sha256) => {
+          const purged = purgeTokenCache(sha256);
+          logger.info(
+            { purged, ...(sha256 !== undefined ? { tokenHash: sha256.slice(0, 12) } : { all: true }) },
+            'token cache purged',
+          );
+          return purged;
+        },
+      });
     }
+    await warmUp;
   } catch (err) {
     await closeAll(0);
     throw err;
@@ -91,12 +152,16 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     const a = l.address();
     logger.info({ listener: l.name, address: a.address, port: a.port }, 'listening');
   }
+  for (const why of notReady()) logger.warn({ reason: why }, 'not ready: requests on routes that need it get 503');
 
   return {
     config,
     logger,
     metrics,
     registry,
+    authenticators,
+    purgeTokenCache,
+    notReady,
     port(name: string): number {
       const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);

@@ -106,6 +106,24 @@ export function toGatewayError(err: unknown): GatewayError {
   return new GatewayError('ERR_INTERNAL', detail, { cause: err });
 }
 
+/** The realm of every challenge (RFC 6750 §3). */
+export const BEARER_REALM = 'portcullis';
+
+/**
+ * The `WWW-Authenticate` value for an error code (RFC 6750 §3), or undefined when the code sends none.
+ * `scope` (the route's required scopes, space-separated) is added to an `insufficient_scope` challenge
+ * (RFC 6750 §3: "the scope necessary to access the protected resource"). Scope tokens never hold `"` or `\`
+ * (RFC 6749 §3.3; the route schema refuses them), so the quoted-string needs no escaping.
+ */
+export function bearerChallenge(code: ErrorCode, scope?: string): string | undefined {
+  const spec: ErrorSpec = ERRORS[code];
+  if (spec.challenge !== true) return undefined;
+  if (spec.bearerError === undefined) return `Bearer realm="${BEARER_REALM}"`;
+  const scopePart =
+    spec.bearerError === 'insufficient_scope' && scope !== undefined && scope !== '' ? `, scope="${scope}"` : '';
+  return `Bearer realm="${BEARER_REALM}", error="${spec.bearerError}"${scopePart}`;
+}
+
 /**
  * A configuration error: names the key path, the value found and what was expected. The process exits
  * non-zero before it listens (at reload, the old config keeps serving).

@@ -11,6 +11,9 @@ import { ConfigInvalid, loadConfigFile } from './config/load.js';
 import { ConfigError } from './errors.js';
 import { startApp, type App } from './app.js';
 import { certsInit, certsIssue, certsRevoke, ensureDevCerts, CertsError } from './certs/command.js';
+import { tokenCreate, tokenList, tokenMint, tokenRevoke, TokenCommandError } from './authn/token-command.js';
+import { DEV_KEY_FILES } from './authn/jwks-dev.js';
+import { TOKEN_DEFAULTS } from './authn/token-store.js';
 
 /** The package root (where package.json, config/ and certs-dev/ live), found from this file. */
 function packageRoot(): string {
@@ -78,12 +81,64 @@ async function run(): Promise<number> {
       );
       return EXIT.ok;
     }
+    case 'token-create': {
+      const file = resolve(cmd.file);
+      const r = await tokenCreate({ file, name: cmd.name, expiresInSeconds: cmd.expiresInSeconds, scopes: cmd.scopes });
+      // stdout carries the token alone (TOKEN=$(portcullis token create ...)); everything else goes to stderr.
+      process.stdout.write(`${r.token}\n`);
+      process.stderr.write(
+        `portcullis: token "${r.record.name}" added to ${file} (expires ${r.record.expiresAt ?? 'never'}` +
+          `${r.record.scopes ? `, scopes: ${r.record.scopes.join(' ')}` : ''}). It is shown only now: store it safely.\n`,
+      );
+      if (r.record.expiresAt === undefined)
+        process.stderr.write('portcullis: warning: this token never expires; revoke it when it is no longer needed\n');
+      return EXIT.ok;
+    }
+    case 'token-list': {
+      const list = await tokenList({ file: resolve(cmd.file) });
+      if (cmd.json) {
+        process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
+        return EXIT.ok;
+      }
+      const header = ['NAME', 'STATUS', 'CREATED', 'EXPIRES', 'SCOPES', 'SHA256'];
+      const rows = [
+        header,
+        ...list.map((t) => [t.name, t.status, t.createdAt, t.expiresAt ?? 'never', t.scopes.join(' ') || '-', `${t.hashPrefix}...`]),
+      ];
+      const widths = header.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+      for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()}\n`);
+      return EXIT.ok;
+    }
+    case 'token-revoke': {
+      const file = resolve(cmd.file);
+      const r = await tokenRevoke({ file, name: cmd.name });
+      process.stdout.write(`revoked ${r.revoked} token(s) named "${cmd.name}" in ${file} (a running gateway refuses it within a second)\n`);
+      return EXIT.ok;
+    }
+    case 'token-mint': {
+      const keyFile = join(resolve(cmd.out ?? defaultCerts), DEV_KEY_FILES.signingKey);
+      const jwt = await tokenMint({
+        keyFile,
+        sub: cmd.sub,
+        ...(cmd.scope !== undefined ? { scope: cmd.scope } : {}),
+        ttlSeconds: cmd.ttlSeconds,
+      });
+      if (cmd.ttlSeconds > TOKEN_DEFAULTS.mintTtlWarnSeconds)
+        process.stderr.write(
+          `portcullis: warning: a jwt provider refuses an exp more than maxExpiresInSeconds ahead (default ${TOKEN_DEFAULTS.mintTtlWarnSeconds} s)\n`,
+        );
+      process.stdout.write(`${jwt}\n`);
+      return EXIT.ok;
+    }
     case 'check':
     case 'start': {
       const embedded = cmd.config === undefined;
       const configPath = resolve(cmd.config ?? join(root, 'config', 'portcullis.yaml'));
       if (embedded && cmd.kind === 'start' && (await ensureDevCerts(defaultCerts))) {
-        process.stderr.write(`portcullis: created dev certificates in ${defaultCerts} (first run)\n`);
+        process.stderr.write(
+          `portcullis: created dev certificates and the dev JWT signing key in ${defaultCerts} (first run); ` +
+            `\`portcullis token mint --sub alice\` prints a token the default route accepts\n`,
+        );
       }
       const config = loadConfigFile(configPath);
       if (cmd.kind === 'check') {
@@ -148,7 +203,7 @@ run().then(
   (code) => process.exit(code),
   (err: unknown) => {
     if (printConfigError(err)) process.exit(EXIT.config);
-    if (err instanceof CertsError) {
+    if (err instanceof CertsError || err instanceof TokenCommandError) {
       process.stderr.write(`portcullis: ${err.message}\n`);
       process.exit(EXIT.failure);
     }

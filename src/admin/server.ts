@@ -1,9 +1,11 @@
 /**
  * The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` (the process answers),
- * `GET /readyz` (200 only when every data listener is bound; 503 with a JSON body naming what is not).
+ * `GET /readyz` (200 only when everything is ready; 503 with a JSON body naming what is not — e.g. a JWT
+ * provider whose JWKS was never fetched), and `POST /cache/purge` (drops cached token answers, so a token
+ * revoked at the IdP stops working at once instead of at the end of its cache TTL).
  * Never served on a data port; loopback unless the operator says otherwise (config checks it).
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { ListenAddress } from '../config/load.js';
@@ -12,21 +14,137 @@ import { ConfigError } from '../errors.js';
 /** Readiness: the names of what is not ready yet (empty = ready). */
 export type ReadinessProbe = () => readonly string[];
 
+/** Drops cached token answers: all of them, or one token by its SHA-256 (lower-case hex). Returns the count. */
+export type TokenCachePurge = (sha256?: string) => number;
+
 export interface AdminServer {
   address(): AddressInfo;
   close(): Promise<void>;
 }
 
+/** Largest purge request body read: 1 KiB (`{"sha256":"<64 hex>"}` is 77 bytes). */
+const MAX_PURGE_BODY_BYTES = 1024;
+const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
+
+/** A refused purge request: status and the one-line reason sent back. */
+class PurgeRefused extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Reads a small request body; refuses (413) past the cap without buffering the rest. */
+function readBody(req: IncomingMessage, max: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers['content-length'] ?? '0');
+    if (declared > max) {
+      reject(new PurgeRefused(413, `body over ${max} bytes`));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let total = 0;
+    req.on('data', (c: Buffer) => {
+      total += c.length;
+      // Past the cap the rest is read and dropped (bounded by requestTimeout); the 413 goes out at once.
+      if (total > max) reject(new PurgeRefused(413, `body over ${max} bytes`));
+      else chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/**
+ * Which token a purge request names: `undefined` for "all" (no query, empty body), or the SHA-256 from
+ * `?sha256=<64 hex>` or a JSON body `{"sha256": "<64 hex>"}` (lower-cased). Anything else is refused: a
+ * typo must not silently purge everything, or nothing.
+ */
+async function purgeTarget(req: IncomingMessage, query: string): Promise<string | undefined> {
+  const params = new URLSearchParams(query);
+  const keys = [...new Set(params.keys())];
+  if (keys.some((k) => k !== 'sha256')) throw new PurgeRefused(400, 'the only query parameter is sha256');
+  const fromQuery = params.getAll('sha256');
+  if (fromQuery.length > 1) throw new PurgeRefused(400, 'sha256 given more than once');
+  const body = (await readBody(req, MAX_PURGE_BODY_BYTES)).trim();
+  let fromBody: string | undefined;
+  if (body !== '') {
+    let json: unknown;
+    try {
+      json = JSON.parse(body);
+    } catch {
+      throw new PurgeRefused(400, 'the body is not JSON: send nothing (purge all) or {"sha256":"<64 hex>"}');
+    }
+    if (
+      json === null ||
+      typeof json !== 'object' ||
+      Array.isArray(json) ||
+      Object.keys(json).some((k) => k !== 'sha256') ||
+      typeof (json as { sha256?: unknown }).sha256 !== 'string'
+    ) {
+      throw new PurgeRefused(400, 'the body must be {"sha256":"<64 hex>"}');
+    }
+    fromBody = (json as { sha256: string }).sha256;
+  }
+  const [q] = fromQuery;
+  if (q !== undefined && fromBody !== undefined)
+    throw new PurgeRefused(400, 'sha256 both in the query and in the body');
+  const hash = q ?? fromBody;
+  if (hash === undefined) return undefined;
+  if (!SHA256_HEX.test(hash))
+    throw new PurgeRefused(400, 'sha256 must be 64 hex digits (the SHA-256 of the token)');
+  return hash.toLowerCase();
+}
+
 /** Starts the admin server. Rejects with a ConfigError naming `admin.listen` when it cannot bind. */
-export async function startAdminServer(address: ListenAddress, deps: { registry: Registry; notReady: ReadinessProbe }): Promise<AdminServer> {
+export async function startAdminServer(
+  address: ListenAddress,
+  deps: { registry: Registry; notReady: ReadinessProbe; purge?: TokenCachePurge },
+): Promise<AdminServer> {
   const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    const send = (status: number, type: string, body: string): void => {
-      res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const query = q === -1 ? '' : url.slice(q + 1);
+    const send = (status: number, type: string, body: string, extra: Record<string, string> = {}): void => {
+      res.writeHead(status, {
+        'content-type': type,
+        'content-length': Buffer.byteLength(body),
+        'cache-control': 'no-store',
+        ...extra,
+      });
       res.end(req.method === 'HEAD' ? undefined : body);
     };
+    const json = (status: number, value: unknown): void =>
+      send(status, 'application/json', `${JSON.stringify(value)}\n`);
+
+    if (path === '/cache/purge') {
+      if (req.method !== 'POST') {
+        send(405, 'text/plain; charset=utf-8', 'method not allowed: POST\n', { allow: 'POST' });
+        return;
+      }
+      // A web page in a browser on this machine can POST to loopback; browsers mark such requests with
+      // Origin / Sec-Fetch-Site. An operator's curl sends neither.
+      const site = req.headers['sec-fetch-site'];
+      if (req.headers.origin !== undefined || (site !== undefined && site !== 'none')) {
+        json(403, { error: 'cross-site requests are refused' });
+        return;
+      }
+      const purge = deps.purge;
+      purgeTarget(req, query).then(
+        (hash) => json(200, { purged: purge === undefined ? 0 : purge(hash) }),
+        (err: unknown) => {
+          if (!req.complete) req.resume();
+          if (err instanceof PurgeRefused) json(err.status, { error: err.message });
+          else json(400, { error: 'unreadable request' });
+        },
+      );
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      send(405, 'text/plain; charset=utf-8', 'method not allowed\n');
+      send(405, 'text/plain; charset=utf-8', 'method not allowed\n', { allow: 'GET, HEAD' });
       return;
     }
     if (path === '/metrics') {
@@ -38,7 +156,7 @@ export async function startAdminServer(address: ListenAddress, deps: { registry:
       send(200, 'application/json', '{"status":"ok"}\n');
     } else if (path === '/readyz') {
       const missing = deps.notReady();
-      send(missing.length === 0 ? 200 : 503, 'application/json', JSON.stringify({ ready: missing.length === 0, notReady: missing }) + '\n');
+      json(missing.length === 0 ? 200 : 503, { ready: missing.length === 0, notReady: missing });
     } else {
       send(404, 'text/plain; charset=utf-8', 'not found\n');
     }
@@ -47,7 +165,13 @@ export async function startAdminServer(address: ListenAddress, deps: { registry:
   server.requestTimeout = 30_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new ConfigError('admin.listen', `${address.host}:${address.port}`, `an address this process can bind (${err.code ?? err.message})`)),
+      reject(
+        new ConfigError(
+          'admin.listen',
+          `${address.host}:${address.port}`,
+          `an address this process can bind (${err.code ?? err.message})`,
+        ),
+      ),
     );
     server.listen({ host: address.host, port: address.port, exclusive: true }, () => resolve());
   });

@@ -341,9 +341,15 @@ export function createIntrospectionProvider(
     },
   });
   const inflight = new Map<string, Promise<Entry>>();
+  /**
+   * Raised by every purge. An IdP call that started before a purge may carry the answer from before a
+   * revocation: it still answers the requests that were waiting for it, but is not stored.
+   */
+  let generation = 0;
 
   /** One IdP call; stores the answer after every check passed; resolves with it. */
   async function introspect(token: string, hash: string): Promise<Entry> {
+    const startedIn = generation;
     idpRequests++;
     let outcome: IntrospectionOutcome;
     try {
@@ -366,9 +372,10 @@ export function createIntrospectionProvider(
       throw err;
     }
     const now = d.clock.now();
+    const storable = startedIn === generation;
     if (!outcome.active) {
       const entry: Entry = { active: false, freshUntilMs: now + negativeTtlMs };
-      if (negativeTtlMs > 0) cache.set(hash, entry, { ttl: negativeTtlMs });
+      if (storable && negativeTtlMs > 0) cache.set(hash, entry, { ttl: negativeTtlMs });
       return entry;
     }
     const expMs = outcome.principal.expiresAtMs;
@@ -376,7 +383,7 @@ export function createIntrospectionProvider(
     const entry: Entry = { active: true, principal: outcome.principal, freshUntilMs, expMs };
     // Kept past freshness only for staleIfError, and never past exp.
     const retainMs = Math.floor(Math.min((expMs ?? Infinity) - now, maxTtlMs + staleKeepMs));
-    if (maxTtlMs > 0 && freshUntilMs > now && retainMs >= 1) cache.set(hash, entry, { ttl: retainMs });
+    if (storable && maxTtlMs > 0 && freshUntilMs > now && retainMs >= 1) cache.set(hash, entry, { ttl: retainMs });
     return entry;
   }
 
@@ -402,7 +409,11 @@ export function createIntrospectionProvider(
       misses++;
       let call = inflight.get(hash);
       if (call === undefined) {
-        call = introspect(token, hash).finally(() => inflight.delete(hash));
+        const started = introspect(token, hash).finally(() => {
+          // A purge may have dropped this call and a newer one may have taken its place.
+          if (inflight.get(hash) === started) inflight.delete(hash);
+        });
+        call = started;
         inflight.set(hash, call);
       }
       let entry: Entry;
@@ -429,11 +440,15 @@ export function createIntrospectionProvider(
       reloads: 0,
     }),
     purge(hash?: string): number {
+      // Requests after the purge ask the IdP afresh instead of joining a call that began before it.
+      generation++;
       if (hash === undefined) {
         const n = cache.size;
         cache.clear();
+        inflight.clear();
         return n;
       }
+      inflight.delete(hash);
       return cache.delete(hash) ? 1 : 0;
     },
     close() {

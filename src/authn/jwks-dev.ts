@@ -19,6 +19,23 @@ import {
 /** The algorithm of the dev key. */
 export const DEV_ALGORITHM = 'ES256';
 
+/**
+ * `iss` of every dev token, and the `issuer` of the `dev-jwt` provider of the embedded default config.
+ * A name under a domain nobody else issues tokens for, so a dev token can never pass for a real IdP's.
+ */
+export const DEV_ISSUER = 'https://portcullis.dev/';
+
+/** `aud` of every dev token, and the `audience` of the `dev-jwt` provider of the embedded default config. */
+export const DEV_AUDIENCE = 'portcullis-dev';
+
+/** File names `portcullis certs init` writes next to the dev PKI. */
+export const DEV_KEY_FILES = {
+  /** The ES256 private key, PKCS#8 PEM, mode 0600: what `portcullis token mint` signs with. */
+  signingKey: 'jwt-signing-key.pem',
+  /** Its public JWKS: the `jwksFile` of the dev provider. */
+  jwks: 'jwks.json',
+} as const;
+
 /** A fresh dev signing key. */
 export interface DevSigningKey {
   /** RFC 7638 thumbprint of the public key: the `kid` in the JWKS and in every token. */
@@ -96,6 +113,18 @@ export async function mintDevJwt(opts: MintOptions): Promise<string> {
     .setExpirationTime(iat + opts.ttlSeconds)
     .setJti(randomUUID())
     .sign(privateKey);
+}
+
+/**
+ * The public JWKS of a dev private key (PKCS#8 PEM), with the same thumbprint `kid` as
+ * {@link createDevSigningKey}: for a certs dir whose `jwks.json` went missing.
+ * @throws when the PEM is not an EC P-256 private key.
+ */
+export async function devJwksFromPrivatePem(pem: string): Promise<{ readonly keys: readonly JWK[] }> {
+  const privateKey = await importPKCS8(pem, DEV_ALGORITHM, { extractable: true });
+  const pub = publicPart(await exportJWK(privateKey));
+  const kid = await calculateJwkThumbprint(pub);
+  return { keys: [{ ...pub, kid, alg: DEV_ALGORITHM, use: 'sig' }] };
 }
 
 function publicPart(jwk: JWK): JWK {

@@ -19,6 +19,20 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { tokenHash } from './bearer.js';
 
+/** Every default of the `token` commands, with its unit and the reason for it. */
+export const TOKEN_DEFAULTS = {
+  /** Lifetime of a static token, seconds (90 days): a forgotten token dies on its own. `--expires-in never` opts out. */
+  expiresInSeconds: 90 * 86_400,
+  /** Lifetime of a dev JWT, seconds (1 hour). */
+  mintTtlSeconds: 3_600,
+  /** The dev provider refuses an `exp` further ahead than this (its `maxExpiresInSeconds` default, 24 h). */
+  mintTtlWarnSeconds: 86_400,
+  /** How long an edit waits for another one's lock, ms. */
+  lockWaitMs: 5_000,
+  /** A lock older than this is left over from a crashed edit and is removed, ms. */
+  staleLockMs: 30_000,
+} as const;
+
 /** Prefix of every token `createToken` makes. */
 export const STATIC_TOKEN_PREFIX = 'pcs_';
 

@@ -8,6 +8,7 @@ import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises
 import { isIP } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { systemClock } from '../clock.js';
+import { createDevSigningKey, devJwksFromPrivatePem, DEV_KEY_FILES } from '../authn/jwks-dev.js';
 import {
   certSerialHex,
   createCa,
@@ -54,6 +55,10 @@ export const CERTS_FILES = {
   serverCert: 'server.pem',
   serverKey: 'server-key.pem',
   crl: 'ca.crl',
+  /** ES256 private key of dev JWTs (`portcullis token mint`), 0600. */
+  jwtSigningKey: DEV_KEY_FILES.signingKey,
+  /** Its public JWKS, the `jwksFile` of the embedded config's `dev-jwt` provider, 0644. */
+  jwks: DEV_KEY_FILES.jwks,
 } as const;
 
 /** `client-<name>.pem` */
@@ -104,7 +109,9 @@ export interface CertsWritten {
  * Creates a fresh development PKI in `out` (created with mode 0700 when missing): `ca.pem`, `ca-key.pem`,
  * `server.pem` + `server-key.pem` (SANs localhost, 127.0.0.1, ::1 and `hosts`), `client-<name>.pem` +
  * `client-<name>-key.pem` per client (CN=name, OU=dev, URI SAN spiffe://portcullis.dev/client/<name>),
- * and `ca.crl` (empty, cRLNumber 1). Private keys get mode 0600 and everything else 0644, set explicitly
+ * `ca.crl` (empty, cRLNumber 1), and the dev JWT signing key: `jwt-signing-key.pem` (ES256, PKCS#8) and its
+ * public `jwks.json` (what `portcullis token mint` signs with and the embedded config's `dev-jwt` provider
+ * verifies against). Private keys get mode 0600 and everything else 0644, set explicitly
  * whatever the umask. Each file is written to a temporary name and renamed, so a watcher never reads half
  * a file; `ca.pem` is written last, so its presence means a complete set.
  *
@@ -132,6 +139,8 @@ export async function certsInit(opts: {
     serverCert: join(out, CERTS_FILES.serverCert),
     serverKey: join(out, CERTS_FILES.serverKey),
     crl: join(out, CERTS_FILES.crl),
+    jwtSigningKey: join(out, CERTS_FILES.jwtSigningKey),
+    jwks: join(out, CERTS_FILES.jwks),
   };
   const clientFiles = clients.map((name) => ({
     name,
@@ -146,6 +155,8 @@ export async function certsInit(opts: {
       files.serverKey,
       ...clientFiles.flatMap((c) => [c.cert, c.key]),
       files.crl,
+      files.jwtSigningKey,
+      files.jwks,
     ]);
   }
 
@@ -159,6 +170,7 @@ export async function certsInit(opts: {
   }
   const issued = clientFiles.map((c) => ({ ...c, pair: mintClient(ca, c.name, clientDays, now) }));
   const crlPem = createCrl(ca, { revoked: [], crlNumber: 1, thisUpdate: now, days: CERTS_DEFAULTS.crlDays });
+  const signing = await createDevSigningKey();
 
   await ensureDir(out);
   const written: string[] = [];
@@ -174,6 +186,8 @@ export async function certsInit(opts: {
     await put(c.cert, c.pair.certPem, PUBLIC_MODE);
   }
   await put(files.crl, crlPem, PUBLIC_MODE);
+  await put(files.jwtSigningKey, signing.privatePem, KEY_MODE);
+  await put(files.jwks, `${JSON.stringify(signing.publicJwks, null, 2)}\n`, PUBLIC_MODE);
   await put(files.caCert, ca.certPem, PUBLIC_MODE); // last: its presence marks a complete set
   return { written };
 }
@@ -275,15 +289,47 @@ export async function certsRefreshCrl(opts: {
 
 /**
  * First-start convenience for `portcullis start`: runs {@link certsInit} with every default when
- * `out/ca.pem` is missing. Returns whether it created the files.
+ * `out/ca.pem` is missing, and adds the dev JWT signing key and JWKS to a set made before they existed
+ * ({@link ensureDevSigningKey}). Returns whether it created any file.
  *
  * @throws CertsError ERR_CERTS_EXISTS when `ca.pem` is missing but other PKI files are present (a broken
  *   set is never silently replaced).
  */
 export async function ensureDevCerts(out: string): Promise<boolean> {
-  if (await exists(join(out, CERTS_FILES.caCert))) return false;
-  await certsInit({ out });
-  return true;
+  if (!(await exists(join(out, CERTS_FILES.caCert)))) {
+    await certsInit({ out });
+    return true;
+  }
+  return (await ensureDevSigningKey(out)).written.length > 0;
+}
+
+/**
+ * Makes sure `out` holds the dev JWT signing key and its JWKS: writes both when the key is missing (a
+ * `jwks.json` without its key is replaced: it could only verify tokens nobody can mint), or only
+ * `jwks.json` (derived from the key) when that alone is missing. Leaves a complete pair alone.
+ *
+ * @throws CertsError ERR_CERTS_MISMATCH when `jwt-signing-key.pem` is not an EC P-256 private key.
+ */
+export async function ensureDevSigningKey(out: string): Promise<CertsWritten> {
+  const keyPath = join(out, CERTS_FILES.jwtSigningKey);
+  const jwksPath = join(out, CERTS_FILES.jwks);
+  const hasKey = await exists(keyPath);
+  if (hasKey && (await exists(jwksPath))) return { written: [] };
+  await ensureDir(out);
+  if (!hasKey) {
+    const signing = await createDevSigningKey();
+    await writeFileAtomic(keyPath, signing.privatePem, KEY_MODE);
+    await writeFileAtomic(jwksPath, `${JSON.stringify(signing.publicJwks, null, 2)}\n`, PUBLIC_MODE);
+    return { written: [keyPath, jwksPath] };
+  }
+  let jwks;
+  try {
+    jwks = await devJwksFromPrivatePem(await readFile(keyPath, 'utf8'));
+  } catch (error) {
+    throw new CertsError('ERR_CERTS_MISMATCH', `${keyPath} is not an ES256 (P-256) private key: ${messageOf(error)}`);
+  }
+  await writeFileAtomic(jwksPath, `${JSON.stringify(jwks, null, 2)}\n`, PUBLIC_MODE);
+  return { written: [jwksPath] };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -398,7 +444,7 @@ async function ensureDir(dir: string): Promise<void> {
  * gateway's cert watcher) see the old file or the new one, never half of one. The mode is set on the
  * temporary file before any byte is written, so a key is never readable by others, even briefly.
  */
-async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
+export async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   const handle = await open(tmp, 'wx', mode);
   try {

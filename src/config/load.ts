@@ -27,6 +27,8 @@ import {
 import { z, type core } from 'zod';
 import { ConfigError } from '../errors.js';
 import { parseCrl } from '../certs/pki.js';
+import { createAuthenticator, type AuthProviderConfig } from '../authn/providers.js';
+import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
 import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
 import { compileRouteTable, type Route, type RouteTable, type UpstreamSpec } from '../authz/routes.js';
 import { TLS_CIPHERS } from './defaults.js';
@@ -35,6 +37,7 @@ import {
   type ConfigFile,
   type Http2Config,
   type ListenerFile,
+  type RouteAuthFile,
   type TimeoutsConfig,
   type UpstreamFile,
 } from './schema.js';
@@ -82,6 +85,25 @@ export interface ListenerTls {
   readonly certificates: readonly CertInfo[];
 }
 
+/**
+ * A route's Bearer authentication, compiled at load. The providers themselves are runtime objects the app
+ * builds from {@link RuntimeConfig.authProviders}; this holds their names, in the order the route lists them.
+ */
+export interface RouteAuth {
+  /** `listeners[i].routes[j].auth`, for logs. */
+  readonly keyPath: string;
+  /** Names from `authProviders`, tried in this order (authn/chain.ts). */
+  readonly providers: readonly string[];
+  /** Scopes and claims, checked on every request (authz/policy.ts). */
+  readonly policy: RoutePolicy;
+  /** RFC 6750 §2.3 `?access_token=` accepted (and stripped before forwarding). Off by default. */
+  readonly allowQueryToken: boolean;
+  /** Forward the client's Authorization header upstream. Off by default: the gateway removes it. */
+  readonly forwardToken: boolean;
+  /** Introspection only: serve a cached answer this long past freshness while the IdP is down (0 = never). */
+  readonly staleIfErrorSeconds: number;
+}
+
 /** One listener, fully resolved. */
 export interface RuntimeListener {
   readonly name: string;
@@ -93,6 +115,8 @@ export interface RuntimeListener {
   /** Listener-level allow-list; undefined means any certificate the CA vouches for. */
   readonly acl: ClientAcl | undefined;
   readonly routes: RouteTable;
+  /** Route id → its Bearer authentication; a route without `auth` has no entry (no token needed). */
+  readonly routeAuth: Readonly<Record<string, RouteAuth>>;
 }
 
 /** The running configuration: one immutable value made at load. */
@@ -104,6 +128,11 @@ export interface RuntimeConfig {
   readonly timeouts: TimeoutsConfig;
   readonly http2: Http2Config;
   readonly listeners: readonly RuntimeListener[];
+  /**
+   * `authProviders` as validated, with their file paths (`jwksFile`, `tokensFile`, `clientSecretFile`)
+   * resolved against the config file's folder. Plain data: the app builds the providers from it.
+   */
+  readonly authProviders: Readonly<Record<string, AuthProviderConfig>>;
   /** Non-fatal findings for the start-up log (e.g. a plaintext listener). */
   readonly warnings: readonly string[];
 }
@@ -304,7 +333,7 @@ function issueToErrors(issue: core.$ZodIssue, base: readonly PropertyKey[]): Con
   const at = [...base, ...issue.path];
   if (issue.code === 'unrecognized_keys') {
     const input = (issue as { input?: unknown }).input;
-    const known = knownKeysAt(at);
+    const known = knownKeysAt(at, input);
     return issue.keys.map((k) => {
       // A misspelt secret must not be echoed to the terminal and the logs.
       const value = SECRET_KEY_RE.test(k)
@@ -314,6 +343,11 @@ function issueToErrors(issue: core.$ZodIssue, base: readonly PropertyKey[]): Con
           : undefined;
       return new ConfigError(formatPath([...at, k]), value, unknownKeyText(k, known));
     });
+  }
+  if (issue.code === 'invalid_key') {
+    // A record key (an `authProviders` name) that fails its own rule: report that rule's message.
+    const inner = issue.issues[0];
+    return [new ConfigError(formatPath(at), at.at(-1), inner?.message ?? issue.message)];
   }
   if (issue.code === 'invalid_union') {
     // A union (the upstream: string or mapping) fails as a whole; report the branch of the value's own
@@ -327,28 +361,41 @@ function issueToErrors(issue: core.$ZodIssue, base: readonly PropertyKey[]): Con
   return [new ConfigError(formatPath(at), (issue as { input?: unknown }).input, issue.message)];
 }
 
-/** The keys the schema allows in the mapping at `path` (empty when it is not a mapping). */
-function knownKeysAt(path: readonly PropertyKey[]): string[] {
+/**
+ * The keys the schema allows in the mapping at `path` (empty when it is not a mapping). `input` is that
+ * mapping as written: for a discriminated union (an `authProviders` entry), its `type` picks the branch.
+ */
+function knownKeysAt(path: readonly PropertyKey[], input?: unknown): string[] {
+  const discriminator =
+    input !== null && typeof input === 'object' ? (input as Record<string, unknown>)['type'] : undefined;
   let s: z.ZodType | undefined = configSchema;
-  const unwrap = (t: z.ZodType): z.ZodType | undefined => {
+  const unwrap = (t: z.ZodType, last: boolean): z.ZodType | undefined => {
     let cur: z.ZodType = t;
     for (;;) {
       if (cur instanceof z.ZodOptional || cur instanceof z.ZodDefault) cur = cur.unwrap() as z.ZodType;
       else if (cur instanceof z.ZodUnion) {
-        const obj = (cur.options as readonly z.ZodType[]).find((o) => o instanceof z.ZodObject);
+        const objects = (cur.options as readonly z.ZodType[]).filter((o) => o instanceof z.ZodObject);
+        const byType = last
+          ? objects.find((o) => {
+              const t = (o.shape as Record<string, z.ZodType>)['type'];
+              return t instanceof z.ZodLiteral && t.value === discriminator;
+            })
+          : undefined;
+        const obj = byType ?? objects[0];
         if (obj === undefined) return undefined;
         cur = obj;
       } else return cur;
     }
   };
   for (const seg of path) {
-    const cur: z.ZodType | undefined = s === undefined ? undefined : unwrap(s);
+    const cur: z.ZodType | undefined = s === undefined ? undefined : unwrap(s, false);
     if (cur instanceof z.ZodObject && typeof seg === 'string')
       s = (cur.shape as Record<string, z.ZodType>)[seg];
     else if (cur instanceof z.ZodArray && typeof seg === 'number') s = cur.element as z.ZodType;
+    else if (cur instanceof z.ZodRecord && typeof seg === 'string') s = cur.valueType as z.ZodType;
     else return [];
   }
-  const last = s === undefined ? undefined : unwrap(s);
+  const last = s === undefined ? undefined : unwrap(s, true);
   return last instanceof z.ZodObject ? Object.keys(last.shape) : [];
 }
 
@@ -440,7 +487,12 @@ interface Ctx {
   readonly baseDir: string;
   readonly deps: LoadDeps;
   readonly errors: ConfigError[];
+  readonly warnings: string[];
   readonly requireEncryption: boolean;
+  /** `authProviders` name → type, for the routes' `auth.providers`. */
+  readonly providerTypes: ReadonlyMap<string, AuthProviderConfig['type']>;
+  /** Providers some route references (an unused one is worth a warning). */
+  readonly usedProviders: Set<string>;
 }
 
 function readAt(ctx: Ctx, keyPath: string, value: string): { file: string; data: Buffer } | undefined {
@@ -842,6 +894,8 @@ function resolveListener(
   }
   const acl = compileAcl(ctx, l.allowClients, `${p}.allowClients`);
   const routes: Route[] = [];
+  // No prototype: a route id such as "constructor" is a plain key.
+  const routeAuth = Object.create(null) as Record<string, RouteAuth>;
   l.routes.forEach((r, j) => {
     const rp = `${p}.routes[${j}]`;
     const id = r.id ?? `${l.name}-${j}`;
@@ -874,10 +928,23 @@ function resolveListener(
     }
     const pathPrefix = prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
     const racl = compileAcl(ctx, r.allowClients, `${rp}.allowClients`);
+    if (r.auth !== undefined) {
+      const auth = resolveRouteAuth(ctx, r.auth, `${rp}.auth`, id);
+      if (auth !== undefined) routeAuth[id] = auth;
+    }
     if (upstream) routes.push({ id, host, pathPrefix, upstream, acl: racl });
   });
   if (!address) return undefined;
-  return { name: l.name, keyPath: p, address, protocol: 'http', tls, acl, routes: compileRouteTable(routes) };
+  return {
+    name: l.name,
+    keyPath: p,
+    address,
+    protocol: 'http',
+    tls,
+    acl,
+    routes: compileRouteTable(routes),
+    routeAuth,
+  };
 }
 
 function resolveConfig(
@@ -886,8 +953,18 @@ function resolveConfig(
   deps: LoadDeps,
   errors: ConfigError[],
 ): RuntimeConfig | undefined {
-  const ctx: Ctx = { baseDir: dirname(source), deps, errors, requireEncryption: file.requireEncryption };
   const warnings: string[] = [];
+  const baseDir = dirname(source);
+  const authProviders = resolveAuthProviders(file.authProviders, baseDir, deps, errors);
+  const ctx: Ctx = {
+    baseDir,
+    deps,
+    errors,
+    warnings,
+    requireEncryption: file.requireEncryption,
+    providerTypes: new Map(Object.entries(file.authProviders).map(([name, p]) => [name, p.type])),
+    usedProviders: new Set(),
+  };
   const names = new Set<string>();
   const binds = new Map<string, string>();
   const seenRouteIds = new Set<string>();
@@ -914,6 +991,10 @@ function resolveConfig(
       warnings.push(`listener "${l.name}" has an empty allowClients: it denies every client`);
     listeners.push(r);
   });
+  for (const name of Object.keys(file.authProviders)) {
+    if (!ctx.usedProviders.has(name))
+      warnings.push(`authProviders.${name} is not used by any route (no route lists it in auth.providers)`);
+  }
   const adminAddress = parseListen(file.admin.listen, 'admin.listen', errors);
   if (adminAddress && file.admin.enabled && file.requireEncryption && !isLoopbackHost(adminAddress.host)) {
     errors.push(
@@ -942,7 +1023,131 @@ function resolveConfig(
     timeouts: file.timeouts,
     http2: file.http2,
     listeners,
+    authProviders,
     warnings,
+  };
+}
+
+/** The file keys of each provider type: relative paths resolve against the config file's folder. */
+const PROVIDER_FILE_KEYS = ['jwksFile', 'tokensFile', 'clientSecretFile'] as const;
+
+/**
+ * `authProviders` with their file paths made absolute, each provider built once and closed again so that a
+ * file it cannot use (an unreadable JWKS, a malformed tokens file, an empty secret) is a config error now,
+ * naming its key path, and not a 401 storm later. Nothing is fetched here: a remote JWKS is the app's
+ * business at start (warmUp), reported by readiness.
+ */
+function resolveAuthProviders(
+  map: ConfigFile['authProviders'],
+  baseDir: string,
+  deps: LoadDeps,
+  errors: ConfigError[],
+): Record<string, AuthProviderConfig> {
+  const out = Object.create(null) as Record<string, AuthProviderConfig>;
+  for (const [name, config] of Object.entries(map)) {
+    const resolved: Record<string, unknown> = { ...config };
+    let readable = true;
+    for (const key of PROVIDER_FILE_KEYS) {
+      const value = resolved[key];
+      if (typeof value !== 'string') continue;
+      const file = resolve(baseDir, value);
+      resolved[key] = file;
+      try {
+        deps.readFile(file);
+      } catch (err) {
+        readable = false;
+        errors.push(
+          new ConfigError(`authProviders.${name}.${key}`, value, `a readable file (${errnoText(err)}: ${file})`),
+        );
+      }
+    }
+    const provider = resolved as AuthProviderConfig;
+    out[name] = provider;
+    if (!readable) continue;
+    try {
+      createAuthenticator(name, provider, {
+        // Providers read wall time only (expiry); nothing is measured here.
+        clock: { now: deps.now, hrtime: () => 0n },
+        readFile: (path) => deps.readFile(path).toString('utf8'),
+        // The content is what is checked here; the static provider's change detection starts in the app.
+        statFile: () => ({ mtimeMs: 0, size: 0 }),
+      }).close();
+    } catch (err) {
+      if (err instanceof ConfigError) errors.push(err);
+      else
+        errors.push(
+          new ConfigError(
+            `authProviders.${name}`,
+            provider.type,
+            `a usable provider (${err instanceof Error ? err.message : 'it failed to start'})`,
+          ),
+        );
+    }
+  }
+  return out;
+}
+
+/** A route's `auth` block: provider names that exist, a policy that compiles, options that fit the providers. */
+function resolveRouteAuth(ctx: Ctx, auth: RouteAuthFile, keyPath: string, id: string): RouteAuth | undefined {
+  const before = ctx.errors.length;
+  const seen = new Set<string>();
+  auth.providers.forEach((name, k) => {
+    const type = ctx.providerTypes.get(name);
+    if (type === undefined) {
+      const known = [...ctx.providerTypes.keys()];
+      ctx.errors.push(
+        new ConfigError(
+          `${keyPath}.providers[${k}]`,
+          name,
+          known.length === 0
+            ? 'the name of a provider in authProviders (none is configured)'
+            : `the name of a provider in authProviders (${known.join(', ')})`,
+        ),
+      );
+    } else if (seen.has(name)) {
+      ctx.errors.push(new ConfigError(`${keyPath}.providers[${k}]`, name, 'each provider listed once'));
+    }
+    seen.add(name);
+    ctx.usedProviders.add(name);
+  });
+  if (
+    auth.staleIfErrorSeconds > 0 &&
+    !auth.providers.some((name) => ctx.providerTypes.get(name) === 'introspection')
+  ) {
+    ctx.errors.push(
+      new ConfigError(
+        `${keyPath}.staleIfErrorSeconds`,
+        auth.staleIfErrorSeconds,
+        'staleIfErrorSeconds only on a route with an introspection provider (it applies to nothing else)',
+      ),
+    );
+  }
+  let policy: RoutePolicy | undefined;
+  try {
+    policy = compileRoutePolicy(
+      {
+        ...(auth.scopes !== undefined ? { scopes: auth.scopes } : {}),
+        ...(auth.claims !== undefined ? { claims: auth.claims } : {}),
+      },
+      keyPath,
+    );
+  } catch (err) {
+    if (err instanceof ConfigError) ctx.errors.push(err);
+    else throw err;
+  }
+  if (auth.allowQueryToken) {
+    ctx.warnings.push(
+      `route "${id}" accepts a token in the query string (${keyPath}.allowQueryToken): URLs end up in logs, proxies and browser history (RFC 6750 §5.3)`,
+    );
+  }
+  if (ctx.errors.length > before || policy === undefined) return undefined;
+  return {
+    keyPath,
+    providers: [...auth.providers],
+    policy,
+    allowQueryToken: auth.allowQueryToken,
+    forwardToken: auth.forwardToken,
+    staleIfErrorSeconds: auth.staleIfErrorSeconds,
   };
 }
 

@@ -8,6 +8,8 @@
  * from `describeIssue` in load.ts.
  */
 import { z } from 'zod';
+import { authProvidersSchema } from '../authn/providers.js';
+import { routeAuthSchema } from '../authz/policy.js';
 import { DEFAULTS } from './defaults.js';
 
 /** Milliseconds as a plain number: `"5m"` or `"5s"` is refused, never guessed. */
@@ -90,6 +92,8 @@ const route = z.strictObject({
   }),
   upstream,
   allowClients: allowClients.optional(),
+  /** Bearer authentication and policy (providers from `authProviders`, scopes, claims). Absent: no token needed. */
+  auth: routeAuthSchema.optional(),
 });
 
 const listener = z.strictObject({
@@ -122,6 +126,8 @@ export const configSchema = z.strictObject({
     .default({ level: DEFAULTS.log.level, access: DEFAULTS.log.access }),
   timeouts: timeouts.default(timeouts.parse({})),
   http2: http2.default(http2.parse({})),
+  /** Bearer token providers by name (jwt, introspection, static); routes reference them in `auth.providers`. */
+  authProviders: authProvidersSchema.default({}),
   listeners: z.array(listener).min(1, 'at least one listener'),
 });
 
@@ -130,5 +136,6 @@ export type ConfigFile = z.infer<typeof configSchema>;
 export type ListenerFile = z.infer<typeof listener>;
 export type RouteFile = z.infer<typeof route>;
 export type UpstreamFile = z.infer<typeof upstream>;
+export type RouteAuthFile = NonNullable<RouteFile['auth']>;
 export type TimeoutsConfig = z.infer<typeof timeouts>;
 export type Http2Config = z.infer<typeof http2>;

@@ -2,7 +2,13 @@
  * The request pipeline of an HTTP listener, one function per request, walking the stages in order:
  *
  *   request form (method, authority, target) → SNI/Host → route → client certificate policy
- *   → header rewrite → forward (undici, echo) → access log + metrics
+ *   → header rewrite → [Bearer token → provider chain → route policy] → forward (undici, echo)
+ *   → access log + metrics
+ *
+ * A route without `auth` runs synchronously up to the forwarder. A route with `auth` awaits its provider
+ * chain; the route policy (scopes, claims) is checked on every request, whether the principal came from a
+ * provider cache or not (CVE-2021-32701). `Expect: 100-continue` is answered by the forwarder, so only after
+ * every check, authentication included, has passed.
  *
  * WebSocket upgrades walk the same stages before http-proxy takes the socket. Every failure is a
  * GatewayError answered with its status from the registry and logged with its code; nothing a client
@@ -11,11 +17,16 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import type { RuntimeListener } from '../config/load.js';
+import type { RouteAuth, RuntimeListener } from '../config/load.js';
 import type { Route } from '../authz/routes.js';
+import type { RoutePolicy } from '../authz/policy.js';
 import { normalizeRequestTarget } from '../authz/path.js';
-import { ERRORS, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
-import { buildUpstreamHeaders } from '../mutate/request-headers.js';
+import { extractBearer, removeQueryToken, tokenHash } from '../authn/bearer.js';
+import { createAuthChain, type AuthChain } from '../authn/chain.js';
+import type { AuthenticateOptions, Authenticator, Principal } from '../authn/principal.js';
+import { bearerChallenge, ERRORS, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
+import { buildUpstreamHeaders, withPrincipal } from '../mutate/request-headers.js';
+import type { AuthMetrics } from '../observability/auth-metrics.js';
 import type { Logger } from '../observability/logger.js';
 import { methodLabel, statusClass, type Metrics } from '../observability/metrics.js';
 import type { Clock } from '../clock.js';
@@ -35,6 +46,9 @@ export interface HttpHandlerDeps {
   /** The forwarder of each route id. */
   readonly forwarders: ReadonlyMap<string, RouteForwarder>;
   readonly websocket: WebSocketProxy;
+  /** The app's authentication providers by name (`authProviders`); every name a route lists must be here. */
+  readonly authenticators?: ReadonlyMap<string, Authenticator>;
+  readonly authMetrics?: AuthMetrics;
 }
 
 /** The two entry points of an HTTP listener. */
@@ -107,7 +121,7 @@ function resolveRequest(
   url: string | undefined,
   rawHeaders: readonly string[],
   isH2: boolean,
-): { route: Route; path: string; authority: string } {
+): ResolvedRequest {
   if (method === undefined || method === 'CONNECT') throw new GatewayError('ERR_REQUEST_BAD_PATH', 'CONNECT method');
   if (rawHeaders.length > MAX_RAW_HEADER_ENTRIES) throw new GatewayError('ERR_REQUEST_HEADERS_TOO_LARGE', 'more than 1000 headers');
   const facts = scanAuthority(rawHeaders, isH2);
@@ -144,7 +158,19 @@ function resolveRequest(
   }
   const route = listener.routes.lookup(host, norm.path);
   if (route === undefined) throw new GatewayError('ERR_ROUTE_NOT_FOUND');
-  return { route, path: norm.query === '' ? norm.path : norm.path + norm.query, authority };
+  return { route, path: norm.query === '' ? norm.path : norm.path + norm.query, pathname: norm.path, query: norm.query, authority };
+}
+
+/** A request whose form was checked and whose route was found. */
+interface ResolvedRequest {
+  readonly route: Route;
+  /** Normalized path plus the raw query: what is forwarded (unless a query token is stripped from it). */
+  readonly path: string;
+  /** The normalized path alone. */
+  readonly pathname: string;
+  /** The raw query with its leading `?`, or ''. */
+  readonly query: string;
+  readonly authority: string;
 }
 
 /** The client certificate policy of the listener and the route. Throws GatewayError. */
@@ -178,11 +204,107 @@ function clientGone(req: ClientRequest, res: ClientResponse): boolean {
   return (res as { destroyed: boolean }).destroyed || req.errored !== null;
 }
 
+/** A route's authentication stage, built once per listener from its `auth` block and the app's providers. */
+interface AuthStage {
+  readonly routeId: string;
+  readonly chain: AuthChain;
+  readonly policy: RoutePolicy;
+  readonly allowQueryToken: boolean;
+  readonly forwardToken: boolean;
+  readonly options: AuthenticateOptions | undefined;
+  /** The route's required scopes, space-separated, for the `scope` of a 403 challenge ('' when none). */
+  readonly scope: string;
+}
+
+/** The outcome of authentication and the route policy for one request. */
+type AuthOutcome =
+  | {
+      readonly ok: true;
+      readonly principal: Principal;
+      /** First 12 hex digits of SHA-256(token): the log handle of a token (`portcullis token list` shows it). */
+      readonly hashPrefix: string;
+    }
+  | {
+      readonly ok: false;
+      readonly error: GatewayError;
+      readonly hashPrefix: string;
+      /** The provider that vouched for the token when the route policy refused it. */
+      readonly provider: string | undefined;
+    };
+
+/** What an auth denial adds to the access log and the challenge. */
+interface DenialContext {
+  readonly route?: string;
+  readonly scope?: string;
+  readonly hashPrefix?: string;
+  readonly provider?: string;
+}
+
+function buildAuthStages(
+  listener: RuntimeListener,
+  authenticators: ReadonlyMap<string, Authenticator> | undefined,
+): ReadonlyMap<string, AuthStage> {
+  const stages = new Map<string, AuthStage>();
+  for (const [routeId, auth] of Object.entries<RouteAuth>(listener.routeAuth)) {
+    const providers = auth.providers.map((name) => {
+      const p = authenticators?.get(name);
+      // The loader checked every name; a miss here is a wiring bug, refused before the listener binds.
+      if (p === undefined) throw new Error(`${auth.keyPath}: provider "${name}" was not created by the app`);
+      return p;
+    });
+    stages.set(routeId, {
+      routeId,
+      chain: createAuthChain(providers),
+      policy: auth.policy,
+      allowQueryToken: auth.allowQueryToken,
+      forwardToken: auth.forwardToken,
+      options: auth.staleIfErrorSeconds > 0 ? { staleIfErrorSeconds: auth.staleIfErrorSeconds } : undefined,
+      scope: auth.policy.requiredScopes.join(' '),
+    });
+  }
+  return stages;
+}
+
+/**
+ * The credential of a request on a route with `auth`: its token (RFC 6750 §2), and the path to forward
+ * (without `access_token` when the token came from the query). Throws `ERR_AUTHN_MALFORMED` (two
+ * Authorization headers, a query token on a route that does not allow one, a token that is not token68)
+ * or `ERR_AUTHN_MISSING`.
+ */
+function credentialOf(stage: AuthStage, rawHeaders: readonly string[], r: ResolvedRequest): { token: string; path: string } {
+  const cred = extractBearer(rawHeaders, r.query, stage.allowQueryToken);
+  if ('none' in cred) throw new GatewayError('ERR_AUTHN_MISSING');
+  // RFC 6750 §5.3: a token from the query goes no further than the gateway.
+  const path = stage.allowQueryToken && r.query !== '' ? r.pathname + removeQueryToken(r.query) : r.path;
+  return { token: cred.token, path };
+}
+
+/** Provider chain, then the route policy (on every request, cache hit or not). Never rejects. */
+async function authenticate(stage: AuthStage, token: string): Promise<AuthOutcome> {
+  const hash = tokenHash(token);
+  const hashPrefix = hash.slice(0, 12);
+  let principal: Principal;
+  try {
+    principal = await stage.chain(token, hash, stage.options);
+  } catch (err) {
+    return { ok: false, error: toGatewayError(err), hashPrefix, provider: undefined };
+  }
+  try {
+    stage.policy.check(principal);
+  } catch (err) {
+    return { ok: false, error: toGatewayError(err), hashPrefix, provider: principal.provider };
+  }
+  return { ok: true, principal, hashPrefix };
+}
+
+const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden' };
+
 /** Creates the handler of one listener. */
 export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDeps): HttpHandler {
   const { logger, metrics, clock } = deps;
   const lname = listener.name;
   const proto = listener.tls ? 'https' : 'http';
+  const authStages = buildAuthStages(listener, deps.authenticators);
   const denialCounters = new Map<ErrorCode, ReturnType<Metrics['denials']['labels']>>();
   const denialCounter = (code: ErrorCode): ReturnType<Metrics['denials']['labels']> => {
     let c = denialCounters.get(code);
@@ -198,7 +320,12 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
     else if (deps.accessLog) logger.info(fields, 'request');
   }
 
-  function deny(req: ClientRequest, res: ClientResponse, err: GatewayError, started: bigint): void {
+  /** Counts an auth decision (routes with `auth` only). */
+  function recordAuth(routeId: string, provider: string | undefined, result: 'allow' | ErrorCode): void {
+    deps.authMetrics?.decision(routeId, provider ?? 'none', result);
+  }
+
+  function deny(req: ClientRequest, res: ClientResponse, err: GatewayError, started: bigint, ctx: DenialContext = {}): void {
     const spec = ERRORS[err.code];
     denialCounter(err.code).inc();
     const routeLabel = 'none';
@@ -206,10 +333,13 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
     logAccess(
       {
         listener: lname,
+        ...(ctx.route !== undefined ? { route: ctx.route } : {}),
         method: req.method,
         status: spec.status,
         reason: err.code,
         detail: err.detail,
+        ...(ctx.provider !== undefined ? { provider: ctx.provider } : {}),
+        ...(ctx.hashPrefix !== undefined ? { tokenHash: ctx.hashPrefix } : {}),
         durationMs: Number(clock.hrtime() - started) / 1e6,
       },
       spec.status,
@@ -224,10 +354,8 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
       'content-length': Buffer.byteLength(body),
       'cache-control': 'no-store',
     };
-    if ('challenge' in spec && spec.challenge) {
-      headers['www-authenticate'] =
-        'bearerError' in spec ? `Bearer realm="portcullis", error="${spec.bearerError}"` : 'Bearer realm="portcullis"';
-    }
+    const challenge = bearerChallenge(err.code, ctx.scope);
+    if (challenge !== undefined) headers['www-authenticate'] = challenge;
     // A malformed request may be a smuggling attempt: do not reuse an HTTP/1.1 connection after it,
     // and never act on what the client pipelined behind it.
     if (req.httpVersionMajor === 1 && err.code.startsWith('ERR_REQUEST_')) {
@@ -242,6 +370,60 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
     }
   }
 
+  /** Hands a request that passed every check to its route's forwarder. Never throws. */
+  function dispatch(
+    req: ClientRequest,
+    res: ClientResponse,
+    started: bigint,
+    fr: ForwardRequest,
+    logExtra: Record<string, unknown> | undefined,
+  ): void {
+    const routeId = fr.route.id;
+    const forwarder = deps.forwarders.get(routeId);
+    if (forwarder === undefined) {
+      deny(req, res, new GatewayError('ERR_INTERNAL', `no forwarder for route ${routeId}`), started);
+      return;
+    }
+    let pending: Promise<ForwardOutcome>;
+    try {
+      pending = forwarder(fr, req, res);
+    } catch (err) {
+      deny(req, res, toGatewayError(err), started);
+      return;
+    }
+    pending.then(
+      (outcome) => {
+        const seconds = Number(clock.hrtime() - started) / 1e9;
+        metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(outcome.status)).inc();
+        metrics.requestDuration.labels(lname, routeId).observe(seconds);
+        logAccess(
+          {
+            listener: lname,
+            route: routeId,
+            method: req.method,
+            status: outcome.status,
+            durationMs: seconds * 1e3,
+            ...logExtra,
+            ...(outcome.abortedReason ? { reason: outcome.abortedReason } : {}),
+          },
+          outcome.status,
+        );
+      },
+      (err: unknown) => {
+        if (clientGone(req, res)) {
+          // The client went away (or its request body was malformed and Node answered 400 and closed)
+          // before any response: the abort is the client's doing, not an upstream failure.
+          metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(0)).inc();
+          logAccess({ listener: lname, route: routeId, method: req.method, status: 0, reason: 'client_closed' }, 0);
+          return;
+        }
+        const gerr = toGatewayError(err);
+        metrics.upstreamErrors.labels(routeId, gerr.code).inc();
+        deny(req, res, gerr, started);
+      },
+    );
+  }
+
   function handle(req: ClientRequest, res: ClientResponse, expectContinue: boolean): void {
     const started = clock.hrtime();
     if (req.httpVersionMajor === 1 && closingConnections.has(req.socket)) {
@@ -250,56 +432,66 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
       logAccess({ listener: lname, method: req.method, status: 0, reason: 'pipelined_after_close' }, 0);
       return;
     }
-    let route: Route | undefined;
+    let stage: AuthStage | undefined;
     try {
       const isH2 = req.httpVersionMajor === 2;
       const conn = connectionStateOf(req.socket);
       const r = resolveRequest(listener, conn, req.method, req.url, req.rawHeaders, isH2);
-      route = r.route;
+      const route = r.route;
       checkClient(listener, conn, route);
+      stage = authStages.get(route.id);
+      // The credential is looked at before anything else is built: a request without one is refused cheaply.
+      const cred = stage === undefined ? undefined : credentialOf(stage, req.rawHeaders, r);
+      // Headers are checked (and built) before any provider is asked: a request refused for its form costs
+      // no IdP call.
       const scanned = buildUpstreamHeaders(req.rawHeaders, {
         host: r.authority,
         clientAddress: conn?.clientAddress ?? req.socket.remoteAddress ?? '',
         proto,
         xfcc: conn?.xfcc,
+        dropAuthorization: stage !== undefined && !stage.forwardToken,
       });
       const hasBody = isH2 ? !(req as Http2ServerRequest).stream.endAfterHeaders : scanned.hasBody;
-      const forwarder = deps.forwarders.get(route.id);
-      if (forwarder === undefined) throw new GatewayError('ERR_INTERNAL', `no forwarder for route ${route.id}`);
-      const fr: ForwardRequest = { route, method: req.method ?? 'GET', path: r.path, headers: scanned.headers, hasBody, expectContinue };
-      const routeId = route.id;
-      forwarder(fr, req, res).then(
-        (outcome) => {
-          const seconds = Number(clock.hrtime() - started) / 1e9;
-          metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(outcome.status)).inc();
-          metrics.requestDuration.labels(lname, routeId).observe(seconds);
-          logAccess(
-            {
-              listener: lname,
-              route: routeId,
-              method: req.method,
-              status: outcome.status,
-              durationMs: seconds * 1e3,
-              ...(outcome.abortedReason ? { reason: outcome.abortedReason } : {}),
-            },
-            outcome.status,
-          );
-        },
-        (err: unknown) => {
-          if (clientGone(req, res)) {
-            // The client went away (or its request body was malformed and Node answered 400 and closed)
-            // before any response: the abort is the client's doing, not an upstream failure.
-            metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(0)).inc();
-            logAccess({ listener: lname, route: routeId, method: req.method, status: 0, reason: 'client_closed' }, 0);
+      const method = req.method ?? 'GET';
+      if (stage === undefined || cred === undefined) {
+        // No auth on this route: synchronous all the way to the forwarder.
+        dispatch(req, res, started, { route, method, path: r.path, headers: scanned.headers, hasBody, expectContinue }, undefined);
+        return;
+      }
+      const s = stage;
+      authenticate(s, cred.token)
+        .then((authed) => {
+          if (!authed.ok) {
+            recordAuth(s.routeId, authed.provider, authed.error.code);
+            deny(req, res, authed.error, started, {
+              route: s.routeId,
+              scope: s.scope,
+              hashPrefix: authed.hashPrefix,
+              ...(authed.provider !== undefined ? { provider: authed.provider } : {}),
+            });
             return;
           }
-          const gerr = toGatewayError(err);
-          metrics.upstreamErrors.labels(routeId, gerr.code).inc();
-          deny(req, res, gerr, started);
-        },
-      );
+          const p = authed.principal;
+          recordAuth(s.routeId, p.provider, 'allow');
+          const logExtra = { provider: p.provider, subject: p.subject, tokenHash: authed.hashPrefix };
+          if (clientGone(req, res)) {
+            metrics.requests.labels(lname, route.id, methodLabel(req.method), statusClass(0)).inc();
+            logAccess({ listener: lname, route: route.id, method: req.method, status: 0, reason: 'client_closed', ...logExtra }, 0);
+            return;
+          }
+          const headers = withPrincipal(scanned, p);
+          dispatch(req, res, started, { route, method, path: cred.path, headers, hasBody, expectContinue }, logExtra);
+        })
+        // authenticate() never rejects; a bug in what follows it is still a denial, never a pass.
+        .catch((err: unknown) => deny(req, res, toGatewayError(err), started, { route: s.routeId }));
     } catch (err) {
-      deny(req, res, toGatewayError(err), started);
+      const gerr = toGatewayError(err);
+      if (stage !== undefined && (gerr.code === 'ERR_AUTHN_MISSING' || gerr.code === 'ERR_AUTHN_MALFORMED')) {
+        recordAuth(stage.routeId, undefined, gerr.code);
+        deny(req, res, gerr, started, { route: stage.routeId });
+        return;
+      }
+      deny(req, res, gerr, started);
     }
   }
 
@@ -314,12 +506,37 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
     const started = clock.hrtime();
     // The client socket needs its error listener before anything can fail (hostile-cases §4 item 4).
     socket.on('error', () => socket.destroy());
-    const denyRaw = (err: GatewayError): void => {
+    const denyRaw = (err: GatewayError, ctx: DenialContext = {}): void => {
       denialCounter(err.code).inc();
       metrics.requests.labels(lname, 'none', methodLabel(req.method), statusClass(err.status)).inc();
-      logAccess({ listener: lname, method: req.method, upgrade: true, status: err.status, reason: err.code, detail: err.detail }, err.status);
-      writeRawError(socket, err);
+      logAccess(
+        {
+          listener: lname,
+          ...(ctx.route !== undefined ? { route: ctx.route } : {}),
+          method: req.method,
+          upgrade: true,
+          status: err.status,
+          reason: err.code,
+          detail: err.detail,
+          ...(ctx.provider !== undefined ? { provider: ctx.provider } : {}),
+          ...(ctx.hashPrefix !== undefined ? { tokenHash: ctx.hashPrefix } : {}),
+        },
+        err.status,
+      );
+      const challenge = bearerChallenge(err.code, ctx.scope);
+      if (challenge === undefined || socket.destroyed || !socket.writable) {
+        writeRawError(socket, err);
+        return;
+      }
+      // RFC 6750 §3: the challenge goes with the refusal of an upgrade too (writeRawError sends none).
+      const body = `${ERRORS[err.code].message}\n`;
+      socket.end(
+        `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nWWW-Authenticate: ${challenge}\r\n` +
+          `Connection: close\r\n\r\n${body}`,
+      );
     };
+    let stage: AuthStage | undefined;
     try {
       const conn = connectionStateOf(req.socket);
       const r = resolveRequest(listener, conn, req.method, req.url, req.rawHeaders, false);
@@ -334,43 +551,82 @@ export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDe
       }
       const upstream = r.route.upstream;
       if (upstream.kind !== 'http') throw new GatewayError('ERR_REQUEST_UPGRADE_REFUSED', 'upstream cannot upgrade');
+      stage = authStages.get(r.route.id);
+      const cred = stage === undefined ? undefined : credentialOf(stage, req.rawHeaders, r);
       const scanned = buildUpstreamHeaders(req.rawHeaders, {
         host: r.authority,
         clientAddress: conn?.clientAddress ?? req.socket.remoteAddress ?? '',
         proto,
         xfcc: conn?.xfcc,
         upgrade: true,
+        dropAuthorization: stage !== undefined && !stage.forwardToken,
       });
-      const headers: Record<string, string | string[]> = {};
-      for (let i = 0; i + 1 < scanned.headers.length; i += 2) {
-        const name = scanned.headers[i] as string;
-        const value = scanned.headers[i + 1] as string;
-        const prev = headers[name];
-        headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
-      }
       const routeId = r.route.id;
-      deps.websocket.upgrade(upstream, req, socket, head, { path: r.path, headers, key }).then(
-        (outcome) => {
-          metrics.requests.labels(lname, routeId, 'GET', statusClass(outcome.status)).inc();
-          // Upgrades that failed upstream count like requests that did (hostile case 121).
-          if (outcome.reason?.startsWith('ERR_UPSTREAM_')) metrics.upstreamErrors.labels(routeId, outcome.reason).inc();
-          logAccess(
-            {
-              listener: lname,
-              route: routeId,
-              method: 'GET',
-              upgrade: true,
-              status: outcome.status,
-              reason: outcome.reason,
-              durationMs: Number(clock.hrtime() - started) / 1e6,
-            },
-            outcome.status,
-          );
-        },
-        () => socket.destroy(),
-      );
+      const tunnel = (list: readonly string[], path: string, logExtra: Record<string, unknown> | undefined): void => {
+        const headers: Record<string, string | string[]> = {};
+        for (let i = 0; i + 1 < list.length; i += 2) {
+          const name = list[i] as string;
+          const value = list[i + 1] as string;
+          const prev = headers[name];
+          headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
+        }
+        deps.websocket.upgrade(upstream, req, socket, head, { path, headers, key }).then(
+          (outcome) => {
+            metrics.requests.labels(lname, routeId, 'GET', statusClass(outcome.status)).inc();
+            // Upgrades that failed upstream count like requests that did (hostile case 121).
+            if (outcome.reason?.startsWith('ERR_UPSTREAM_')) metrics.upstreamErrors.labels(routeId, outcome.reason).inc();
+            logAccess(
+              {
+                listener: lname,
+                route: routeId,
+                method: 'GET',
+                upgrade: true,
+                status: outcome.status,
+                reason: outcome.reason,
+                ...logExtra,
+                durationMs: Number(clock.hrtime() - started) / 1e6,
+              },
+              outcome.status,
+            );
+          },
+          () => socket.destroy(),
+        );
+      };
+      if (stage === undefined || cred === undefined) {
+        tunnel(scanned.headers, r.path, undefined);
+        return;
+      }
+      const s = stage;
+      authenticate(s, cred.token)
+        .then((authed) => {
+          if (!authed.ok) {
+            recordAuth(s.routeId, authed.provider, authed.error.code);
+            denyRaw(authed.error, {
+              route: s.routeId,
+              scope: s.scope,
+              hashPrefix: authed.hashPrefix,
+              ...(authed.provider !== undefined ? { provider: authed.provider } : {}),
+            });
+            return;
+          }
+          const p = authed.principal;
+          recordAuth(s.routeId, p.provider, 'allow');
+          const logExtra = { provider: p.provider, subject: p.subject, tokenHash: authed.hashPrefix };
+          if (socket.destroyed) {
+            logAccess({ listener: lname, route: routeId, method: req.method, upgrade: true, status: 0, reason: 'client_closed', ...logExtra }, 0);
+            return;
+          }
+          tunnel(withPrincipal(scanned, p), cred.path, logExtra);
+        })
+        .catch((err: unknown) => denyRaw(toGatewayError(err), { route: s.routeId }));
     } catch (err) {
-      denyRaw(toGatewayError(err));
+      const gerr = toGatewayError(err);
+      if (stage !== undefined && (gerr.code === 'ERR_AUTHN_MISSING' || gerr.code === 'ERR_AUTHN_MALFORMED')) {
+        recordAuth(stage.routeId, undefined, gerr.code);
+        denyRaw(gerr, { route: stage.routeId });
+        return;
+      }
+      denyRaw(gerr);
     }
   }
 

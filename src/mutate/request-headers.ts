@@ -85,6 +85,15 @@ export interface GatewayHeaders {
   readonly xfcc: string | undefined;
   /** For a WebSocket upgrade: keep `Upgrade: websocket` / `Connection: Upgrade`. */
   readonly upgrade?: boolean;
+  /** Remove the client's `Authorization` (a route with `auth` and no `forwardToken: true`). */
+  readonly dropAuthorization?: boolean;
+}
+
+/** What the identity headers are made of (a subset of `authn/principal.ts` `Principal`). */
+export interface AuthHeadersSource {
+  readonly subject: string;
+  readonly scopes: readonly string[];
+  readonly provider: string;
 }
 
 /** Facts about the request body learned while scanning the headers. */
@@ -93,6 +102,8 @@ export interface ScannedHeaders {
   readonly headers: string[];
   /** The request has `Content-Length` > 0 or `Transfer-Encoding` (HTTP/1.1 only). */
   readonly hasBody: boolean;
+  /** Index in `headers` where the client's headers start (the gateway's own come first). */
+  readonly gatewayEnd: number;
 }
 
 /**
@@ -126,11 +137,13 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
       continue;
     }
     if (isOwned(name)) continue;
+    if (gw.dropAuthorization === true && name === 'authorization') continue;
     if (name === 'content-length' && value !== '0') hasBody = true;
     client.push(name, value);
   }
   const headers = ['host', gw.host, 'x-forwarded-for', gw.clientAddress, 'x-forwarded-proto', gw.proto, 'x-forwarded-host', gw.host];
   if (gw.xfcc !== undefined) headers.push('x-forwarded-client-cert', gw.xfcc);
+  const gatewayEnd = headers.length;
   if (gw.upgrade === true) headers.push('connection', 'Upgrade', 'upgrade', 'websocket');
   // RFC 9110 §7.6.1: a proxy removes every field the client named in Connection. The gateway's own
   // headers above are not subject to it: they are not the client's.
@@ -138,7 +151,51 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
     const name = client[i] as string;
     if (nominated === undefined || !nominated.has(name)) headers.push(name, client[i + 1] as string);
   }
-  return { headers, hasBody };
+  return { headers, hasBody, gatewayEnd };
+}
+
+/**
+ * The upstream header list with the authenticated caller added among the gateway's own headers (before any
+ * client header, like XFCC): `x-auth-subject`, `x-auth-scopes` (space-separated), `x-auth-provider`, each
+ * made {@link headerSafe}. Client copies of `x-auth-*` never survive {@link buildUpstreamHeaders}, so these
+ * are the only ones the upstream sees.
+ */
+export function withPrincipal(scanned: ScannedHeaders, p: AuthHeadersSource): string[] {
+  const out = scanned.headers.slice(0, scanned.gatewayEnd);
+  out.push(
+    'x-auth-subject',
+    headerSafe(p.subject),
+    'x-auth-scopes',
+    p.scopes.map(headerSafe).join(' '),
+    'x-auth-provider',
+    headerSafe(p.provider),
+  );
+  for (let i = scanned.gatewayEnd; i < scanned.headers.length; i++) out.push(scanned.headers[i] as string);
+  return out;
+}
+
+/** Bytes kept as they are in an identity header: visible ASCII except `%` (0x21–0x24, 0x26–0x7E). */
+const HEADER_SAFE = /^[\x21-\x24\x26-\x7e]*$/;
+const HEX = '0123456789ABCDEF';
+
+/**
+ * An identity value made safe for a header: every UTF-8 byte outside visible ASCII, and `%` itself, becomes
+ * `%XX` (RFC 3986 percent-encoding, as the XFCC value does). A subject holding CR/LF, NUL, spaces or
+ * non-ASCII text can then neither inject a header nor make the upstream request invalid; an upstream
+ * percent-decodes to get the exact value back. Spaces are encoded too, so `X-Auth-Scopes` stays an
+ * unambiguous space-separated list and no value loses leading or trailing whitespace to a parser.
+ */
+export function headerSafe(value: string): string {
+  if (HEADER_SAFE.test(value)) return value;
+  let out = '';
+  // Buffer's UTF-8 encoder turns a lone surrogate into U+FFFD (EF BF BD).
+  for (const byte of Buffer.from(value, 'utf8')) {
+    out +=
+      byte >= 0x21 && byte <= 0x7e && byte !== 0x25
+        ? String.fromCharCode(byte)
+        : `%${HEX.charAt(byte >> 4)}${HEX.charAt(byte & 15)}`;
+  }
+  return out;
 }
 
 /** Response headers never passed back to the client (RFC 9110 §7.6.1; HTTP/2 forbids them, RFC 9113 §8.2.2). */

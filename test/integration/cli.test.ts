@@ -486,6 +486,8 @@ describe('portcullis certs', () => {
       'client-alice.pem',
       'client-bob-key.pem',
       'client-bob.pem',
+      'jwks.json',
+      'jwt-signing-key.pem',
       'server-key.pem',
       'server.pem',
     ]);

@@ -87,3 +87,53 @@ describe('USAGE', () => {
     expect(USAGE).toContain('--config FILE');
   });
 });
+
+describe('parseArgs: token commands', () => {
+  it.each<[string[], Command]>([
+    [
+      ['token', 'create', '--name', 'alice', '--file', 't.json'],
+      { kind: 'token-create', file: 't.json', name: 'alice', expiresInSeconds: 90 * 86_400, scopes: [] },
+    ],
+    [
+      ['token', 'create', '--name', 'a', '--file', 't.json', '--expires-in', '30d', '--scope', ' read  write '],
+      { kind: 'token-create', file: 't.json', name: 'a', expiresInSeconds: 30 * 86_400, scopes: ['read', 'write'] },
+    ],
+    [
+      ['token', 'create', '--name', 'a', '--file', 't.json', '--expires-in', 'never'],
+      { kind: 'token-create', file: 't.json', name: 'a', expiresInSeconds: undefined, scopes: [] },
+    ],
+    [['token', 'list', '--file', 't.json'], { kind: 'token-list', file: 't.json', json: false }],
+    [['token', 'list', '--file', 't.json', '--json'], { kind: 'token-list', file: 't.json', json: true }],
+    [['token', 'revoke', '--name', 'a', '--file', 't.json'], { kind: 'token-revoke', file: 't.json', name: 'a' }],
+    [
+      ['token', 'mint', '--sub', 'alice'],
+      { kind: 'token-mint', out: undefined, sub: 'alice', scope: undefined, ttlSeconds: 3600 },
+    ],
+    [
+      ['token', 'mint', '--sub', 'alice', '--scope', 'a  b', '--ttl', '15m', '--out', 'd'],
+      { kind: 'token-mint', out: 'd', sub: 'alice', scope: 'a b', ttlSeconds: 900 },
+    ],
+  ])('%j', (argv, expected) => {
+    expect(parseArgs(argv)).toEqual(expected);
+  });
+
+  it.each<[string[], RegExp]>([
+    [['token'], /^token: expected create, list, revoke or mint, got nothing$/],
+    [['token', 'create', '--name', 'a'], /^token create: --file FILE is required/],
+    [['token', 'create', '--file', 'f'], /^token create: --name NAME is required$/],
+    [['token', 'create', '--name', 'a', '--file', 'f', '--expires-in', '0d'], /^token create: --expires-in: duration "0d"/],
+    [['token', 'create', '--name', 'a', '--file', 'f', '--token', 'x'], /^token create: unknown option --token$/],
+    [['token', 'list'], /^token list: --file FILE is required$/],
+    [['token', 'revoke', '--name', 'a'], /^token revoke: --file FILE is required$/],
+    [['token', 'mint', '--scope', 'a'], /^token mint: --sub SUBJECT is required$/],
+    [['token', 'mint', '--sub', 'a', '--ttl', '1y'], /^token mint: --ttl: duration "1y"/],
+  ])('%j', (argv, message) => {
+    const cmd = parseArgs(argv);
+    expect(cmd.kind).toBe('usage-error');
+    if (cmd.kind === 'usage-error') expect(cmd.message).toMatch(message);
+  });
+
+  it('USAGE documents the token commands', () => {
+    for (const cmd of ['token create', 'token list', 'token revoke', 'token mint']) expect(USAGE).toContain(cmd);
+  });
+});

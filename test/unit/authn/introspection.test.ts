@@ -402,6 +402,40 @@ describe('introspection: the cache — hostile cases 49–57', () => {
     expect(idp.counts.introspection).toBe(2);
   });
 
+  it('50: a purge during an IdP call is not undone by that call: its answer is not stored, later requests ask afresh', async () => {
+    const token = idp.issueOpaque();
+    // The IdP decides when the call arrives and answers 100 ms later (the answer was "active").
+    const p = provider({}, (url, init) =>
+      idp.fetch(url, init).then((r) => new Promise<Response>((res) => setTimeout(() => res(r), 100))),
+    );
+    // A call starts while the token is active...
+    const first = outcome(p, token);
+    await new Promise((r) => setTimeout(r, 20));
+    // ...the token is revoked at the IdP and purged at the gateway while it is in flight.
+    idp.revoke(token);
+    p.purge?.(tokenHash(token));
+    const second = outcome(p, token); // must not join the pre-purge call
+    expect(await first).toBe('ok:alice'); // answers the request that was already waiting (the IdP said so)
+    expect(await second).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(idp.counts.introspection).toBe(2);
+    // Nothing from the pre-purge call was stored: the next request is refused.
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+  });
+
+  it('a purge of everything also drops in-flight calls', async () => {
+    const token = idp.issueOpaque();
+    const p = provider({}, (url, init) =>
+      idp.fetch(url, init).then((r) => new Promise<Response>((res) => setTimeout(() => res(r), 100))),
+    );
+    const first = outcome(p, token);
+    await new Promise((r) => setTimeout(r, 20));
+    idp.revoke(token);
+    p.purge?.();
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(await first).toBe('ok:alice');
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+  });
+
   it('inactive answers are cached for negativeTtlSeconds only', async () => {
     const token = 'never-issued';
     const p = provider({ cache: { negativeTtlSeconds: 10 } });

@@ -11,6 +11,7 @@ import {
   certsRefreshCrl,
   certsRevoke,
   ensureDevCerts,
+  ensureDevSigningKey,
   type CertsErrorCode,
 } from '../../../src/certs/command.js';
 import {
@@ -107,6 +108,8 @@ describe('certsInit', () => {
       'ca.pem',
       'client-alice-key.pem',
       'client-alice.pem',
+      'jwks.json',
+      'jwt-signing-key.pem',
       'server-key.pem',
       'server.pem',
     ];
@@ -417,6 +420,38 @@ describe('ensureDevCerts', () => {
     expect(await readdir(out)).toContain('client-alice.pem');
     expect(await ensureDevCerts(out)).toBe(false);
     expect(await read(out, 'ca.pem')).toBe(ca);
+  });
+
+  it('adds the dev JWT signing key and JWKS to a set made before they existed, then leaves them alone', async () => {
+    const out = join(await freshDir(), 'certs-dev');
+    await certsInit({ out });
+    await rm(join(out, 'jwt-signing-key.pem'));
+    await rm(join(out, 'jwks.json'));
+    const ca = await read(out, 'ca.pem');
+    expect(await ensureDevCerts(out)).toBe(true);
+    expect(await read(out, 'ca.pem')).toBe(ca);
+    expect(await modeOf(join(out, 'jwt-signing-key.pem'))).toBe(0o600);
+    expect(await modeOf(join(out, 'jwks.json'))).toBe(0o644);
+    const key = await read(out, 'jwt-signing-key.pem');
+    expect(await ensureDevCerts(out)).toBe(false);
+    expect(await read(out, 'jwt-signing-key.pem')).toBe(key);
+  });
+
+  it('rebuilds a missing jwks.json from the existing signing key (same kid), keeping the key', async () => {
+    const out = join(await freshDir(), 'certs-dev');
+    await certsInit({ out });
+    const jwks = await read(out, 'jwks.json');
+    const key = await read(out, 'jwt-signing-key.pem');
+    await rm(join(out, 'jwks.json'));
+    expect(await ensureDevSigningKey(out)).toEqual({ written: [join(out, 'jwks.json')] });
+    expect(JSON.parse(await read(out, 'jwks.json'))).toEqual(JSON.parse(jwks));
+    expect(await read(out, 'jwt-signing-key.pem')).toBe(key);
+  });
+
+  it('refuses a signing key that is not ES256', async () => {
+    const out = await freshDir();
+    await writeFile(join(out, 'jwt-signing-key.pem'), 'not a key');
+    await expectRefusal(() => ensureDevSigningKey(out), 'ERR_CERTS_MISMATCH', /jwt-signing-key\.pem is not an ES256/);
   });
 
   it('refuses to replace a broken set (ca.pem gone, other files present)', async () => {
