@@ -77,15 +77,18 @@ const tools = Object.fromEntries(['wrk', 'h2load', 'haproxy', 'nginx', 'gcc', 'o
 
 /** Features of the compiled Portcullis, read from its schema, so rows turn on as issues land. */
 function portcullisFeatures() {
-  let schema = '';
-  try {
-    schema = readFileSync(join(DIST, 'src', 'config', 'schema.js'), 'utf8');
-  } catch {
-    /* not built */
-  }
+  const read = (...parts) => {
+    try {
+      return readFileSync(join(DIST, 'src', ...parts), 'utf8');
+    } catch {
+      return ''; // not built, or not there yet
+    }
+  };
+  const schema = read('config', 'schema.js');
+  const auth = /authProviders/.test(schema);
   return {
-    jwt: /authProviders/.test(schema) && /jwksFile/.test(schema),
-    introspection: /authProviders/.test(schema) && /introspection/.test(schema),
+    jwt: auth && /jwksFile/.test(read('authn', 'jwt.js')),
+    introspection: auth && /introspection/.test(read('authn', 'introspection.js')),
     workers: /\bworkers\b/.test(schema),
   };
 }
