@@ -1,0 +1,323 @@
+/**
+ * A TCP listener (`protocol: tcp`): TLS in, raw bytes out — the pipeline of DESIGN.md up to "peer identity",
+ * then proxy/tcp-pipe.ts. What a Dask scheduler's comm port (8786) sits behind (issue 5).
+ *
+ * The front is the HTTP listener's: a `net.Server` that looks at the first byte (policy/plaintext.ts) before
+ * the TLS layer takes the socket, then a `tls.Server` with the listener's TLS options, a handshake timeout
+ * and renegotiation disabled. Per connection, in this order, and nothing reaches the upstream before the
+ * last check passed:
+ *
+ * 1. plaintext first byte → closed without a byte in answer (DESIGN: "a TCP listener closes"), counted
+ *    `reason="plaintext"`; silent socket → closed after the handshake timeout, `handshake_timeout`;
+ * 2. TLS handshake with the client certificate policy: `require` is enforced by OpenSSL (no certificate,
+ *    another CA, expired, revoked per the CRL → handshake refused, counted by reason); `optional` with a
+ *    certificate that failed verification → closed, never downgraded to anonymous;
+ * 3. the listener ACL (`allowClients`) against the verified identity → a miss is closed, counted `acl`;
+ * 4. only then the upstream connection (tcp-pipe.ts), optionally led by a PROXY v2 header.
+ *
+ * Upstreams that cannot read headers learn nothing of the client's identity, so the gateway records it: one
+ * JSON access-log line per piped connection at close (listener, client address, certificate subject and
+ * SHA-256 fingerprint, bytes each way, duration, close reason — issue 5 point 4) and the metrics of
+ * {@link createTcpMetrics}.
+ */
+import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import { systemClock, type Clock } from '../clock.js';
+import type { ListenAddress, ListenerTls } from '../config/load.js';
+import type { TimeoutsConfig } from '../config/schema.js';
+import { ConfigError } from '../errors.js';
+import type { ClientAcl } from '../identity/acl.js';
+import type { Logger } from '../observability/logger.js';
+import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
+import { sniffConnection } from '../policy/plaintext.js';
+import {
+  CLOSE_REASONS,
+  pipeTcp,
+  type CloseReason,
+  type PipeResult,
+  type TcpUpstream,
+} from '../proxy/tcp-pipe.js';
+import { createConnectionState, type ConnectionState } from './connection.js';
+import {
+  createLogLimiter,
+  REFUSAL_LOG_LINES_PER_SECOND,
+  tlsRejectReason,
+  type RunningListener,
+} from './http-listener.js';
+
+/** A `protocol: tcp` listener, resolved. Mirrors RuntimeListener minus routes: one upstream for all. */
+export interface TcpListenerConfig {
+  readonly name: string;
+  /** `listeners[i]`, for error messages. */
+  readonly keyPath: string;
+  readonly address: ListenAddress;
+  /** Always TLS: a TCP listener has no plaintext mode. */
+  readonly tls: ListenerTls;
+  /** `allowClients`; undefined means any certificate the CA vouches for. */
+  readonly acl: ClientAcl | undefined;
+}
+
+/** The TCP-specific metrics (will move into observability/metrics.ts when the listener is wired). */
+export function createTcpMetrics(registry: Registry) {
+  return {
+    tcpBytes: new Counter({
+      name: 'portcullis_tcp_bytes_total',
+      help: 'Bytes piped by TCP listeners, by listener and direction (in: client to upstream, out: upstream to client).',
+      labelNames: ['listener', 'direction'] as const,
+      registers: [registry],
+    }),
+    tcpConnections: new Counter({
+      name: 'portcullis_tcp_connections_total',
+      help: 'Piped TCP connections that ended, by listener and close reason (upstream failures included).',
+      labelNames: ['listener', 'reason'] as const,
+      registers: [registry],
+    }),
+    tcpConnectionDuration: new Histogram({
+      name: 'portcullis_tcp_connection_duration_seconds',
+      help: 'Lifetime of piped TCP connections, from the end of the client handshake to the close, by listener.',
+      labelNames: ['listener'] as const,
+      // Dask comms live for minutes to days: 10 ms to one day.
+      buckets: [0.01, 0.1, 1, 10, 60, 300, 1_800, 3_600, 14_400, 86_400],
+      registers: [registry],
+    }),
+  };
+}
+export type TcpMetrics = ReturnType<typeof createTcpMetrics>;
+
+export interface TcpListenerDeps {
+  readonly logger: Logger;
+  /** The process metrics: `rejectedConnections`, `activeConnections`, `handshakes` are used. */
+  readonly metrics: Pick<Metrics, 'rejectedConnections' | 'activeConnections' | 'handshakes'>;
+  readonly tcpMetrics: TcpMetrics;
+  /** `tlsHandshakeMs` (first byte and handshake), `upstreamConnectMs`, `idleMs` (no byte either way). */
+  readonly timeouts: Pick<TimeoutsConfig, 'tlsHandshakeMs' | 'upstreamConnectMs' | 'idleMs'>;
+  /** `v2`: send a PROXY protocol v2 header with the client's address first. */
+  readonly proxyProtocol: 'v2' | undefined;
+  /** One info line per piped connection (`log.access`); failures of the upstream are logged regardless. */
+  readonly accessLog?: boolean;
+  /** Time source of durations and of the refusal-log rate limit; the system clock when absent. */
+  readonly clock?: Clock;
+}
+
+/** Close reasons that are the upstream's fault: logged at warn even with the access log off. */
+const UPSTREAM_FAILURES: ReadonlySet<CloseReason> = new Set([
+  'upstream_unavailable',
+  'upstream_tls',
+  'connect_timeout',
+]);
+
+/** Binds `server`; a failure (EADDRINUSE, EACCES) is a ConfigError naming the key path. */
+function bind(server: Server, listener: TcpListenerConfig): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(
+        new ConfigError(
+          `${listener.keyPath}.listen`,
+          `${listener.address.host}:${listener.address.port}`,
+          `an address this process can bind (${err.code ?? err.message})`,
+        ),
+      );
+    };
+    server.once('error', onError);
+    server.listen({ host: listener.address.host, port: listener.address.port, exclusive: true }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Creates and binds a TCP listener piping every admitted connection to `upstream`. Rejects with a
+ * ConfigError when the address cannot be bound; after that nothing it does throws.
+ */
+export async function startTcpListener(
+  listener: TcpListenerConfig,
+  upstream: TcpUpstream,
+  deps: TcpListenerDeps,
+): Promise<RunningListener> {
+  const { logger, metrics, tcpMetrics, timeouts } = deps;
+  const name = listener.name;
+  const tls = listener.tls;
+  const clock = deps.clock ?? systemClock;
+  const active = metrics.activeConnections.labels(name);
+  const bytesIn = tcpMetrics.tcpBytes.labels(name, 'in');
+  const bytesOut = tcpMetrics.tcpBytes.labels(name, 'out');
+  const duration = tcpMetrics.tcpConnectionDuration.labels(name);
+  // Every series exists from the start (a dashboard shows 0, not "no data").
+  for (const reason of CLOSE_REASONS) tcpMetrics.tcpConnections.labels(name, reason);
+  const reject = (reason: ConnectionRejectReason): void =>
+    metrics.rejectedConnections.labels(name, reason).inc();
+  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => clock.now());
+  const logRefusal = (fields: Record<string, unknown>, msg: string): void =>
+    limit((suppressed) =>
+      logger.info({ listener: name, ...fields, ...(suppressed === undefined ? {} : { suppressed }) }, msg),
+    );
+  /** Raw client sockets (every accepted connection until it closes). */
+  const sockets = new Set<Socket>();
+  /** Aborts every pipe at the end of the shutdown grace period. */
+  const shutdown = new AbortController();
+  let closing = false;
+
+  const secure = createTlsServer({
+    ...tls.options,
+    handshakeTimeout: timeouts.tlsHandshakeMs,
+    // Half-close is forwarded (tcp-pipe.ts): a client FIN must not end the gateway's side at once.
+    allowHalfOpen: true,
+  });
+  secure.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+    const verify: unknown = socket.authorizationError;
+    const reason = tlsRejectReason(err, verify);
+    reject(reason);
+    // Node verifies a required certificate after the handshake and destroys the socket: the error is then
+    // a bare ECONNRESET and the reason (CERT_REVOKED, CERT_HAS_EXPIRED, ...) is the socket's verify result.
+    const detail = typeof verify === 'string' && verify !== '' ? verify : (err.code ?? err.message);
+    logRefusal({ reason, detail }, 'tls handshake refused');
+  });
+  secure.on('secureConnection', (socket: TLSSocket) => {
+    // TLS 1.2 renegotiation is a CPU-exhaustion and confusion vector; a byte pipe never needs it.
+    socket.disableRenegotiation();
+    socket.on('error', noop);
+    const refuse = (reason: ConnectionRejectReason, fields: Record<string, unknown>): void => {
+      reject(reason);
+      logRefusal({ reason, ...fields }, 'connection refused');
+      socket.destroy();
+    };
+    if (!socket.authorized && tls.clientCertificate !== 'none') {
+      const cert = socket.getPeerCertificate();
+      const presented = Object.keys(cert).length > 0;
+      if (presented || tls.clientCertificate === 'require') {
+        // `optional` with a certificate that failed verification: refused, never treated as anonymous
+        // (`require` never gets here through Node, which refused the handshake already).
+        const detail = String(socket.authorizationError ?? 'no certificate');
+        refuse(!presented ? 'no_client_cert' : detail.includes('REVOKED') ? 'revoked' : 'bad_client_cert', {
+          detail,
+        });
+        return;
+      }
+    }
+    let state: ConnectionState;
+    try {
+      state = createConnectionState(socket, listener.acl);
+    } catch (err) {
+      // A certificate the identity parser cannot read exactly is refused, never half-trusted.
+      refuse('bad_client_cert', { detail: err instanceof Error ? err.message : 'unreadable' });
+      return;
+    }
+    metrics.handshakes.labels(name, 'none').inc();
+    const who = state.identity
+      ? { subject: state.identity.subject, fingerprint: state.identity.fingerprint256 }
+      : { subject: null, fingerprint: null };
+    if (!state.listenerAllowed) {
+      // Before any upstream connection: an ACL miss never costs the upstream an accept.
+      refuse('acl', who);
+      return;
+    }
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    pipe(socket, state, who);
+  });
+
+  function pipe(socket: TLSSocket, state: ConnectionState, who: Record<string, unknown>): void {
+    const started = clock.hrtime();
+    const source = { address: state.clientAddress, port: socket.remotePort ?? -1 };
+    const destination = { address: socket.localAddress ?? '', port: socket.localPort ?? -1 };
+    const done = (result: PipeResult): void => {
+      const seconds = Number(clock.hrtime() - started) / 1e9;
+      tcpMetrics.tcpConnections.labels(name, result.closeReason).inc();
+      duration.observe(seconds);
+      const fields = {
+        listener: name,
+        clientAddress: state.clientAddress,
+        ...who,
+        ...(state.servername !== undefined ? { servername: state.servername } : {}),
+        bytesIn: result.bytesIn,
+        bytesOut: result.bytesOut,
+        durationMs: seconds * 1e3,
+        reason: result.closeReason,
+        ...(result.detail !== undefined ? { detail: result.detail } : {}),
+      };
+      if (UPSTREAM_FAILURES.has(result.closeReason)) logger.warn(fields, 'tcp connection');
+      else if (deps.accessLog !== false) logger.info(fields, 'tcp connection');
+    };
+    void pipeTcp(socket, upstream, {
+      connectTimeoutMs: timeouts.upstreamConnectMs,
+      idleMs: timeouts.idleMs,
+      signal: shutdown.signal,
+      onBytes: (direction, n) => (direction === 'in' ? bytesIn : bytesOut).inc(n),
+      ...(deps.proxyProtocol === 'v2' ? { proxyProtocol: { source, destination } } : {}),
+    }).then(done);
+  }
+
+  const front = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    active.inc();
+    socket.once('close', () => {
+      sockets.delete(socket);
+      active.dec();
+    });
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    // sniffConnection answers plaintext with an HTTP 400 (the HTTP listener's contract). A TCP listener
+    // answers nothing: this listener, registered first, sees the same first chunk and destroys the socket
+    // before the sniffer's answer can be written (a write to a destroyed socket sends nothing).
+    socket.once('data', (chunk: Buffer) => {
+      if (chunk[0] !== TLS_HANDSHAKE) socket.destroy();
+    });
+    sniffConnection(socket, timeouts.tlsHandshakeMs, {
+      onTls: (s) => secure.emit('connection', s),
+      onPlaintext: () => {
+        reject('plaintext');
+        logRefusal({ reason: 'plaintext' }, 'plaintext on a TLS port');
+      },
+      onTimeout: () => {
+        reject('handshake_timeout');
+        logRefusal(
+          { reason: 'handshake_timeout', detail: 'no byte before the handshake timeout' },
+          'tls handshake refused',
+        );
+      },
+    });
+  });
+
+  await bind(front, listener);
+  // After the bind, a server 'error' (an accept failure such as EMFILE) is logged, never thrown.
+  front.on('error', (err: NodeJS.ErrnoException) => {
+    logger.error({ listener: name, detail: err.code ?? err.message }, 'listener error');
+  });
+
+  return {
+    name,
+    address: () => front.address() as AddressInfo,
+    /**
+     * Stops accepting; connections still in their handshake are closed now, piped ones get up to `graceMs`
+     * to end by themselves, then both sides are closed (reason `shutdown`). Resolves when every client
+     * socket is closed.
+     */
+    close(graceMs: number): Promise<void> {
+      closing = true;
+      const closed = new Promise<void>((resolve) => front.close(() => resolve()));
+      const stop = (): void => {
+        shutdown.abort();
+        for (const s of sockets) s.destroy();
+      };
+      // Connections still handshaking end by themselves within the handshake timeout (and are refused
+      // at secureConnection); piped ones are cut when the grace period is over.
+      if (graceMs <= 0) stop();
+      const force = setTimeout(stop, Math.max(0, graceMs));
+      force.unref();
+      return closed.finally(() => clearTimeout(force));
+    },
+  };
+}
+
+/** First byte of a TLS handshake record (RFC 8446 §5.1); same test as policy/plaintext.ts. */
+const TLS_HANDSHAKE = 0x16;
+
+function noop(): void {
+  /* errors are handled by the pipe, which owns the socket from here */
+}
