@@ -8,6 +8,7 @@ import type { Clock } from './clock.js';
 import { systemClock } from './clock.js';
 import { createHttpHandler, type RouteForwarder } from './listener/http-handler.js';
 import { startHttpListener, type RunningListener } from './listener/http-listener.js';
+import { startTcpListener } from './listener/tcp-listener.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js';
@@ -101,6 +102,20 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
 
   try {
     for (const l of config.listeners) {
+      if (l.protocol === 'tcp') {
+        // TLS in, bytes out to one upstream: no routes, no HTTP stage (listener/tcp-listener.ts).
+        listeners.push(
+          await startTcpListener(l, l.upstream, {
+            logger,
+            metrics,
+            timeouts: config.timeouts,
+            proxyProtocol: l.proxyProtocol,
+            accessLog: config.log.access,
+            clock,
+          }),
+        );
+        continue;
+      }
       const forwarders = new Map<string, RouteForwarder>();
       for (const route of l.routes.routes) {
         const up = route.upstream;

@@ -142,7 +142,7 @@ async function run(): Promise<number> {
       }
       const config = loadConfigFile(configPath);
       if (cmd.kind === 'check') {
-        const routes = config.listeners.reduce((n, l) => n + l.routes.routes.length, 0);
+        const routes = config.listeners.reduce((n, l) => n + (l.protocol === 'http' ? l.routes.routes.length : 0), 0);
         process.stdout.write(
           `config OK: ${configPath} (${config.listeners.length} listener(s), ${routes} route(s))\n`,
         );

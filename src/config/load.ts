@@ -36,11 +36,15 @@ import {
   configSchema,
   type ConfigFile,
   type Http2Config,
+  type HttpListenerFile,
   type ListenerFile,
   type RouteAuthFile,
+  type TcpListenerFile,
+  type TcpUpstreamFile,
   type TimeoutsConfig,
   type UpstreamFile,
 } from './schema.js';
+import type { TcpUpstream } from '../proxy/tcp-pipe.js';
 
 /**
  * Several config errors at once: the message lists each on its own line, with the line of the config
@@ -104,8 +108,8 @@ export interface RouteAuth {
   readonly staleIfErrorSeconds: number;
 }
 
-/** One listener, fully resolved. */
-export interface RuntimeListener {
+/** One `protocol: http` listener, fully resolved. */
+export interface HttpRuntimeListener {
   readonly name: string;
   readonly keyPath: string;
   readonly address: ListenAddress;
@@ -118,6 +122,26 @@ export interface RuntimeListener {
   /** Route id → its Bearer authentication; a route without `auth` has no entry (no token needed). */
   readonly routeAuth: Readonly<Record<string, RouteAuth>>;
 }
+
+/**
+ * One `protocol: tcp` listener, fully resolved: what listener/tcp-listener.ts `startTcpListener` takes (with
+ * `upstream` as its second argument and `proxyProtocol` in its deps). Always TLS; no routes.
+ */
+export interface TcpRuntimeListener {
+  readonly protocol: 'tcp';
+  readonly name: string;
+  readonly keyPath: string;
+  readonly address: ListenAddress;
+  readonly tls: ListenerTls;
+  /** `allowClients`; undefined means any certificate the CA vouches for. */
+  readonly acl: ClientAcl | undefined;
+  readonly upstream: TcpUpstream;
+  /** `v2`: a PROXY protocol v2 header with the client's address goes to the upstream first. */
+  readonly proxyProtocol: 'v2' | undefined;
+}
+
+/** One listener, fully resolved: narrow on `protocol`. */
+export type RuntimeListener = HttpRuntimeListener | TcpRuntimeListener;
 
 /** The running configuration: one immutable value made at load. */
 export interface RuntimeConfig {
@@ -350,6 +374,19 @@ function issueToErrors(issue: core.$ZodIssue, base: readonly PropertyKey[]): Con
     return [new ConfigError(formatPath(at), at.at(-1), inner?.message ?? issue.message)];
   }
   if (issue.code === 'invalid_union') {
+    // A listener (union on `protocol`, absent = http): report the branch its `protocol` picks; an unknown
+    // protocol is one error at `protocol`.
+    const input = (issue as { input?: unknown }).input;
+    const listenerBranch = listenerUnionBranch(issue.errors, at, input);
+    if (listenerBranch === 'bad-protocol')
+      return [
+        new ConfigError(
+          formatPath([...at, 'protocol']),
+          (input as Record<string, unknown>)['protocol'],
+          'one of "http", "tcp"',
+        ),
+      ];
+    if (listenerBranch !== undefined) return listenerBranch.flatMap((i) => issueToErrors(i, at));
     // A union (the upstream: string or mapping) fails as a whole; report the branch of the value's own
     // type, so `upstream: { url: x, crt: y }` names `upstream.crt`, not just `upstream`.
     const fitting = issue.errors.filter(
@@ -361,34 +398,76 @@ function issueToErrors(issue: core.$ZodIssue, base: readonly PropertyKey[]): Con
   return [new ConfigError(formatPath(at), (issue as { input?: unknown }).input, issue.message)];
 }
 
+/** `listeners[i]`: a path of exactly the `listeners` key and an index. */
+function isListenerPath(at: readonly PropertyKey[]): boolean {
+  return at.length === 2 && at[0] === 'listeners' && typeof at[1] === 'number';
+}
+
+/**
+ * The issues of the listener-union branch that `input.protocol` selects (http when absent), or
+ * `'bad-protocol'` for a protocol neither branch knows; undefined when `at` is not a listener.
+ */
+function listenerUnionBranch(
+  branches: readonly (readonly core.$ZodIssue[])[],
+  at: readonly PropertyKey[],
+  input: unknown,
+): readonly core.$ZodIssue[] | 'bad-protocol' | undefined {
+  if (!isListenerPath(at) || input === null || typeof input !== 'object' || Array.isArray(input)) return undefined;
+  const protocol = (input as Record<string, unknown>)['protocol'];
+  const index = protocol === undefined || protocol === 'http' ? 0 : protocol === 'tcp' ? 1 : -1;
+  if (index === -1) return 'bad-protocol';
+  return branches[index];
+}
+
 /**
  * The keys the schema allows in the mapping at `path` (empty when it is not a mapping). `input` is that
  * mapping as written: for a discriminated union (an `authProviders` entry), its `type` picks the branch.
  */
 function knownKeysAt(path: readonly PropertyKey[], input?: unknown): string[] {
-  const discriminator =
-    input !== null && typeof input === 'object' ? (input as Record<string, unknown>)['type'] : undefined;
+  const record = input !== null && typeof input === 'object' ? (input as Record<string, unknown>) : {};
   let s: z.ZodType | undefined = configSchema;
-  const unwrap = (t: z.ZodType, last: boolean): z.ZodType | undefined => {
+  /** The literal value of `key` in an object schema (through `.default()` / `.optional()`). */
+  const literalOf = (o: z.ZodObject, key: string): unknown => {
+    let t: z.ZodType | undefined = (o.shape as Record<string, z.ZodType>)[key];
+    while (t instanceof z.ZodOptional || t instanceof z.ZodDefault) t = t.unwrap() as z.ZodType;
+    return t instanceof z.ZodLiteral ? t.value : undefined;
+  };
+  /**
+   * Through optional/default wrappers and unions. In a union of mappings, the branch is picked by a
+   * discriminator of the mapping as written (`type` for auth providers, `protocol` for listeners, where
+   * an absent protocol means the branch whose literal has a default: http) when it is the last segment,
+   * else by the first branch that has the next key (`upstream` exists on tcp listeners only).
+   */
+  const unwrap = (t: z.ZodType, last: boolean, next?: PropertyKey): z.ZodType | undefined => {
     let cur: z.ZodType = t;
     for (;;) {
       if (cur instanceof z.ZodOptional || cur instanceof z.ZodDefault) cur = cur.unwrap() as z.ZodType;
       else if (cur instanceof z.ZodUnion) {
-        const objects = (cur.options as readonly z.ZodType[]).filter((o) => o instanceof z.ZodObject);
-        const byType = last
-          ? objects.find((o) => {
-              const t = (o.shape as Record<string, z.ZodType>)['type'];
-              return t instanceof z.ZodLiteral && t.value === discriminator;
-            })
-          : undefined;
-        const obj = byType ?? objects[0];
+        const objects = (cur.options as readonly z.ZodType[]).filter(
+          (o): o is z.ZodObject => o instanceof z.ZodObject,
+        );
+        let chosen: z.ZodObject | undefined;
+        if (last) {
+          for (const key of ['type', 'protocol']) {
+            chosen ??= objects.find((o) => {
+              const value = literalOf(o, key);
+              if (value === undefined) return false;
+              if (record[key] !== undefined) return value === record[key];
+              // Absent discriminator: the branch whose discriminator has a default.
+              return (o.shape as Record<string, z.ZodType>)[key] instanceof z.ZodDefault;
+            });
+          }
+        } else if (typeof next === 'string') {
+          chosen = objects.find((o) => next in (o.shape as Record<string, z.ZodType>));
+        }
+        const obj = chosen ?? objects[0];
         if (obj === undefined) return undefined;
         cur = obj;
       } else return cur;
     }
   };
   for (const seg of path) {
-    const cur: z.ZodType | undefined = s === undefined ? undefined : unwrap(s, false);
+    const cur: z.ZodType | undefined = s === undefined ? undefined : unwrap(s, false, seg);
     if (cur instanceof z.ZodObject && typeof seg === 'string')
       s = (cur.shape as Record<string, z.ZodType>)[seg];
     else if (cur instanceof z.ZodArray && typeof seg === 'number') s = cur.element as z.ZodType;
@@ -715,6 +794,107 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
   return { clientCertificate: t.clientCertificate, options, certificates };
 }
 
+/** The TLS options of an upstream mapping (`https://` or `tls://`): CA bundle, client cert + key, servername. */
+function resolveUpstreamTls(
+  ctx: Ctx,
+  u: { ca?: string | undefined; cert?: string | undefined; key?: string | undefined; servername?: string | undefined },
+  p: string,
+): { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string } {
+  const tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string } = {};
+  if (u.ca !== undefined) {
+    const ca = readCertificates(ctx, `${p}.ca`, u.ca);
+    if (ca) tls.ca = ca.data;
+  }
+  if ((u.cert === undefined) !== (u.key === undefined)) {
+    ctx.errors.push(
+      new ConfigError(
+        u.cert === undefined ? `${p}.cert` : `${p}.key`,
+        undefined,
+        `both ${p}.cert and ${p}.key, or neither`,
+      ),
+    );
+  } else if (u.cert !== undefined && u.key !== undefined) {
+    const cert = readCertificates(ctx, `${p}.cert`, u.cert);
+    const key = readKey(ctx, `${p}.key`, u.key);
+    if (cert?.certs[0] && key && !cert.certs[0].checkPrivateKey(key.key))
+      ctx.errors.push(new ConfigError(`${p}.key`, u.key, `the private key of the certificate in ${p}.cert`));
+    if (cert && key) {
+      tls.cert = cert.data;
+      tls.key = key.data;
+    }
+  }
+  if (u.servername !== undefined) tls.servername = u.servername;
+  return tls;
+}
+
+/**
+ * The upstream of a `protocol: tcp` listener: `tcp://host:port` or `tls://host:port`, port explicit (there
+ * is no default port for a byte pipe). TLS options only with `tls://`; under requireEncryption a `tcp://`
+ * upstream must be loopback (the rule of `http://` upstreams).
+ */
+function resolveTcpUpstream(ctx: Ctx, u: TcpUpstreamFile, p: string): TcpUpstream | undefined {
+  const spec = typeof u === 'string' ? { url: u } : u;
+  const keyPath = typeof u === 'string' ? p : `${p}.url`;
+  const example = 'an upstream URL like tcp://127.0.0.1:8786 or tls://host:port';
+  let url: URL;
+  try {
+    url = new URL(spec.url);
+  } catch {
+    ctx.errors.push(new ConfigError(keyPath, spec.url, example));
+    return undefined;
+  }
+  if (url.protocol !== 'tcp:' && url.protocol !== 'tls:') {
+    ctx.errors.push(
+      new ConfigError(
+        keyPath,
+        spec.url,
+        'a tcp:// or tls:// upstream (a tcp listener pipes bytes; http://, https:// and builtin:echo are for http listeners)',
+      ),
+    );
+    return undefined;
+  }
+  if (
+    url.username ||
+    url.password ||
+    url.search ||
+    url.hash ||
+    (url.pathname !== '/' && url.pathname !== '') ||
+    url.hostname === ''
+  ) {
+    ctx.errors.push(
+      new ConfigError(keyPath, spec.url, 'host and port only: no credentials, path or query (e.g. tcp://127.0.0.1:8786)'),
+    );
+    return undefined;
+  }
+  const port = url.port === '' ? NaN : Number(url.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65_535) {
+    ctx.errors.push(
+      new ConfigError(keyPath, spec.url, `an explicit port from 1 to 65535 (e.g. ${url.protocol}//${url.hostname}:8786)`),
+    );
+    return undefined;
+  }
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  if (ctx.requireEncryption && url.protocol === 'tcp:' && !isLoopbackHost(host)) {
+    ctx.errors.push(
+      new ConfigError(
+        keyPath,
+        spec.url,
+        'tls:// or a loopback tcp:// upstream (requireEncryption is true: plaintext must not leave the machine)',
+      ),
+    );
+    return undefined;
+  }
+  if (typeof u !== 'string' && url.protocol === 'tcp:' && (u.ca ?? u.cert ?? u.key ?? u.servername) !== undefined) {
+    ctx.errors.push(new ConfigError(p, u, 'TLS options (ca, cert, key, servername) only with a tls:// url'));
+    return undefined;
+  }
+  if (url.protocol === 'tcp:') return { kind: 'tcp', host, port };
+  const before = ctx.errors.length;
+  const tls = typeof u === 'string' ? {} : resolveUpstreamTls(ctx, u, p);
+  if (ctx.errors.length > before) return undefined;
+  return { kind: 'tls', host, port, ...tls };
+}
+
 function resolveUpstream(ctx: Ctx, u: UpstreamFile, p: string): UpstreamSpec | undefined {
   const spec = typeof u === 'string' ? { url: u } : u;
   const keyPath = typeof u === 'string' ? p : `${p}.url`;
@@ -775,35 +955,7 @@ function resolveUpstream(ctx: Ctx, u: UpstreamFile, p: string): UpstreamSpec | u
     );
     return undefined;
   }
-  let tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string } | undefined;
-  if (isObj && url.protocol === 'https:') {
-    tls = {};
-    if (u.ca !== undefined) {
-      const ca = readCertificates(ctx, `${p}.ca`, u.ca);
-      if (ca) tls.ca = ca.data;
-    }
-    if ((u.cert === undefined) !== (u.key === undefined)) {
-      ctx.errors.push(
-        new ConfigError(
-          u.cert === undefined ? `${p}.cert` : `${p}.key`,
-          undefined,
-          `both ${p}.cert and ${p}.key, or neither`,
-        ),
-      );
-    } else if (u.cert !== undefined && u.key !== undefined) {
-      const cert = readCertificates(ctx, `${p}.cert`, u.cert);
-      const key = readKey(ctx, `${p}.key`, u.key);
-      if (cert?.certs[0] && key && !cert.certs[0].checkPrivateKey(key.key))
-        ctx.errors.push(
-          new ConfigError(`${p}.key`, u.key, `the private key of the certificate in ${p}.cert`),
-        );
-      if (cert && key) {
-        tls.cert = cert.data;
-        tls.key = key.data;
-      }
-    }
-    if (u.servername !== undefined) tls.servername = u.servername;
-  }
+  const tls = isObj && url.protocol === 'https:' ? resolveUpstreamTls(ctx, u, p) : undefined;
   const port = url.port ? Number(url.port) : url.protocol === 'https:' ? 443 : 80;
   return {
     kind: 'http',
@@ -849,6 +1001,75 @@ function resolveListener(
   i: number,
   seenRouteIds: Set<string>,
 ): RuntimeListener | undefined {
+  return l.protocol === 'tcp' ? resolveTcpListener(ctx, l, i) : resolveHttpListener(ctx, l, i, seenRouteIds);
+}
+
+/**
+ * A `protocol: tcp` listener. Fail closed on the client certificate policy: a TCP listener has no later
+ * stage (no route, no 403) that could demand a certificate, so
+ * - `optional` is accepted only with `allowClients` (the ACL then refuses anonymous clients); without it,
+ *   `optional` would silently admit anyone — an error naming both keys;
+ * - `none` (anonymous TLS, anyone may pipe) is accepted only with requireEncryption false and no
+ *   `allowClients` (which could match nobody), and is then warned about.
+ */
+function resolveTcpListener(ctx: Ctx, l: TcpListenerFile, i: number): TcpRuntimeListener | undefined {
+  const p = `listeners[${i}]`;
+  const address = parseListen(l.listen, `${p}.listen`, ctx.errors);
+  const tls = resolveListenerTls(ctx, l, p);
+  const mode = l.tls.clientCertificate;
+  if (mode === 'optional' && l.allowClients === undefined) {
+    ctx.errors.push(
+      new ConfigError(
+        `${p}.tls.clientCertificate`,
+        mode,
+        `"require", or "optional" together with ${p}.allowClients (a tcp listener has no later stage that could demand a certificate: "optional" alone would admit anonymous clients)`,
+      ),
+    );
+  }
+  if (mode === 'none') {
+    if (l.allowClients !== undefined) {
+      ctx.errors.push(
+        new ConfigError(
+          `${p}.allowClients`,
+          l.allowClients,
+          `no allowClients when ${p}.tls.clientCertificate is "none" (no client could match)`,
+        ),
+      );
+    } else if (ctx.requireEncryption) {
+      ctx.errors.push(
+        new ConfigError(
+          `${p}.tls.clientCertificate`,
+          mode,
+          '"require" (or "optional" with allowClients): a tcp listener without client certificates admits anyone, refused while requireEncryption is true',
+        ),
+      );
+    } else {
+      ctx.warnings.push(
+        `listener "${l.name}" (tcp) asks for no client certificate: anyone who reaches ${l.listen} is piped to the upstream`,
+      );
+    }
+  }
+  const acl = compileAcl(ctx, l.allowClients, `${p}.allowClients`);
+  const upstream = resolveTcpUpstream(ctx, l.upstream, `${p}.upstream`);
+  if (!address || !tls || !upstream) return undefined;
+  return {
+    protocol: 'tcp',
+    name: l.name,
+    keyPath: p,
+    address,
+    tls,
+    acl,
+    upstream,
+    proxyProtocol: l.proxyProtocol,
+  };
+}
+
+function resolveHttpListener(
+  ctx: Ctx,
+  l: HttpListenerFile,
+  i: number,
+  seenRouteIds: Set<string>,
+): HttpRuntimeListener | undefined {
   const p = `listeners[${i}]`;
   const address = parseListen(l.listen, `${p}.listen`, ctx.errors);
   if (l.tls !== undefined && l.plaintext === true) {

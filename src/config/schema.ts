@@ -96,8 +96,13 @@ const route = z.strictObject({
   auth: routeAuthSchema.optional(),
 });
 
-const listener = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a name of letters, digits, . _ - (max 64)'),
+const listenerName = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a name of letters, digits, . _ - (max 64)');
+
+/** `protocol: http` (the default): HTTP/1.1 + HTTP/2 over TLS, routed. */
+const httpListener = z.strictObject({
+  name: listenerName,
   listen: listenAddress,
   protocol: z.literal('http').default('http'),
   tls: listenerTls.optional(),
@@ -106,6 +111,44 @@ const listener = z.strictObject({
   allowClients: allowClients.optional(),
   routes: z.array(route).min(1, 'at least one route (a listener without routes would deny everything)'),
 });
+
+/** A TCP upstream: `tcp://host:port` / `tls://host:port`, or a mapping with url and TLS options (tls:// only). */
+const tcpUpstream = z.union(
+  [
+    nonEmpty,
+    z.strictObject({
+      url: nonEmpty,
+      ca: nonEmpty.optional(),
+      cert: nonEmpty.optional(),
+      key: nonEmpty.optional(),
+      servername: nonEmpty.optional(),
+    }),
+  ],
+  {
+    error: 'an upstream URL string (tcp://127.0.0.1:8786, tls://host:port) or a mapping with url and TLS options',
+  },
+);
+
+/**
+ * `protocol: tcp`: TLS in, raw bytes piped to one upstream (listener/tcp-listener.ts). Always TLS (no
+ * `plaintext`), no routes: the ACL is the listener's `allowClients`.
+ */
+const tcpListener = z.strictObject({
+  name: listenerName,
+  listen: listenAddress,
+  protocol: z.literal('tcp'),
+  tls: listenerTls,
+  allowClients: allowClients.optional(),
+  upstream: tcpUpstream,
+  /** Send a PROXY protocol v2 header with the client's address to the upstream first. */
+  proxyProtocol: z.literal('v2', { error: '"v2" (or leave the key out: no PROXY header)' }).optional(),
+});
+
+/**
+ * A listener: a union on `protocol` (absent means `http`). Errors are reported from the branch the value's
+ * `protocol` picks (load.ts issueToErrors / knownKeysAt), never as a bare "invalid union".
+ */
+const listener = z.union([httpListener, tcpListener]);
 
 /** The whole config file. */
 export const configSchema = z.strictObject({
@@ -134,6 +177,9 @@ export const configSchema = z.strictObject({
 /** The config as written in the file, after defaults. */
 export type ConfigFile = z.infer<typeof configSchema>;
 export type ListenerFile = z.infer<typeof listener>;
+export type HttpListenerFile = z.infer<typeof httpListener>;
+export type TcpListenerFile = z.infer<typeof tcpListener>;
+export type TcpUpstreamFile = z.infer<typeof tcpUpstream>;
 export type RouteFile = z.infer<typeof route>;
 export type UpstreamFile = z.infer<typeof upstream>;
 export type RouteAuthFile = NonNullable<RouteFile['auth']>;

@@ -17,7 +17,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import type { RouteAuth, RuntimeListener } from '../config/load.js';
+import type { RouteAuth, HttpRuntimeListener } from '../config/load.js';
 import type { Route } from '../authz/routes.js';
 import type { RoutePolicy } from '../authz/policy.js';
 import { normalizeRequestTarget } from '../authz/path.js';
@@ -115,7 +115,7 @@ const MAX_RAW_HEADER_ENTRIES = 2 * 1000;
 
 /** Checks the request's form and finds its route. Throws GatewayError. */
 function resolveRequest(
-  listener: RuntimeListener,
+  listener: HttpRuntimeListener,
   conn: ConnectionState | undefined,
   method: string | undefined,
   url: string | undefined,
@@ -174,7 +174,7 @@ interface ResolvedRequest {
 }
 
 /** The client certificate policy of the listener and the route. Throws GatewayError. */
-function checkClient(listener: RuntimeListener, conn: ConnectionState | undefined, route: Route): void {
+function checkClient(listener: HttpRuntimeListener, conn: ConnectionState | undefined, route: Route): void {
   if (listener.acl !== undefined && conn?.listenerAllowed !== true) {
     throw new GatewayError(conn?.identity === undefined ? 'ERR_IDENTITY_NO_CLIENT_CERT' : 'ERR_IDENTITY_LISTENER_ACL');
   }
@@ -241,7 +241,7 @@ interface DenialContext {
 }
 
 function buildAuthStages(
-  listener: RuntimeListener,
+  listener: HttpRuntimeListener,
   authenticators: ReadonlyMap<string, Authenticator> | undefined,
 ): ReadonlyMap<string, AuthStage> {
   const stages = new Map<string, AuthStage>();
@@ -300,7 +300,7 @@ async function authenticate(stage: AuthStage, token: string): Promise<AuthOutcom
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden' };
 
 /** Creates the handler of one listener. */
-export function createHttpHandler(listener: RuntimeListener, deps: HttpHandlerDeps): HttpHandler {
+export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandlerDeps): HttpHandler {
   const { logger, metrics, clock } = deps;
   const lname = listener.name;
   const proto = listener.tls ? 'https' : 'http';

@@ -20,7 +20,7 @@ import { createServer as createNetServer, type AddressInfo, type Server, type So
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Http2Config, TimeoutsConfig } from '../config/schema.js';
-import type { RuntimeListener } from '../config/load.js';
+import type { HttpRuntimeListener } from '../config/load.js';
 import { systemClock, type Clock } from '../clock.js';
 import { ConfigError, ERRORS, type ErrorCode } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
@@ -117,7 +117,7 @@ export function tlsRejectReason(err: Error & { code?: string }, authorizationErr
 }
 
 /** Binds `server` to `address`; a failure (EADDRINUSE, EACCES) is a ConfigError naming the key path. */
-function bind(server: Server, listener: RuntimeListener): Promise<void> {
+function bind(server: Server, listener: HttpRuntimeListener): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(new ConfigError(`${listener.keyPath}.listen`, `${listener.address.host}:${listener.address.port}`, `an address this process can bind (${err.code ?? err.message})`));
@@ -131,7 +131,7 @@ function bind(server: Server, listener: RuntimeListener): Promise<void> {
 }
 
 /** Creates and binds the listener. Rejects with a ConfigError when the address cannot be bound. */
-export async function startHttpListener(listener: RuntimeListener, deps: HttpListenerDeps): Promise<RunningListener> {
+export async function startHttpListener(listener: HttpRuntimeListener, deps: HttpListenerDeps): Promise<RunningListener> {
   const { logger, metrics, handler, timeouts } = deps;
   const name = listener.name;
   const active = metrics.activeConnections.labels(name);

@@ -17,17 +17,15 @@
  *
  * Upstreams that cannot read headers learn nothing of the client's identity, so the gateway records it: one
  * JSON access-log line per piped connection at close (listener, client address, certificate subject and
- * SHA-256 fingerprint, bytes each way, duration, close reason — issue 5 point 4) and the metrics of
- * {@link createTcpMetrics}.
+ * SHA-256 fingerprint, bytes each way, duration, close reason — issue 5 point 4) and the `portcullis_tcp_*` metrics
+ * (observability/metrics.ts).
  */
 import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { Counter, Histogram, type Registry } from 'prom-client';
 import { systemClock, type Clock } from '../clock.js';
-import type { ListenAddress, ListenerTls } from '../config/load.js';
+import type { TcpRuntimeListener } from '../config/load.js';
 import type { TimeoutsConfig } from '../config/schema.js';
 import { ConfigError } from '../errors.js';
-import type { ClientAcl } from '../identity/acl.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
 import { sniffConnection } from '../policy/plaintext.js';
@@ -46,50 +44,19 @@ import {
   type RunningListener,
 } from './http-listener.js';
 
-/** A `protocol: tcp` listener, resolved. Mirrors RuntimeListener minus routes: one upstream for all. */
-export interface TcpListenerConfig {
-  readonly name: string;
-  /** `listeners[i]`, for error messages. */
-  readonly keyPath: string;
-  readonly address: ListenAddress;
-  /** Always TLS: a TCP listener has no plaintext mode. */
-  readonly tls: ListenerTls;
-  /** `allowClients`; undefined means any certificate the CA vouches for. */
-  readonly acl: ClientAcl | undefined;
-}
-
-/** The TCP-specific metrics (will move into observability/metrics.ts when the listener is wired). */
-export function createTcpMetrics(registry: Registry) {
-  return {
-    tcpBytes: new Counter({
-      name: 'portcullis_tcp_bytes_total',
-      help: 'Bytes piped by TCP listeners, by listener and direction (in: client to upstream, out: upstream to client).',
-      labelNames: ['listener', 'direction'] as const,
-      registers: [registry],
-    }),
-    tcpConnections: new Counter({
-      name: 'portcullis_tcp_connections_total',
-      help: 'Piped TCP connections that ended, by listener and close reason (upstream failures included).',
-      labelNames: ['listener', 'reason'] as const,
-      registers: [registry],
-    }),
-    tcpConnectionDuration: new Histogram({
-      name: 'portcullis_tcp_connection_duration_seconds',
-      help: 'Lifetime of piped TCP connections, from the end of the client handshake to the close, by listener.',
-      labelNames: ['listener'] as const,
-      // Dask comms live for minutes to days: 10 ms to one day.
-      buckets: [0.01, 0.1, 1, 10, 60, 300, 1_800, 3_600, 14_400, 86_400],
-      registers: [registry],
-    }),
-  };
-}
-export type TcpMetrics = ReturnType<typeof createTcpMetrics>;
+/**
+ * A `protocol: tcp` listener, resolved: the config's {@link TcpRuntimeListener} (its `upstream` and
+ * `proxyProtocol` are passed separately, as the second argument and in the deps).
+ */
+export type TcpListenerConfig = Pick<TcpRuntimeListener, 'name' | 'keyPath' | 'address' | 'tls' | 'acl'>;
 
 export interface TcpListenerDeps {
   readonly logger: Logger;
-  /** The process metrics: `rejectedConnections`, `activeConnections`, `handshakes` are used. */
-  readonly metrics: Pick<Metrics, 'rejectedConnections' | 'activeConnections' | 'handshakes'>;
-  readonly tcpMetrics: TcpMetrics;
+  /** The process metrics: the connection counters and the `tcp*` ones (bytes, connections, duration). */
+  readonly metrics: Pick<
+    Metrics,
+    'rejectedConnections' | 'activeConnections' | 'handshakes' | 'tcpBytes' | 'tcpConnections' | 'tcpConnectionDuration'
+  >;
   /** `tlsHandshakeMs` (first byte and handshake), `upstreamConnectMs`, `idleMs` (no byte either way). */
   readonly timeouts: Pick<TimeoutsConfig, 'tlsHandshakeMs' | 'upstreamConnectMs' | 'idleMs'>;
   /** `v2`: send a PROXY protocol v2 header with the client's address first. */
@@ -136,16 +103,16 @@ export async function startTcpListener(
   upstream: TcpUpstream,
   deps: TcpListenerDeps,
 ): Promise<RunningListener> {
-  const { logger, metrics, tcpMetrics, timeouts } = deps;
+  const { logger, metrics, timeouts } = deps;
   const name = listener.name;
   const tls = listener.tls;
   const clock = deps.clock ?? systemClock;
   const active = metrics.activeConnections.labels(name);
-  const bytesIn = tcpMetrics.tcpBytes.labels(name, 'in');
-  const bytesOut = tcpMetrics.tcpBytes.labels(name, 'out');
-  const duration = tcpMetrics.tcpConnectionDuration.labels(name);
+  const bytesIn = metrics.tcpBytes.labels(name, 'in');
+  const bytesOut = metrics.tcpBytes.labels(name, 'out');
+  const duration = metrics.tcpConnectionDuration.labels(name);
   // Every series exists from the start (a dashboard shows 0, not "no data").
-  for (const reason of CLOSE_REASONS) tcpMetrics.tcpConnections.labels(name, reason);
+  for (const reason of CLOSE_REASONS) metrics.tcpConnections.labels(name, reason);
   const reject = (reason: ConnectionRejectReason): void =>
     metrics.rejectedConnections.labels(name, reason).inc();
   const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => clock.now());
@@ -226,7 +193,7 @@ export async function startTcpListener(
     const destination = { address: socket.localAddress ?? '', port: socket.localPort ?? -1 };
     const done = (result: PipeResult): void => {
       const seconds = Number(clock.hrtime() - started) / 1e9;
-      tcpMetrics.tcpConnections.labels(name, result.closeReason).inc();
+      metrics.tcpConnections.labels(name, result.closeReason).inc();
       duration.observe(seconds);
       const fields = {
         listener: name,
@@ -262,13 +229,9 @@ export async function startTcpListener(
       socket.destroy();
       return;
     }
-    // sniffConnection answers plaintext with an HTTP 400 (the HTTP listener's contract). A TCP listener
-    // answers nothing: this listener, registered first, sees the same first chunk and destroys the socket
-    // before the sniffer's answer can be written (a write to a destroyed socket sends nothing).
-    socket.once('data', (chunk: Buffer) => {
-      if (chunk[0] !== TLS_HANDSHAKE) socket.destroy();
-    });
+    // DESIGN: "a TCP listener closes" on plaintext — no HTTP 400, not a byte in answer.
     sniffConnection(socket, timeouts.tlsHandshakeMs, {
+      plaintextAnswer: 'none',
       onTls: (s) => secure.emit('connection', s),
       onPlaintext: () => {
         reject('plaintext');
@@ -314,9 +277,6 @@ export async function startTcpListener(
     },
   };
 }
-
-/** First byte of a TLS handshake record (RFC 8446 §5.1); same test as policy/plaintext.ts. */
-const TLS_HANDSHAKE = 0x16;
 
 function noop(): void {
   /* errors are handled by the pipe, which owns the socket from here */

@@ -84,6 +84,26 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
       labelNames: ['listener'] as const,
       registers: [registry],
     }),
+    tcpBytes: new Counter({
+      name: 'portcullis_tcp_bytes_total',
+      help: 'Bytes piped by TCP listeners, by listener and direction (in: client to upstream, out: upstream to client).',
+      labelNames: ['listener', 'direction'] as const,
+      registers: [registry],
+    }),
+    tcpConnections: new Counter({
+      name: 'portcullis_tcp_connections_total',
+      help: 'Piped TCP connections that ended, by listener and close reason (upstream failures included).',
+      labelNames: ['listener', 'reason'] as const,
+      registers: [registry],
+    }),
+    tcpConnectionDuration: new Histogram({
+      name: 'portcullis_tcp_connection_duration_seconds',
+      help: 'Lifetime of piped TCP connections, from the end of the client handshake to the close, by listener.',
+      labelNames: ['listener'] as const,
+      // Dask comms live for minutes to days: 10 ms to one day.
+      buckets: [0.01, 0.1, 1, 10, 60, 300, 1_800, 3_600, 14_400, 86_400],
+      registers: [registry],
+    }),
   };
 }
 

@@ -1,7 +1,8 @@
 /**
  * Require-encryption at the byte level: look at the first byte of a connection before the TLS layer
  * takes it. A TLS record starts with 0x16 (handshake); anything else is plaintext, which gets a one-line
- * HTTP 400 and a close instead of the silent reset Node's TLS server would give (DESIGN.md contract).
+ * HTTP 400 and a close instead of the silent reset Node's TLS server would give (DESIGN.md contract); a
+ * TCP listener passes `plaintextAnswer: 'none'` and only closes ("a TCP listener closes").
  *
  * The socket is paused and the chunk pushed back (`unshift`) before TLS takes over: the TLS layer drains
  * the socket's buffer, so ALPN h2 and http/1.1 both keep working (CONVENTIONS.md, known traps).
@@ -25,10 +26,15 @@ export const PLAINTEXT_ANSWER = (() => {
 export interface SniffHandlers {
   /** The first byte is a TLS handshake: the socket (paused, chunk unshifted) goes to the TLS server. */
   readonly onTls: (socket: Socket) => void;
-  /** Plaintext: the 400 was written and the socket is closing. */
+  /** Plaintext: the 400 was written and the socket is closing (with `plaintextAnswer: 'none'`: destroyed). */
   readonly onPlaintext: (socket: Socket) => void;
   /** Nothing arrived within the timeout: the socket was destroyed. */
   readonly onTimeout: (socket: Socket) => void;
+  /**
+   * What plaintext gets: `http-400` (default, the HTTP listener's contract: {@link PLAINTEXT_ANSWER} then
+   * close) or `none` (a TCP listener: the socket is destroyed without a byte in answer).
+   */
+  readonly plaintextAnswer?: 'http-400' | 'none';
 }
 
 /**
@@ -56,6 +62,11 @@ export function sniffConnection(socket: Socket, timeoutMs: number, handlers: Sni
       return;
     }
     socket.on('error', () => socket.destroy());
+    if (handlers.plaintextAnswer === 'none') {
+      socket.destroy();
+      handlers.onPlaintext(socket);
+      return;
+    }
     socket.end(PLAINTEXT_ANSWER);
     // Do not wait for the peer: close even if it keeps the connection half-open.
     setTimeout(() => socket.destroy(), 1_000).unref();

@@ -31,7 +31,7 @@ import { createCa, issueClientCert, issueServerCert, type CertAndKey } from '../
 import { loadConfigText, type ListenerTls } from '../../src/config/load.js';
 import type { ClientAcl } from '../../src/identity/acl.js';
 import type { RunningListener } from '../../src/listener/http-listener.js';
-import { createTcpMetrics, startTcpListener, type TcpListenerDeps } from '../../src/listener/tcp-listener.js';
+import { startTcpListener, type TcpListenerDeps } from '../../src/listener/tcp-listener.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { TcpUpstream } from '../../src/proxy/tcp-pipe.js';
@@ -329,7 +329,6 @@ async function startGateway(
     {
       logger: createLogger('debug', sink),
       metrics: createMetrics(registry, { processMetrics: false }),
-      tcpMetrics: createTcpMetrics(registry),
       timeouts: { tlsHandshakeMs: 5_000, upstreamConnectMs: 2_000, idleMs: 20_000, ...opts.timeouts },
       proxyProtocol: opts.proxyProtocol,
       ...(opts.accessLog !== undefined ? { accessLog: opts.accessLog } : {}),

@@ -22,7 +22,7 @@ import { stringify } from 'yaml';
 import { createCa, issueClientCert, issueServerCert } from '../../src/certs/pki.js';
 import { loadConfigText, type ListenerTls, type RuntimeListener } from '../../src/config/load.js';
 import type { RunningListener } from '../../src/listener/http-listener.js';
-import { createTcpMetrics, startTcpListener } from '../../src/listener/tcp-listener.js';
+import { startTcpListener } from '../../src/listener/tcp-listener.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { TcpUpstream } from '../../src/proxy/tcp-pipe.js';
@@ -140,7 +140,6 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
       {
         logger: createLogger('debug', sink),
         metrics: createMetrics(registry, { processMetrics: false }),
-        tcpMetrics: createTcpMetrics(registry),
         timeouts: { tlsHandshakeMs: 10_000, upstreamConnectMs: 5_000, idleMs: 120_000 },
         proxyProtocol: undefined,
       },

@@ -10,7 +10,12 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevSigningKey } from '../../../src/authn/jwks-dev.js';
-import { ConfigInvalid, loadConfigText, type RuntimeConfig } from '../../../src/config/load.js';
+import {
+  ConfigInvalid,
+  loadConfigText,
+  type HttpRuntimeListener,
+  type RuntimeConfig,
+} from '../../../src/config/load.js';
 import { GatewayError } from '../../../src/errors.js';
 import { writePki, type TestPkiPaths } from '../../helpers/pki.js';
 
@@ -112,7 +117,7 @@ describe('authProviders and route auth: what loads', () => {
       authMethod: 'client_secret_basic',
     });
     expect(cfg.authProviders.team).toMatchObject({ tokensFile: join(dir, 'tokens.json') });
-    const auth = cfg.listeners[0]!.routeAuth.api!;
+    const auth = (cfg.listeners[0] as HttpRuntimeListener).routeAuth.api!;
     expect(auth).toMatchObject({
       keyPath: 'listeners[0].routes[0].auth',
       providers: ['team', 'corp', 'opaque'],
@@ -131,13 +136,13 @@ describe('authProviders and route auth: what loads', () => {
     expect(() => auth.policy.check(principal)).not.toThrow();
     expect(() => auth.policy.check({ ...principal, claims: { tenant: 'other' } })).toThrow(GatewayError);
     expect(Object.isFrozen(cfg.authProviders)).toBe(true);
-    expect(Object.isFrozen(cfg.listeners[0]!.routeAuth)).toBe(true);
+    expect(Object.isFrozen((cfg.listeners[0] as HttpRuntimeListener).routeAuth)).toBe(true);
   });
 
   it('a route without auth has no entry; no authProviders is an empty map', () => {
     const cfg = load(config());
     expect(cfg.authProviders).toEqual({});
-    expect(Object.keys(cfg.listeners[0]!.routeAuth)).toEqual([]);
+    expect(Object.keys((cfg.listeners[0] as HttpRuntimeListener).routeAuth)).toEqual([]);
   });
 
   it('warns about an unused provider and a route that accepts query tokens', () => {

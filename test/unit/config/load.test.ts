@@ -17,6 +17,7 @@ import {
   isLoopbackHost,
   loadConfigFile,
   loadConfigText,
+  type HttpRuntimeListener,
   type RuntimeConfig,
 } from '../../../src/config/load.js';
 import { ConfigError } from '../../../src/errors.js';
@@ -845,7 +846,7 @@ describe('loadConfigText: what loads', () => {
     'http://127.0.0.1:8080/',
   ])('accepts the upstream %s under requireEncryption', (url) => {
     const cfg = load(config({}, listener(upstreamRoute(url))));
-    const up = cfg.listeners[0]?.routes.routes[0]?.upstream;
+    const up = (cfg.listeners[0] as HttpRuntimeListener | undefined)?.routes.routes[0]?.upstream;
     expect(up?.kind).toBe('http');
   });
 
@@ -864,7 +865,7 @@ describe('loadConfigText: what loads', () => {
         ),
       ),
     );
-    const up = cfg.listeners[0]?.routes.routes[0]?.upstream;
+    const up = (cfg.listeners[0] as HttpRuntimeListener | undefined)?.routes.routes[0]?.upstream;
     expect(up).toMatchObject({
       kind: 'http',
       origin: 'https://10.0.0.5:8443',
