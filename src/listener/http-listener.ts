@@ -116,8 +116,9 @@ export function tlsRejectReason(err: Error & { code?: string }, authorizationErr
   return 'protocol';
 }
 
-/** Binds `server` to `address`; a failure (EADDRINUSE, EACCES) is a ConfigError naming the key path. */
-function bind(server: Server, listener: HttpRuntimeListener): Promise<void> {
+/** Binds `server` to the listener's address; a failure (EADDRINUSE, EACCES) is a ConfigError naming
+ * `<keyPath>.listen`, so start-up fails before anything half-listens. Shared by every listener kind. */
+export function bindListener(server: Server, listener: Pick<HttpRuntimeListener, 'keyPath' | 'address'>): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(new ConfigError(`${listener.keyPath}.listen`, `${listener.address.host}:${listener.address.port}`, `an address this process can bind (${err.code ?? err.message})`));
@@ -376,7 +377,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     send();
   });
 
-  await bind(front, listener);
+  await bindListener(front, listener);
   // After the bind, a server 'error' (an accept failure) must be logged, never thrown: an EventEmitter
   // without an 'error' listener would take the whole process down.
   front.on('error', (err: NodeJS.ErrnoException) => {

@@ -20,12 +20,11 @@
  * SHA-256 fingerprint, bytes each way, duration, close reason — issue 5 point 4) and the `portcullis_tcp_*` metrics
  * (observability/metrics.ts).
  */
-import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock.js';
 import type { TcpRuntimeListener } from '../config/load.js';
 import type { TimeoutsConfig } from '../config/schema.js';
-import { ConfigError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
 import { sniffConnection } from '../policy/plaintext.js';
@@ -38,6 +37,7 @@ import {
 } from '../proxy/tcp-pipe.js';
 import { createConnectionState, type ConnectionState } from './connection.js';
 import {
+  bindListener,
   createLogLimiter,
   REFUSAL_LOG_LINES_PER_SECOND,
   tlsRejectReason,
@@ -73,26 +73,6 @@ const UPSTREAM_FAILURES: ReadonlySet<CloseReason> = new Set([
   'upstream_tls',
   'connect_timeout',
 ]);
-
-/** Binds `server`; a failure (EADDRINUSE, EACCES) is a ConfigError naming the key path. */
-function bind(server: Server, listener: TcpListenerConfig): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      reject(
-        new ConfigError(
-          `${listener.keyPath}.listen`,
-          `${listener.address.host}:${listener.address.port}`,
-          `an address this process can bind (${err.code ?? err.message})`,
-        ),
-      );
-    };
-    server.once('error', onError);
-    server.listen({ host: listener.address.host, port: listener.address.port, exclusive: true }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-}
 
 /**
  * Creates and binds a TCP listener piping every admitted connection to `upstream`. Rejects with a
@@ -247,7 +227,7 @@ export async function startTcpListener(
     });
   });
 
-  await bind(front, listener);
+  await bindListener(front, listener);
   // After the bind, a server 'error' (an accept failure such as EMFILE) is logged, never thrown.
   front.on('error', (err: NodeJS.ErrnoException) => {
     logger.error({ listener: name, detail: err.code ?? err.message }, 'listener error');
