@@ -49,6 +49,19 @@ export function daskVersion(): string {
   return r.stdout.trim();
 }
 
+/**
+ * Whether /usr/bin/python3 has prometheus_client (Debian's python3-prometheus-client). Without it the
+ * scheduler's /metrics still answers 200 with a Prometheus text, a single comment saying metrics are not
+ * available; with it, the `dask_scheduler_*` series.
+ */
+export function daskHasPrometheus(): boolean {
+  const r = spawnSync(SYSTEM_PYTHON, ['-I', '-c', 'import prometheus_client'], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return r.status === 0;
+}
+
 /** TLS files of one Dask process (PEM paths). */
 export interface DaskTlsFiles {
   /** `tls_ca_file`: the CA the peer's certificate must chain to. */
@@ -63,6 +76,11 @@ export interface DaskCluster {
   readonly schedulerPort: number;
   /** The scheduler's HTTP server (/health, /metrics...), plain HTTP on loopback. */
   readonly schedulerHttpPort: number;
+  /**
+   * The requests the scheduler's HTTP server has answered so far, as tornado logs them:
+   * `"<status> <METHOD> <uri> (<remote ip>) <ms>ms"`, e.g. `"200 GET /health (127.0.0.1) 0.52ms"`.
+   */
+  httpRequests(): string[];
   readonly workerAddress: string;
   /** Kills both process groups; resolves once both processes have exited. */
   stop(): Promise<void>;
@@ -91,6 +109,16 @@ sec = None
 if cfg.get("tls"):
     t = cfg["tls"]
     sec = Security(tls_ca_file=t["ca"], tls_scheduler_cert=t["cert"], tls_scheduler_key=t["key"], require_encryption=True)
+# Every request the scheduler's HTTP server answers, as one JSON line (distributed silences tornado's
+# access log; the tests assert which requests reached it).
+import logging
+class _HttpRequests(logging.Handler):
+    def emit(self, record):
+        print(json.dumps({"httpRequest": record.getMessage()}), flush=True)
+_access = logging.getLogger("tornado.access")
+_access.setLevel(logging.INFO)
+_access.propagate = False
+_access.addHandler(_HttpRequests())
 async def main():
     async with Scheduler(host="127.0.0.1", port=0, protocol=cfg["protocol"], security=sec,
                          dashboard=False, dashboard_address="127.0.0.1:0") as s:
@@ -174,6 +202,8 @@ interface PythonChild {
   readonly child: ChildProcess;
   readonly lines: string[];
   readonly stderr: () => string;
+  /** The JSON lines printed so far. */
+  readonly parsed: () => Record<string, unknown>[];
   /** Resolves with the first JSON line that satisfies `pick` (rejects at timeout or exit). */
   waitFor<T>(pick: (msg: Record<string, unknown>) => T | undefined, timeoutMs: number): Promise<T>;
   readonly exited: Promise<number | null>;
@@ -229,6 +259,7 @@ function spawnPython(script: string, arg: unknown): PythonChild {
     child,
     lines,
     stderr: () => err,
+    parsed,
     waitFor<T>(pick: (msg: Record<string, unknown>) => T | undefined, timeoutMs: number): Promise<T> {
       return new Promise<T>((resolve, reject) => {
         const check = (): void => {
@@ -311,6 +342,8 @@ export async function startDaskCluster(
       schedulerAddress: s.address,
       schedulerPort: port,
       schedulerHttpPort: s.http,
+      httpRequests: () =>
+        scheduler.parsed().flatMap((m) => (typeof m.httpRequest === 'string' ? [m.httpRequest] : [])),
       workerAddress: w,
       stop,
     };

@@ -11,6 +11,14 @@
  * In both, alice gets `submit(lambda x: x + 1, 1) == 2` and `sum(map(inc, range(300))) == 45150`, and a
  * client with no certificate, with one from another CA, or with a revoked one fails and is counted by the
  * gateway with the matching reason. Without the Debian packages the suite is skipped with a printed reason.
+ *
+ * Issue 5 point 6, in the plain tcp:// block: ONE app (the real loader and `startApp`, test/helpers/gateway.ts)
+ * with the tcp listener AND an http listener whose route goes to the scheduler's own HTTP server, behind a
+ * `type: jwt` provider (dev JWKS file) requiring scope `dask:read`. While alice's Dask client runs its submit
+ * and map through the tcp listener, /health and /metrics answer through the http listener with her
+ * certificate and a token; no token is 401 with a Bearer challenge, a token without the scope is 403, both
+ * logged with their reason codes, and the scheduler's HTTP server (its tornado access log, see
+ * test/helpers/dask.ts) saw neither.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -19,6 +27,7 @@ import { Writable } from 'node:stream';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { createDevSigningKey, DEV_AUDIENCE, DEV_ISSUER, mintDevJwt } from '../../src/authn/jwks-dev.js';
 import { createCa, issueClientCert, issueServerCert } from '../../src/certs/pki.js';
 import { loadConfigText, type ListenerTls, type RuntimeListener } from '../../src/config/load.js';
 import type { RunningListener } from '../../src/listener/http-listener.js';
@@ -26,7 +35,9 @@ import { startTcpListener } from '../../src/listener/tcp-listener.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { TcpUpstream } from '../../src/proxy/tcp-pipe.js';
+import { h1 } from '../helpers/clients.js';
 import {
+  daskHasPrometheus,
   daskUnavailableReason,
   daskVersion,
   issueClusterCert,
@@ -35,6 +46,7 @@ import {
   type DaskCluster,
   type DaskTlsFiles,
 } from '../helpers/dask.js';
+import { startGateway as startApp, type TestGateway } from '../helpers/gateway.js';
 import { mintTestPki, writePki, type TestClientName, type TestPkiPaths } from '../helpers/pki.js';
 
 const unavailable = daskUnavailableReason();
@@ -234,6 +246,160 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
       '%s: the client fails, the gateway counts it, nothing reaches the scheduler',
       async (_name, who, reason) => {
         await expectRefused(gw, who, reason);
+      },
+      RUN_MS + 10_000,
+    );
+
+    it(
+      'one gateway process fronts both halves: Dask comm on its tcp listener, the scheduler HTTP server behind Bearer auth on its http listener',
+      async () => {
+        // The app from a YAML config through the real loader, as `portcullis run` starts it
+        // (config/examples/dask.yaml, with a plain tcp:// scheduler and a dev JWKS).
+        const signing = await createDevSigningKey();
+        const jwksFile = join(dir, 'dask-jwks.json');
+        await writeFile(jwksFile, JSON.stringify(signing.publicJwks));
+        const app: TestGateway = await startApp((p) => {
+          const tls = {
+            cert: p.server.cert,
+            key: p.server.key,
+            clientCertificate: 'require',
+            clientCa: p.ca,
+            crl: p.crl,
+          };
+          return {
+            log: { level: 'debug', access: true },
+            authProviders: {
+              'dask-jwt': {
+                type: 'jwt',
+                issuer: DEV_ISSUER,
+                audience: DEV_AUDIENCE,
+                jwksFile,
+                algorithms: ['ES256'],
+              },
+            },
+            listeners: [
+              {
+                name: 'dask-comm',
+                listen: '127.0.0.1:0',
+                protocol: 'tcp',
+                tls,
+                allowClients: ['OU=data-science'],
+                upstream: `tcp://127.0.0.1:${cluster.schedulerPort}`,
+              },
+              {
+                name: 'dask-http',
+                listen: '127.0.0.1:0',
+                protocol: 'http',
+                tls,
+                allowClients: ['OU=data-science'],
+                routes: [
+                  {
+                    id: 'dask-dashboard',
+                    match: { pathPrefix: '/' },
+                    upstream: `http://127.0.0.1:${cluster.schedulerHttpPort}`,
+                    auth: { providers: ['dask-jwt'], scopes: ['dask:read'] },
+                  },
+                ],
+              },
+            ],
+          };
+        });
+        cleanup.push(() => app.close());
+        const httpPort = app.port('dask-http');
+        const mint = (scope: string): Promise<string> =>
+          mintDevJwt({
+            key: signing.privateJwk,
+            issuer: DEV_ISSUER,
+            audience: DEV_AUDIENCE,
+            sub: 'alice',
+            scope,
+            ttlSeconds: 300,
+            now: Date.now(),
+          });
+        const reader = await mint('dask:read');
+        const writer = await mint('dask:write');
+        const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });
+        const seenBefore = cluster.httpRequests().length;
+
+        // The Dask client runs its submit and map through the tcp listener while the HTTP side is exercised.
+        const running = runDaskClient({
+          address: `tls://127.0.0.1:${app.port('dask-comm')}`,
+          tls: { ca: app.pki.ca, cert: app.pki.clients.alice.cert, key: app.pki.clients.alice.key },
+          timeoutMs: RUN_MS,
+        });
+
+        const health = await h1(httpPort, app.pki, { path: '/health', headers: bearer(reader) });
+        expect(health.status, health.body).toBe(200);
+        expect(health.body).toBe('ok');
+
+        const metrics = await h1(httpPort, app.pki, { path: '/metrics', headers: bearer(reader) });
+        expect(metrics.status, metrics.body).toBe(200);
+        expect(String(metrics.headers['content-type'])).toMatch(/^text\/plain; version=0\.0\.4/);
+        if (daskHasPrometheus()) {
+          expect(metrics.body).toMatch(/^dask_scheduler_\w+/m);
+        } else {
+          // No prometheus_client for /usr/bin/python3: Dask's own placeholder, still a Prometheus text.
+          console.info('scheduler /metrics without prometheus_client:', metrics.body.trim());
+          expect(metrics.body).toMatch(/^# Prometheus metrics are not available/);
+        }
+        // Both reached the scheduler's HTTP server.
+        await expect
+          .poll(() => cluster.httpRequests().slice(seenBefore))
+          .toEqual([
+            expect.stringMatching(/^200 GET \/health \(127\.0\.0\.1\)/),
+            expect.stringMatching(/^200 GET \/metrics \(127\.0\.0\.1\)/),
+          ]);
+        const seenAllowed = cluster.httpRequests().length;
+
+        const missing = await h1(httpPort, app.pki, { path: '/health' });
+        expect(missing.status).toBe(401);
+        expect(String(missing.headers['www-authenticate'])).toMatch(/^Bearer\b/);
+        expect(missing.body).not.toBe('ok');
+
+        const unscoped = await h1(httpPort, app.pki, { path: '/metrics', headers: bearer(writer) });
+        expect(unscoped.status).toBe(403);
+        expect(String(unscoped.headers['www-authenticate'])).toMatch(/^Bearer .*error="insufficient_scope"/);
+        expect(unscoped.body).not.toContain('Prometheus');
+
+        // The gateway logged both denials on the route, with their reason codes...
+        const denials = app
+          .logs()
+          .filter((l) => l.msg === 'request' && l.listener === 'dask-http' && typeof l.reason === 'string');
+        expect(denials).toEqual([
+          expect.objectContaining({ route: 'dask-dashboard', status: 401, reason: 'ERR_AUTHN_MISSING' }),
+          expect.objectContaining({
+            route: 'dask-dashboard',
+            status: 403,
+            reason: 'ERR_AUTHZ_INSUFFICIENT_SCOPE',
+          }),
+        ]);
+        // ...counted them before serving any route (a denial is counted on route "none"), and answered from the
+        // route only the two allowed requests.
+        for (const reason of ['ERR_AUTHN_MISSING', 'ERR_AUTHZ_INSUFFICIENT_SCOPE'])
+          expect(await app.metric('portcullis_http_denials_total', { listener: 'dask-http', reason })).toBe(
+            1,
+          );
+        expect(
+          await app.metric('portcullis_http_requests_total', {
+            listener: 'dask-http',
+            route: 'dask-dashboard',
+          }),
+        ).toBe(2);
+        expect(
+          await app.metric('portcullis_http_requests_total', { listener: 'dask-http', route: 'none' }),
+        ).toBe(2);
+
+        const run = await running;
+        console.info('dask client (alice, shared gateway):', JSON.stringify(run.result ?? run.error));
+        expect(run.error, run.stderr.slice(-2_000)).toBeUndefined();
+        expect(run.exitCode).toBe(0);
+        expect(run.result).toMatchObject({ submit: 2, mapSum: MAP_SUM });
+        const piped = app.logs().filter((l) => l.msg === 'tcp connection' && l.listener === 'dask-comm');
+        expect(piped.length).toBeGreaterThan(0);
+        for (const l of piped) expect(String(l.subject)).toContain('CN=alice');
+
+        // ...and the scheduler's HTTP server never saw the denied ones (by now it has had every chance to).
+        expect(cluster.httpRequests().length).toBe(seenAllowed);
       },
       RUN_MS + 10_000,
     );
