@@ -61,6 +61,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const registry = deps.registry ?? new Registry();
   const metrics = createMetrics(registry);
   for (const w of config.warnings) logger.warn(w);
+  setCertificateGauges(config, metrics);
 
   // The providers are runtime objects made from the (immutable) config: one set per app start, shared by
   // every listener. A file they need was checked at load; a remote JWKS is fetched now (warmUp), and a
@@ -75,6 +76,14 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const warmUp = Promise.all([...authenticators.values()].map((p) => p.warmUp()));
   const notReady = (): string[] => {
     const out: string[] = [];
+    // Checked against the clock at each /readyz: a server certificate can expire while the process runs.
+    const now = clock.now();
+    for (const l of config.listeners) {
+      for (const c of l.tls?.certificates ?? []) {
+        if (c.kind === 'server' && c.validToMs <= now)
+          out.push(`listeners.${l.name}: server certificate (${c.keyPath}) expired at ${new Date(c.validToMs).toISOString()}`);
+      }
+    }
     for (const [name, p] of authenticators) {
       const why = p.readiness();
       if (why !== undefined) out.push(`authProviders.${name}: ${why}`);
@@ -141,6 +150,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
         websocket,
         authenticators,
         authMetrics,
+        telemetry: config.telemetry,
       });
       listeners.push(await startHttpListener(l, { logger, metrics, handler, timeouts: config.timeouts, http2: config.http2 }));
     }
@@ -185,4 +195,24 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     adminPort: () => admin?.address().port,
     close: (graceMs = config.timeouts.shutdownGraceMs) => closeAll(graceMs),
   };
+}
+
+/**
+ * Sets the certificate expiry and CRL nextUpdate gauges once from the loaded config. Labels are the
+ * listener name, the certificate's kind and its position in its PEM bundle: never a subject or a path.
+ */
+function setCertificateGauges(config: RuntimeConfig, metrics: Metrics): void {
+  for (const l of config.listeners) {
+    const certs = [...(l.tls?.certificates ?? []), ...(l.upstreamCertificates ?? [])];
+    // Upstream bundles of several routes share kind and index: keep the earliest notAfter per label set,
+    // the one an alert has to fire on.
+    const earliest = new Map<string, { kind: string; index: number; ms: number }>();
+    for (const c of certs) {
+      const key = `${c.kind}/${c.index}`;
+      const prev = earliest.get(key);
+      if (prev === undefined || c.validToMs < prev.ms) earliest.set(key, { kind: c.kind, index: c.index, ms: c.validToMs });
+    }
+    for (const e of earliest.values()) metrics.certificateExpiry.labels(l.name, e.kind, String(e.index)).set(e.ms / 1000);
+    if (l.tls?.crlNextUpdateMs !== undefined) metrics.crlNextUpdate.labels(l.name).set(l.tls.crlNextUpdateMs / 1000);
+  }
 }

@@ -6,6 +6,32 @@ export const DEFAULTS = {
   /** Refuse plaintext listeners, TLS < 1.2 and non-loopback plaintext upstreams. Safe by default. */
   requireEncryption: true,
 
+  telemetry: {
+    /** Strip tracing/telemetry headers in both directions: a gateway in front of a private service must
+     * not relay a client's forged trace context (W3C Trace Context §security, hostile case 98) nor leak
+     * the upstream's tracing identifiers to callers. */
+    optOut: true,
+    /** Header names stripped when optOut is on; a trailing `*` is a prefix. Sentry (sentry-trace, baggage),
+     * W3C (traceparent, tracestate), B3 (b3, x-b3-*), Jaeger (uber-trace-id), Datadog (x-datadog-*),
+     * Google Cloud (x-cloud-trace-context), AWS X-Ray (x-amzn-trace-id), New Relic (newrelic).
+     * A configured `telemetry.headers` list is added to these, never replaces them. */
+    headers: [
+      'sentry-trace',
+      'baggage',
+      'traceparent',
+      'tracestate',
+      'b3',
+      'x-b3-*',
+      'uber-trace-id',
+      'x-datadog-*',
+      'x-cloud-trace-context',
+      'x-amzn-trace-id',
+      'newrelic',
+    ],
+    /** Honour a client's `DNT: 1` / `Sec-GPC: 1` as a per-request opt-out even where optOut is off. */
+    honorClientSignals: false,
+  },
+
   admin: {
     /** host:port of the admin listener (/metrics, /healthz, /readyz). Loopback: metrics are not public. */
     listen: '127.0.0.1:9090',

@@ -27,11 +27,12 @@ import {
 import { z, type core } from 'zod';
 import { ConfigError } from '../errors.js';
 import { parseCrl } from '../certs/pki.js';
+import { compileTelemetryHeaders, type TelemetryMatcher } from '../mutate/telemetry.js';
 import { createAuthenticator, type AuthProviderConfig } from '../authn/providers.js';
 import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
 import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
 import { compileRouteTable, type Route, type RouteTable, type UpstreamSpec } from '../authz/routes.js';
-import { TLS_CIPHERS } from './defaults.js';
+import { DEFAULTS, TLS_CIPHERS } from './defaults.js';
 import {
   configSchema,
   type ConfigFile,
@@ -73,6 +74,10 @@ export interface ListenAddress {
 
 /** What the gateway knows about one certificate it serves or trusts (for expiry checks and metrics). */
 export interface CertInfo {
+  /** What the certificate is for; a metric label (closed set). */
+  readonly kind: 'server' | 'ca' | 'upstream_ca' | 'upstream_client';
+  /** Position in its PEM bundle (0 = first), a metric label instead of the subject. */
+  readonly index: number;
   readonly keyPath: string;
   readonly file: string;
   readonly subject: string;
@@ -87,6 +92,8 @@ export interface ListenerTls {
     readonly rejectUnauthorized: boolean;
   };
   readonly certificates: readonly CertInfo[];
+  /** `tls.crl`'s nextUpdate (ms since the epoch), when there is a CRL and it carries one. */
+  readonly crlNextUpdateMs?: number;
 }
 
 /**
@@ -121,6 +128,10 @@ export interface HttpRuntimeListener {
   readonly routes: RouteTable;
   /** Route id → its Bearer authentication; a route without `auth` has no entry (no token needed). */
   readonly routeAuth: Readonly<Record<string, RouteAuth>>;
+  /** Route id → its `telemetry.optOut` override; a route without one has no entry (the top level decides). */
+  readonly routeTelemetryOptOut?: Readonly<Record<string, boolean>>;
+  /** Certificates of the routes' upstream TLS mappings (`ca`, `cert`), for expiry metrics. */
+  readonly upstreamCertificates?: readonly CertInfo[];
 }
 
 /**
@@ -138,6 +149,8 @@ export interface TcpRuntimeListener {
   readonly upstream: TcpUpstream;
   /** `v2`: a PROXY protocol v2 header with the client's address goes to the upstream first. */
   readonly proxyProtocol: 'v2' | undefined;
+  /** Certificates of the upstream TLS mapping (`ca`, `cert`), for expiry metrics. */
+  readonly upstreamCertificates?: readonly CertInfo[];
 }
 
 /** One listener, fully resolved: narrow on `protocol`. */
@@ -151,6 +164,12 @@ export interface RuntimeConfig {
   readonly log: ConfigFile['log'];
   readonly timeouts: TimeoutsConfig;
   readonly http2: Http2Config;
+  /** Telemetry header stripping: the default list plus `telemetry.headers`, compiled. */
+  readonly telemetry: {
+    readonly optOut: boolean;
+    readonly honorClientSignals: boolean;
+    readonly matcher: TelemetryMatcher;
+  };
   readonly listeners: readonly RuntimeListener[];
   /**
    * `authProviders` as validated, with their file paths (`jwksFile`, `tokensFile`, `clientSecretFile`)
@@ -572,6 +591,8 @@ interface Ctx {
   readonly providerTypes: ReadonlyMap<string, AuthProviderConfig['type']>;
   /** Providers some route references (an unused one is worth a warning). */
   readonly usedProviders: Set<string>;
+  /** Upstream TLS certificates of the listener being resolved (for expiry metrics). */
+  readonly upstreamCerts: CertInfo[];
 }
 
 function readAt(ctx: Ctx, keyPath: string, value: string): { file: string; data: Buffer } | undefined {
@@ -686,6 +707,8 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
   const certificates: CertInfo[] = [];
   if (leaf && cert)
     certificates.push({
+      kind: 'server',
+      index: 0,
       keyPath: `${p}.tls.cert`,
       file: cert.file,
       subject: leaf.subject,
@@ -704,7 +727,7 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
       const bundle = readCertificates(ctx, `${p}.tls.clientCa`, t.clientCa);
       if (bundle) {
         ca = bundle.data;
-        for (const c of bundle.certs) {
+        for (const [index, c] of bundle.certs.entries()) {
           if (!c.ca)
             ctx.errors.push(
               new ConfigError(
@@ -716,6 +739,8 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
           // An expired CA makes OpenSSL refuse every client: say so now rather than at the first handshake.
           else checkValidNow(ctx, `${p}.tls.clientCa`, t.clientCa, c);
           certificates.push({
+            kind: 'ca',
+            index,
             keyPath: `${p}.tls.clientCa`,
             file: bundle.file,
             subject: c.subject,
@@ -734,6 +759,7 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
     );
   }
   let crl: Buffer | undefined;
+  let crlNextUpdateMs: number | undefined;
   if (t.crl !== undefined) {
     if (t.clientCertificate === 'none') {
       ctx.errors.push(
@@ -746,6 +772,7 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
           createSecureContext({ crl: read.data });
           crl = read.data;
           const nextUpdate = crlNextUpdate(read.data);
+          if (nextUpdate !== undefined) crlNextUpdateMs = nextUpdate.getTime();
           // A CRL past its nextUpdate makes OpenSSL refuse every client (CRL_HAS_EXPIRED): refuse to
           // start with a clear message instead of serving an outage.
           if (nextUpdate !== undefined && nextUpdate.getTime() <= ctx.deps.now()) {
@@ -791,7 +818,12 @@ function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls |
     );
     return undefined;
   }
-  return { clientCertificate: t.clientCertificate, options, certificates };
+  return {
+    clientCertificate: t.clientCertificate,
+    options,
+    certificates,
+    ...(crlNextUpdateMs !== undefined ? { crlNextUpdateMs } : {}),
+  };
 }
 
 /** The TLS options of an upstream mapping (`https://` or `tls://`): CA bundle, client cert + key, servername. */
@@ -803,7 +835,11 @@ function resolveUpstreamTls(
   const tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; servername?: string } = {};
   if (u.ca !== undefined) {
     const ca = readCertificates(ctx, `${p}.ca`, u.ca);
-    if (ca) tls.ca = ca.data;
+    if (ca) {
+      tls.ca = ca.data;
+      for (const [index, c] of ca.certs.entries())
+        ctx.upstreamCerts.push({ kind: 'upstream_ca', index, keyPath: `${p}.ca`, file: ca.file, subject: c.subject, validToMs: Date.parse(c.validTo) });
+    }
   }
   if ((u.cert === undefined) !== (u.key === undefined)) {
     ctx.errors.push(
@@ -821,6 +857,9 @@ function resolveUpstreamTls(
     if (cert && key) {
       tls.cert = cert.data;
       tls.key = key.data;
+      const leaf = cert.certs[0];
+      if (leaf)
+        ctx.upstreamCerts.push({ kind: 'upstream_client', index: 0, keyPath: `${p}.cert`, file: cert.file, subject: leaf.subject, validToMs: Date.parse(leaf.validTo) });
     }
   }
   if (u.servername !== undefined) tls.servername = u.servername;
@@ -1001,7 +1040,10 @@ function resolveListener(
   i: number,
   seenRouteIds: Set<string>,
 ): RuntimeListener | undefined {
-  return l.protocol === 'tcp' ? resolveTcpListener(ctx, l, i) : resolveHttpListener(ctx, l, i, seenRouteIds);
+  ctx.upstreamCerts.length = 0;
+  const r = l.protocol === 'tcp' ? resolveTcpListener(ctx, l, i) : resolveHttpListener(ctx, l, i, seenRouteIds);
+  if (r === undefined || ctx.upstreamCerts.length === 0) return r;
+  return { ...r, upstreamCertificates: [...ctx.upstreamCerts] };
 }
 
 /**
@@ -1117,7 +1159,9 @@ function resolveHttpListener(
   const routes: Route[] = [];
   // No prototype: a route id such as "constructor" is a plain key.
   const routeAuth = Object.create(null) as Record<string, RouteAuth>;
+  const routeTelemetryOptOut = Object.create(null) as Record<string, boolean>;
   l.routes.forEach((r, j) => {
+    if (r.telemetry !== undefined) routeTelemetryOptOut[r.id ?? `${l.name}-${j}`] = r.telemetry.optOut;
     const rp = `${p}.routes[${j}]`;
     const id = r.id ?? `${l.name}-${j}`;
     if (seenRouteIds.has(id)) ctx.errors.push(new ConfigError(`${rp}.id`, id, 'a route id used only once'));
@@ -1165,6 +1209,7 @@ function resolveHttpListener(
     acl,
     routes: compileRouteTable(routes),
     routeAuth,
+    routeTelemetryOptOut,
   };
 }
 
@@ -1185,6 +1230,7 @@ function resolveConfig(
     requireEncryption: file.requireEncryption,
     providerTypes: new Map(Object.entries(file.authProviders).map(([name, p]) => [name, p.type])),
     usedProviders: new Set(),
+    upstreamCerts: [],
   };
   const names = new Set<string>();
   const binds = new Map<string, string>();
@@ -1216,6 +1262,14 @@ function resolveConfig(
     if (!ctx.usedProviders.has(name))
       warnings.push(`authProviders.${name} is not used by any route (no route lists it in auth.providers)`);
   }
+  // The operator's list is added to the defaults (DESIGN.md: "operators may extend it"); an error names
+  // `telemetry.headers[i]` of the operator's list.
+  const telemetryMatcher = compileTelemetryHeaders(
+    [...DEFAULTS.telemetry.headers, ...file.telemetry.headers],
+    'telemetry.headers',
+    errors,
+    DEFAULTS.telemetry.headers.length,
+  );
   const adminAddress = parseListen(file.admin.listen, 'admin.listen', errors);
   if (adminAddress && file.admin.enabled && file.requireEncryption && !isLoopbackHost(adminAddress.host)) {
     errors.push(
@@ -1243,6 +1297,11 @@ function resolveConfig(
     log: file.log,
     timeouts: file.timeouts,
     http2: file.http2,
+    telemetry: {
+      optOut: file.telemetry.optOut,
+      honorClientSignals: file.telemetry.honorClientSignals,
+      matcher: telemetryMatcher,
+    },
     listeners,
     authProviders,
     warnings,

@@ -94,6 +94,8 @@ const route = z.strictObject({
   allowClients: allowClients.optional(),
   /** Bearer authentication and policy (providers from `authProviders`, scopes, claims). Absent: no token needed. */
   auth: routeAuthSchema.optional(),
+  /** Overrides the top-level `telemetry.optOut` for this route. */
+  telemetry: z.strictObject({ optOut: z.boolean() }).optional(),
 });
 
 const listenerName = z
@@ -167,6 +169,17 @@ export const configSchema = z.strictObject({
       access: z.boolean().default(DEFAULTS.log.access),
     })
     .default({ level: DEFAULTS.log.level, access: DEFAULTS.log.access }),
+  /**
+   * Telemetry header stripping. `headers` adds names to the default list (DEFAULTS.telemetry.headers);
+   * names are checked and compiled in load.ts (a `*` only at the end, as a prefix).
+   */
+  telemetry: z
+    .strictObject({
+      optOut: z.boolean().default(DEFAULTS.telemetry.optOut),
+      headers: z.array(z.string()).default([]),
+      honorClientSignals: z.boolean().default(DEFAULTS.telemetry.honorClientSignals),
+    })
+    .default({ optOut: DEFAULTS.telemetry.optOut, headers: [], honorClientSignals: DEFAULTS.telemetry.honorClientSignals }),
   timeouts: timeouts.default(timeouts.parse({})),
   http2: http2.default(http2.parse({})),
   /** Bearer token providers by name (jwt, introspection, static); routes reference them in `auth.providers`. */

@@ -26,6 +26,7 @@ import { createAuthChain, type AuthChain } from '../authn/chain.js';
 import type { AuthenticateOptions, Authenticator, Principal } from '../authn/principal.js';
 import { bearerChallenge, ERRORS, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
 import { buildUpstreamHeaders, withPrincipal } from '../mutate/request-headers.js';
+import type { TelemetryMatcher, TelemetryPolicy } from '../mutate/telemetry.js';
 import type { AuthMetrics } from '../observability/auth-metrics.js';
 import type { Logger } from '../observability/logger.js';
 import { methodLabel, statusClass, type Metrics } from '../observability/metrics.js';
@@ -49,6 +50,12 @@ export interface HttpHandlerDeps {
   /** The app's authentication providers by name (`authProviders`); every name a route lists must be here. */
   readonly authenticators?: ReadonlyMap<string, Authenticator>;
   readonly authMetrics?: AuthMetrics;
+  /** `telemetry` of the runtime config; absent: telemetry headers pass like any other. */
+  readonly telemetry?: {
+    readonly optOut: boolean;
+    readonly honorClientSignals: boolean;
+    readonly matcher: TelemetryMatcher;
+  };
 }
 
 /** The two entry points of an HTTP listener. */
@@ -305,6 +312,18 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
   const lname = listener.name;
   const proto = listener.tls ? 'https' : 'http';
   const authStages = buildAuthStages(listener, deps.authenticators);
+  // Route id → telemetry policy (the route's optOut override, else the top level), resolved once.
+  const telemetryPolicies = new Map<string, TelemetryPolicy>();
+  if (deps.telemetry !== undefined) {
+    const t = deps.telemetry;
+    for (const r of listener.routes.routes) {
+      const strip = listener.routeTelemetryOptOut?.[r.id] ?? t.optOut;
+      // Nothing to do on a route that never strips: skip the per-header lookups entirely.
+      if (strip || t.honorClientSignals) telemetryPolicies.set(r.id, { matcher: t.matcher, strip, honorClientSignals: t.honorClientSignals });
+    }
+  }
+  const telemetryRequest = metrics.telemetryStripped.labels('request');
+  const telemetryResponse = metrics.telemetryStripped.labels('response');
   const denialCounters = new Map<ErrorCode, ReturnType<Metrics['denials']['labels']>>();
   const denialCounter = (code: ErrorCode): ReturnType<Metrics['denials']['labels']> => {
     let c = denialCounters.get(code);
@@ -377,6 +396,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     started: bigint,
     fr: ForwardRequest,
     logExtra: Record<string, unknown> | undefined,
+    telemetryStripped: number,
   ): void {
     const routeId = fr.route.id;
     const forwarder = deps.forwarders.get(routeId);
@@ -384,6 +404,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       deny(req, res, new GatewayError('ERR_INTERNAL', `no forwarder for route ${routeId}`), started);
       return;
     }
+    // Counted once per request, here: the headers left the gateway without them.
+    if (telemetryStripped > 0) telemetryRequest.inc(telemetryStripped);
     let pending: Promise<ForwardOutcome>;
     try {
       pending = forwarder(fr, req, res);
@@ -396,6 +418,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         const seconds = Number(clock.hrtime() - started) / 1e9;
         metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(outcome.status)).inc();
         metrics.requestDuration.labels(lname, routeId).observe(seconds);
+        if (outcome.telemetryStripped !== undefined) telemetryResponse.inc(outcome.telemetryStripped);
         logAccess(
           {
             listener: lname,
@@ -444,18 +467,28 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       const cred = stage === undefined ? undefined : credentialOf(stage, req.rawHeaders, r);
       // Headers are checked (and built) before any provider is asked: a request refused for its form costs
       // no IdP call.
+      const telemetry = telemetryPolicies.get(route.id);
       const scanned = buildUpstreamHeaders(req.rawHeaders, {
         host: r.authority,
         clientAddress: conn?.clientAddress ?? req.socket.remoteAddress ?? '',
         proto,
         xfcc: conn?.xfcc,
         dropAuthorization: stage !== undefined && !stage.forwardToken,
+        ...(telemetry !== undefined ? { telemetry } : {}),
       });
+      const stripResponse = telemetry !== undefined && scanned.stripResponseTelemetry ? { stripResponseTelemetry: telemetry } : {};
       const hasBody = isH2 ? !(req as Http2ServerRequest).stream.endAfterHeaders : scanned.hasBody;
       const method = req.method ?? 'GET';
       if (stage === undefined || cred === undefined) {
         // No auth on this route: synchronous all the way to the forwarder.
-        dispatch(req, res, started, { route, method, path: r.path, headers: scanned.headers, hasBody, expectContinue }, undefined);
+        dispatch(
+          req,
+          res,
+          started,
+          { route, method, path: r.path, headers: scanned.headers, hasBody, expectContinue, ...stripResponse },
+          undefined,
+          scanned.telemetryStripped,
+        );
         return;
       }
       const s = stage;
@@ -480,7 +513,14 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
             return;
           }
           const headers = withPrincipal(scanned, p);
-          dispatch(req, res, started, { route, method, path: cred.path, headers, hasBody, expectContinue }, logExtra);
+          dispatch(
+            req,
+            res,
+            started,
+            { route, method, path: cred.path, headers, hasBody, expectContinue, ...stripResponse },
+            logExtra,
+            scanned.telemetryStripped,
+          );
         })
         // authenticate() never rejects; a bug in what follows it is still a denial, never a pass.
         .catch((err: unknown) => deny(req, res, toGatewayError(err), started, { route: s.routeId }));
@@ -560,8 +600,11 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         xfcc: conn?.xfcc,
         upgrade: true,
         dropAuthorization: stage !== undefined && !stage.forwardToken,
+        // Request direction only: the 101 response goes back through http-proxy untouched.
+        ...(telemetryPolicies.has(r.route.id) ? { telemetry: telemetryPolicies.get(r.route.id) as TelemetryPolicy } : {}),
       });
       const routeId = r.route.id;
+      if (scanned.telemetryStripped > 0) telemetryRequest.inc(scanned.telemetryStripped);
       const tunnel = (list: readonly string[], path: string, logExtra: Record<string, unknown> | undefined): void => {
         const headers: Record<string, string | string[]> = {};
         for (let i = 0; i + 1 < list.length; i += 2) {

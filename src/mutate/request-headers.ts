@@ -9,6 +9,7 @@
  * `X_Forwarded_Client_Cert` as the gateway's header (Envoy `headers_with_underscores_action`).
  */
 import { GatewayError } from '../errors.js';
+import { isOptOutSignal, isTelemetryHeader, type TelemetryPolicy } from './telemetry.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the gateway sets or refuses to pass on. */
 const DROPPED = new Set([
@@ -87,6 +88,8 @@ export interface GatewayHeaders {
   readonly upgrade?: boolean;
   /** Remove the client's `Authorization` (a route with `auth` and no `forwardToken: true`). */
   readonly dropAuthorization?: boolean;
+  /** Telemetry header policy of the route; absent: telemetry headers pass like any other. */
+  readonly telemetry?: TelemetryPolicy;
 }
 
 /** What the identity headers are made of (a subset of `authn/principal.ts` `Principal`). */
@@ -104,6 +107,10 @@ export interface ScannedHeaders {
   readonly hasBody: boolean;
   /** Index in `headers` where the client's headers start (the gateway's own come first). */
   readonly gatewayEnd: number;
+  /** Telemetry headers removed from the request (for the stripped counter). */
+  readonly telemetryStripped: number;
+  /** The response's telemetry headers are to be stripped too (policy on, or the client opted out). */
+  readonly stripResponseTelemetry: boolean;
 }
 
 /**
@@ -121,6 +128,14 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
   const client: string[] = [];
   let nominated: Set<string> | undefined;
   let hasBody = false;
+  const tel = gw.telemetry;
+  const stripAlways = tel?.strip === true;
+  // Under honorClientSignals a DNT / Sec-GPC header may come after the telemetry headers: those are kept
+  // in `client` and dropped in the final copy below, so the request is still scanned once.
+  const watchSignals = tel !== undefined && !stripAlways && tel.honorClientSignals;
+  let clientOptOut = false;
+  let deferred = 0;
+  let stripped = 0;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const rawName = rawHeaders[i] as string;
     const value = rawHeaders[i + 1] as string;
@@ -139,8 +154,16 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
     if (isOwned(name)) continue;
     if (gw.dropAuthorization === true && name === 'authorization') continue;
     if (name === 'content-length' && value !== '0') hasBody = true;
+    if (tel !== undefined && isTelemetryHeader(tel.matcher, name)) {
+      if (stripAlways) {
+        stripped++;
+        continue;
+      }
+      if (watchSignals) deferred++;
+    } else if (watchSignals && !clientOptOut && isOptOutSignal(name, value)) clientOptOut = true;
     client.push(name, value);
   }
+  const dropDeferred = clientOptOut && deferred > 0;
   const headers = ['host', gw.host, 'x-forwarded-for', gw.clientAddress, 'x-forwarded-proto', gw.proto, 'x-forwarded-host', gw.host];
   if (gw.xfcc !== undefined) headers.push('x-forwarded-client-cert', gw.xfcc);
   const gatewayEnd = headers.length;
@@ -149,9 +172,14 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
   // headers above are not subject to it: they are not the client's.
   for (let i = 0; i + 1 < client.length; i += 2) {
     const name = client[i] as string;
-    if (nominated === undefined || !nominated.has(name)) headers.push(name, client[i + 1] as string);
+    if (nominated !== undefined && nominated.has(name)) continue;
+    if (dropDeferred && isTelemetryHeader((tel as TelemetryPolicy).matcher, name)) {
+      stripped++;
+      continue;
+    }
+    headers.push(name, client[i + 1] as string);
   }
-  return { headers, hasBody, gatewayEnd };
+  return { headers, hasBody, gatewayEnd, telemetryStripped: stripped, stripResponseTelemetry: stripAlways || clientOptOut };
 }
 
 /**
@@ -216,4 +244,22 @@ export function cleanResponseHeaders(headers: Record<string, string | string[] |
   }
   // Delete only what is there: deleting absent keys still costs a dictionary transition per response.
   for (const h of RESPONSE_DROPPED) if (headers[h] !== undefined) Reflect.deleteProperty(headers, h);
+}
+
+/**
+ * Removes the telemetry headers of an upstream response in place (telemetry opt-out, response direction)
+ * and returns how many went. One walk over the response's own keys (lower case, as undici gives them).
+ */
+export function stripResponseTelemetry(
+  headers: Record<string, string | string[] | undefined>,
+  policy: TelemetryPolicy,
+): number {
+  let n = 0;
+  for (const name of Object.keys(headers)) {
+    if (isTelemetryHeader(policy.matcher, name)) {
+      Reflect.deleteProperty(headers, name);
+      n++;
+    }
+  }
+  return n;
 }

@@ -104,6 +104,24 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
       buckets: [0.01, 0.1, 1, 10, 60, 300, 1_800, 3_600, 14_400, 86_400],
       registers: [registry],
     }),
+    telemetryStripped: new Counter({
+      name: 'portcullis_telemetry_headers_stripped_total',
+      help: 'Telemetry headers removed by the telemetry opt-out, by direction (request: client to upstream, response: upstream to client).',
+      labelNames: ['direction'] as const,
+      registers: [registry],
+    }),
+    certificateExpiry: new Gauge({
+      name: 'portcullis_certificate_expiry_timestamp_seconds',
+      help: 'notAfter of each configured certificate (Unix seconds), by listener, kind (server, ca, upstream_ca, upstream_client) and position in its PEM bundle. Never the subject.',
+      labelNames: ['listener', 'kind', 'index'] as const,
+      registers: [registry],
+    }),
+    crlNextUpdate: new Gauge({
+      name: 'portcullis_crl_next_update_timestamp_seconds',
+      help: "nextUpdate of each listener's CRL (Unix seconds): past it OpenSSL refuses every client certificate.",
+      labelNames: ['listener'] as const,
+      registers: [registry],
+    }),
   };
 }
 

@@ -12,7 +12,7 @@ import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { TimeoutsConfig } from '../config/schema.js';
 import type { UpstreamSpec } from '../authz/routes.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { cleanResponseHeaders } from '../mutate/request-headers.js';
+import { cleanResponseHeaders, stripResponseTelemetry } from '../mutate/request-headers.js';
 import { toUpstreamError } from './upstream-errors.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from './types.js';
 
@@ -104,6 +104,7 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
       return { status: statusCode, abortedReason: 'client_closed' };
     }
     cleanResponseHeaders(headers);
+    const telemetryStripped = fr.stripResponseTelemetry ? stripResponseTelemetry(headers, fr.stripResponseTelemetry) : 0;
     return new Promise<ForwardOutcome>((resolve) => {
       let aborted: string | undefined;
       body.once('end', () => (complete = true));
@@ -117,7 +118,8 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
       res.once('close', () => {
         if (!body.destroyed) body.destroy();
         if (aborted === undefined && !complete) aborted = 'client_closed';
-        resolve(aborted === undefined ? { status: statusCode } : { status: statusCode, abortedReason: aborted });
+        const base = telemetryStripped > 0 ? { status: statusCode, telemetryStripped } : { status: statusCode };
+        resolve(aborted === undefined ? base : { ...base, abortedReason: aborted });
       });
       try {
         res.writeHead(statusCode, headers as Record<string, string | string[]>);

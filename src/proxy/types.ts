@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Route } from '../authz/routes.js';
+import type { TelemetryPolicy } from '../mutate/telemetry.js';
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest;
 export type ClientResponse = ServerResponse | Http2ServerResponse;
@@ -18,6 +19,8 @@ export interface ForwardRequest {
   readonly hasBody: boolean;
   /** The client sent `Expect: 100-continue`: answer `100` only now, after every check passed. */
   readonly expectContinue: boolean;
+  /** Strip these telemetry headers from the upstream's response (the request's opt-out was in force). */
+  readonly stripResponseTelemetry?: TelemetryPolicy;
 }
 
 /** What happened upstream, for the access log and metrics. */
@@ -25,6 +28,8 @@ export interface ForwardOutcome {
   readonly status: number;
   /** Set when the exchange failed after the response had started (the client saw a truncated body). */
   readonly abortedReason?: string;
+  /** Telemetry headers removed from the upstream's response. */
+  readonly telemetryStripped?: number;
 }
 
 /** Sends one request upstream and streams the answer back. Rejects with a GatewayError before any

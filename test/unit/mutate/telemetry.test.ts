@@ -1,0 +1,196 @@
+/**
+ * Telemetry header matching, stripping in the one request pass, response stripping, and the
+ * `telemetry` config keys (hostile case 98).
+ */
+import { describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { DEFAULTS } from '../../../src/config/defaults.js';
+import { ConfigInvalid, loadConfigText } from '../../../src/config/load.js';
+import type { ConfigError } from '../../../src/errors.js';
+import { buildUpstreamHeaders, stripResponseTelemetry, type GatewayHeaders } from '../../../src/mutate/request-headers.js';
+import {
+  compileTelemetryHeaders,
+  isOptOutSignal,
+  isTelemetryHeader,
+  type TelemetryPolicy,
+} from '../../../src/mutate/telemetry.js';
+
+const defaults = (): ReturnType<typeof compileTelemetryHeaders> => {
+  const errors: ConfigError[] = [];
+  const m = compileTelemetryHeaders(DEFAULTS.telemetry.headers, 'telemetry.headers', errors, DEFAULTS.telemetry.headers.length);
+  expect(errors).toEqual([]);
+  return m;
+};
+
+describe('compileTelemetryHeaders / isTelemetryHeader', () => {
+  const m = defaults();
+
+  it('splits the default list into exact names and prefixes', () => {
+    expect([...m.exact].sort()).toEqual(
+      ['b3', 'baggage', 'newrelic', 'sentry-trace', 'traceparent', 'tracestate', 'uber-trace-id', 'x-amzn-trace-id', 'x-cloud-trace-context'].sort(),
+    );
+    expect(m.prefixes).toEqual(['x-b3-', 'x-datadog-']);
+  });
+
+  it.each([
+    ['traceparent', true],
+    ['x-b3-traceid', true],
+    ['x-b3-sampled', true],
+    ['x-datadog-sampling-priority', true],
+    ['x-amzn-trace-id', true],
+    ['x-b3', false], // the prefix is "x-b3-"
+    ['x-b3x-traceid', false],
+    ['traceparent2', false],
+    ['x-request-id', false],
+    ['grpc-trace-bin', false], // not in the defaults
+  ])('%s matches: %s', (name, want) => {
+    expect(isTelemetryHeader(m, name)).toBe(want);
+  });
+
+  it('lower-cases and trims entries, and drops duplicate prefixes', () => {
+    const errors: ConfigError[] = [];
+    const c = compileTelemetryHeaders(['  GRPC-Trace-Bin ', 'X-Custom-*', 'x-custom-*'], 'telemetry.headers', errors);
+    expect(errors).toEqual([]);
+    expect([...c.exact]).toEqual(['grpc-trace-bin']);
+    expect(c.prefixes).toEqual(['x-custom-']);
+  });
+
+  it.each([
+    ['*', 'a bare "*"'],
+    ['', 'an empty entry'],
+    ['x-*-id', '"*" in the middle'],
+    ['*-trace', 'a leading "*"'],
+    ['x-b3-**', 'two stars'],
+    ['x trace', 'a space'],
+    ['x:trace', 'a colon'],
+  ])('refuses %j (%s) naming the key path of the entry', (entry) => {
+    const errors: ConfigError[] = [];
+    compileTelemetryHeaders(['traceparent', 'ok', entry], 'telemetry.headers', errors, 1);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]?.path).toBe('telemetry.headers[1]');
+  });
+});
+
+describe('isOptOutSignal', () => {
+  it.each([
+    ['dnt', '1', true],
+    ['sec-gpc', '1', true],
+    ['dnt', ' 1 ', true],
+    ['dnt', '0', false],
+    ['sec-gpc', 'true', false],
+    ['x-dnt', '1', false],
+  ])('%s: %j → %s', (name, value, want) => {
+    expect(isOptOutSignal(name, value)).toBe(want);
+  });
+});
+
+describe('buildUpstreamHeaders with a telemetry policy', () => {
+  const matcher = defaults();
+  const gw = (telemetry?: TelemetryPolicy): GatewayHeaders => ({
+    host: 'svc.example',
+    clientAddress: '192.0.2.1',
+    proto: 'https',
+    xfcc: undefined,
+    ...(telemetry ? { telemetry } : {}),
+  });
+  const raw = ['Traceparent', '00-aa-bb-01', 'X-B3-Sampled', '1', 'Accept', '*/*', 'baggage', 'userId=admin', 'X-B3', 'keep'];
+  const names = (h: readonly string[]): string[] => h.filter((_, i) => i % 2 === 0);
+
+  it.each([
+    ['strip on', { matcher, strip: true, honorClientSignals: false }, raw, 3, true],
+    ['strip off', { matcher, strip: false, honorClientSignals: false }, raw, 0, false],
+    ['strip off, signals honoured, no signal', { matcher, strip: false, honorClientSignals: true }, raw, 0, false],
+    ['strip off, DNT: 1 first', { matcher, strip: false, honorClientSignals: true }, ['DNT', '1', ...raw], 3, true],
+    ['strip off, Sec-GPC: 1 last', { matcher, strip: false, honorClientSignals: true }, [...raw, 'Sec-GPC', '1'], 3, true],
+    ['strip off, DNT: 1 not honoured', { matcher, strip: false, honorClientSignals: false }, [...raw, 'DNT', '1'], 0, false],
+    ['strip on, DNT: 0', { matcher, strip: true, honorClientSignals: true }, [...raw, 'DNT', '0'], 3, true],
+  ] as const)('%s', (_name, policy, input, count, response) => {
+    const out = buildUpstreamHeaders(input, gw(policy));
+    expect(out.telemetryStripped).toBe(count);
+    expect(out.stripResponseTelemetry).toBe(response);
+    const got = names(out.headers);
+    for (const n of ['traceparent', 'x-b3-sampled', 'baggage']) expect(got.includes(n)).toBe(count === 0);
+    // The near miss and ordinary headers always pass; the gateway's own headers are untouched.
+    expect(got).toContain('x-b3');
+    expect(got).toContain('accept');
+    expect(got.slice(0, 4)).toEqual(['host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host']);
+  });
+
+  it('without a policy telemetry headers pass and nothing is counted', () => {
+    const out = buildUpstreamHeaders(raw, gw());
+    expect(out.telemetryStripped).toBe(0);
+    expect(names(out.headers)).toContain('traceparent');
+  });
+
+  it('keeps the order of the surviving client headers', () => {
+    const out = buildUpstreamHeaders(['a', '1', 'traceparent', 'x', 'b', '2', 'DNT', '1', 'c', '3'], gw({ matcher, strip: false, honorClientSignals: true }));
+    expect(out.headers.slice(8)).toEqual(['a', '1', 'b', '2', 'dnt', '1', 'c', '3']);
+  });
+});
+
+describe('stripResponseTelemetry', () => {
+  it('removes listed names (exact and prefix) in place and returns the count', () => {
+    const h: Record<string, string | string[] | undefined> = {
+      traceparent: 'x',
+      'x-datadog-trace-id': '1',
+      'x-b3-spanid': ['a', 'b'],
+      'content-type': 'text/plain',
+      'x-b3': 'keep',
+    };
+    expect(stripResponseTelemetry(h, { matcher: defaults(), strip: true, honorClientSignals: false })).toBe(3);
+    expect(h).toEqual({ 'content-type': 'text/plain', 'x-b3': 'keep' });
+  });
+});
+
+describe('telemetry config', () => {
+  const base = (extra: Record<string, unknown>): string =>
+    stringify({
+      requireEncryption: false,
+      admin: { enabled: false },
+      ...extra,
+      listeners: [
+        {
+          name: 'p',
+          listen: '127.0.0.1:0',
+          plaintext: true,
+          routes: [
+            { id: 'a', match: { pathPrefix: '/a/' }, upstream: 'builtin:echo', telemetry: { optOut: false } },
+            { id: 'b', match: { pathPrefix: '/' }, upstream: 'builtin:echo' },
+          ],
+        },
+      ],
+    });
+
+  it('defaults: optOut on, the default list, client signals ignored; a route override is kept by id', () => {
+    const c = loadConfigText(base({}), '/tmp/x.yaml');
+    expect(c.telemetry.optOut).toBe(true);
+    expect(c.telemetry.honorClientSignals).toBe(false);
+    expect(isTelemetryHeader(c.telemetry.matcher, 'x-datadog-origin')).toBe(true);
+    const l = c.listeners[0];
+    expect(l?.protocol === 'http' ? { ...l.routeTelemetryOptOut } : undefined).toEqual({ a: false });
+  });
+
+  it('an operator list extends the defaults, never replaces them', () => {
+    const c = loadConfigText(base({ telemetry: { headers: ['grpc-trace-bin', 'x-acme-*'], optOut: false, honorClientSignals: true } }), '/tmp/x.yaml');
+    const m = c.telemetry.matcher;
+    for (const n of ['traceparent', 'x-b3-traceid', 'grpc-trace-bin', 'x-acme-span']) expect(isTelemetryHeader(m, n)).toBe(true);
+    expect(c.telemetry.optOut).toBe(false);
+    expect(c.telemetry.honorClientSignals).toBe(true);
+  });
+
+  it.each([
+    [{ telemetry: { headers: ['ok', 'x-*-id'] } }, 'telemetry.headers[1]'],
+    [{ telemetry: { headers: ['*'] } }, 'telemetry.headers[0]'],
+    [{ telemetry: { optOut: 'yes' } }, 'telemetry.optOut'],
+    [{ telemetry: { optout: true } }, 'telemetry.optout'],
+  ])('refuses %j naming %s', (extra, path) => {
+    let err: unknown;
+    try {
+      loadConfigText(base(extra), '/tmp/x.yaml');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigInvalid);
+    expect((err as ConfigInvalid).errors.map((e) => e.path)).toContain(path);
+  });
+});
