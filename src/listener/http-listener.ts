@@ -98,7 +98,23 @@ export function parseErrorCode(hpeCode: string): ErrorCode {
   return 'ERR_REQUEST_BAD_HEADER';
 }
 const kInflight = Symbol('portcullis.inflight');
-type H1Socket = Socket & { [kTimer]?: NodeJS.Timeout | undefined; [kInflight]?: number };
+const kPipeline = Symbol('portcullis.pipeline');
+type H1Socket = Socket & {
+  [kTimer]?: NodeJS.Timeout | undefined;
+  [kInflight]?: number;
+  [kPipeline]?: (() => void)[];
+};
+
+/**
+ * HTTP/1.1 pipelining. Node's parser emits every pipelined request of a read at once, before any answer
+ * is written, and only stops reading once answers pile up — with a slow upstream or IdP, nothing piles
+ * up, so one connection could start thousands of upstream requests or IdP calls. The gateway runs the
+ * requests of one connection one after the other (answers are in order anyway, RFC 9112 §9.3.2), stops
+ * reading past {@link PIPELINE_PAUSE_AT} queued requests, and cuts a connection that has more than
+ * {@link PIPELINE_MAX} waiting (no real client pipelines that deep).
+ */
+const PIPELINE_PAUSE_AT = 8;
+const PIPELINE_MAX = 64;
 
 /**
  * Maps a TLS handshake failure to a bounded reason label. Node verifies the client certificate after
@@ -172,15 +188,37 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     if (req.httpVersionMajor === 1) {
       const s = req.socket as H1Socket;
       clearTimer(s);
-      s[kInflight] = (s[kInflight] ?? 0) + 1;
+      const n = (s[kInflight] ?? 0) + 1;
+      s[kInflight] = n;
       res.once('close', () => {
-        const n = (s[kInflight] ?? 1) - 1;
-        s[kInflight] = n;
-        if (n === 0 && !s.destroyed) {
+        const left = (s[kInflight] ?? 1) - 1;
+        s[kInflight] = left;
+        const queue = s[kPipeline];
+        const next = queue?.shift();
+        if (queue !== undefined && queue.length < PIPELINE_PAUSE_AT && s.isPaused() && !s.destroyed) s.resume();
+        if (next !== undefined) {
+          next();
+          return;
+        }
+        if (left === 0 && !s.destroyed) {
           if (closing) s.destroySoon();
           else armTimer(s, timeouts.keepAliveMs, undefined);
         }
       });
+      if (n > 1) {
+        // Pipelined behind a request still in flight: run it when that one is answered.
+        const queue = (s[kPipeline] ??= []);
+        if (queue.length >= PIPELINE_MAX) {
+          logger.info({ listener: name, reason: 'pipeline_flood', queued: queue.length }, 'connection cut');
+          s.destroy();
+          return;
+        }
+        queue.push(() => {
+          handler.handle(req, res, expectContinue);
+        });
+        if (queue.length >= PIPELINE_PAUSE_AT) s.pause();
+        return;
+      }
     }
     handler.handle(req, res, expectContinue);
   };
