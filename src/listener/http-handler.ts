@@ -479,7 +479,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       const stripResponse = telemetry !== undefined && scanned.stripResponseTelemetry ? { stripResponseTelemetry: telemetry } : {};
       const hasBody = isH2 ? !(req as Http2ServerRequest).stream.endAfterHeaders : scanned.hasBody;
       const method = req.method ?? 'GET';
-      if (stage === undefined || cred === undefined) {
+      if (stage === undefined) {
         // No auth on this route: synchronous all the way to the forwarder.
         dispatch(
           req,
@@ -491,6 +491,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         );
         return;
       }
+      // Fail closed: a route with auth never reaches the forwarder without a credential.
+      if (cred === undefined) throw new GatewayError('ERR_AUTHN_MISSING');
       const s = stage;
       authenticate(s, cred.token)
         .then((authed) => {
@@ -635,10 +637,12 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
           () => socket.destroy(),
         );
       };
-      if (stage === undefined || cred === undefined) {
+      if (stage === undefined) {
         tunnel(scanned.headers, r.path, undefined);
         return;
       }
+      // Fail closed: a route with auth never opens a tunnel without a credential.
+      if (cred === undefined) throw new GatewayError('ERR_AUTHN_MISSING');
       const s = stage;
       authenticate(s, cred.token)
         .then((authed) => {
