@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import type { ListenAddress } from '../config/load.js';
-import { ConfigError } from '../errors.js';
+import { bindListener } from '../listener/bind.js';
 
 /** Readiness: the names of what is not ready yet (empty = ready). */
 export type ReadinessProbe = () => readonly string[];
@@ -163,18 +163,10 @@ export async function startAdminServer(
   });
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(
-        new ConfigError(
-          'admin.listen',
-          `${address.host}:${address.port}`,
-          `an address this process can bind (${err.code ?? err.message})`,
-        ),
-      ),
-    );
-    server.listen({ host: address.host, port: address.port, exclusive: true }, () => resolve());
-  });
+  await bindListener(server, { keyPath: 'admin', address });
+  // After the bind, an accept error (EMFILE) must not become an uncaught exception: the admin
+  // listener keeps serving once descriptors are free again.
+  server.on('error', () => undefined);
   return {
     address: () => server.address() as AddressInfo,
     close: () =>

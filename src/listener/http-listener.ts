@@ -22,10 +22,11 @@ import type { TLSSocket } from 'node:tls';
 import type { Http2Config, TimeoutsConfig } from '../config/schema.js';
 import type { HttpRuntimeListener } from '../config/load.js';
 import { systemClock, type Clock } from '../clock.js';
-import { ConfigError, ERRORS, type ErrorCode } from '../errors.js';
+import { ERRORS, type ErrorCode } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
 import { sniffConnection } from '../policy/plaintext.js';
+import { bindListener } from './bind.js';
 import { attachConnectionState, createConnectionState } from './connection.js';
 import type { HttpHandler } from './http-handler.js';
 
@@ -132,20 +133,6 @@ export function tlsRejectReason(err: Error & { code?: string }, authorizationErr
   return 'protocol';
 }
 
-/** Binds `server` to the listener's address; a failure (EADDRINUSE, EACCES) is a ConfigError naming
- * `<keyPath>.listen`, so start-up fails before anything half-listens. Shared by every listener kind. */
-export function bindListener(server: Server, listener: Pick<HttpRuntimeListener, 'keyPath' | 'address'>): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      reject(new ConfigError(`${listener.keyPath}.listen`, `${listener.address.host}:${listener.address.port}`, `an address this process can bind (${err.code ?? err.message})`));
-    };
-    server.once('error', onError);
-    server.listen({ host: listener.address.host, port: listener.address.port, exclusive: true }, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-}
 
 /** Creates and binds the listener. Rejects with a ConfigError when the address cannot be bound. */
 export async function startHttpListener(listener: HttpRuntimeListener, deps: HttpListenerDeps): Promise<RunningListener> {

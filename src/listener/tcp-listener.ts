@@ -20,6 +20,7 @@
  * SHA-256 fingerprint, bytes each way, duration, close reason — issue 5 point 4) and the `portcullis_tcp_*` metrics
  * (observability/metrics.ts).
  */
+import { bindListener } from './bind.js';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock.js';
@@ -37,7 +38,6 @@ import {
 } from '../proxy/tcp-pipe.js';
 import { createConnectionState, type ConnectionState } from './connection.js';
 import {
-  bindListener,
   createLogLimiter,
   REFUSAL_LOG_LINES_PER_SECOND,
   tlsRejectReason,

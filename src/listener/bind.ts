@@ -1,0 +1,28 @@
+/** Binding a listening socket, shared by the data listeners and the admin listener. */
+import type { Server } from 'node:net';
+import type { ListenAddress } from '../config/load.js';
+import { ConfigError } from '../errors.js';
+
+/** Binds `server` to the listener's address; a failure (EADDRINUSE, EACCES) is a ConfigError naming
+ * `<keyPath>.listen`, so start-up fails before anything half-listens. Shared by every listener kind. */
+export function bindListener(
+  server: Server,
+  listener: { readonly keyPath: string; readonly address: ListenAddress },
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(
+        new ConfigError(
+          `${listener.keyPath}.listen`,
+          `${listener.address.host}:${listener.address.port}`,
+          `an address this process can bind (${err.code ?? err.message})`,
+        ),
+      );
+    };
+    server.once('error', onError);
+    server.listen({ host: listener.address.host, port: listener.address.port, exclusive: true }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
