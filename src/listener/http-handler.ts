@@ -347,8 +347,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
   function deny(req: ClientRequest, res: ClientResponse, err: GatewayError, started: bigint, ctx: DenialContext = {}): void {
     const spec = ERRORS[err.code];
     denialCounter(err.code).inc();
-    const routeLabel = 'none';
-    metrics.requests.labels(lname, routeLabel, methodLabel(req.method), statusClass(spec.status)).inc();
+    // Denials after routing (client ACL, auth) count under their route id; earlier ones under `none`.
+    metrics.requests.labels(lname, ctx.route ?? 'none', methodLabel(req.method), statusClass(spec.status)).inc();
     logAccess(
       {
         listener: lname,
@@ -456,11 +456,13 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       return;
     }
     let stage: AuthStage | undefined;
+    let routeId: string | undefined;
     try {
       const isH2 = req.httpVersionMajor === 2;
       const conn = connectionStateOf(req.socket);
       const r = resolveRequest(listener, conn, req.method, req.url, req.rawHeaders, isH2);
       const route = r.route;
+      routeId = route.id;
       checkClient(listener, conn, route);
       stage = authStages.get(route.id);
       // The credential is looked at before anything else is built: a request without one is refused cheaply.
@@ -533,7 +535,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         deny(req, res, gerr, started, { route: stage.routeId });
         return;
       }
-      deny(req, res, gerr, started);
+      deny(req, res, gerr, started, routeId !== undefined ? { route: routeId } : {});
     }
   }
 
@@ -550,7 +552,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     socket.on('error', () => socket.destroy());
     const denyRaw = (err: GatewayError, ctx: DenialContext = {}): void => {
       denialCounter(err.code).inc();
-      metrics.requests.labels(lname, 'none', methodLabel(req.method), statusClass(err.status)).inc();
+      metrics.requests.labels(lname, ctx.route ?? 'none', methodLabel(req.method), statusClass(err.status)).inc();
       logAccess(
         {
           listener: lname,
