@@ -136,7 +136,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
         const key = `${up.origin}|${route.id.length > 0 && up.tls ? route.id : ''}`;
         let pool = pools.get(key);
         if (pool === undefined) {
-          pool = createHttpForwarder(up, config.timeouts);
+          pool = createHttpForwarder(up, config.timeouts, clock);
           pools.set(key, pool);
         }
         forwarders.set(route.id, pool.forward);

@@ -418,6 +418,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         const seconds = Number(clock.hrtime() - started) / 1e9;
         metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(outcome.status)).inc();
         metrics.requestDuration.labels(lname, routeId).observe(seconds);
+        if (outcome.upstreamSeconds !== undefined) metrics.upstreamDuration.labels(routeId).observe(outcome.upstreamSeconds);
         if (outcome.telemetryStripped !== undefined) telemetryResponse.inc(outcome.telemetryStripped);
         logAccess(
           {

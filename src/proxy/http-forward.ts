@@ -13,6 +13,7 @@ import type { TimeoutsConfig } from '../config/schema.js';
 import type { UpstreamSpec } from '../authz/routes.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { cleanResponseHeaders, stripResponseTelemetry } from '../mutate/request-headers.js';
+import type { Clock } from '../clock.js';
 import { toUpstreamError } from './upstream-errors.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from './types.js';
 
@@ -26,7 +27,7 @@ export interface HttpForwarder {
 
 /** Creates the Pool for `upstream`. TLS to the upstream always verifies its certificate, against the
  * configured `servername` or else the upstream's own host name — never against the client's Host. */
-export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsConfig): HttpForwarder {
+export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsConfig, clock: Clock): HttpForwarder {
   const tls = upstream.tls;
   // undici takes a request's TLS server name from its Host header unless told otherwise, so the
   // client's Host (the gateway's public name) would become the SNI sent upstream and the name the
@@ -82,6 +83,7 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
     }
     if (fr.expectContinue) res.writeContinue();
     let upstreamRes;
+    let sentAt = 0n;
     try {
       // `servername` is read by undici's Request but missing from its types.
       const options: Dispatcher.RequestOptions & { servername: string } = {
@@ -92,12 +94,14 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
         signal: ac.signal,
         servername: reuseKey,
       };
+      sentAt = clock.hrtime();
       upstreamRes = await pool.request(options);
     } catch (err) {
       res.off('close', onClose);
       if (clientGone) return { status: 0, abortedReason: 'client_closed' };
       throw toUpstreamError(err);
     }
+    const upstreamSeconds = Number(clock.hrtime() - sentAt) / 1e9;
     const { statusCode, headers, body } = upstreamRes;
     if (clientGone || isClosed(res)) {
       body.destroy();
@@ -118,7 +122,7 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
       res.once('close', () => {
         if (!body.destroyed) body.destroy();
         if (aborted === undefined && !complete) aborted = 'client_closed';
-        const base = telemetryStripped > 0 ? { status: statusCode, telemetryStripped } : { status: statusCode };
+        const base = telemetryStripped > 0 ? { status: statusCode, upstreamSeconds, telemetryStripped } : { status: statusCode, upstreamSeconds };
         resolve(aborted === undefined ? base : { ...base, abortedReason: aborted });
       });
       try {

@@ -30,6 +30,8 @@ export interface ForwardOutcome {
   readonly abortedReason?: string;
   /** Telemetry headers removed from the upstream's response. */
   readonly telemetryStripped?: number;
+  /** Seconds from sending the request upstream to the upstream's response headers. */
+  readonly upstreamSeconds?: number;
 }
 
 /** Sends one request upstream and streams the answer back. Rejects with a GatewayError before any

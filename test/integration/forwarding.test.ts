@@ -25,6 +25,12 @@ describe('forwarding to a real upstream over HTTP/1.1 and HTTP/2', () => {
     expect(seen.headers['x-forwarded-client-cert']).toMatch(/^Hash=[0-9a-f]{64};Subject="OU=data-science,CN=alice";URI=spiffe:\/\/portcullis\.test\/client\/alice$/);
     expect(seen.headers['x-forwarded-proto']).toBe('https');
     expect(seen.headers.host).toBe(`localhost:${gw.port()}`);
+    // The upstream latency histogram observed this exchange (time to the upstream's response headers).
+    const hist = await gw.app.registry.getSingleMetric('portcullis_upstream_response_duration_seconds')!.get();
+    const count = (hist.values as { metricName?: string; labels: Record<string, unknown>; value: number }[]).find(
+      (v) => v.metricName === 'portcullis_upstream_response_duration_seconds_count' && v.labels.route === 'up',
+    );
+    expect(count?.value).toBeGreaterThanOrEqual(1);
   });
 
   it('forwards HTTP/2: no pseudo-header upstream, :authority becomes Host', async () => {
