@@ -11,41 +11,27 @@
  * - key rotation at the IdP picked up (a token signed by the new key is accepted after the cooldown).
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import {
-  createServer,
-  request as httpRequest,
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-} from 'node:http';
+import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeProtectedHeader, exportJWK, generateKeyPair, type JWK } from 'jose';
+import { decodeProtectedHeader, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  APP,
+  AUDIENCE,
+  GATEWAY,
+  loadOidcProvider,
+  oidcConfiguration,
+  signingKey,
+  type OidcProvider,
+} from '../helpers/oidc.js';
 import { tokenHash } from '../../src/authn/bearer.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import { startUpstream, type SeenRequest, type TestUpstream } from '../helpers/upstream.js';
 import { h1, h2, h2session, type Reply } from '../helpers/clients.js';
 
-interface OidcProvider {
-  callback(): (req: IncomingMessage, res: ServerResponse) => void;
-}
-type OidcProviderClass = new (issuer: string, configuration: Record<string, unknown>) => OidcProvider;
-
-const SPEC: string = 'oidc-provider';
-const loaded = (await import(SPEC).catch(() => undefined)) as { default: OidcProviderClass } | undefined;
-if (loaded === undefined)
-  console.warn('test/integration/auth-oidc.test.ts skipped: npm package oidc-provider@9 is not installed');
-
-const APP = { id: 'app', secret: 'app-secret' };
-const GATEWAY = { id: 'portcullis', secret: 'gw-secret:+/ odd' };
-const AUDIENCE = 'https://gw.example/api';
-
-async function signingKey(kid: string): Promise<JWK> {
-  const { privateKey } = await generateKeyPair('ES256', { extractable: true });
-  return { ...(await exportJWK(privateKey)), kid, alg: 'ES256', use: 'sig' };
-}
+const Provider = await loadOidcProvider('test/integration/auth-oidc.test.ts');
 
 function values(seen: SeenRequest, name: string): string[] {
   const out: string[] = [];
@@ -66,7 +52,7 @@ function adminPost(port: number, path: string): Promise<{ status: number; body: 
   });
 }
 
-describe.skipIf(loaded === undefined)('the gateway against a real oidc-provider 9', () => {
+describe.skipIf(Provider === undefined)('the gateway against a real oidc-provider 9', () => {
   let idpServer: Server;
   let issuer: string;
   let current: OidcProvider;
@@ -80,46 +66,7 @@ describe.skipIf(loaded === undefined)('the gateway against a real oidc-provider 
   const used: string[] = [];
 
   const makeProvider = (keys: JWK[]): OidcProvider =>
-    new loaded!.default(issuer, {
-      clients: [
-        {
-          client_id: APP.id,
-          client_secret: APP.secret,
-          grant_types: ['client_credentials'],
-          redirect_uris: [],
-          response_types: [],
-          id_token_signed_response_alg: 'ES256',
-        },
-        {
-          client_id: GATEWAY.id,
-          client_secret: GATEWAY.secret,
-          grant_types: [],
-          redirect_uris: [],
-          response_types: [],
-          id_token_signed_response_alg: 'ES256',
-        },
-      ],
-      jwks: { keys },
-      cookies: { keys: ['integration-test-cookie-key'] },
-      features: {
-        devInteractions: { enabled: false },
-        clientCredentials: { enabled: true },
-        introspection: { enabled: true },
-        revocation: { enabled: true },
-        resourceIndicators: {
-          enabled: true,
-          useGrantedResource: () => true,
-          getResourceServerInfo: (_ctx: unknown, resource: string) => ({
-            scope: 'read write',
-            audience: AUDIENCE,
-            accessTokenTTL: 600,
-            ...(resource === 'urn:portcullis:jwt'
-              ? { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'ES256' } } }
-              : { accessTokenFormat: 'opaque' }),
-          }),
-        },
-      },
-    });
+    new Provider!(issuer, oidcConfiguration(keys, 'integration-test-cookie-key'));
 
   const basic = `Basic ${Buffer.from(`${APP.id}:${APP.secret}`).toString('base64')}`;
 

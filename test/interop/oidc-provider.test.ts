@@ -12,10 +12,19 @@
  * types: it is imported through a variable specifier and used through the small interface below. Without the
  * package installed the suite is skipped with a message, so the rest of the run is unaffected.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, decodeProtectedHeader, type JWK } from 'jose';
+import { decodeProtectedHeader, type JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  APP,
+  AUDIENCE,
+  GATEWAY,
+  loadOidcProvider,
+  oidcConfiguration,
+  signingKey,
+  type OidcProvider,
+} from '../helpers/oidc.js';
 import { tokenHash } from '../../src/authn/bearer.js';
 import { createIntrospectionProvider, introspectionProviderSchema } from '../../src/authn/introspection.js';
 import { createJwtProvider, jwtProviderSchema } from '../../src/authn/jwt.js';
@@ -24,26 +33,9 @@ import { compileRoutePolicy } from '../../src/authz/policy.js';
 import type { Clock } from '../../src/clock.js';
 import { GatewayError } from '../../src/errors.js';
 
-interface OidcProvider {
-  callback(): (req: IncomingMessage, res: ServerResponse) => void;
-}
-type OidcProviderClass = new (issuer: string, configuration: Record<string, unknown>) => OidcProvider;
+const Provider = await loadOidcProvider('test/interop/oidc-provider.test.ts');
 
-const SPEC: string = 'oidc-provider';
-const loaded = (await import(SPEC).catch(() => undefined)) as { default: OidcProviderClass } | undefined;
-if (loaded === undefined)
-  console.warn('test/interop/oidc-provider.test.ts skipped: npm package oidc-provider@9 is not installed');
-
-const APP = { id: 'app', secret: 'app-secret' };
-const GATEWAY = { id: 'portcullis', secret: 'gw-secret:+/ odd' };
-const AUDIENCE = 'https://gw.example/api';
-
-async function signingKey(kid: string): Promise<JWK> {
-  const { privateKey } = await generateKeyPair('ES256', { extractable: true });
-  return { ...(await exportJWK(privateKey)), kid, alg: 'ES256', use: 'sig' };
-}
-
-describe.skipIf(loaded === undefined)('interop: oidc-provider 9', () => {
+describe.skipIf(Provider === undefined)('interop: oidc-provider 9', () => {
   let server: Server;
   let issuer: string;
   let current: OidcProvider;
@@ -55,46 +47,7 @@ describe.skipIf(loaded === undefined)('interop: oidc-provider 9', () => {
   };
 
   const makeProvider = (keys: JWK[]): OidcProvider =>
-    new loaded!.default(issuer, {
-      clients: [
-        {
-          client_id: APP.id,
-          client_secret: APP.secret,
-          grant_types: ['client_credentials'],
-          redirect_uris: [],
-          response_types: [],
-          id_token_signed_response_alg: 'ES256',
-        },
-        {
-          client_id: GATEWAY.id,
-          client_secret: GATEWAY.secret,
-          grant_types: [],
-          redirect_uris: [],
-          response_types: [],
-          id_token_signed_response_alg: 'ES256',
-        },
-      ],
-      jwks: { keys },
-      cookies: { keys: ['interop-test-cookie-key'] },
-      features: {
-        devInteractions: { enabled: false },
-        clientCredentials: { enabled: true },
-        introspection: { enabled: true },
-        revocation: { enabled: true },
-        resourceIndicators: {
-          enabled: true,
-          useGrantedResource: () => true,
-          getResourceServerInfo: (_ctx: unknown, resource: string) => ({
-            scope: 'read write',
-            audience: AUDIENCE,
-            accessTokenTTL: 600,
-            ...(resource === 'urn:portcullis:jwt'
-              ? { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'ES256' } } }
-              : { accessTokenFormat: 'opaque' }),
-          }),
-        },
-      },
-    });
+    new Provider!(issuer, oidcConfiguration(keys, 'interop-test-cookie-key'));
 
   async function token(resource: string, scope: string): Promise<string> {
     const res = await fetch(`${issuer}/token`, {
