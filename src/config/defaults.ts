@@ -37,6 +37,10 @@ export const DEFAULTS = {
     listen: '127.0.0.1:9090',
   },
 
+  /** Worker processes serving the listeners: 1 (this process), a number, or "auto" (one per CPU core,
+   * node:cluster, metrics aggregated by the primary). 1 keeps the process model simple for sidecars. */
+  workers: 1 as number | 'auto',
+
   log: {
     /** pino level. `info` logs one line per denial and per start/stop event. */
     level: 'info',

@@ -162,6 +162,8 @@ export interface RuntimeConfig {
   readonly requireEncryption: boolean;
   readonly admin: { readonly enabled: boolean; readonly address: ListenAddress };
   readonly log: ConfigFile['log'];
+  /** Worker processes: 1 serves in this process; more (or "auto") runs a node:cluster primary. */
+  readonly workers: number | 'auto';
   readonly timeouts: TimeoutsConfig;
   readonly http2: Http2Config;
   /** Telemetry header stripping: the default list plus `telemetry.headers`, compiled. */
@@ -1295,6 +1297,7 @@ function resolveConfig(
     requireEncryption: file.requireEncryption,
     admin: { enabled: file.admin.enabled, address: adminAddress },
     log: file.log,
+    workers: file.workers,
     timeouts: file.timeouts,
     http2: file.http2,
     telemetry: {

@@ -161,6 +161,9 @@ export const configSchema = z.strictObject({
       enabled: z.boolean().default(true),
     })
     .default({ listen: DEFAULTS.admin.listen, enabled: true }),
+  workers: z
+    .union([z.literal('auto'), z.int().min(1).max(64)], { error: 'a number of worker processes from 1 to 64, or "auto" (one per CPU core)' })
+    .default(DEFAULTS.workers),
   log: z
     .strictObject({
       level: z
