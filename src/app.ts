@@ -14,7 +14,7 @@ import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js';
 import { forwardToEcho } from './proxy/echo.js';
 import { createWebSocketProxy } from './proxy/websocket.js';
-import { startAdminServer, type AdminServer } from './admin/server.js';
+import { registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
 import { createAuthenticators } from './authn/providers.js';
 import type { Authenticator, FetchLike } from './authn/principal.js';
 import { createAuthMetrics } from './observability/auth-metrics.js';
@@ -81,7 +81,9 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     for (const l of config.listeners) {
       for (const c of l.tls?.certificates ?? []) {
         if (c.kind === 'server' && c.validToMs <= now)
-          out.push(`listeners.${l.name}: server certificate (${c.keyPath}) expired at ${new Date(c.validToMs).toISOString()}`);
+          out.push(
+            `listeners.${l.name}: server certificate (${c.keyPath}) expired at ${new Date(c.validToMs).toISOString()}`,
+          );
       }
     }
     for (const [name, p] of authenticators) {
@@ -152,11 +154,19 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
         authMetrics,
         telemetry: config.telemetry,
       });
-      listeners.push(await startHttpListener(l, { logger, metrics, handler, timeouts: config.timeouts, http2: config.http2 }));
+      listeners.push(
+        await startHttpListener(l, {
+          logger,
+          metrics,
+          handler,
+          timeouts: config.timeouts,
+          http2: config.http2,
+        }),
+      );
     }
     if (config.admin.enabled) {
       admin = await startAdminServer(config.admin.address, {
-        registry,
+        metrics: registryMetrics(registry),
         notReady,
         purge: (sha256) => {
           const purged = purgeTokenCache(sha256);
@@ -177,7 +187,8 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     const a = l.address();
     logger.info({ listener: l.name, address: a.address, port: a.port }, 'listening');
   }
-  for (const why of notReady()) logger.warn({ reason: why }, 'not ready: requests on routes that need it get 503');
+  for (const why of notReady())
+    logger.warn({ reason: why }, 'not ready: requests on routes that need it get 503');
 
   return {
     config,
@@ -210,9 +221,12 @@ function setCertificateGauges(config: RuntimeConfig, metrics: Metrics): void {
     for (const c of certs) {
       const key = `${c.kind}/${c.index}`;
       const prev = earliest.get(key);
-      if (prev === undefined || c.validToMs < prev.ms) earliest.set(key, { kind: c.kind, index: c.index, ms: c.validToMs });
+      if (prev === undefined || c.validToMs < prev.ms)
+        earliest.set(key, { kind: c.kind, index: c.index, ms: c.validToMs });
     }
-    for (const e of earliest.values()) metrics.certificateExpiry.labels(l.name, e.kind, String(e.index)).set(e.ms / 1000);
-    if (l.tls?.crlNextUpdateMs !== undefined) metrics.crlNextUpdate.labels(l.name).set(l.tls.crlNextUpdateMs / 1000);
+    for (const e of earliest.values())
+      metrics.certificateExpiry.labels(l.name, e.kind, String(e.index)).set(e.ms / 1000);
+    if (l.tls?.crlNextUpdateMs !== undefined)
+      metrics.crlNextUpdate.labels(l.name).set(l.tls.crlNextUpdateMs / 1000);
   }
 }

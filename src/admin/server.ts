@@ -11,11 +11,26 @@ import type { Registry } from 'prom-client';
 import type { ListenAddress } from '../config/load.js';
 import { bindListener } from '../listener/bind.js';
 
-/** Readiness: the names of what is not ready yet (empty = ready). */
-export type ReadinessProbe = () => readonly string[];
+/** Readiness: the names of what is not ready yet (empty = ready). Async so a cluster primary can ask its workers. */
+export type ReadinessProbe = () => readonly string[] | Promise<readonly string[]>;
 
 /** Drops cached token answers: all of them, or one token by its SHA-256 (lower-case hex). Returns the count. */
-export type TokenCachePurge = (sha256?: string) => number;
+export type TokenCachePurge = (sha256?: string) => number | Promise<number>;
+
+/** The Prometheus exposition: one registry's, or the sum over a cluster's workers. */
+export type MetricsSource = () => Promise<{ readonly contentType: string; readonly text: string }>;
+
+/** What the admin server serves, injected by the app (one process) or by the cluster primary. */
+export interface AdminDeps {
+  readonly metrics: MetricsSource;
+  readonly notReady: ReadinessProbe;
+  readonly purge?: TokenCachePurge;
+}
+
+/** The {@link MetricsSource} of one prom-client registry. */
+export function registryMetrics(registry: Registry): MetricsSource {
+  return async () => ({ contentType: registry.contentType, text: await registry.metrics() });
+}
 
 export interface AdminServer {
   address(): AddressInfo;
@@ -99,10 +114,7 @@ async function purgeTarget(req: IncomingMessage, query: string): Promise<string 
 }
 
 /** Starts the admin server. Rejects with a ConfigError naming `admin.listen` when it cannot bind. */
-export async function startAdminServer(
-  address: ListenAddress,
-  deps: { registry: Registry; notReady: ReadinessProbe; purge?: TokenCachePurge },
-): Promise<AdminServer> {
+export async function startAdminServer(address: ListenAddress, deps: AdminDeps): Promise<AdminServer> {
   const server: Server = createServer((req, res) => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -133,14 +145,16 @@ export async function startAdminServer(
         return;
       }
       const purge = deps.purge;
-      purgeTarget(req, query).then(
-        (hash) => json(200, { purged: purge === undefined ? 0 : purge(hash) }),
-        (err: unknown) => {
-          if (!req.complete) req.resume();
-          if (err instanceof PurgeRefused) json(err.status, { error: err.message });
-          else json(400, { error: 'unreadable request' });
-        },
-      );
+      purgeTarget(req, query)
+        .then(async (hash) => (purge === undefined ? 0 : purge(hash)))
+        .then(
+          (purged) => json(200, { purged }),
+          (err: unknown) => {
+            if (!req.complete) req.resume();
+            if (err instanceof PurgeRefused) json(err.status, { error: err.message });
+            else json(400, { error: 'unreadable request' });
+          },
+        );
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -148,15 +162,21 @@ export async function startAdminServer(
       return;
     }
     if (path === '/metrics') {
-      deps.registry.metrics().then(
-        (text) => send(200, deps.registry.contentType, text),
+      deps.metrics().then(
+        (m) => send(200, m.contentType, m.text),
         () => send(500, 'text/plain; charset=utf-8', 'metrics unavailable\n'),
       );
     } else if (path === '/healthz') {
       send(200, 'application/json', '{"status":"ok"}\n');
     } else if (path === '/readyz') {
-      const missing = deps.notReady();
-      json(missing.length === 0 ? 200 : 503, { ready: missing.length === 0, notReady: missing });
+      Promise.resolve()
+        .then(() => deps.notReady())
+        .then(
+          (missing) =>
+            json(missing.length === 0 ? 200 : 503, { ready: missing.length === 0, notReady: missing }),
+          // Fail closed: a probe that cannot answer is not ready.
+          () => json(503, { ready: false, notReady: ['readiness probe failed'] }),
+        );
     } else {
       send(404, 'text/plain; charset=utf-8', 'not found\n');
     }
