@@ -11,6 +11,7 @@ import { startHttpListener, type RunningListener } from './listener/http-listene
 import { startTcpListener } from './listener/tcp-listener.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
+import { createAccessLog } from './observability/access-log.js';
 import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js';
 import { forwardToEcho } from './proxy/echo.js';
 import { createWebSocketProxy } from './proxy/websocket.js';
@@ -60,6 +61,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const clock = deps.clock ?? systemClock;
   const registry = deps.registry ?? new Registry();
   const metrics = createMetrics(registry);
+  const accessLog = createAccessLog(logger, config.log.access);
   for (const w of config.warnings) logger.warn(w);
   setCertificateGauges(config, metrics);
 
@@ -147,7 +149,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
         logger,
         metrics,
         clock,
-        accessLog: config.log.access,
+        accessLog,
         forwarders,
         websocket,
         authenticators,

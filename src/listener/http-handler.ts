@@ -29,6 +29,13 @@ import { buildUpstreamHeaders, withPrincipal } from '../mutate/request-headers.j
 import type { TelemetryMatcher, TelemetryPolicy } from '../mutate/telemetry.js';
 import type { AuthMetrics } from '../observability/auth-metrics.js';
 import type { Logger } from '../observability/logger.js';
+import {
+  loggablePath,
+  type AccessEntry,
+  type AccessLog,
+  type AccessOutcome,
+} from '../observability/access-log.js';
+import { randomRequestId, requestIdOf, type RequestIdSource } from '../mutate/request-id.js';
 import { methodLabel, statusClass, type Metrics } from '../observability/metrics.js';
 import type { Clock } from '../clock.js';
 import { connectionStateOf, type ConnectionState } from './connection.js';
@@ -36,14 +43,21 @@ import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } fr
 import { writeRawError, type WebSocketProxy } from '../proxy/websocket.js';
 
 /** Forwards a request that passed every check (route → forwarder map built at start). */
-export type RouteForwarder = (fr: ForwardRequest, req: ClientRequest, res: ClientResponse) => Promise<ForwardOutcome>;
+export type RouteForwarder = (
+  fr: ForwardRequest,
+  req: ClientRequest,
+  res: ClientResponse,
+) => Promise<ForwardOutcome>;
 
 /** What the handler needs from the rest of the app. */
 export interface HttpHandlerDeps {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly clock: Clock;
-  readonly accessLog: boolean;
+  /** Where the one line per request goes (observability/access-log.ts). */
+  readonly accessLog: AccessLog;
+  /** Makes request ids; default random UUIDs. */
+  readonly newRequestId?: RequestIdSource;
   /** The forwarder of each route id. */
   readonly forwarders: ReadonlyMap<string, RouteForwarder>;
   readonly websocket: WebSocketProxy;
@@ -129,13 +143,19 @@ function resolveRequest(
   rawHeaders: readonly string[],
   isH2: boolean,
 ): ResolvedRequest {
-  if (method === undefined || method === 'CONNECT') throw new GatewayError('ERR_REQUEST_BAD_PATH', 'CONNECT method');
-  if (rawHeaders.length > MAX_RAW_HEADER_ENTRIES) throw new GatewayError('ERR_REQUEST_HEADERS_TOO_LARGE', 'more than 1000 headers');
+  if (method === undefined || method === 'CONNECT')
+    throw new GatewayError('ERR_REQUEST_BAD_PATH', 'CONNECT method');
+  if (rawHeaders.length > MAX_RAW_HEADER_ENTRIES)
+    throw new GatewayError('ERR_REQUEST_HEADERS_TOO_LARGE', 'more than 1000 headers');
   const facts = scanAuthority(rawHeaders, isH2);
   if (facts.hostCount > 1) throw new GatewayError('ERR_REQUEST_BAD_HOST', 'duplicate Host');
   if (isH2) {
     // RFC 9113 §8.3.1: a Host that disagrees with :authority makes the request malformed (hostile case 81).
-    if (facts.hasAuthority && facts.host !== undefined && facts.host.toLowerCase() !== facts.authority.toLowerCase()) {
+    if (
+      facts.hasAuthority &&
+      facts.host !== undefined &&
+      facts.host.toLowerCase() !== facts.authority.toLowerCase()
+    ) {
       throw new GatewayError('ERR_REQUEST_BAD_HOST', ':authority and host disagree');
     }
   } else if (facts.hostCount === 0) {
@@ -143,7 +163,8 @@ function resolveRequest(
     throw new GatewayError('ERR_REQUEST_BAD_HOST', 'no Host');
   }
   const authority = facts.authority;
-  if (authority === '' || !HOST_RE.test(authority)) throw new GatewayError('ERR_REQUEST_BAD_HOST', 'malformed authority');
+  if (authority === '' || !HOST_RE.test(authority))
+    throw new GatewayError('ERR_REQUEST_BAD_HOST', 'malformed authority');
   let target = url ?? '';
   if (target.charCodeAt(0) !== 47 /* / */) {
     // Absolute-form (RFC 9112 §3.2.2): accepted only when it names the same host as Host; the path that
@@ -165,7 +186,13 @@ function resolveRequest(
   }
   const route = listener.routes.lookup(host, norm.path);
   if (route === undefined) throw new GatewayError('ERR_ROUTE_NOT_FOUND');
-  return { route, path: norm.query === '' ? norm.path : norm.path + norm.query, pathname: norm.path, query: norm.query, authority };
+  return {
+    route,
+    path: norm.query === '' ? norm.path : norm.path + norm.query,
+    pathname: norm.path,
+    query: norm.query,
+    authority,
+  };
 }
 
 /** A request whose form was checked and whose route was found. */
@@ -183,10 +210,13 @@ interface ResolvedRequest {
 /** The client certificate policy of the listener and the route. Throws GatewayError. */
 function checkClient(listener: HttpRuntimeListener, conn: ConnectionState | undefined, route: Route): void {
   if (listener.acl !== undefined && conn?.listenerAllowed !== true) {
-    throw new GatewayError(conn?.identity === undefined ? 'ERR_IDENTITY_NO_CLIENT_CERT' : 'ERR_IDENTITY_LISTENER_ACL');
+    throw new GatewayError(
+      conn?.identity === undefined ? 'ERR_IDENTITY_NO_CLIENT_CERT' : 'ERR_IDENTITY_LISTENER_ACL',
+    );
   }
   if (route.acl !== undefined) {
-    if (conn?.identity === undefined) throw new GatewayError('ERR_IDENTITY_NO_CLIENT_CERT', 'route needs a client certificate');
+    if (conn?.identity === undefined)
+      throw new GatewayError('ERR_IDENTITY_NO_CLIENT_CERT', 'route needs a client certificate');
     if (!route.acl.allows(conn.identity)) throw new GatewayError('ERR_AUTHZ_ROUTE_ACL');
   }
 }
@@ -239,12 +269,20 @@ type AuthOutcome =
       readonly provider: string | undefined;
     };
 
-/** What an auth denial adds to the access log and the challenge. */
-interface DenialContext {
-  readonly route?: string;
-  readonly scope?: string;
-  readonly hashPrefix?: string;
-  readonly provider?: string;
+/** What a request has learned by the time it ends: the access log's view of it. */
+interface RequestContext {
+  readonly started: bigint;
+  readonly conn: ConnectionState | undefined;
+  /** Normalized path once the target was checked (else the raw one is logged). */
+  path?: string;
+  route?: string;
+  requestId?: string;
+  /** The route's required scopes for the `scope` of a 403 challenge. */
+  scope?: string;
+  hashPrefix?: string;
+  provider?: string;
+  principal?: string;
+  upgrade?: true;
 }
 
 function buildAuthStages(
@@ -278,7 +316,11 @@ function buildAuthStages(
  * Authorization headers, a query token on a route that does not allow one, a token that is not token68)
  * or `ERR_AUTHN_MISSING`.
  */
-function credentialOf(stage: AuthStage, rawHeaders: readonly string[], r: ResolvedRequest): { token: string; path: string } {
+function credentialOf(
+  stage: AuthStage,
+  rawHeaders: readonly string[],
+  r: ResolvedRequest,
+): { token: string; path: string } {
   const cred = extractBearer(rawHeaders, r.query, stage.allowQueryToken);
   if ('none' in cred) throw new GatewayError('ERR_AUTHN_MISSING');
   // RFC 6750 §5.3: a token from the query goes no further than the gateway.
@@ -308,7 +350,7 @@ const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthor
 
 /** Creates the handler of one listener. */
 export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandlerDeps): HttpHandler {
-  const { logger, metrics, clock } = deps;
+  const { metrics, clock } = deps;
   const lname = listener.name;
   const proto = listener.tls ? 'https' : 'http';
   const authStages = buildAuthStages(listener, deps.authenticators);
@@ -319,7 +361,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     for (const r of listener.routes.routes) {
       const strip = listener.routeTelemetryOptOut?.[r.id] ?? t.optOut;
       // Nothing to do on a route that never strips: skip the per-header lookups entirely.
-      if (strip || t.honorClientSignals) telemetryPolicies.set(r.id, { matcher: t.matcher, strip, honorClientSignals: t.honorClientSignals });
+      if (strip || t.honorClientSignals)
+        telemetryPolicies.set(r.id, { matcher: t.matcher, strip, honorClientSignals: t.honorClientSignals });
     }
   }
   const telemetryRequest = metrics.telemetryStripped.labels('request');
@@ -334,9 +377,66 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     return c;
   };
 
-  function logAccess(fields: Record<string, unknown>, status: number): void {
-    if (status >= 500) logger.warn(fields, 'request');
-    else if (deps.accessLog) logger.info(fields, 'request');
+  // Metric children, cached per label set: prom-client hashes the label values on every labels() call.
+  const requestCounters = new Map<string, ReturnType<Metrics['requests']['labels']>>();
+  const requestCounter = (
+    route: string,
+    method: string | undefined,
+    status: number,
+  ): ReturnType<Metrics['requests']['labels']> => {
+    const m = methodLabel(method);
+    const sc = statusClass(status);
+    const key = `${route}\u0000${m}\u0000${sc}`;
+    let c = requestCounters.get(key);
+    if (c === undefined) {
+      c = metrics.requests.labels(lname, route, m, sc);
+      requestCounters.set(key, c);
+    }
+    return c;
+  };
+  const durationHistograms = new Map<string, ReturnType<Metrics['requestDuration']['labels']>>();
+  const upstreamHistograms = new Map<string, ReturnType<Metrics['upstreamDuration']['labels']>>();
+  for (const r of listener.routes.routes) {
+    durationHistograms.set(r.id, metrics.requestDuration.labels(lname, r.id));
+    upstreamHistograms.set(r.id, metrics.upstreamDuration.labels(r.id));
+  }
+  const newRequestId = deps.newRequestId ?? randomRequestId;
+
+  /** Writes the request's access-log line. */
+  function logAccess(
+    req: IncomingMessage | ClientRequest,
+    ctx: RequestContext,
+    end: {
+      status: number;
+      outcome: AccessOutcome;
+      reason?: string | undefined;
+      detail?: string | undefined;
+      bytesIn?: number;
+      bytesOut?: number;
+    },
+  ): void {
+    const identity = ctx.conn?.identity;
+    const entry: AccessEntry = {
+      listener: lname,
+      route: ctx.route,
+      method: req.method,
+      path: ctx.path ?? loggablePath(req.url),
+      status: end.status,
+      durationMs: Number(clock.hrtime() - ctx.started) / 1e6,
+      bytesIn: end.bytesIn ?? 0,
+      bytesOut: end.bytesOut ?? 0,
+      clientSubject: identity?.subject,
+      clientFingerprint: identity?.fingerprint256,
+      principal: ctx.principal,
+      provider: ctx.provider,
+      tokenHash: ctx.hashPrefix,
+      outcome: end.outcome,
+      reason: end.reason,
+      detail: end.detail,
+      requestId: ctx.requestId ?? requestIdOf(req.rawHeaders, newRequestId),
+      upgrade: ctx.upgrade,
+    };
+    deps.accessLog(entry);
   }
 
   /** Counts an auth decision (routes with `auth` only). */
@@ -344,34 +444,31 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     deps.authMetrics?.decision(routeId, provider ?? 'none', result);
   }
 
-  function deny(req: ClientRequest, res: ClientResponse, err: GatewayError, started: bigint, ctx: DenialContext = {}): void {
+  /** Ends a request with the gateway's own refusal (or upstream failure). Never throws. */
+  function deny(req: ClientRequest, res: ClientResponse, err: GatewayError, ctx: RequestContext): void {
     const spec = ERRORS[err.code];
     denialCounter(err.code).inc();
     // Denials after routing (client ACL, auth) count under their route id; earlier ones under `none`.
-    metrics.requests.labels(lname, ctx.route ?? 'none', methodLabel(req.method), statusClass(spec.status)).inc();
-    logAccess(
-      {
-        listener: lname,
-        ...(ctx.route !== undefined ? { route: ctx.route } : {}),
-        method: req.method,
-        status: spec.status,
-        reason: err.code,
-        detail: err.detail,
-        ...(ctx.provider !== undefined ? { provider: ctx.provider } : {}),
-        ...(ctx.hashPrefix !== undefined ? { tokenHash: ctx.hashPrefix } : {}),
-        durationMs: Number(clock.hrtime() - started) / 1e6,
-      },
-      spec.status,
-    );
+    requestCounter(ctx.route ?? 'none', req.method, spec.status).inc();
+    ctx.requestId ??= requestIdOf(req.rawHeaders, newRequestId);
+    const body = `${spec.message}\n`;
+    const bytesOut = Buffer.byteLength(body);
+    logAccess(req, ctx, {
+      status: spec.status,
+      outcome: err.code.startsWith('ERR_UPSTREAM_') ? 'upstream_error' : 'denied',
+      reason: err.code,
+      detail: err.detail,
+      bytesOut,
+    });
     if (res.headersSent || res.destroyed) {
       res.destroy();
       return;
     }
-    const body = `${spec.message}\n`;
     const headers: Record<string, string | number> = {
       'content-type': 'text/plain; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
+      'content-length': bytesOut,
       'cache-control': 'no-store',
+      'x-request-id': ctx.requestId,
     };
     const challenge = bearerChallenge(err.code, ctx.scope);
     if (challenge !== undefined) headers['www-authenticate'] = challenge;
@@ -393,15 +490,14 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
   function dispatch(
     req: ClientRequest,
     res: ClientResponse,
-    started: bigint,
+    ctx: RequestContext,
     fr: ForwardRequest,
-    logExtra: Record<string, unknown> | undefined,
     telemetryStripped: number,
   ): void {
     const routeId = fr.route.id;
     const forwarder = deps.forwarders.get(routeId);
     if (forwarder === undefined) {
-      deny(req, res, new GatewayError('ERR_INTERNAL', `no forwarder for route ${routeId}`), started);
+      deny(req, res, new GatewayError('ERR_INTERNAL', `no forwarder for route ${routeId}`), ctx);
       return;
     }
     // Counted once per request, here: the headers left the gateway without them.
@@ -410,60 +506,62 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     try {
       pending = forwarder(fr, req, res);
     } catch (err) {
-      deny(req, res, toGatewayError(err), started);
+      deny(req, res, toGatewayError(err), ctx);
       return;
     }
     pending.then(
       (outcome) => {
-        const seconds = Number(clock.hrtime() - started) / 1e9;
-        metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(outcome.status)).inc();
-        metrics.requestDuration.labels(lname, routeId).observe(seconds);
-        if (outcome.upstreamSeconds !== undefined) metrics.upstreamDuration.labels(routeId).observe(outcome.upstreamSeconds);
+        const seconds = Number(clock.hrtime() - ctx.started) / 1e9;
+        requestCounter(routeId, req.method, outcome.status).inc();
+        durationHistograms.get(routeId)?.observe(seconds);
+        if (outcome.upstreamSeconds !== undefined)
+          upstreamHistograms.get(routeId)?.observe(outcome.upstreamSeconds);
         if (outcome.telemetryStripped !== undefined) telemetryResponse.inc(outcome.telemetryStripped);
-        logAccess(
-          {
-            listener: lname,
-            route: routeId,
-            method: req.method,
-            status: outcome.status,
-            durationMs: seconds * 1e3,
-            ...logExtra,
-            ...(outcome.abortedReason ? { reason: outcome.abortedReason } : {}),
-          },
-          outcome.status,
-        );
+        const reason = outcome.abortedReason;
+        logAccess(req, ctx, {
+          status: outcome.status,
+          outcome:
+            reason === undefined
+              ? 'forwarded'
+              : reason.startsWith('ERR_UPSTREAM_')
+                ? 'upstream_error'
+                : 'aborted',
+          reason,
+          bytesIn: outcome.bytesIn ?? 0,
+          bytesOut: outcome.bytesOut ?? 0,
+        });
       },
       (err: unknown) => {
         if (clientGone(req, res)) {
           // The client went away (or its request body was malformed and Node answered 400 and closed)
           // before any response: the abort is the client's doing, not an upstream failure.
-          metrics.requests.labels(lname, routeId, methodLabel(req.method), statusClass(0)).inc();
-          logAccess({ listener: lname, route: routeId, method: req.method, status: 0, reason: 'client_closed' }, 0);
+          requestCounter(routeId, req.method, 0).inc();
+          logAccess(req, ctx, { status: 0, outcome: 'aborted', reason: 'client_closed' });
           return;
         }
         const gerr = toGatewayError(err);
         metrics.upstreamErrors.labels(routeId, gerr.code).inc();
-        deny(req, res, gerr, started);
+        deny(req, res, gerr, ctx);
       },
     );
   }
 
   function handle(req: ClientRequest, res: ClientResponse, expectContinue: boolean): void {
-    const started = clock.hrtime();
+    const conn = connectionStateOf(req.socket);
+    const ctx: RequestContext = { started: clock.hrtime(), conn };
     if (req.httpVersionMajor === 1 && closingConnections.has(req.socket)) {
       // Pipelined behind a refusal on a connection that Node closes once that refusal is written:
       // left unanswered (its response would be queued behind the close) and never forwarded.
-      logAccess({ listener: lname, method: req.method, status: 0, reason: 'pipelined_after_close' }, 0);
+      logAccess(req, ctx, { status: 0, outcome: 'aborted', reason: 'pipelined_after_close' });
       return;
     }
     let stage: AuthStage | undefined;
-    let routeId: string | undefined;
     try {
       const isH2 = req.httpVersionMajor === 2;
-      const conn = connectionStateOf(req.socket);
       const r = resolveRequest(listener, conn, req.method, req.url, req.rawHeaders, isH2);
       const route = r.route;
-      routeId = route.id;
+      ctx.route = route.id;
+      ctx.path = r.pathname;
       checkClient(listener, conn, route);
       stage = authStages.get(route.id);
       // The credential is looked at before anything else is built: a request without one is refused cheaply.
@@ -477,19 +575,33 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         proto,
         xfcc: conn?.xfcc,
         dropAuthorization: stage !== undefined && !stage.forwardToken,
+        newRequestId,
         ...(telemetry !== undefined ? { telemetry } : {}),
       });
-      const stripResponse = telemetry !== undefined && scanned.stripResponseTelemetry ? { stripResponseTelemetry: telemetry } : {};
+      ctx.requestId = scanned.requestId;
+      const stripResponse =
+        telemetry !== undefined && scanned.stripResponseTelemetry
+          ? { stripResponseTelemetry: telemetry }
+          : {};
       const hasBody = isH2 ? !(req as Http2ServerRequest).stream.endAfterHeaders : scanned.hasBody;
       const method = req.method ?? 'GET';
+      const requestId = scanned.requestId;
       if (stage === undefined) {
         // No auth on this route: synchronous all the way to the forwarder.
         dispatch(
           req,
           res,
-          started,
-          { route, method, path: r.path, headers: scanned.headers, hasBody, expectContinue, ...stripResponse },
-          undefined,
+          ctx,
+          {
+            route,
+            method,
+            path: r.path,
+            headers: scanned.headers,
+            hasBody,
+            expectContinue,
+            requestId,
+            ...stripResponse,
+          },
           scanned.telemetryStripped,
         );
         return;
@@ -497,46 +609,43 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       // Fail closed: a route with auth never reaches the forwarder without a credential.
       if (cred === undefined) throw new GatewayError('ERR_AUTHN_MISSING');
       const s = stage;
+      ctx.scope = s.scope;
       authenticate(s, cred.token)
         .then((authed) => {
+          ctx.hashPrefix = authed.hashPrefix;
           if (!authed.ok) {
             recordAuth(s.routeId, authed.provider, authed.error.code);
-            deny(req, res, authed.error, started, {
-              route: s.routeId,
-              scope: s.scope,
-              hashPrefix: authed.hashPrefix,
-              ...(authed.provider !== undefined ? { provider: authed.provider } : {}),
-            });
+            if (authed.provider !== undefined) ctx.provider = authed.provider;
+            deny(req, res, authed.error, ctx);
             return;
           }
           const p = authed.principal;
           recordAuth(s.routeId, p.provider, 'allow');
-          const logExtra = { provider: p.provider, subject: p.subject, tokenHash: authed.hashPrefix };
+          ctx.provider = p.provider;
+          ctx.principal = p.subject;
           if (clientGone(req, res)) {
-            metrics.requests.labels(lname, route.id, methodLabel(req.method), statusClass(0)).inc();
-            logAccess({ listener: lname, route: route.id, method: req.method, status: 0, reason: 'client_closed', ...logExtra }, 0);
+            requestCounter(route.id, req.method, 0).inc();
+            logAccess(req, ctx, { status: 0, outcome: 'aborted', reason: 'client_closed' });
             return;
           }
           const headers = withPrincipal(scanned, p);
           dispatch(
             req,
             res,
-            started,
-            { route, method, path: cred.path, headers, hasBody, expectContinue, ...stripResponse },
-            logExtra,
+            ctx,
+            { route, method, path: cred.path, headers, hasBody, expectContinue, requestId, ...stripResponse },
             scanned.telemetryStripped,
           );
         })
         // authenticate() never rejects; a bug in what follows it is still a denial, never a pass.
-        .catch((err: unknown) => deny(req, res, toGatewayError(err), started, { route: s.routeId }));
+        .catch((err: unknown) => deny(req, res, toGatewayError(err), ctx));
     } catch (err) {
       const gerr = toGatewayError(err);
       if (stage !== undefined && (gerr.code === 'ERR_AUTHN_MISSING' || gerr.code === 'ERR_AUTHN_MALFORMED')) {
         recordAuth(stage.routeId, undefined, gerr.code);
-        deny(req, res, gerr, started, { route: stage.routeId });
-        return;
+        ctx.scope = stage.scope;
       }
-      deny(req, res, gerr, started, routeId !== undefined ? { route: routeId } : {});
+      deny(req, res, gerr, ctx);
     }
   }
 
@@ -548,54 +657,57 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       handle(req, socket as unknown as Http2ServerResponse, false);
       return;
     }
-    const started = clock.hrtime();
+    const conn = connectionStateOf(req.socket);
+    const ctx: RequestContext = { started: clock.hrtime(), conn, upgrade: true };
     // The client socket needs its error listener before anything can fail (hostile-cases §4 item 4).
     socket.on('error', () => socket.destroy());
-    const denyRaw = (err: GatewayError, ctx: DenialContext = {}): void => {
+    const denyRaw = (err: GatewayError): void => {
       denialCounter(err.code).inc();
-      metrics.requests.labels(lname, ctx.route ?? 'none', methodLabel(req.method), statusClass(err.status)).inc();
-      logAccess(
-        {
-          listener: lname,
-          ...(ctx.route !== undefined ? { route: ctx.route } : {}),
-          method: req.method,
-          upgrade: true,
-          status: err.status,
-          reason: err.code,
-          detail: err.detail,
-          ...(ctx.provider !== undefined ? { provider: ctx.provider } : {}),
-          ...(ctx.hashPrefix !== undefined ? { tokenHash: ctx.hashPrefix } : {}),
-        },
-        err.status,
-      );
+      requestCounter(ctx.route ?? 'none', req.method, err.status).inc();
+      ctx.requestId ??= requestIdOf(req.rawHeaders, newRequestId);
+      const body = `${ERRORS[err.code].message}\n`;
+      logAccess(req, ctx, {
+        status: err.status,
+        outcome: 'denied',
+        reason: err.code,
+        detail: err.detail,
+        bytesOut: Buffer.byteLength(body),
+      });
       const challenge = bearerChallenge(err.code, ctx.scope);
       if (challenge === undefined || socket.destroyed || !socket.writable) {
         writeRawError(socket, err);
         return;
       }
       // RFC 6750 §3: the challenge goes with the refusal of an upgrade too (writeRawError sends none).
-      const body = `${ERRORS[err.code].message}\n`;
       socket.end(
         `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
           `Content-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nWWW-Authenticate: ${challenge}\r\n` +
-          `Connection: close\r\n\r\n${body}`,
+          `X-Request-Id: ${ctx.requestId}\r\nConnection: close\r\n\r\n${body}`,
       );
     };
     let stage: AuthStage | undefined;
     try {
-      const conn = connectionStateOf(req.socket);
       const r = resolveRequest(listener, conn, req.method, req.url, req.rawHeaders, false);
+      ctx.route = r.route.id;
+      ctx.path = r.pathname;
       checkClient(listener, conn, r.route);
       // Only a well-formed WebSocket handshake is tunnelled (RFC 6455 §4.1; hostile cases 73, 87, 89):
       // h2c and every other upgrade token are refused with an answer, never a hang.
       const upgrade = (req.headers.upgrade ?? '').trim().toLowerCase();
-      if (upgrade !== 'websocket') throw new GatewayError('ERR_REQUEST_UPGRADE_REFUSED', `upgrade: ${upgrade.slice(0, 32)}`);
+      if (upgrade !== 'websocket')
+        throw new GatewayError('ERR_REQUEST_UPGRADE_REFUSED', `upgrade: ${upgrade.slice(0, 32)}`);
       const key = req.headers['sec-websocket-key'];
-      if (req.method !== 'GET' || req.headers['sec-websocket-version'] !== '13' || typeof key !== 'string' || !KEY_RE.test(key)) {
+      if (
+        req.method !== 'GET' ||
+        req.headers['sec-websocket-version'] !== '13' ||
+        typeof key !== 'string' ||
+        !KEY_RE.test(key)
+      ) {
         throw new GatewayError('ERR_REQUEST_BAD_WEBSOCKET');
       }
       const upstream = r.route.upstream;
-      if (upstream.kind !== 'http') throw new GatewayError('ERR_REQUEST_UPGRADE_REFUSED', 'upstream cannot upgrade');
+      if (upstream.kind !== 'http')
+        throw new GatewayError('ERR_REQUEST_UPGRADE_REFUSED', 'upstream cannot upgrade');
       stage = authStages.get(r.route.id);
       const cred = stage === undefined ? undefined : credentialOf(stage, req.rawHeaders, r);
       const scanned = buildUpstreamHeaders(req.rawHeaders, {
@@ -605,12 +717,16 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         xfcc: conn?.xfcc,
         upgrade: true,
         dropAuthorization: stage !== undefined && !stage.forwardToken,
+        newRequestId,
         // Request direction only: the 101 response goes back through http-proxy untouched.
-        ...(telemetryPolicies.has(r.route.id) ? { telemetry: telemetryPolicies.get(r.route.id) as TelemetryPolicy } : {}),
+        ...(telemetryPolicies.has(r.route.id)
+          ? { telemetry: telemetryPolicies.get(r.route.id) as TelemetryPolicy }
+          : {}),
       });
+      ctx.requestId = scanned.requestId;
       const routeId = r.route.id;
       if (scanned.telemetryStripped > 0) telemetryRequest.inc(scanned.telemetryStripped);
-      const tunnel = (list: readonly string[], path: string, logExtra: Record<string, unknown> | undefined): void => {
+      const tunnel = (list: readonly string[], path: string): void => {
         const headers: Record<string, string | string[]> = {};
         for (let i = 0; i + 1 < list.length; i += 2) {
           const name = list[i] as string;
@@ -620,61 +736,56 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         }
         deps.websocket.upgrade(upstream, req, socket, head, { path, headers, key }).then(
           (outcome) => {
-            metrics.requests.labels(lname, routeId, 'GET', statusClass(outcome.status)).inc();
+            requestCounter(routeId, 'GET', outcome.status).inc();
             // Upgrades that failed upstream count like requests that did (hostile case 121).
-            if (outcome.reason?.startsWith('ERR_UPSTREAM_')) metrics.upstreamErrors.labels(routeId, outcome.reason).inc();
-            logAccess(
-              {
-                listener: lname,
-                route: routeId,
-                method: 'GET',
-                upgrade: true,
-                status: outcome.status,
-                reason: outcome.reason,
-                ...logExtra,
-                durationMs: Number(clock.hrtime() - started) / 1e6,
-              },
-              outcome.status,
-            );
+            const failed = outcome.reason?.startsWith('ERR_UPSTREAM_') === true;
+            if (failed) metrics.upstreamErrors.labels(routeId, outcome.reason as ErrorCode).inc();
+            logAccess(req, ctx, {
+              status: outcome.status,
+              outcome: failed
+                ? 'upstream_error'
+                : outcome.status === 101 || outcome.reason === undefined
+                  ? 'forwarded'
+                  : 'aborted',
+              reason: outcome.reason,
+            });
           },
           () => socket.destroy(),
         );
       };
       if (stage === undefined) {
-        tunnel(scanned.headers, r.path, undefined);
+        tunnel(scanned.headers, r.path);
         return;
       }
       // Fail closed: a route with auth never opens a tunnel without a credential.
       if (cred === undefined) throw new GatewayError('ERR_AUTHN_MISSING');
       const s = stage;
+      ctx.scope = s.scope;
       authenticate(s, cred.token)
         .then((authed) => {
+          ctx.hashPrefix = authed.hashPrefix;
           if (!authed.ok) {
             recordAuth(s.routeId, authed.provider, authed.error.code);
-            denyRaw(authed.error, {
-              route: s.routeId,
-              scope: s.scope,
-              hashPrefix: authed.hashPrefix,
-              ...(authed.provider !== undefined ? { provider: authed.provider } : {}),
-            });
+            if (authed.provider !== undefined) ctx.provider = authed.provider;
+            denyRaw(authed.error);
             return;
           }
           const p = authed.principal;
           recordAuth(s.routeId, p.provider, 'allow');
-          const logExtra = { provider: p.provider, subject: p.subject, tokenHash: authed.hashPrefix };
+          ctx.provider = p.provider;
+          ctx.principal = p.subject;
           if (socket.destroyed) {
-            logAccess({ listener: lname, route: routeId, method: req.method, upgrade: true, status: 0, reason: 'client_closed', ...logExtra }, 0);
+            logAccess(req, ctx, { status: 0, outcome: 'aborted', reason: 'client_closed' });
             return;
           }
-          tunnel(withPrincipal(scanned, p), cred.path, logExtra);
+          tunnel(withPrincipal(scanned, p), cred.path);
         })
-        .catch((err: unknown) => denyRaw(toGatewayError(err), { route: s.routeId }));
+        .catch((err: unknown) => denyRaw(toGatewayError(err)));
     } catch (err) {
       const gerr = toGatewayError(err);
       if (stage !== undefined && (gerr.code === 'ERR_AUTHN_MISSING' || gerr.code === 'ERR_AUTHN_MALFORMED')) {
         recordAuth(stage.routeId, undefined, gerr.code);
-        denyRaw(gerr, { route: stage.routeId });
-        return;
+        ctx.scope = stage.scope;
       }
       denyRaw(gerr);
     }

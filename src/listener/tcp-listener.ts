@@ -20,6 +20,7 @@
  * SHA-256 fingerprint, bytes each way, duration, close reason — issue 5 point 4) and the `portcullis_tcp_*` metrics
  * (observability/metrics.ts).
  */
+import { randomUUID } from 'node:crypto';
 import { bindListener } from './bind.js';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -153,8 +154,8 @@ export async function startTcpListener(
     }
     metrics.handshakes.labels(name, 'none').inc();
     const who = state.identity
-      ? { subject: state.identity.subject, fingerprint: state.identity.fingerprint256 }
-      : { subject: null, fingerprint: null };
+      ? { clientSubject: state.identity.subject, clientFingerprint: state.identity.fingerprint256 }
+      : { clientSubject: null, clientFingerprint: null };
     if (!state.listenerAllowed) {
       // Before any upstream connection: an ACL miss never costs the upstream an accept.
       refuse('acl', who);
@@ -177,6 +178,8 @@ export async function startTcpListener(
       duration.observe(seconds);
       const fields = {
         listener: name,
+        // One id per connection, like an HTTP request's X-Request-Id (nothing to forward it in: raw TCP).
+        connectionId: randomUUID(),
         clientAddress: state.clientAddress,
         ...who,
         ...(state.servername !== undefined ? { servername: state.servername } : {}),

@@ -10,6 +10,7 @@
  */
 import { GatewayError } from '../errors.js';
 import { isOptOutSignal, isTelemetryHeader, type TelemetryPolicy } from './telemetry.js';
+import { isValidRequestId, type RequestIdSource } from './request-id.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the gateway sets or refuses to pass on. */
 const DROPPED = new Set([
@@ -90,6 +91,8 @@ export interface GatewayHeaders {
   readonly dropAuthorization?: boolean;
   /** Telemetry header policy of the route; absent: telemetry headers pass like any other. */
   readonly telemetry?: TelemetryPolicy;
+  /** Makes a request id when the client sent no valid `X-Request-Id` (mutate/request-id.ts). */
+  readonly newRequestId: RequestIdSource;
 }
 
 /** What the identity headers are made of (a subset of `authn/principal.ts` `Principal`). */
@@ -111,6 +114,8 @@ export interface ScannedHeaders {
   readonly telemetryStripped: number;
   /** The response's telemetry headers are to be stripped too (policy on, or the client opted out). */
   readonly stripResponseTelemetry: boolean;
+  /** The request's id, sent upstream as `x-request-id`: the client's when exactly one valid one came. */
+  readonly requestId: string;
 }
 
 /**
@@ -119,7 +124,7 @@ export interface ScannedHeaders {
  * underscore in a header name.
  *
  * The gateway's own headers come first (`host`, `x-forwarded-for`, `x-forwarded-proto`,
- * `x-forwarded-host`, then `x-forwarded-client-cert` when there is a certificate), each exactly once,
+ * `x-forwarded-host`, `x-request-id`, then `x-forwarded-client-cert` when there is a certificate), each exactly once,
  * followed by the client's surviving headers in their original order, names lowercased. First, so that
  * an upstream which keeps only its first N header lines (Node keeps 1000 in `req.headers`) drops client
  * headers, never the identity the gateway vouches for (hostile case 70).
@@ -136,6 +141,8 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
   let clientOptOut = false;
   let deferred = 0;
   let stripped = 0;
+  let clientRequestId: string | undefined;
+  let requestIds = 0;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const rawName = rawHeaders[i] as string;
     const value = rawHeaders[i + 1] as string;
@@ -146,12 +153,19 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
       if (name === 'connection') {
         for (const token of value.split(',')) {
           const t = token.trim().toLowerCase();
-          if (t !== '' && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') (nominated ??= new Set()).add(t);
+          if (t !== '' && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade')
+            (nominated ??= new Set()).add(t);
         }
       } else if (name === 'transfer-encoding') hasBody = true;
       continue;
     }
     if (isOwned(name)) continue;
+    if (name === 'x-request-id') {
+      // Re-added below among the gateway's own headers, exactly once.
+      requestIds++;
+      clientRequestId = value;
+      continue;
+    }
     if (gw.dropAuthorization === true && name === 'authorization') continue;
     if (name === 'content-length' && value !== '0') hasBody = true;
     if (tel !== undefined && isTelemetryHeader(tel.matcher, name)) {
@@ -164,7 +178,22 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
     client.push(name, value);
   }
   const dropDeferred = clientOptOut && deferred > 0;
-  const headers = ['host', gw.host, 'x-forwarded-for', gw.clientAddress, 'x-forwarded-proto', gw.proto, 'x-forwarded-host', gw.host];
+  const requestId =
+    requestIds === 1 && clientRequestId !== undefined && isValidRequestId(clientRequestId)
+      ? clientRequestId
+      : gw.newRequestId();
+  const headers = [
+    'host',
+    gw.host,
+    'x-forwarded-for',
+    gw.clientAddress,
+    'x-forwarded-proto',
+    gw.proto,
+    'x-forwarded-host',
+    gw.host,
+    'x-request-id',
+    requestId,
+  ];
   if (gw.xfcc !== undefined) headers.push('x-forwarded-client-cert', gw.xfcc);
   const gatewayEnd = headers.length;
   if (gw.upgrade === true) headers.push('connection', 'Upgrade', 'upgrade', 'websocket');
@@ -179,7 +208,14 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
     }
     headers.push(name, client[i + 1] as string);
   }
-  return { headers, hasBody, gatewayEnd, telemetryStripped: stripped, stripResponseTelemetry: stripAlways || clientOptOut };
+  return {
+    headers,
+    hasBody,
+    gatewayEnd,
+    telemetryStripped: stripped,
+    stripResponseTelemetry: stripAlways || clientOptOut,
+    requestId,
+  };
 }
 
 /**
@@ -227,7 +263,16 @@ export function headerSafe(value: string): string {
 }
 
 /** Response headers never passed back to the client (RFC 9110 §7.6.1; HTTP/2 forbids them, RFC 9113 §8.2.2). */
-const RESPONSE_DROPPED = ['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'http2-settings'];
+const RESPONSE_DROPPED = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'trailer',
+  'http2-settings',
+];
 
 /**
  * Removes hop-by-hop headers, and those the upstream nominated in `Connection`, from an upstream

@@ -15,7 +15,11 @@ export interface EchoBody {
 }
 
 /** Answers one request with its echo. */
-export function forwardToEcho(fr: ForwardRequest, req: ClientRequest, res: ClientResponse): Promise<ForwardOutcome> {
+export function forwardToEcho(
+  fr: ForwardRequest,
+  req: ClientRequest,
+  res: ClientResponse,
+): Promise<ForwardOutcome> {
   const headers: Record<string, string | string[]> = {};
   for (let i = 0; i + 1 < fr.headers.length; i += 2) {
     const name = fr.headers[i] as string;
@@ -27,11 +31,23 @@ export function forwardToEcho(fr: ForwardRequest, req: ClientRequest, res: Clien
   return new Promise((resolve) => {
     let bodyBytes = 0;
     const answer = (): void => {
-      const doc: EchoBody = { upstream: 'builtin:echo', method: fr.method, path: fr.path, headers, bodyBytes };
+      const doc: EchoBody = {
+        upstream: 'builtin:echo',
+        method: fr.method,
+        path: fr.path,
+        headers,
+        bodyBytes,
+      };
       const text = JSON.stringify(doc, null, 2) + '\n';
-      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+      const length = Buffer.byteLength(text);
+      res.writeHead(200, {
+        'content-type': 'application/json',
+        'content-length': length,
+        'cache-control': 'no-store',
+        'x-request-id': fr.requestId,
+      });
       res.end(text);
-      resolve({ status: 200 });
+      resolve({ status: 200, bytesIn: bodyBytes, bytesOut: length });
     };
     req.on('data', (chunk: Buffer) => (bodyBytes += chunk.length));
     req.once('end', answer);

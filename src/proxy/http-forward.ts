@@ -27,7 +27,11 @@ export interface HttpForwarder {
 
 /** Creates the Pool for `upstream`. TLS to the upstream always verifies its certificate, against the
  * configured `servername` or else the upstream's own host name — never against the client's Host. */
-export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsConfig, clock: Clock): HttpForwarder {
+export function createHttpForwarder(
+  upstream: HttpUpstream,
+  timeouts: TimeoutsConfig,
+  clock: Clock,
+): HttpForwarder {
   const tls = upstream.tls;
   // undici takes a request's TLS server name from its Host header unless told otherwise, so the
   // client's Host (the gateway's public name) would become the SNI sent upstream and the name the
@@ -58,7 +62,11 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
   /** One constant name per upstream for undici's connection reuse check (see above). */
   const reuseKey = pinnedServername ?? upstream.hostname;
 
-  async function forward(fr: ForwardRequest, req: ClientRequest, res: ClientResponse): Promise<ForwardOutcome> {
+  async function forward(
+    fr: ForwardRequest,
+    req: ClientRequest,
+    res: ClientResponse,
+  ): Promise<ForwardOutcome> {
     const ac = new AbortController();
     // Whether the client's side of the exchange is gone. Tracked here because neither stream flag says
     // so on HTTP/2: an Http2ServerResponse has no `destroyed`, and after an RST_STREAM its
@@ -84,18 +92,23 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
     if (fr.expectContinue) res.writeContinue();
     let upstreamRes;
     let sentAt = 0n;
+    const counts = { in: 0, out: 0 };
     try {
-      // `servername` is read by undici's Request but missing from its types.
-      const options: Dispatcher.RequestOptions & { servername: string } = {
+      // `servername` is read by undici's Request but missing from its types; so is an async-iterable body
+      // (undici's Request accepts any iterable: lib/core/request.js).
+      const options: Omit<Dispatcher.RequestOptions, 'body'> & {
+        servername: string;
+        body: AsyncIterable<Buffer> | null;
+      } = {
         method: fr.method,
         path: fr.path,
         headers: fr.headers,
-        body: fr.hasBody ? req : null,
+        body: fr.hasBody ? countedBody(req, counts) : null,
         signal: ac.signal,
         servername: reuseKey,
       };
       sentAt = clock.hrtime();
-      upstreamRes = await pool.request(options);
+      upstreamRes = await pool.request(options as Dispatcher.RequestOptions);
     } catch (err) {
       res.off('close', onClose);
       if (clientGone) return { status: 0, abortedReason: 'client_closed' };
@@ -108,7 +121,11 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
       return { status: statusCode, abortedReason: 'client_closed' };
     }
     cleanResponseHeaders(headers);
-    const telemetryStripped = fr.stripResponseTelemetry ? stripResponseTelemetry(headers, fr.stripResponseTelemetry) : 0;
+    // The client gets the id its request went upstream with, unless the upstream answered with its own.
+    if (headers['x-request-id'] === undefined) headers['x-request-id'] = fr.requestId;
+    const telemetryStripped = fr.stripResponseTelemetry
+      ? stripResponseTelemetry(headers, fr.stripResponseTelemetry)
+      : 0;
     return new Promise<ForwardOutcome>((resolve) => {
       let aborted: string | undefined;
       body.once('end', () => (complete = true));
@@ -122,7 +139,13 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
       res.once('close', () => {
         if (!body.destroyed) body.destroy();
         if (aborted === undefined && !complete) aborted = 'client_closed';
-        const base = telemetryStripped > 0 ? { status: statusCode, upstreamSeconds, telemetryStripped } : { status: statusCode, upstreamSeconds };
+        const base = {
+          status: statusCode,
+          upstreamSeconds,
+          bytesIn: counts.in,
+          bytesOut: counts.out,
+          ...(telemetryStripped > 0 ? { telemetryStripped } : {}),
+        };
         resolve(aborted === undefined ? base : { ...base, abortedReason: aborted });
       });
       try {
@@ -134,6 +157,8 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
         return;
       }
       body.pipe(res as NodeJS.WritableStream);
+      // After pipe(): the body already flows, this listener only counts what passes.
+      body.on('data', (chunk: Buffer) => (counts.out += chunk.length));
     });
   }
 
@@ -141,6 +166,18 @@ export function createHttpForwarder(upstream: HttpUpstream, timeouts: TimeoutsCo
     forward,
     close: () => pool.close(),
   };
+}
+
+/**
+ * The client's request body as undici reads it, counting the bytes that pass. An async generator keeps
+ * undici's backpressure (it pulls one chunk at a time) and, unlike a second 'data' listener, cannot start
+ * the stream flowing before undici reads it (a chunk read then would be lost).
+ */
+async function* countedBody(req: ClientRequest, counts: { in: number }): AsyncGenerator<Buffer> {
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    counts.in += chunk.length;
+    yield chunk;
+  }
 }
 
 /** Whether the client's response stream is already closed (HTTP/1.1 socket gone, HTTP/2 stream closed). */

@@ -21,6 +21,8 @@ export interface ForwardRequest {
   readonly expectContinue: boolean;
   /** Strip these telemetry headers from the upstream's response (the request's opt-out was in force). */
   readonly stripResponseTelemetry?: TelemetryPolicy;
+  /** The request's id (also in `headers` as x-request-id): added to the response when the upstream set none. */
+  readonly requestId: string;
 }
 
 /** What happened upstream, for the access log and metrics. */
@@ -32,8 +34,16 @@ export interface ForwardOutcome {
   readonly telemetryStripped?: number;
   /** Seconds from sending the request upstream to the upstream's response headers. */
   readonly upstreamSeconds?: number;
+  /** Request body bytes read from the client. */
+  readonly bytesIn?: number;
+  /** Response body bytes written to the client. */
+  readonly bytesOut?: number;
 }
 
 /** Sends one request upstream and streams the answer back. Rejects with a GatewayError before any
  * response byte was written; after that it never rejects (it cuts the client's response instead). */
-export type Forward = (fr: ForwardRequest, req: ClientRequest, res: ClientResponse) => Promise<ForwardOutcome>;
+export type Forward = (
+  fr: ForwardRequest,
+  req: ClientRequest,
+  res: ClientResponse,
+) => Promise<ForwardOutcome>;

@@ -138,7 +138,7 @@ describe('an http and a tcp listener in one app, from one YAML config', () => {
     expect((await gw.metric('portcullis_tcp_bytes_total', { listener: 'comm' })) - before).toBe(2 * payload.length);
     const line = gw.logs().find((l) => l['msg'] === 'tcp connection' && l['listener'] === 'comm');
     expect(line).toMatchObject({ reason: 'closed', bytesIn: payload.length, bytesOut: payload.length });
-    expect(String(line?.['subject'])).toContain('CN=alice');
+    expect(String(line?.['clientSubject'])).toContain('CN=alice');
   });
 
   it('bob is refused by allowClients before the upstream accepts anything', async () => {

@@ -490,9 +490,10 @@ describe('tcp listener: piping (issue 5 point 1, hostile case 110)', () => {
     expect(line).toMatchObject({
       level: 'info',
       listener: 'dask-comm',
+      connectionId: expect.stringMatching(/^[0-9a-f-]{36}$/) as unknown,
       clientAddress: '127.0.0.1',
-      subject: expect.stringContaining('CN=alice') as unknown,
-      fingerprint: expect.stringMatching(/^[0-9a-f]{64}$/) as unknown,
+      clientSubject: expect.stringContaining('CN=alice') as unknown,
+      clientFingerprint: expect.stringMatching(/^[0-9a-f]{64}$/) as unknown,
       bytesIn: total,
       bytesOut: total + `<<EOF ${total}>>`.length,
       reason: 'closed',
@@ -831,8 +832,8 @@ describe('tcp listener: refusals before the upstream (issue 5 point 1)', () => {
     await eventually(() => gw.logs.some((l) => l.reason === 'acl'));
     expect(gw.logs.find((l) => l.reason === 'acl')).toMatchObject({
       msg: 'connection refused',
-      subject: expect.stringContaining('CN=bob') as unknown,
-      fingerprint: expect.stringMatching(/^[0-9a-f]{64}$/) as unknown,
+      clientSubject: expect.stringContaining('CN=bob') as unknown,
+      clientFingerprint: expect.stringMatching(/^[0-9a-f]{64}$/) as unknown,
     });
   });
 

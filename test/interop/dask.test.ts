@@ -201,7 +201,7 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
     );
     expect(lines.length).toBeGreaterThan(0);
     for (const l of lines) {
-      expect(l.subject).toContain('CN=alice');
+      expect(l.clientSubject).toContain('CN=alice');
       expect(['closed', 'client_reset']).toContain(l.reason);
     }
     expect(await gw.metric('portcullis_tcp_bytes_total', { direction: 'out' })).toBeGreaterThan(0);
@@ -405,7 +405,7 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
         expect(run.result).toMatchObject({ submit: 2, mapSum: MAP_SUM });
         const piped = app.logs().filter((l) => l.msg === 'tcp connection' && l.listener === 'dask-comm');
         expect(piped.length).toBeGreaterThan(0);
-        for (const l of piped) expect(String(l.subject)).toContain('CN=alice');
+        for (const l of piped) expect(String(l.clientSubject)).toContain('CN=alice');
 
         // ...and the scheduler's HTTP server never saw the denied ones (by now it has had every chance to).
         expect(cluster.httpRequests().length).toBe(seenAllowed);

@@ -6,7 +6,13 @@
 import { describe, expect, it } from 'vitest';
 import { buildUpstreamHeaders, headerSafe, withPrincipal } from '../../../src/mutate/request-headers.js';
 
-const gw = { host: 'gw.example', clientAddress: '10.0.0.1', proto: 'https' as const, xfcc: 'Hash=ab' };
+const gw = {
+  host: 'gw.example',
+  clientAddress: '10.0.0.1',
+  proto: 'https' as const,
+  xfcc: 'Hash=ab',
+  newRequestId: () => 'rid-1',
+};
 
 /** Names in order. */
 const names = (list: readonly string[]): string[] => list.filter((_, i) => i % 2 === 0);
@@ -57,6 +63,7 @@ describe('withPrincipal and dropAuthorization', () => {
       'x-forwarded-for',
       'x-forwarded-proto',
       'x-forwarded-host',
+      'x-request-id',
       'x-forwarded-client-cert',
       'x-auth-subject',
       'x-auth-scopes',

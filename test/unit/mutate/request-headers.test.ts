@@ -7,7 +7,13 @@ import {
 } from '../../../src/mutate/request-headers.js';
 
 const XFCC = 'Hash=00;Subject="CN=alice"';
-const GW: GatewayHeaders = { host: 'gw.test:8443', clientAddress: '192.0.2.7', proto: 'https', xfcc: XFCC };
+const GW: GatewayHeaders = {
+  host: 'gw.test:8443',
+  clientAddress: '192.0.2.7',
+  proto: 'https',
+  xfcc: XFCC,
+  newRequestId: () => 'rid-1',
+};
 /** What the gateway always puts first, in this order. */
 const OWN = [
   'host',
@@ -18,6 +24,8 @@ const OWN = [
   'https',
   'x-forwarded-host',
   'gw.test:8443',
+  'x-request-id',
+  'rid-1',
   'x-forwarded-client-cert',
   XFCC,
 ];
@@ -123,6 +131,8 @@ describe('buildUpstreamHeaders: spoofed identity and forwarding headers are remo
       'https',
       'x-forwarded-host',
       'gw.test:8443',
+      'x-request-id',
+      'rid-1',
     ]);
   });
 
@@ -357,5 +367,40 @@ describe('cleanResponseHeaders (RFC 9110 §7.6.1; RFC 9113 §8.2.2, hostile case
     const headers = { ...input };
     cleanResponseHeaders(headers);
     expect(headers).toEqual(expected);
+  });
+});
+
+describe('x-request-id', () => {
+  const idOf = (list: readonly string[]): string[] =>
+    list.flatMap((v, i) => (i % 2 === 1 && list[i - 1] === 'x-request-id' ? [v] : []));
+
+  it('keeps one valid client id, sent once among the gateway headers', () => {
+    const out = buildUpstreamHeaders(
+      raw(['X-Request-Id', '0f8c2b1e-5f3a-4c6e-9d2a-7b1c0e4f5a6b'], ['a', '1']),
+      GW,
+    );
+    expect(idOf(out.headers)).toEqual(['0f8c2b1e-5f3a-4c6e-9d2a-7b1c0e4f5a6b']);
+    expect(out.requestId).toBe('0f8c2b1e-5f3a-4c6e-9d2a-7b1c0e4f5a6b');
+    expect(out.headers.indexOf('x-request-id')).toBeLessThan(out.gatewayEnd);
+  });
+
+  it.each([
+    ['absent', []],
+    ['empty', [['x-request-id', '']]],
+    ['too long', [['x-request-id', 'a'.repeat(129)]]],
+    ['a space', [['x-request-id', 'a b']]],
+    ['a CR/LF or control byte', [['x-request-id', 'a\u0001b']]],
+    ['a quote (log or header injection)', [['x-request-id', 'a"b']]],
+    [
+      'two headers',
+      [
+        ['x-request-id', 'one'],
+        ['X-Request-ID', 'two'],
+      ],
+    ],
+  ] as [string, [string, string][]][])('replaces an id that is %s with a new one', (_why, pairs) => {
+    const out = buildUpstreamHeaders(raw(...pairs), GW);
+    expect(idOf(out.headers)).toEqual(['rid-1']);
+    expect(out.requestId).toBe('rid-1');
   });
 });

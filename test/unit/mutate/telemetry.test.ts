@@ -7,7 +7,11 @@ import { stringify } from 'yaml';
 import { DEFAULTS } from '../../../src/config/defaults.js';
 import { ConfigInvalid, loadConfigText } from '../../../src/config/load.js';
 import type { ConfigError } from '../../../src/errors.js';
-import { buildUpstreamHeaders, stripResponseTelemetry, type GatewayHeaders } from '../../../src/mutate/request-headers.js';
+import {
+  buildUpstreamHeaders,
+  stripResponseTelemetry,
+  type GatewayHeaders,
+} from '../../../src/mutate/request-headers.js';
 import {
   compileTelemetryHeaders,
   isOptOutSignal,
@@ -17,7 +21,12 @@ import {
 
 const defaults = (): ReturnType<typeof compileTelemetryHeaders> => {
   const errors: ConfigError[] = [];
-  const m = compileTelemetryHeaders(DEFAULTS.telemetry.headers, 'telemetry.headers', errors, DEFAULTS.telemetry.headers.length);
+  const m = compileTelemetryHeaders(
+    DEFAULTS.telemetry.headers,
+    'telemetry.headers',
+    errors,
+    DEFAULTS.telemetry.headers.length,
+  );
   expect(errors).toEqual([]);
   return m;
 };
@@ -27,7 +36,17 @@ describe('compileTelemetryHeaders / isTelemetryHeader', () => {
 
   it('splits the default list into exact names and prefixes', () => {
     expect([...m.exact].sort()).toEqual(
-      ['b3', 'baggage', 'newrelic', 'sentry-trace', 'traceparent', 'tracestate', 'uber-trace-id', 'x-amzn-trace-id', 'x-cloud-trace-context'].sort(),
+      [
+        'b3',
+        'baggage',
+        'newrelic',
+        'sentry-trace',
+        'traceparent',
+        'tracestate',
+        'uber-trace-id',
+        'x-amzn-trace-id',
+        'x-cloud-trace-context',
+      ].sort(),
     );
     expect(m.prefixes).toEqual(['x-b3-', 'x-datadog-']);
   });
@@ -49,7 +68,11 @@ describe('compileTelemetryHeaders / isTelemetryHeader', () => {
 
   it('lower-cases and trims entries, and drops duplicate prefixes', () => {
     const errors: ConfigError[] = [];
-    const c = compileTelemetryHeaders(['  GRPC-Trace-Bin ', 'X-Custom-*', 'x-custom-*'], 'telemetry.headers', errors);
+    const c = compileTelemetryHeaders(
+      ['  GRPC-Trace-Bin ', 'X-Custom-*', 'x-custom-*'],
+      'telemetry.headers',
+      errors,
+    );
     expect(errors).toEqual([]);
     expect([...c.exact]).toEqual(['grpc-trace-bin']);
     expect(c.prefixes).toEqual(['x-custom-']);
@@ -91,18 +114,54 @@ describe('buildUpstreamHeaders with a telemetry policy', () => {
     clientAddress: '192.0.2.1',
     proto: 'https',
     xfcc: undefined,
+    newRequestId: () => 'rid-1',
     ...(telemetry ? { telemetry } : {}),
   });
-  const raw = ['Traceparent', '00-aa-bb-01', 'X-B3-Sampled', '1', 'Accept', '*/*', 'baggage', 'userId=admin', 'X-B3', 'keep'];
+  const raw = [
+    'Traceparent',
+    '00-aa-bb-01',
+    'X-B3-Sampled',
+    '1',
+    'Accept',
+    '*/*',
+    'baggage',
+    'userId=admin',
+    'X-B3',
+    'keep',
+  ];
   const names = (h: readonly string[]): string[] => h.filter((_, i) => i % 2 === 0);
 
   it.each([
     ['strip on', { matcher, strip: true, honorClientSignals: false }, raw, 3, true],
     ['strip off', { matcher, strip: false, honorClientSignals: false }, raw, 0, false],
-    ['strip off, signals honoured, no signal', { matcher, strip: false, honorClientSignals: true }, raw, 0, false],
-    ['strip off, DNT: 1 first', { matcher, strip: false, honorClientSignals: true }, ['DNT', '1', ...raw], 3, true],
-    ['strip off, Sec-GPC: 1 last', { matcher, strip: false, honorClientSignals: true }, [...raw, 'Sec-GPC', '1'], 3, true],
-    ['strip off, DNT: 1 not honoured', { matcher, strip: false, honorClientSignals: false }, [...raw, 'DNT', '1'], 0, false],
+    [
+      'strip off, signals honoured, no signal',
+      { matcher, strip: false, honorClientSignals: true },
+      raw,
+      0,
+      false,
+    ],
+    [
+      'strip off, DNT: 1 first',
+      { matcher, strip: false, honorClientSignals: true },
+      ['DNT', '1', ...raw],
+      3,
+      true,
+    ],
+    [
+      'strip off, Sec-GPC: 1 last',
+      { matcher, strip: false, honorClientSignals: true },
+      [...raw, 'Sec-GPC', '1'],
+      3,
+      true,
+    ],
+    [
+      'strip off, DNT: 1 not honoured',
+      { matcher, strip: false, honorClientSignals: false },
+      [...raw, 'DNT', '1'],
+      0,
+      false,
+    ],
     ['strip on, DNT: 0', { matcher, strip: true, honorClientSignals: true }, [...raw, 'DNT', '0'], 3, true],
   ] as const)('%s', (_name, policy, input, count, response) => {
     const out = buildUpstreamHeaders(input, gw(policy));
@@ -123,8 +182,11 @@ describe('buildUpstreamHeaders with a telemetry policy', () => {
   });
 
   it('keeps the order of the surviving client headers', () => {
-    const out = buildUpstreamHeaders(['a', '1', 'traceparent', 'x', 'b', '2', 'DNT', '1', 'c', '3'], gw({ matcher, strip: false, honorClientSignals: true }));
-    expect(out.headers.slice(8)).toEqual(['a', '1', 'b', '2', 'dnt', '1', 'c', '3']);
+    const out = buildUpstreamHeaders(
+      ['a', '1', 'traceparent', 'x', 'b', '2', 'DNT', '1', 'c', '3'],
+      gw({ matcher, strip: false, honorClientSignals: true }),
+    );
+    expect(out.headers.slice(out.gatewayEnd)).toEqual(['a', '1', 'b', '2', 'dnt', '1', 'c', '3']);
   });
 });
 
@@ -137,7 +199,9 @@ describe('stripResponseTelemetry', () => {
       'content-type': 'text/plain',
       'x-b3': 'keep',
     };
-    expect(stripResponseTelemetry(h, { matcher: defaults(), strip: true, honorClientSignals: false })).toBe(3);
+    expect(stripResponseTelemetry(h, { matcher: defaults(), strip: true, honorClientSignals: false })).toBe(
+      3,
+    );
     expect(h).toEqual({ 'content-type': 'text/plain', 'x-b3': 'keep' });
   });
 });
@@ -171,9 +235,15 @@ describe('telemetry config', () => {
   });
 
   it('an operator list extends the defaults, never replaces them', () => {
-    const c = loadConfigText(base({ telemetry: { headers: ['grpc-trace-bin', 'x-acme-*'], optOut: false, honorClientSignals: true } }), '/tmp/x.yaml');
+    const c = loadConfigText(
+      base({
+        telemetry: { headers: ['grpc-trace-bin', 'x-acme-*'], optOut: false, honorClientSignals: true },
+      }),
+      '/tmp/x.yaml',
+    );
     const m = c.telemetry.matcher;
-    for (const n of ['traceparent', 'x-b3-traceid', 'grpc-trace-bin', 'x-acme-span']) expect(isTelemetryHeader(m, n)).toBe(true);
+    for (const n of ['traceparent', 'x-b3-traceid', 'grpc-trace-bin', 'x-acme-span'])
+      expect(isTelemetryHeader(m, n)).toBe(true);
     expect(c.telemetry.optOut).toBe(false);
     expect(c.telemetry.honorClientSignals).toBe(true);
   });
