@@ -62,103 +62,15 @@ export function createHttpForwarder(
   /** One constant name per upstream for undici's connection reuse check (see above). */
   const reuseKey = pinnedServername ?? upstream.hostname;
 
-  async function forward(
-    fr: ForwardRequest,
-    req: ClientRequest,
-    res: ClientResponse,
-  ): Promise<ForwardOutcome> {
-    const ac = new AbortController();
-    // Whether the client's side of the exchange is gone. Tracked here because neither stream flag says
-    // so on HTTP/2: an Http2ServerResponse has no `destroyed`, and after an RST_STREAM its
-    // `writableFinished` is true (hostile cases 74, 108).
-    let clientGone = false;
-    let complete = false;
-    const onClose = (): void => {
-      clientGone = true;
-      // The client went away before the response finished: abort upstream so its socket is freed.
-      if (!complete) ac.abort();
-    };
-    res.once('close', onClose);
-    if (res instanceof Http2ServerResponse) {
-      // Rapid reset (CVE-2023-44487, hostile case 74) sends HEADERS and RST_STREAM in one packet; the
-      // reset is processed after this handler returns. One event-loop turn lets it land, so a stream
-      // that is already cancelled opens no upstream connection and sends no request.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-    }
-    if (clientGone || isClosed(res)) {
-      res.off('close', onClose);
-      return { status: 0, abortedReason: 'client_closed' };
-    }
-    if (fr.expectContinue) res.writeContinue();
-    let upstreamRes;
-    let sentAt = 0n;
-    const counts = { in: 0, out: 0 };
-    try {
-      // `servername` is read by undici's Request but missing from its types; so is an async-iterable body
-      // (undici's Request accepts any iterable: lib/core/request.js).
-      const options: Omit<Dispatcher.RequestOptions, 'body'> & {
-        servername: string;
-        body: AsyncIterable<Buffer> | null;
-      } = {
-        method: fr.method,
-        path: fr.path,
-        headers: fr.headers,
-        body: fr.hasBody ? countedBody(req, counts) : null,
-        signal: ac.signal,
-        servername: reuseKey,
-      };
-      sentAt = clock.hrtime();
-      upstreamRes = await pool.request(options as Dispatcher.RequestOptions);
-    } catch (err) {
-      res.off('close', onClose);
-      if (clientGone) return { status: 0, abortedReason: 'client_closed' };
-      throw toUpstreamError(err);
-    }
-    const upstreamSeconds = Number(clock.hrtime() - sentAt) / 1e9;
-    const { statusCode, headers, body } = upstreamRes;
-    if (clientGone || isClosed(res)) {
-      body.destroy();
-      return { status: statusCode, abortedReason: 'client_closed' };
-    }
-    cleanResponseHeaders(headers);
-    // The client gets the id its request went upstream with, unless the upstream answered with its own.
-    if (headers['x-request-id'] === undefined) headers['x-request-id'] = fr.requestId;
-    const telemetryStripped = fr.stripResponseTelemetry
-      ? stripResponseTelemetry(headers, fr.stripResponseTelemetry)
-      : 0;
-    return new Promise<ForwardOutcome>((resolve) => {
-      let aborted: string | undefined;
-      body.once('end', () => (complete = true));
-      body.on('error', (err) => {
-        if (clientGone) return; // our own abort: the 'close' below reports it
-        // Mid-body failure: the status line is out, so the only honest signal is a cut connection
-        // (HTTP/1.1: no final chunk; HTTP/2: RST_STREAM INTERNAL_ERROR, hostile case 123).
-        aborted = toUpstreamError(err).code;
-        cut(res);
-      });
-      res.once('close', () => {
-        if (!body.destroyed) body.destroy();
-        if (aborted === undefined && !complete) aborted = 'client_closed';
-        const base = {
-          status: statusCode,
-          upstreamSeconds,
-          bytesIn: counts.in,
-          bytesOut: counts.out,
-          ...(telemetryStripped > 0 ? { telemetryStripped } : {}),
-        };
-        resolve(aborted === undefined ? base : { ...base, abortedReason: aborted });
-      });
-      try {
-        res.writeHead(statusCode, headers as Record<string, string | string[]>);
-      } catch {
-        aborted = 'ERR_UPSTREAM_BAD_RESPONSE';
-        body.destroy();
-        cut(res);
-        return;
-      }
-      body.pipe(res as NodeJS.WritableStream);
-      // After pipe(): the body already flows, this listener only counts what passes.
-      body.on('data', (chunk: Buffer) => (counts.out += chunk.length));
+  function forward(fr: ForwardRequest, req: ClientRequest, res: ClientResponse): Promise<ForwardOutcome> {
+    return new Promise<ForwardOutcome>((resolve, reject) => {
+      const ex = new Exchange(fr, req, res, clock, resolve, reject);
+      if (res instanceof Http2ServerResponse) {
+        // Rapid reset (CVE-2023-44487, hostile case 74) sends HEADERS and RST_STREAM in one packet; the
+        // reset is processed after this handler returns. One event-loop turn lets it land, so a stream
+        // that is already cancelled opens no upstream connection and sends no request.
+        setImmediate(() => ex.start(pool, reuseKey));
+      } else ex.start(pool, reuseKey);
     });
   }
 
@@ -177,6 +89,187 @@ async function* countedBody(req: ClientRequest, counts: { in: number }): AsyncGe
   for await (const chunk of req as AsyncIterable<Buffer>) {
     counts.in += chunk.length;
     yield chunk;
+  }
+}
+
+/** Response headers as Node's writeHead takes them. */
+type HeaderRecord = Record<string, string | string[] | undefined>;
+
+/** undici's raw response headers (`[name, value, ...]` as Buffers) as an object with lower-case names;
+ * a repeated name (Set-Cookie) becomes an array, in order. Values keep their bytes (latin1). */
+function headerRecord(raw: readonly Buffer[]): HeaderRecord {
+  const out: HeaderRecord = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = (raw[i] as Buffer).toString('latin1').toLowerCase();
+    const value = (raw[i + 1] as Buffer).toString('latin1');
+    const prev = out[name];
+    if (prev === undefined) out[name] = value;
+    else if (Array.isArray(prev)) prev.push(value);
+    else out[name] = [prev, value];
+  }
+  return out;
+}
+
+/**
+ * One request's trip upstream and back, as an undici dispatch handler (its lowest-level API). Compared
+ * with `pool.request()` this skips, per request, an AsyncResource, an AbortController, a promise, a
+ * parsed-then-copied header object and a Readable body piped into the response: the upstream's chunks
+ * are written to the client as undici hands them over, and backpressure is undici's own pause/resume
+ * (return false from onData, resume on the client's 'drain').
+ *
+ * Settles exactly once: rejects with a GatewayError only while nothing was written to the client;
+ * after the status line is out it resolves, cutting the client's response on a mid-body failure.
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  /** undici's abort of this request, known once it is assigned to a connection (onConnect). */
+  private abortUpstream: ((err: Error) => void) | undefined;
+  private resumeUpstream: (() => void) | undefined;
+  /** The client's side is gone (see onClientClose): neither stream flag says so reliably on HTTP/2. */
+  private clientGone = false;
+  private started = false;
+  private complete = false;
+  private settled = false;
+  private status = 0;
+  private aborted: string | undefined;
+  private sentAt = 0n;
+  private upstreamSeconds = 0;
+  private telemetryStripped = 0;
+  private readonly counts = { in: 0, out: 0 };
+
+  constructor(
+    private readonly fr: ForwardRequest,
+    private readonly req: ClientRequest,
+    private readonly res: ClientResponse,
+    private readonly clock: Clock,
+    private readonly resolve: (o: ForwardOutcome) => void,
+    private readonly reject: (e: Error) => void,
+  ) {
+    res.once('close', this.onClientClose);
+  }
+
+  /** Sends the request, unless the client already left. */
+  start(pool: Pool, servername: string): void {
+    if (this.clientGone || isClosed(this.res)) {
+      this.finish({ status: 0, abortedReason: 'client_closed' });
+      return;
+    }
+    if (this.fr.expectContinue) this.res.writeContinue();
+    const fr = this.fr;
+    // `servername` is read by undici's Request but missing from its types; so is an async-iterable body
+    // (undici's Request accepts any iterable: lib/core/request.js).
+    const options: Omit<Dispatcher.DispatchOptions, 'body'> & {
+      servername: string;
+      body: AsyncIterable<Buffer> | null;
+    } = {
+      method: fr.method,
+      path: fr.path,
+      headers: fr.headers,
+      body: fr.hasBody ? countedBody(this.req, this.counts) : null,
+      servername,
+    };
+    this.sentAt = this.clock.hrtime();
+    pool.dispatch(options as Dispatcher.DispatchOptions, this);
+  }
+
+  private readonly onClientClose = (): void => {
+    this.clientGone = true;
+    if (!this.complete) {
+      // The client went away before the response finished: abort upstream so its socket is freed.
+      this.abortUpstream?.(new Error('client closed'));
+      if (!this.started) this.finish({ status: 0, abortedReason: 'client_closed' });
+    }
+    if (this.started) this.finishStarted();
+  };
+
+  onConnect(abort: (err?: Error) => void): void {
+    this.abortUpstream = abort;
+    if (this.clientGone) abort(new Error('client closed'));
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+    // 1xx (100 Continue, 103 Early Hints): the gateway answered Expect itself; nothing to relay.
+    if (statusCode < 200) return true;
+    this.resumeUpstream = resume;
+    this.upstreamSeconds = Number(this.clock.hrtime() - this.sentAt) / 1e9;
+    this.status = statusCode;
+    const res = this.res;
+    if (this.clientGone || isClosed(res)) {
+      this.abortUpstream?.(new Error('client closed'));
+      return false;
+    }
+    const headers = headerRecord(rawHeaders);
+    cleanResponseHeaders(headers);
+    // The client gets the id its request went upstream with, unless the upstream answered with its own.
+    if (headers['x-request-id'] === undefined) headers['x-request-id'] = this.fr.requestId;
+    if (this.fr.stripResponseTelemetry)
+      this.telemetryStripped = stripResponseTelemetry(headers, this.fr.stripResponseTelemetry);
+    this.started = true;
+    try {
+      res.writeHead(statusCode, headers as Record<string, string | string[]>);
+    } catch {
+      this.aborted = 'ERR_UPSTREAM_BAD_RESPONSE';
+      this.abortUpstream?.(new Error('bad response headers'));
+      cut(res);
+      return false;
+    }
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.clientGone) return false;
+    this.counts.out += chunk.length;
+    if ((this.res as NodeJS.WritableStream).write(chunk)) return true;
+    this.res.once('drain', this.onDrain);
+    return false;
+  }
+
+  private readonly onDrain = (): void => {
+    this.resumeUpstream?.();
+  };
+
+  onComplete(): void {
+    this.complete = true;
+    if (this.clientGone) return;
+    // Trailers from the upstream are not relayed (they are rarely meaningful through a gateway).
+    this.res.end();
+  }
+
+  onError(err: Error): void {
+    if (this.clientGone) {
+      // Our own abort after the client left: the close handler reports it.
+      if (!this.started) this.finish({ status: 0, abortedReason: 'client_closed' });
+      return;
+    }
+    if (!this.started) {
+      this.res.off('close', this.onClientClose);
+      this.settled = true;
+      this.reject(toUpstreamError(err));
+      return;
+    }
+    // Mid-body failure: the status line is out, so the only honest signal is a cut connection
+    // (HTTP/1.1: no final chunk; HTTP/2: RST_STREAM INTERNAL_ERROR, hostile case 123).
+    this.aborted ??= toUpstreamError(err).code;
+    cut(this.res);
+  }
+
+  /** The client's response closed after the status line went out: report what it got. */
+  private finishStarted(): void {
+    if (this.aborted === undefined && !this.complete) this.aborted = 'client_closed';
+    const base: ForwardOutcome = {
+      status: this.status,
+      upstreamSeconds: this.upstreamSeconds,
+      bytesIn: this.counts.in,
+      bytesOut: this.counts.out,
+      ...(this.telemetryStripped > 0 ? { telemetryStripped: this.telemetryStripped } : {}),
+    };
+    this.finish(this.aborted === undefined ? base : { ...base, abortedReason: this.aborted });
+  }
+
+  private finish(outcome: ForwardOutcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.res.off('close', this.onClientClose);
+    this.resolve(outcome);
   }
 }
 
