@@ -9,7 +9,15 @@
  * `X_Forwarded_Client_Cert` as the gateway's header (Envoy `headers_with_underscores_action`).
  */
 import { GatewayError } from '../errors.js';
-import { isOptOutSignal, isTelemetryHeader, type TelemetryPolicy } from './telemetry.js';
+import {
+  emptyBaggageTally,
+  isBaggageOverLimits,
+  isOptOutSignal,
+  isTelemetryHeader,
+  tallyBaggage,
+  type BaggageTally,
+  type TelemetryPolicy,
+} from './telemetry.js';
 import { isValidRequestId, type RequestIdSource } from './request-id.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and headers the gateway sets or refuses to pass on. */
@@ -89,7 +97,8 @@ export interface GatewayHeaders {
   readonly upgrade?: boolean;
   /** Remove the client's `Authorization` (a route with `auth` and no `forwardToken: true`). */
   readonly dropAuthorization?: boolean;
-  /** Telemetry header policy of the route; absent: telemetry headers pass like any other. */
+  /** Telemetry header policy of the route; absent: telemetry headers pass like any other (but a
+   * `baggage` over the W3C limits, which is dropped whatever the policy). */
   readonly telemetry?: TelemetryPolicy;
   /** Makes a request id when the client sent no valid `X-Request-Id` (mutate/request-id.ts). */
   readonly newRequestId: RequestIdSource;
@@ -110,7 +119,7 @@ export interface ScannedHeaders {
   readonly hasBody: boolean;
   /** Index in `headers` where the client's headers start (the gateway's own come first). */
   readonly gatewayEnd: number;
-  /** Telemetry headers removed from the request (for the stripped counter). */
+  /** Telemetry headers removed from the request (for the stripped counter), oversized `baggage` lines included. */
   readonly telemetryStripped: number;
   /** The response's telemetry headers are to be stripped too (policy on, or the client opted out). */
   readonly stripResponseTelemetry: boolean;
@@ -128,6 +137,10 @@ export interface ScannedHeaders {
  * followed by the client's surviving headers in their original order, names lowercased. First, so that
  * an upstream which keeps only its first N header lines (Node keeps 1000 in `req.headers`) drops client
  * headers, never the identity the gateway vouches for (hostile case 70).
+ *
+ * Every `baggage` line of a request whose baggage, all lines together, is over the W3C limits (8192 bytes
+ * or 180 list-members, telemetry.ts) is dropped and counted in `telemetryStripped`, whatever the telemetry
+ * policy (hostile case 98). Only `baggage` values are looked at; other headers cost one string compare.
  */
 export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayHeaders): ScannedHeaders {
   const client: string[] = [];
@@ -143,6 +156,8 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
   let stripped = 0;
   let clientRequestId: string | undefined;
   let requestIds = 0;
+  // Allocated on the first `baggage` line only.
+  let baggage: BaggageTally | undefined;
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const rawName = rawHeaders[i] as string;
     const value = rawHeaders[i + 1] as string;
@@ -175,9 +190,12 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
       }
       if (watchSignals) deferred++;
     } else if (watchSignals && !clientOptOut && isOptOutSignal(name, value)) clientOptOut = true;
+    // Every baggage line that would be relayed, telemetry policy or not, counts toward the W3C limits.
+    if (name === 'baggage') tallyBaggage((baggage ??= emptyBaggageTally()), value);
     client.push(name, value);
   }
   const dropDeferred = clientOptOut && deferred > 0;
+  const dropBaggage = baggage !== undefined && isBaggageOverLimits(baggage);
   const requestId =
     requestIds === 1 && clientRequestId !== undefined && isValidRequestId(clientRequestId)
       ? clientRequestId
@@ -203,6 +221,10 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
     const name = client[i] as string;
     if (nominated !== undefined && nominated.has(name)) continue;
     if (dropDeferred && isTelemetryHeader((tel as TelemetryPolicy).matcher, name)) {
+      stripped++;
+      continue;
+    }
+    if (dropBaggage && name === 'baggage') {
       stripped++;
       continue;
     }

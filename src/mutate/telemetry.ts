@@ -37,11 +37,19 @@ export function compileTelemetryHeaders(
     const isPrefix = star !== -1 && star === name.length - 1;
     const body = isPrefix ? name.slice(0, -1) : name;
     if (star !== -1 && !isPrefix) {
-      errors.push(new ConfigError(at, raw, 'a header name, with `*` only at the end as a prefix wildcard (e.g. "x-b3-*")'));
+      errors.push(
+        new ConfigError(
+          at,
+          raw,
+          'a header name, with `*` only at the end as a prefix wildcard (e.g. "x-b3-*")',
+        ),
+      );
     } else if (body === '') {
       errors.push(new ConfigError(at, raw, 'a header name or prefix (a bare "*" would strip every header)'));
     } else if (!TOKEN.test(body) || body.includes('*')) {
-      errors.push(new ConfigError(at, raw, 'a header name of RFC 9110 token characters (letters, digits, -)'));
+      errors.push(
+        new ConfigError(at, raw, 'a header name of RFC 9110 token characters (letters, digits, -)'),
+      );
     } else if (isPrefix) {
       if (!prefixes.includes(body)) prefixes.push(body);
     } else exact.add(body);
@@ -68,4 +76,45 @@ export interface TelemetryPolicy {
 /** `DNT: 1` (Tracking Preference Expression) or `Sec-GPC: 1` (Global Privacy Control): exactly "1". */
 export function isOptOutSignal(name: string, value: string): boolean {
   return (name === 'dnt' || name === 'sec-gpc') && value.trim() === '1';
+}
+
+/**
+ * W3C Baggage §limits (https://www.w3.org/TR/baggage/#limits): a propagator need not pass on more than
+ * 8192 bytes or 180 list-members, and when a request has several `baggage` lines the limits apply to all
+ * of them together. Hostile case 98: a baggage over them is dropped whole, whatever `telemetry.optOut`
+ * says, so a client cannot make the gateway relay an arbitrarily large context (or one a W3C-conformant
+ * upstream would cut at an arbitrary member) into the upstream's tracing and logs.
+ */
+export const BAGGAGE_MAX_BYTES = 8192;
+/** See {@link BAGGAGE_MAX_BYTES}. */
+export const BAGGAGE_MAX_MEMBERS = 180;
+
+/** Running totals of the `baggage` lines of one request, for {@link isBaggageOverLimits}. */
+export interface BaggageTally {
+  /** Lines seen. */
+  lines: number;
+  /** Size of the lines joined with `,` (header values are latin1 strings: one character per byte). */
+  bytes: number;
+  /** List-members: every comma-separated entry, empty ones included (counting them fails closed). */
+  members: number;
+}
+
+/** A tally of no `baggage` line. */
+export function emptyBaggageTally(): BaggageTally {
+  return { lines: 0, bytes: 0, members: 0 };
+}
+
+/** Adds one `baggage` line's value to `tally` (one pass over its characters). */
+export function tallyBaggage(tally: BaggageTally, value: string): void {
+  let members = 1;
+  for (let i = 0; i < value.length; i++) if (value.charCodeAt(i) === 44 /* , */) members++;
+  // Lines combine as one list (RFC 9110 §5.3): the joining comma counts, and so does its member.
+  tally.bytes += value.length + (tally.lines > 0 ? 1 : 0);
+  tally.members += members;
+  tally.lines++;
+}
+
+/** Whether the request's `baggage` lines, together, exceed 8192 bytes or 180 list-members. */
+export function isBaggageOverLimits(tally: BaggageTally): boolean {
+  return tally.bytes > BAGGAGE_MAX_BYTES || tally.members > BAGGAGE_MAX_MEMBERS;
 }

@@ -264,3 +264,96 @@ describe('telemetry config', () => {
     expect((err as ConfigInvalid).errors.map((e) => e.path)).toContain(path);
   });
 });
+
+// Appended for hostile case 98 (W3C Baggage limits); mid-file ESM imports are hoisted like any other.
+import {
+  BAGGAGE_MAX_BYTES,
+  BAGGAGE_MAX_MEMBERS,
+  emptyBaggageTally,
+  isBaggageOverLimits,
+  tallyBaggage,
+} from '../../../src/mutate/telemetry.js';
+
+describe('baggage over the W3C limits (8192 bytes, 180 members, all lines together)', () => {
+  const matcher = defaults();
+  const gwOf = (telemetry?: TelemetryPolicy): GatewayHeaders => ({
+    host: 'svc.example',
+    clientAddress: '192.0.2.1',
+    proto: 'https',
+    xfcc: undefined,
+    newRequestId: () => 'rid-1',
+    ...(telemetry ? { telemetry } : {}),
+  });
+  const relay: TelemetryPolicy = { matcher, strip: false, honorClientSignals: true };
+  const members = (n: number, width = 4): string =>
+    Array.from({ length: n }, (_, i) => `k${i}=${'v'.repeat(width)}`).join(',');
+  const tally = (...lines: string[]): ReturnType<typeof emptyBaggageTally> => {
+    const t = emptyBaggageTally();
+    for (const l of lines) tallyBaggage(t, l);
+    return t;
+  };
+  const baggageOf = (h: readonly string[]): string[] => h.filter((_, i) => i % 2 === 1 && h[i - 1] === 'baggage');
+
+  it('the constants are the W3C ones', () => {
+    expect([BAGGAGE_MAX_BYTES, BAGGAGE_MAX_MEMBERS]).toEqual([8192, 180]);
+  });
+
+  it('counts bytes and members over every line, the joining comma included; the limits are inclusive', () => {
+    expect(tally('a=1', 'b=2,c=3')).toEqual({ lines: 2, bytes: 3 + 1 + 7, members: 3 });
+    expect(isBaggageOverLimits(tally(members(180)))).toBe(false);
+    expect(isBaggageOverLimits(tally(members(181)))).toBe(true);
+    expect(isBaggageOverLimits(tally(members(90), members(90)))).toBe(false);
+    expect(isBaggageOverLimits(tally(members(90), members(91)))).toBe(true);
+    expect(isBaggageOverLimits(tally('k='.padEnd(8192, 'v')))).toBe(false);
+    expect(isBaggageOverLimits(tally('k='.padEnd(8193, 'v')))).toBe(true);
+    // Two lines of 4096: 8193 with the comma that joins them.
+    expect(isBaggageOverLimits(tally('k='.padEnd(4096, 'v'), 'j='.padEnd(4096, 'v')))).toBe(true);
+    // Empty members count: a run of commas cannot slip 1,000 members past the limit.
+    expect(isBaggageOverLimits(tally(','.repeat(1_000)))).toBe(true);
+  });
+
+  it.each([
+    ['no policy', undefined],
+    ['policy relaying (optOut off, signals honoured)', relay],
+  ])('%s: a baggage within the limits is relayed as is, with nothing counted', (_label, policy) => {
+    const b = members(180);
+    const s = buildUpstreamHeaders(['Baggage', b, 'Accept', '*/*'], gwOf(policy));
+    expect(baggageOf(s.headers)).toEqual([b]);
+    expect(s.telemetryStripped).toBe(0);
+  });
+
+  it.each([
+    ['no policy', undefined],
+    ['policy relaying', relay],
+  ])('%s: 181 members, or 8193 bytes, or two lines over the limits together: every baggage line goes, each counted', (_label, policy) => {
+    for (const lines of [[members(181)], ['k='.padEnd(8193, 'v')], [members(100), members(100)]]) {
+      const raw = ['Accept', '*/*'];
+      for (const l of lines) raw.push('baggage', l);
+      raw.push('traceparent', '00-aa-bb-01', 'X-Keep', 'yes');
+      const s = buildUpstreamHeaders(raw, gwOf(policy));
+      expect(baggageOf(s.headers)).toEqual([]);
+      expect(s.telemetryStripped).toBe(lines.length);
+      // Nothing else is touched: the rest keeps its order after the gateway's own headers.
+      expect(s.headers.slice(s.gatewayEnd)).toEqual(['accept', '*/*', 'traceparent', '00-aa-bb-01', 'x-keep', 'yes']);
+    }
+  });
+
+  it('with optOut on the baggage is stripped as a telemetry header, counted once', () => {
+    const s = buildUpstreamHeaders(['baggage', members(300)], gwOf({ matcher, strip: true, honorClientSignals: false }));
+    expect(baggageOf(s.headers)).toEqual([]);
+    expect(s.telemetryStripped).toBe(1);
+  });
+
+  it('a DNT opt-out and an oversized baggage: dropped and counted once, not twice', () => {
+    const s = buildUpstreamHeaders(['baggage', members(300), 'DNT', '1'], gwOf(relay));
+    expect(baggageOf(s.headers)).toEqual([]);
+    expect(s.telemetryStripped).toBe(1);
+  });
+
+  it('only a header named exactly baggage is measured', () => {
+    const big = members(400);
+    const s = buildUpstreamHeaders(['x-baggage', big, 'baggage2', big], gwOf(relay));
+    expect(s.headers.slice(s.gatewayEnd)).toEqual(['x-baggage', big, 'baggage2', big]);
+    expect(s.telemetryStripped).toBe(0);
+  });
+});
