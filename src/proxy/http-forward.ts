@@ -12,7 +12,7 @@ import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { TimeoutsConfig } from '../config/schema.js';
 import type { UpstreamSpec } from '../authz/routes.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { cleanResponseHeaders, stripResponseTelemetry } from '../mutate/request-headers.js';
+import { buildResponseHeaders } from '../mutate/response-headers.js';
 import type { Clock } from '../clock.js';
 import { toUpstreamError } from './upstream-errors.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from './types.js';
@@ -90,24 +90,6 @@ async function* countedBody(req: ClientRequest, counts: { in: number }): AsyncGe
     counts.in += chunk.length;
     yield chunk;
   }
-}
-
-/** Response headers as Node's writeHead takes them. */
-type HeaderRecord = Record<string, string | string[] | undefined>;
-
-/** undici's raw response headers (`[name, value, ...]` as Buffers) as an object with lower-case names;
- * a repeated name (Set-Cookie) becomes an array, in order. Values keep their bytes (latin1). */
-function headerRecord(raw: readonly Buffer[]): HeaderRecord {
-  const out: HeaderRecord = {};
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = (raw[i] as Buffer).toString('latin1').toLowerCase();
-    const value = (raw[i + 1] as Buffer).toString('latin1');
-    const prev = out[name];
-    if (prev === undefined) out[name] = value;
-    else if (Array.isArray(prev)) prev.push(value);
-    else out[name] = [prev, value];
-  }
-  return out;
 }
 
 /**
@@ -197,15 +179,11 @@ class Exchange implements Dispatcher.DispatchHandler {
       this.abortUpstream?.(new Error('client closed'));
       return false;
     }
-    const headers = headerRecord(rawHeaders);
-    cleanResponseHeaders(headers);
-    // The client gets the id its request went upstream with, unless the upstream answered with its own.
-    if (headers['x-request-id'] === undefined) headers['x-request-id'] = this.fr.requestId;
-    if (this.fr.stripResponseTelemetry)
-      this.telemetryStripped = stripResponseTelemetry(headers, this.fr.stripResponseTelemetry);
+    const built = buildResponseHeaders(rawHeaders, this.fr.requestId, this.fr.stripResponseTelemetry);
+    this.telemetryStripped = built.telemetryStripped;
     this.started = true;
     try {
-      res.writeHead(statusCode, headers as Record<string, string | string[]>);
+      res.writeHead(statusCode, built.headers);
     } catch {
       this.aborted = 'ERR_UPSTREAM_BAD_RESPONSE';
       this.abortUpstream?.(new Error('bad response headers'));
