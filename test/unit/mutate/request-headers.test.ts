@@ -1,10 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../../../src/errors.js';
-import {
-  buildUpstreamHeaders,
-  cleanResponseHeaders,
-  type GatewayHeaders,
-} from '../../../src/mutate/request-headers.js';
+import { buildUpstreamHeaders, type GatewayHeaders } from '../../../src/mutate/request-headers.js';
 
 const XFCC = 'Hash=00;Subject="CN=alice"';
 const GW: GatewayHeaders = {
@@ -321,52 +317,6 @@ describe('buildUpstreamHeaders: hasBody', () => {
     ['Transfer-Encoding: chunked', [['Transfer-Encoding', 'chunked']], true],
   ])('%s → %s', (_label, input, hasBody) => {
     expect(buildUpstreamHeaders(raw(...input), GW).hasBody).toBe(hasBody);
-  });
-});
-
-describe('cleanResponseHeaders (RFC 9110 §7.6.1; RFC 9113 §8.2.2, hostile case 83)', () => {
-  type H = Record<string, string | string[] | undefined>;
-  it.each<[string, H, H]>([
-    [
-      'the upstream /chunked answer',
-      {
-        'content-type': 'text/plain',
-        'keep-alive': 'timeout=5',
-        connection: 'keep-alive, x-secret-hop',
-        'x-secret-hop': 'drop-me',
-        'transfer-encoding': 'chunked',
-      },
-      { 'content-type': 'text/plain' },
-    ],
-    [
-      'every hop-by-hop header',
-      {
-        connection: 'close',
-        'keep-alive': 'a',
-        'proxy-connection': 'b',
-        'transfer-encoding': 'chunked',
-        upgrade: 'h2c',
-        te: 'trailers',
-        trailer: 'x',
-        'http2-settings': 'y',
-        etag: '"1"',
-      },
-      { etag: '"1"' },
-    ],
-    [
-      'nominated names are case-insensitive; several Connection values',
-      { connection: ['X-A', ' x-b ,'], 'x-a': '1', 'x-b': '2', 'x-c': '3' },
-      { 'x-c': '3' },
-    ],
-    [
-      'no Connection header: end-to-end headers untouched',
-      { 'set-cookie': ['a=1', 'b=2'], 'cache-control': 'no-store' },
-      { 'set-cookie': ['a=1', 'b=2'], 'cache-control': 'no-store' },
-    ],
-  ])('%s', (_label, input, expected) => {
-    const headers = { ...input };
-    cleanResponseHeaders(headers);
-    expect(headers).toEqual(expected);
   });
 });
 

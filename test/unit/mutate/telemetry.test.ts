@@ -7,11 +7,7 @@ import { stringify } from 'yaml';
 import { DEFAULTS } from '../../../src/config/defaults.js';
 import { ConfigInvalid, loadConfigText } from '../../../src/config/load.js';
 import type { ConfigError } from '../../../src/errors.js';
-import {
-  buildUpstreamHeaders,
-  stripResponseTelemetry,
-  type GatewayHeaders,
-} from '../../../src/mutate/request-headers.js';
+import { buildUpstreamHeaders, type GatewayHeaders } from '../../../src/mutate/request-headers.js';
 import {
   compileTelemetryHeaders,
   isOptOutSignal,
@@ -190,22 +186,6 @@ describe('buildUpstreamHeaders with a telemetry policy', () => {
   });
 });
 
-describe('stripResponseTelemetry', () => {
-  it('removes listed names (exact and prefix) in place and returns the count', () => {
-    const h: Record<string, string | string[] | undefined> = {
-      traceparent: 'x',
-      'x-datadog-trace-id': '1',
-      'x-b3-spanid': ['a', 'b'],
-      'content-type': 'text/plain',
-      'x-b3': 'keep',
-    };
-    expect(stripResponseTelemetry(h, { matcher: defaults(), strip: true, honorClientSignals: false })).toBe(
-      3,
-    );
-    expect(h).toEqual({ 'content-type': 'text/plain', 'x-b3': 'keep' });
-  });
-});
-
 describe('telemetry config', () => {
   const base = (extra: Record<string, unknown>): string =>
     stringify({
@@ -292,7 +272,8 @@ describe('baggage over the W3C limits (8192 bytes, 180 members, all lines togeth
     for (const l of lines) tallyBaggage(t, l);
     return t;
   };
-  const baggageOf = (h: readonly string[]): string[] => h.filter((_, i) => i % 2 === 1 && h[i - 1] === 'baggage');
+  const baggageOf = (h: readonly string[]): string[] =>
+    h.filter((_, i) => i % 2 === 1 && h[i - 1] === 'baggage');
 
   it('the constants are the W3C ones', () => {
     expect([BAGGAGE_MAX_BYTES, BAGGAGE_MAX_MEMBERS]).toEqual([8192, 180]);
@@ -325,21 +306,34 @@ describe('baggage over the W3C limits (8192 bytes, 180 members, all lines togeth
   it.each([
     ['no policy', undefined],
     ['policy relaying', relay],
-  ])('%s: 181 members, or 8193 bytes, or two lines over the limits together: every baggage line goes, each counted', (_label, policy) => {
-    for (const lines of [[members(181)], ['k='.padEnd(8193, 'v')], [members(100), members(100)]]) {
-      const raw = ['Accept', '*/*'];
-      for (const l of lines) raw.push('baggage', l);
-      raw.push('traceparent', '00-aa-bb-01', 'X-Keep', 'yes');
-      const s = buildUpstreamHeaders(raw, gwOf(policy));
-      expect(baggageOf(s.headers)).toEqual([]);
-      expect(s.telemetryStripped).toBe(lines.length);
-      // Nothing else is touched: the rest keeps its order after the gateway's own headers.
-      expect(s.headers.slice(s.gatewayEnd)).toEqual(['accept', '*/*', 'traceparent', '00-aa-bb-01', 'x-keep', 'yes']);
-    }
-  });
+  ])(
+    '%s: 181 members, or 8193 bytes, or two lines over the limits together: every baggage line goes, each counted',
+    (_label, policy) => {
+      for (const lines of [[members(181)], ['k='.padEnd(8193, 'v')], [members(100), members(100)]]) {
+        const raw = ['Accept', '*/*'];
+        for (const l of lines) raw.push('baggage', l);
+        raw.push('traceparent', '00-aa-bb-01', 'X-Keep', 'yes');
+        const s = buildUpstreamHeaders(raw, gwOf(policy));
+        expect(baggageOf(s.headers)).toEqual([]);
+        expect(s.telemetryStripped).toBe(lines.length);
+        // Nothing else is touched: the rest keeps its order after the gateway's own headers.
+        expect(s.headers.slice(s.gatewayEnd)).toEqual([
+          'accept',
+          '*/*',
+          'traceparent',
+          '00-aa-bb-01',
+          'x-keep',
+          'yes',
+        ]);
+      }
+    },
+  );
 
   it('with optOut on the baggage is stripped as a telemetry header, counted once', () => {
-    const s = buildUpstreamHeaders(['baggage', members(300)], gwOf({ matcher, strip: true, honorClientSignals: false }));
+    const s = buildUpstreamHeaders(
+      ['baggage', members(300)],
+      gwOf({ matcher, strip: true, honorClientSignals: false }),
+    );
     expect(baggageOf(s.headers)).toEqual([]);
     expect(s.telemetryStripped).toBe(1);
   });
