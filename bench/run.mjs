@@ -117,6 +117,7 @@ const CASES = [
   { name: 'portcullis-mtls-jwt', label: 'Portcullis mTLS + JWT ES256 (cached), 1 process', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'jwt' }, load: h1(['Authorization: Bearer {ES256}']), needs: NEEDS_JWT },
   { name: 'portcullis-mtls-introspection', label: 'Portcullis mTLS + introspection (cached), 1 process', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'introspection' }, load: h1(['Authorization: Bearer {OPAQUE}']), needs: NEEDS_INTRO },
   { name: 'portcullis-mtls-workers', label: 'Portcullis mTLS, `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto' }, load: h1(), needs: NEEDS_WORKERS },
+  { name: 'portcullis-mtls-workers-sched-none', label: 'Portcullis mTLS, `workers: auto`, workers accept (SCHED_NONE, comparison)', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto', env: { NODE_CLUSTER_SCHED_POLICY: 'none' } }, load: h1(), needs: NEEDS_WORKERS },
   { name: 'portcullis-mtls-jwt-workers', label: 'Portcullis mTLS + JWT ES256 (cached), `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'jwt', workers: 'auto' }, load: h1(['Authorization: Bearer {ES256}']), needs: NEEDS_JWT ?? NEEDS_WORKERS },
   { name: 'portcullis-mtls-introspection-workers', label: 'Portcullis mTLS + introspection (cached), `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'introspection', workers: 'auto' }, load: h1(['Authorization: Bearer {OPAQUE}']), needs: NEEDS_INTRO ?? NEEDS_WORKERS },
   { name: 'haproxy-mtls', label: 'HAProxy mTLS', group: 'h1', server: { kind: 'haproxy', cert: 'rsa' }, load: h1(), ref: 'haproxy' },
@@ -127,9 +128,12 @@ const CASES = [
   { name: 'haproxy-h2', label: 'HTTP/2 (h2load -m 10): HAProxy mTLS', group: 'h2', server: { kind: 'haproxy', cert: 'rsa' }, load: h2(), ref: 'haproxy' },
   { name: 'nginx-h2', label: 'HTTP/2 (h2load -m 10): nginx mTLS', group: 'h2', server: { kind: 'nginx', cert: 'rsa' }, load: h2(), ref: 'nginx' },
   { name: 'portcullis-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: Portcullis, 1 process', group: 'hs-ec', server: { kind: 'portcullis', cert: 'ec' }, load: handshake() },
+  { name: 'portcullis-handshake-ecdsa-workers', label: 'full handshakes/s, ECDSA P-256: Portcullis, `workers: auto`', group: 'hs-ec', server: { kind: 'portcullis', cert: 'ec', workers: 'auto' }, load: handshake(), needs: NEEDS_WORKERS },
   { name: 'haproxy-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: HAProxy', group: 'hs-ec', server: { kind: 'haproxy', cert: 'ec' }, load: handshake(), ref: 'haproxy' },
   { name: 'nginx-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: nginx', group: 'hs-ec', server: { kind: 'nginx', cert: 'ec' }, load: handshake(), ref: 'nginx' },
   { name: 'portcullis-handshake-rsa', label: 'full handshakes/s, RSA-2048: Portcullis, 1 process', group: 'hs-rsa', server: { kind: 'portcullis', cert: 'rsa' }, load: handshake() },
+  { name: 'portcullis-handshake-rsa-workers', label: 'full handshakes/s, RSA-2048: Portcullis, `workers: auto`', group: 'hs-rsa', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto' }, load: handshake(), needs: NEEDS_WORKERS },
+  { name: 'portcullis-handshake-rsa-workers-sched-none', label: 'full handshakes/s, RSA-2048: Portcullis, `workers: auto`, workers accept (SCHED_NONE, comparison)', group: 'hs-rsa', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto', env: { NODE_CLUSTER_SCHED_POLICY: 'none' } }, load: handshake(), needs: NEEDS_WORKERS },
   { name: 'haproxy-handshake-rsa', label: 'full handshakes/s, RSA-2048: HAProxy', group: 'hs-rsa', server: { kind: 'haproxy', cert: 'rsa' }, load: handshake(), ref: 'haproxy' },
   { name: 'nginx-handshake-rsa', label: 'full handshakes/s, RSA-2048: nginx', group: 'hs-rsa', server: { kind: 'nginx', cert: 'rsa' }, load: handshake(), ref: 'nginx' },
   { name: 'direct-1k', label: `fixed ${FIXED_RATE} req/s (latency): direct plaintext`, group: 'rate', server: { kind: 'direct' }, load: rate(), ref: 'direct' },
@@ -246,7 +250,8 @@ async function startServer(c, ctx) {
       const cfg = join(dir, 'portcullis.yaml');
       writeFileSync(cfg, portcullisYaml({ cert, key, ca: files.caCert, upstreamPort: ctx.upstream.port, routeAuth, extra }));
       const nodeArgs = opt['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`] : [];
-      const proc = start(c.name, process.execPath, [...nodeArgs, join(DIST, 'src', 'main.js'), 'start', '--config', cfg], { cwd: dir });
+      // `env`: NODE_CLUSTER_SCHED_POLICY for the `workers` scheduling comparison rows.
+      const proc = start(c.name, process.execPath, [...nodeArgs, join(DIST, 'src', 'main.js'), 'start', '--config', cfg], { cwd: dir, ...(s.env ? { env: s.env } : {}) });
       const port = await proc.waitForLine((l) => {
         try {
           const j = JSON.parse(l);

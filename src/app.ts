@@ -18,7 +18,7 @@ import { createWebSocketProxy } from './proxy/websocket.js';
 import { registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
 import { createAuthenticators } from './authn/providers.js';
 import type { Authenticator, FetchLike } from './authn/principal.js';
-import { createAuthMetrics } from './observability/auth-metrics.js';
+import { createAuthMetrics, createAuthnObserver } from './observability/auth-metrics.js';
 
 /** Side effects the app takes from outside. */
 export interface AppDeps {
@@ -27,6 +27,8 @@ export interface AppDeps {
   readonly registry?: Registry;
   /** Outbound HTTP of the auth providers (introspection, JWKS). Default: the global fetch. */
   readonly fetch?: FetchLike;
+  /** TLS session ticket keys for every data listener (a cluster's, shared by its workers). Default: Node's per-process keys. */
+  readonly ticketKeys?: Buffer;
 }
 
 /** A started gateway. */
@@ -62,6 +64,8 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const registry = deps.registry ?? new Registry();
   const metrics = createMetrics(registry);
   const accessLog = createAccessLog(logger, config.log.access);
+  // Like prometheus_config_last_reload_success_timestamp_seconds: the start is the first successful load.
+  metrics.configLastReloadSuccess.set(clock.now() / 1000);
   for (const w of config.warnings) logger.warn(w);
   setCertificateGauges(config, metrics);
 
@@ -72,9 +76,10 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const authenticators = createAuthenticators(config.authProviders, {
     clock,
     logger: authLogger,
+    observer: createAuthnObserver(metrics),
     ...(deps.fetch !== undefined ? { fetch: deps.fetch } : {}),
   });
-  const authMetrics = createAuthMetrics(registry, authenticators);
+  const authMetrics = createAuthMetrics(metrics, authenticators);
   const warmUp = Promise.all([...authenticators.values()].map((p) => p.warmUp()));
   const notReady = (): string[] => {
     const out: string[] = [];
@@ -125,6 +130,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
             proxyProtocol: l.proxyProtocol,
             accessLog: config.log.access,
             clock,
+            ...(deps.ticketKeys !== undefined ? { ticketKeys: deps.ticketKeys } : {}),
           }),
         );
         continue;
@@ -163,11 +169,12 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
           handler,
           timeouts: config.timeouts,
           http2: config.http2,
+          ...(deps.ticketKeys !== undefined ? { ticketKeys: deps.ticketKeys } : {}),
         }),
       );
     }
     if (config.admin.enabled) {
-      admin = await startAdminServer(config.admin.address, {
+      admin = await startAdminServer(config.admin, {
         metrics: registryMetrics(registry),
         notReady,
         purge: (sha256) => {
@@ -215,7 +222,11 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
  * listener name, the certificate's kind and its position in its PEM bundle: never a subject or a path.
  */
 function setCertificateGauges(config: RuntimeConfig, metrics: Metrics): void {
-  for (const l of config.listeners) {
+  // The admin listener's own TLS material is labelled listener="admin" (load.ts keeps that name free).
+  // Not gated on admin.enabled: a cluster worker runs with admin disabled while its primary serves it.
+  const adminTls = config.admin.tls;
+  const sources = [...config.listeners, ...(adminTls ? [{ name: 'admin', tls: adminTls, upstreamCertificates: undefined }] : [])];
+  for (const l of sources) {
     const certs = [...(l.tls?.certificates ?? []), ...(l.upstreamCertificates ?? [])];
     // Upstream bundles of several routes share kind and index: keep the earliest notAfter per label set,
     // the one an alert has to fire on.

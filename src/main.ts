@@ -3,7 +3,10 @@
  * Process entry: dispatches the CLI command, wires signals, and is the only place that calls
  * process.exit. Exit codes: 0 success, 1 runtime failure, 2 usage error, 3 invalid config.
  */
+import cluster from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, USAGE } from './cli.js';
@@ -14,6 +17,12 @@ import { certsInit, certsIssue, certsRevoke, ensureDevCerts, CertsError } from '
 import { tokenCreate, tokenList, tokenMint, tokenRevoke, TokenCommandError } from './authn/token-command.js';
 import { DEV_KEY_FILES } from './authn/jwks-dev.js';
 import { TOKEN_DEFAULTS } from './authn/token-store.js';
+import { startAdminServer } from './admin/server.js';
+import type { RuntimeConfig } from './config/load.js';
+import { createLogger } from './observability/logger.js';
+import { resolveWorkerCount } from './cluster/policy.js';
+import { ClusterStartFailed, startClusterPrimary, type ClusterPrimary } from './cluster/primary.js';
+import { startClusterWorker, type WorkerChannel } from './cluster/worker.js';
 
 /** The package root (where package.json, config/ and certs-dev/ live), found from this file. */
 function packageRoot(): string {
@@ -27,6 +36,20 @@ function packageRoot(): string {
 }
 
 const EXIT = { ok: 0, failure: 1, usage: 2, config: 3 } as const;
+
+/**
+ * Cluster scheduling of `workers` > 1: round-robin in the primary (SCHED_RR, Node's default on Linux) or
+ * accept in the workers (SCHED_NONE). Measured with bench/ (see the README's `workers` row); the operator
+ * can still choose with Node's own NODE_CLUSTER_SCHED_POLICY=rr|none, which wins when set.
+ */
+const CLUSTER_SCHEDULING = cluster.SCHED_RR;
+
+/** The exit code and the one-line message of a failure to start. */
+function describeStartFailure(err: unknown): { code: number; message: string } {
+  if (err instanceof ConfigInvalid) return { code: EXIT.config, message: err.message };
+  if (err instanceof ConfigError) return { code: EXIT.config, message: `invalid config: ${err.message}` };
+  return { code: EXIT.failure, message: err instanceof Error ? err.message : String(err) };
+}
 
 function printConfigError(err: unknown): boolean {
   if (err instanceof ConfigInvalid || err instanceof ConfigError) {
@@ -83,7 +106,12 @@ async function run(): Promise<number> {
     }
     case 'token-create': {
       const file = resolve(cmd.file);
-      const r = await tokenCreate({ file, name: cmd.name, expiresInSeconds: cmd.expiresInSeconds, scopes: cmd.scopes });
+      const r = await tokenCreate({
+        file,
+        name: cmd.name,
+        expiresInSeconds: cmd.expiresInSeconds,
+        scopes: cmd.scopes,
+      });
       // stdout carries the token alone (TOKEN=$(portcullis token create ...)); everything else goes to stderr.
       process.stdout.write(`${r.token}\n`);
       process.stderr.write(
@@ -91,7 +119,9 @@ async function run(): Promise<number> {
           `${r.record.scopes ? `, scopes: ${r.record.scopes.join(' ')}` : ''}). It is shown only now: store it safely.\n`,
       );
       if (r.record.expiresAt === undefined)
-        process.stderr.write('portcullis: warning: this token never expires; revoke it when it is no longer needed\n');
+        process.stderr.write(
+          'portcullis: warning: this token never expires; revoke it when it is no longer needed\n',
+        );
       return EXIT.ok;
     }
     case 'token-list': {
@@ -103,16 +133,31 @@ async function run(): Promise<number> {
       const header = ['NAME', 'STATUS', 'CREATED', 'EXPIRES', 'SCOPES', 'SHA256'];
       const rows = [
         header,
-        ...list.map((t) => [t.name, t.status, t.createdAt, t.expiresAt ?? 'never', t.scopes.join(' ') || '-', `${t.hashPrefix}...`]),
+        ...list.map((t) => [
+          t.name,
+          t.status,
+          t.createdAt,
+          t.expiresAt ?? 'never',
+          t.scopes.join(' ') || '-',
+          `${t.hashPrefix}...`,
+        ]),
       ];
       const widths = header.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-      for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()}\n`);
+      for (const r of rows)
+        process.stdout.write(
+          `${r
+            .map((c, i) => c.padEnd(widths[i] ?? 0))
+            .join('  ')
+            .trimEnd()}\n`,
+        );
       return EXIT.ok;
     }
     case 'token-revoke': {
       const file = resolve(cmd.file);
       const r = await tokenRevoke({ file, name: cmd.name });
-      process.stdout.write(`revoked ${r.revoked} token(s) named "${cmd.name}" in ${file} (a running gateway refuses it within a second)\n`);
+      process.stdout.write(
+        `revoked ${r.revoked} token(s) named "${cmd.name}" in ${file} (a running gateway refuses it within a second)\n`,
+      );
       return EXIT.ok;
     }
     case 'token-mint': {
@@ -134,7 +179,7 @@ async function run(): Promise<number> {
     case 'start': {
       const embedded = cmd.config === undefined;
       const configPath = resolve(cmd.config ?? join(root, 'config', 'portcullis.yaml'));
-      if (embedded && cmd.kind === 'start' && (await ensureDevCerts(defaultCerts))) {
+      if (embedded && cmd.kind === 'start' && cluster.isPrimary && (await ensureDevCerts(defaultCerts))) {
         process.stderr.write(
           `portcullis: created dev certificates and the dev JWT signing key in ${defaultCerts} (first run); ` +
             `\`portcullis token mint --sub alice\` prints a token the default route accepts\n`,
@@ -142,13 +187,21 @@ async function run(): Promise<number> {
       }
       const config = loadConfigFile(configPath);
       if (cmd.kind === 'check') {
-        const routes = config.listeners.reduce((n, l) => n + (l.protocol === 'http' ? l.routes.routes.length : 0), 0);
+        const routes = config.listeners.reduce(
+          (n, l) => n + (l.protocol === 'http' ? l.routes.routes.length : 0),
+          0,
+        );
         process.stdout.write(
           `config OK: ${configPath} (${config.listeners.length} listener(s), ${routes} route(s))\n`,
         );
         for (const w of config.warnings) process.stdout.write(`warning: ${w}\n`);
         return EXIT.ok;
       }
+      // `workers` > 1: this process is the cluster primary (or one of its workers, forked with the same
+      // argv: each loads the same config file).
+      if (cluster.isWorker) return runClusterWorker(config);
+      const count = resolveWorkerCount(config.workers, { availableParallelism });
+      if (count > 1) return runClusterPrimary(config, count);
       // Binds every listener, then the admin one; a bind failure closes what was bound and throws a
       // ConfigError naming the key path (exit 3): nothing stays half-listening.
       const app = await startApp(config);
@@ -165,6 +218,103 @@ async function run(): Promise<number> {
       });
     }
   }
+}
+
+/** The IPC channel of a forked cluster worker (`process.send` and its `message` events). */
+const processChannel: WorkerChannel = {
+  send: (message) =>
+    new Promise((resolve, reject) => {
+      if (process.send === undefined) {
+        reject(new Error('no IPC channel to the cluster primary'));
+        return;
+      }
+      process.send(message, undefined, {}, (err: Error | null) => (err ? reject(err) : resolve()));
+    }),
+  onMessage: (listener) => {
+    process.on('message', listener);
+  },
+};
+
+/**
+ * A cluster worker: serves the data listeners with the primary's ticket keys and no admin listener, and
+ * drains on SIGTERM like a single process. A failure to start is told to the primary (which reports it
+ * once for the whole cluster) instead of stderr, and ends this worker with its exit code.
+ */
+async function runClusterWorker(config: RuntimeConfig): Promise<number> {
+  let app: App;
+  try {
+    app = await startClusterWorker(config, { channel: processChannel, startApp, createLogger });
+  } catch (err) {
+    const failure = describeStartFailure(err);
+    await processChannel.send({ type: 'portcullis:failed', ...failure }).catch(() => undefined);
+    return failure.code;
+  }
+  installSignals(app);
+  return new Promise<number>(() => {
+    /* runs until a signal, or until the primary goes away (node:cluster then ends this worker) */
+  });
+}
+
+/**
+ * The primary of `workers` > 1: forks the workers, serves the admin listener for all of them, and turns
+ * SIGTERM / SIGINT into a drain of every worker (exit 0 once they have all exited), SIGHUP into a SIGHUP
+ * to every worker. A worker that fails to start makes the whole start fail with its exit code.
+ */
+async function runClusterPrimary(config: RuntimeConfig, count: number): Promise<number> {
+  const logger = createLogger(config.log.level).child({ role: 'primary' });
+  for (const w of config.warnings) logger.warn(w);
+  if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = CLUSTER_SCHEDULING;
+  const scheduling = cluster.schedulingPolicy === cluster.SCHED_RR ? 'round-robin' : 'workers accept';
+  let primary: ClusterPrimary;
+  try {
+    primary = await startClusterPrimary(config, count, {
+      logger,
+      fork: () => cluster.fork(),
+      // Called exactly as app.ts calls it for a single process.
+      startAdmin: (c, deps) => startAdminServer(c.admin, deps),
+      randomBytes,
+    });
+  } catch (err) {
+    if (err instanceof ClusterStartFailed) {
+      process.stderr.write(`portcullis: ${err.message}\n`);
+      return err.exitCode;
+    }
+    throw err;
+  }
+  logger.info({ workers: count, scheduling }, 'cluster started');
+  const adminPort = primary.adminPort();
+  if (adminPort !== undefined)
+    logger.info(
+      { listener: 'admin', address: config.admin.address.host, port: adminPort },
+      'admin listening',
+    );
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'draining workers');
+    void primary.stop();
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    logger.info('SIGHUP: forwarded to every worker');
+    primary.forward('SIGHUP');
+  });
+  process.on('uncaughtException', (err) =>
+    logger.fatal({ err }, 'uncaught exception in the cluster primary (kept running)'),
+  );
+  process.on('unhandledRejection', (err) =>
+    logger.fatal({ err }, 'unhandled rejection in the cluster primary (kept running)'),
+  );
+  const code = await primary.done;
+  logger.info({ code }, 'stopped');
+  // The logger writes asynchronously: exit only once the last lines are out (or after a bound wait).
+  await new Promise<void>((resolve) => {
+    setTimeout(resolve, 2_000).unref();
+    logger.flush(() => resolve());
+  });
+  return code;
 }
 
 function installSignals(app: App): void {
@@ -193,7 +343,9 @@ function installSignals(app: App): void {
   process.on('SIGINT', () => stop('SIGINT'));
   // Hot reload is not built yet. Without a handler SIGHUP would kill the gateway (Node's default), which
   // an operator who expects a reload would not want: say so instead, and keep serving the old config.
-  process.on('SIGHUP', () => app.logger.warn('SIGHUP: reload is not implemented yet; restart the gateway to apply a new config'));
+  process.on('SIGHUP', () =>
+    app.logger.warn('SIGHUP: reload is not implemented yet; restart the gateway to apply a new config'),
+  );
   // A bug must not become a denial of service for every client: log it loudly and keep serving.
   process.on('uncaughtException', (err) => app.logger.fatal({ err }, 'uncaught exception (kept running)'));
   process.on('unhandledRejection', (err) => app.logger.fatal({ err }, 'unhandled rejection (kept running)'));

@@ -4,12 +4,20 @@
  * provider whose JWKS was never fetched), and `POST /cache/purge` (drops cached token answers, so a token
  * revoked at the IdP stops working at once instead of at the end of its cache TTL).
  * Never served on a data port; loopback unless the operator says otherwise (config checks it).
+ *
+ * With `admin.tls` it serves HTTPS with the secure-context options config/load.ts built for it — the same
+ * resolver and options as a data listener (certificate, key, TLS floor, ciphers, client CA, CRL): a client
+ * without a required certificate, or with one from another CA, fails the handshake; a verified client the
+ * `admin.allowClients` list does not name gets `403 {"error":"client not allowed"}` and nothing else.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { Registry } from 'prom-client';
-import type { ListenAddress } from '../config/load.js';
+import type { AdminRuntimeConfig } from '../config/load.js';
 import { bindListener } from '../listener/bind.js';
+import { createConnectionState } from '../listener/connection.js';
 
 /** Readiness: the names of what is not ready yet (empty = ready). Async so a cluster primary can ask its workers. */
 export type ReadinessProbe = () => readonly string[] | Promise<readonly string[]>;
@@ -113,9 +121,19 @@ async function purgeTarget(req: IncomingMessage, query: string): Promise<string 
   return hash.toLowerCase();
 }
 
-/** Starts the admin server. Rejects with a ConfigError naming `admin.listen` when it cannot bind. */
-export async function startAdminServer(address: ListenAddress, deps: AdminDeps): Promise<AdminServer> {
-  const server: Server = createServer((req, res) => {
+/** What the admin server needs of its config: the address, and for HTTPS the TLS options and the ACL. */
+export type AdminListenerConfig = Pick<AdminRuntimeConfig, 'address' | 'tls' | 'acl'>;
+
+/** ms to complete a TLS handshake on the admin listener (Node's default, 120 s, lets silent sockets linger). */
+const ADMIN_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+/**
+ * Starts the admin server: plaintext HTTP when `admin.tls` is undefined, else HTTPS. No handshake failure,
+ * refused certificate or socket error can throw out of it. Rejects with a ConfigError naming `admin.listen`
+ * when it cannot bind.
+ */
+export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDeps): Promise<AdminServer> {
+  const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
@@ -180,10 +198,63 @@ export async function startAdminServer(address: ListenAddress, deps: AdminDeps):
     } else {
       send(404, 'text/plain; charset=utf-8', 'not found\n');
     }
-  });
+  };
+
+  const tls = admin.tls;
+  let server: Server;
+  if (tls === undefined) {
+    server = createServer(serve);
+  } else {
+    /** The allow-list verdict of each connection, decided once at the end of its handshake. */
+    const allowed = new WeakMap<object, boolean>();
+    server = createHttpsServer(
+      { ...tls.options, handshakeTimeout: ADMIN_HANDSHAKE_TIMEOUT_MS },
+      (req, res) => {
+        req.on('error', noop);
+        res.on('error', noop);
+        // Fail closed: a socket without a verdict (never seen at the handshake) is not allowed either.
+        if (allowed.get(req.socket) !== true) {
+          const body = '{"error":"client not allowed"}\n';
+          res.writeHead(403, {
+            'content-type': 'application/json',
+            'content-length': Buffer.byteLength(body),
+            'cache-control': 'no-store',
+            connection: 'close',
+          });
+          res.end(req.method === 'HEAD' ? undefined : body);
+          return;
+        }
+        serve(req, res);
+      },
+    );
+    // Runs before the HTTP layer takes the socket: the certificate verdict and the ACL decide first.
+    server.prependListener('secureConnection', (socket: TLSSocket) => {
+      // TLS 1.2 renegotiation: a CPU-exhaustion vector the admin listener has no use for.
+      socket.disableRenegotiation();
+      socket.on('error', noop);
+      if (!socket.authorized && tls.clientCertificate !== 'none') {
+        const cert = socket.getPeerCertificate();
+        // `optional`: a certificate that was presented and failed verification is refused, never treated
+        // as "anonymous"; `require` never gets here without one (Node refused the handshake).
+        if (Object.keys(cert).length > 0 || tls.clientCertificate === 'require') {
+          socket.destroy();
+          return;
+        }
+      }
+      try {
+        allowed.set(socket, createConnectionState(socket, admin.acl).listenerAllowed);
+      } catch {
+        // A certificate the identity parser cannot read exactly is refused, never half-trusted.
+        socket.destroy();
+      }
+    });
+    // A refused or broken handshake (no certificate, another CA, TLS < 1.2, plaintext bytes, timeout):
+    // Node destroys the socket; without a listener here nothing is thrown either, but say so explicitly.
+    server.on('tlsClientError', noop);
+  }
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
-  await bindListener(server, { keyPath: 'admin', address });
+  await bindListener(server, { keyPath: 'admin', address: admin.address });
   // After the bind, an accept error (EMFILE) must not become an uncaught exception: the admin
   // listener keeps serving once descriptors are free again.
   server.on('error', () => undefined);
@@ -195,4 +266,8 @@ export async function startAdminServer(address: ListenAddress, deps: AdminDeps):
         server.closeAllConnections();
       }),
   };
+}
+
+function noop(): void {
+  /* the socket or stream is destroyed by its owner; the error must not become an uncaught exception */
 }

@@ -36,6 +36,7 @@ import {
   type AuthnDeps,
   type AuthnResult,
   type FetchLike,
+  type IntrospectionCallResult,
   type Principal,
 } from './principal.js';
 
@@ -351,6 +352,9 @@ export function createIntrospectionProvider(
   async function introspect(token: string, hash: string): Promise<Entry> {
     const startedIn = generation;
     idpRequests++;
+    const started = d.clock.hrtime();
+    const observe = (result: IntrospectionCallResult): void =>
+      d.observer.introspection(name, result, Number(d.clock.hrtime() - started) / 1e9);
     let outcome: IntrospectionOutcome;
     try {
       const response = await introspectionRequest(client, token, d.fetch);
@@ -364,13 +368,18 @@ export function createIntrospectionProvider(
     } catch (err) {
       if (err instanceof GatewayError && err.code === 'ERR_AUTHN_UNAVAILABLE') {
         idpFailures++;
+        observe('error');
         d.logger.warn(
           { provider: name, reason: err.detail, tokenHash: hash.slice(0, 12) },
           'introspection unavailable',
         );
+      } else {
+        // ERR_AUTHN_INVALID_TOKEN: the IdP answered, and the answer was refused field by field.
+        observe(err instanceof GatewayError && err.code === 'ERR_AUTHN_INVALID_TOKEN' ? 'invalid' : 'error');
       }
       throw err;
     }
+    observe(outcome.active ? 'active' : 'inactive');
     const now = d.clock.now();
     const storable = startedIn === generation;
     if (!outcome.active) {
@@ -383,7 +392,8 @@ export function createIntrospectionProvider(
     const entry: Entry = { active: true, principal: outcome.principal, freshUntilMs, expMs };
     // Kept past freshness only for staleIfError, and never past exp.
     const retainMs = Math.floor(Math.min((expMs ?? Infinity) - now, maxTtlMs + staleKeepMs));
-    if (storable && maxTtlMs > 0 && freshUntilMs > now && retainMs >= 1) cache.set(hash, entry, { ttl: retainMs });
+    if (storable && maxTtlMs > 0 && freshUntilMs > now && retainMs >= 1)
+      cache.set(hash, entry, { ttl: retainMs });
     return entry;
   }
 

@@ -57,6 +57,22 @@ export interface AuthnStats {
   readonly reloads: number;
 }
 
+/**
+ * `result` of one introspection call (RFC 7662): `active` / `inactive` (a well-formed answer, `active` true or
+ * false), `invalid` (an answer the checks refused: bad field types, expired, wrong issuer or audience,
+ * `unsupported_token_type`), `error` (no usable answer: network, timeout, status, content type, body).
+ */
+export type IntrospectionCallResult = 'active' | 'inactive' | 'invalid' | 'error';
+
+/**
+ * Where providers report their remote calls, for metrics (`observability/auth-metrics.ts`). Called once per
+ * call, after it ended; must not throw. Never given a token, a hash or a subject.
+ */
+export interface AuthnObserver {
+  /** One introspection call of `provider`, its result and its duration in seconds (from the injected clock). */
+  introspection(provider: string, result: IntrospectionCallResult, seconds: number): void;
+}
+
 /** The outcome of one provider: not its kind, or the principal. Invalid and unavailable are thrown. */
 export type AuthnResult = Principal | 'not_applicable';
 
@@ -111,6 +127,8 @@ export interface AuthnDeps {
   /** The file's change marker. Default: `statSync`. Throws when the file is gone. */
   readonly statFile?: (path: string) => FileStamp;
   readonly logger?: AuthnLogger;
+  /** Receives each remote call's result and duration (metrics). Default: none. */
+  readonly observer?: AuthnObserver;
 }
 
 /** The deps with their defaults filled in. */
@@ -120,9 +138,11 @@ export interface ResolvedAuthnDeps {
   readonly readFile: (path: string) => string;
   readonly statFile: (path: string) => FileStamp;
   readonly logger: AuthnLogger;
+  readonly observer: AuthnObserver;
 }
 
 const SILENT: AuthnLogger = { warn: () => undefined, info: () => undefined };
+const UNOBSERVED: AuthnObserver = { introspection: () => undefined };
 
 /** Fills in the default side effects. */
 export function resolveDeps(deps: AuthnDeps): ResolvedAuthnDeps {
@@ -137,6 +157,7 @@ export function resolveDeps(deps: AuthnDeps): ResolvedAuthnDeps {
         return { mtimeMs: st.mtimeMs, size: st.size };
       }),
     logger: deps.logger ?? SILENT,
+    observer: deps.observer ?? UNOBSERVED,
   };
 }
 

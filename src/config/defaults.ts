@@ -35,6 +35,9 @@ export const DEFAULTS = {
   admin: {
     /** host:port of the admin listener (/metrics, /healthz, /readyz). Loopback: metrics are not public. */
     listen: '127.0.0.1:9090',
+    /* No `tls` by default: plaintext on loopback never leaves the machine. Given `admin.tls`, its
+     * minVersion and clientCertificate default as a listener's (`tls` below: TLSv1.2, "require"), because
+     * /metrics names routes and listeners and POST /cache/purge changes state. */
   },
 
   /** Worker processes serving the listeners: 1 (this process), a number, or "auto" (one per CPU core,

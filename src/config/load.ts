@@ -37,8 +37,10 @@ import {
   configSchema,
   type ConfigFile,
   type Http2Config,
+  type AdminFile,
   type HttpListenerFile,
   type ListenerFile,
+  type ListenerTlsFile,
   type RouteAuthFile,
   type TcpListenerFile,
   type TcpUpstreamFile,
@@ -153,6 +155,22 @@ export interface TcpRuntimeListener {
   readonly upstreamCertificates?: readonly CertInfo[];
 }
 
+/**
+ * The admin listener, resolved: what admin/server.ts `startAdminServer` takes. Plaintext HTTP when `tls` is
+ * undefined (loopback, or requireEncryption off); HTTPS with the same secure-context options as a data
+ * listener otherwise.
+ */
+export interface AdminRuntimeConfig {
+  readonly enabled: boolean;
+  /** Always `admin`: a bind failure is reported at `admin.listen`. */
+  readonly keyPath: 'admin';
+  readonly address: ListenAddress;
+  /** `admin.tls`, resolved exactly like a listener's `tls` (certificates labelled for expiry metrics). */
+  readonly tls: ListenerTls | undefined;
+  /** `admin.allowClients`; undefined means any client that passed the TLS handshake. */
+  readonly acl: ClientAcl | undefined;
+}
+
 /** One listener, fully resolved: narrow on `protocol`. */
 export type RuntimeListener = HttpRuntimeListener | TcpRuntimeListener;
 
@@ -160,7 +178,7 @@ export type RuntimeListener = HttpRuntimeListener | TcpRuntimeListener;
 export interface RuntimeConfig {
   readonly source: string;
   readonly requireEncryption: boolean;
-  readonly admin: { readonly enabled: boolean; readonly address: ListenAddress };
+  readonly admin: AdminRuntimeConfig;
   readonly log: ConfigFile['log'];
   /** Worker processes: 1 serves in this process; more (or "auto") runs a node:cluster primary. */
   readonly workers: number | 'auto';
@@ -690,8 +708,13 @@ function crlNextUpdate(data: Buffer): Date | undefined {
   }
 }
 
-function resolveListenerTls(ctx: Ctx, l: ListenerFile, p: string): ListenerTls | undefined {
-  const t = l.tls;
+/**
+ * Resolves a `tls` section (a listener's, or `admin.tls`) whose parent key path is `p`: errors are named
+ * `${p}.tls.cert`, `${p}.tls.clientCa`, ... Reads and checks every file (key matches cert, certificate
+ * valid now, CA bundle of CA certificates only, CRL current) and builds the secure-context options.
+ * Returns undefined when `t` is absent or anything failed (the errors are in `ctx.errors`).
+ */
+function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string): ListenerTls | undefined {
   if (t === undefined) return undefined;
   const errorsBefore = ctx.errors.length;
   const cert = readCertificates(ctx, `${p}.tls.cert`, t.cert);
@@ -1059,7 +1082,7 @@ function resolveListener(
 function resolveTcpListener(ctx: Ctx, l: TcpListenerFile, i: number): TcpRuntimeListener | undefined {
   const p = `listeners[${i}]`;
   const address = parseListen(l.listen, `${p}.listen`, ctx.errors);
-  const tls = resolveListenerTls(ctx, l, p);
+  const tls = resolveListenerTls(ctx, l.tls, p);
   const mode = l.tls.clientCertificate;
   if (mode === 'optional' && l.allowClients === undefined) {
     ctx.errors.push(
@@ -1146,7 +1169,7 @@ function resolveHttpListener(
       );
     }
   }
-  const tls = resolveListenerTls(ctx, l, p);
+  const tls = resolveListenerTls(ctx, l.tls, p);
   const mode = l.tls?.clientCertificate ?? 'none';
   if (mode === 'none' && l.allowClients !== undefined) {
     ctx.errors.push(
@@ -1272,16 +1295,8 @@ function resolveConfig(
     errors,
     DEFAULTS.telemetry.headers.length,
   );
-  const adminAddress = parseListen(file.admin.listen, 'admin.listen', errors);
-  if (adminAddress && file.admin.enabled && file.requireEncryption && !isLoopbackHost(adminAddress.host)) {
-    errors.push(
-      new ConfigError(
-        'admin.listen',
-        file.admin.listen,
-        'a loopback address (the admin listener has no TLS yet and requireEncryption is true)',
-      ),
-    );
-  }
+  const admin = resolveAdmin(ctx, file.admin);
+  const adminAddress = admin?.address;
   const adminClash =
     adminAddress && adminAddress.port !== 0
       ? binds.get(`${adminAddress.host}:${adminAddress.port}`)
@@ -1291,11 +1306,25 @@ function resolveConfig(
       new ConfigError('admin.listen', file.admin.listen, `an address not already used by ${adminClash}`),
     );
   }
-  if (errors.length > 0 || !adminAddress) return undefined;
+  if (admin?.tls !== undefined) {
+    // The admin certificates' expiry gauges carry listener="admin" (set even where this process does not
+    // serve admin: cluster workers): a data listener of that name would share (and overwrite) their series.
+    file.listeners.forEach((l, i) => {
+      if (l.name === 'admin')
+        errors.push(
+          new ConfigError(
+            `listeners[${i}].name`,
+            l.name,
+            'a name other than "admin" while admin.tls is set (the admin certificates\' metrics use listener="admin")',
+          ),
+        );
+    });
+  }
+  if (errors.length > 0 || !admin) return undefined;
   return {
     source,
     requireEncryption: file.requireEncryption,
-    admin: { enabled: file.admin.enabled, address: adminAddress },
+    admin,
     log: file.log,
     workers: file.workers,
     timeouts: file.timeouts,
@@ -1309,6 +1338,67 @@ function resolveConfig(
     authProviders,
     warnings,
   };
+}
+
+/**
+ * `admin`: the address, `admin.tls` (the listener resolver, errors at `admin.tls.*`) and `allowClients`.
+ * Fail closed off loopback: under requireEncryption a non-loopback admin listener needs `tls`, and that
+ * `tls` must authenticate its clients — `clientCertificate: none`, or `optional` without `allowClients`,
+ * would let anyone who reaches the port read /metrics (route and listener names, traffic) and purge the
+ * token cache. With requireEncryption off those are warnings. Loopback keeps plaintext as the default.
+ */
+function resolveAdmin(ctx: Ctx, a: AdminFile): AdminRuntimeConfig | undefined {
+  const { errors } = ctx;
+  const errorsBefore = errors.length;
+  const address = parseListen(a.listen, 'admin.listen', errors);
+  const tls = resolveListenerTls(ctx, a.tls, 'admin');
+  const mode = a.tls?.clientCertificate;
+  const offLoopback = address !== undefined && !isLoopbackHost(address.host);
+  const anonymous = mode === 'none' || (mode === 'optional' && a.allowClients === undefined);
+  if (a.enabled && offLoopback && ctx.requireEncryption) {
+    if (a.tls === undefined) {
+      errors.push(
+        new ConfigError(
+          'admin.listen',
+          a.listen,
+          'a loopback address, or a tls section at admin.tls (the admin listener is not on loopback and requireEncryption is true; give it client certificates too: clientCertificate "require", and allowClients)',
+        ),
+      );
+    } else if (anonymous) {
+      errors.push(
+        new ConfigError(
+          'admin.tls.clientCertificate',
+          mode,
+          '"require", or "optional" together with admin.allowClients (the admin listener is not on loopback and requireEncryption is true: without client certificates anyone who reaches it reads /metrics and purges the token cache)',
+        ),
+      );
+    }
+  } else if (a.enabled && offLoopback) {
+    if (a.tls === undefined)
+      ctx.warnings.push(
+        `the admin listener serves PLAINTEXT on ${a.listen} (not loopback; requireEncryption is false): /metrics and POST /cache/purge are open to anyone who reaches it`,
+      );
+    else if (anonymous)
+      ctx.warnings.push(
+        `the admin listener on ${a.listen} (not loopback) asks for no client certificate: anyone who reaches it reads /metrics and purges the token cache`,
+      );
+  }
+  if (a.allowClients !== undefined && (a.tls === undefined || mode === 'none')) {
+    errors.push(
+      new ConfigError(
+        'admin.allowClients',
+        a.allowClients,
+        a.tls === undefined
+          ? 'no allowClients without admin.tls (the allow-list matches client certificates, which need TLS with clientCertificate "require" or "optional")'
+          : 'no allowClients when admin.tls.clientCertificate is "none" (no client could match)',
+      ),
+    );
+  }
+  const acl = compileAcl(ctx, a.allowClients, 'admin.allowClients');
+  if (a.enabled && acl?.entries.length === 0)
+    ctx.warnings.push('admin.allowClients is empty: the admin listener denies every client');
+  if (errors.length > errorsBefore || address === undefined) return undefined;
+  return { enabled: a.enabled, keyPath: 'admin', address, tls, acl };
 }
 
 /** The file keys of each provider type: relative paths resolve against the config file's folder. */

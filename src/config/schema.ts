@@ -155,10 +155,17 @@ const listener = z.union([httpListener, tcpListener]);
 /** The whole config file. */
 export const configSchema = z.strictObject({
   requireEncryption: z.boolean().default(DEFAULTS.requireEncryption),
+  /**
+   * The admin listener (/metrics /healthz /readyz, POST /cache/purge). `tls` has the shape and checks of a
+   * listener's `tls` (same resolver in load.ts); `allowClients` needs client certificates. Loopback and
+   * plaintext by default; off loopback under requireEncryption, `tls` is required (load.ts).
+   */
   admin: z
     .strictObject({
       listen: listenAddress.default(DEFAULTS.admin.listen),
       enabled: z.boolean().default(true),
+      tls: listenerTls.optional(),
+      allowClients: allowClients.optional(),
     })
     .default({ listen: DEFAULTS.admin.listen, enabled: true }),
   workers: z
@@ -196,6 +203,9 @@ export type ListenerFile = z.infer<typeof listener>;
 export type HttpListenerFile = z.infer<typeof httpListener>;
 export type TcpListenerFile = z.infer<typeof tcpListener>;
 export type TcpUpstreamFile = z.infer<typeof tcpUpstream>;
+/** A `tls` section as written: a listener's or `admin.tls`. */
+export type ListenerTlsFile = z.infer<typeof listenerTls>;
+export type AdminFile = ConfigFile['admin'];
 export type RouteFile = z.infer<typeof route>;
 export type UpstreamFile = z.infer<typeof upstream>;
 export type RouteAuthFile = NonNullable<RouteFile['auth']>;

@@ -20,7 +20,10 @@ export function bindListener(
       );
     };
     server.once('error', onError);
-    server.listen({ host: listener.address.host, port: listener.address.port, exclusive: true }, () => {
+    // Not `exclusive`: in a cluster worker (`workers` > 1) the listening socket is the primary's, shared by
+    // every worker (src/cluster/); an exclusive bind would make the second worker fail with EADDRINUSE.
+    // Outside a cluster the flag changes nothing.
+    server.listen({ host: listener.address.host, port: listener.address.port }, () => {
       server.off('error', onError);
       resolve();
     });

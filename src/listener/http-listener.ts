@@ -15,6 +15,7 @@ import {
   type Http2ServerResponse,
   type Http2Session,
   type Http2SecureServer,
+  type ServerHttp2Stream,
 } from 'node:http2';
 import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -46,6 +47,11 @@ export interface HttpListenerDeps {
   readonly http2: Http2Config;
   /** Time source of the refusal-log rate limit; the system clock when absent. */
   readonly clock?: Clock;
+  /**
+   * TLS session ticket keys (48 bytes) shared by every worker of a cluster, so a client resumes its session
+   * whichever worker answers. Absent: Node's random per-process keys (one process).
+   */
+  readonly ticketKeys?: Buffer;
 }
 
 /**
@@ -139,6 +145,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   const { logger, metrics, handler, timeouts } = deps;
   const name = listener.name;
   const active = metrics.activeConnections.labels(name);
+  const streams = metrics.activeStreams.labels(name);
   const reject = (reason: ConnectionRejectReason): void => metrics.rejectedConnections.labels(name, reason).inc();
   const clock = deps.clock ?? systemClock;
   const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => clock.now());
@@ -236,6 +243,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     });
     // Idle sockets (HTTP/1.1) and idle sessions (HTTP/2) are closed after idleMs (hostile case 85).
     secure.setTimeout(timeouts.idleMs);
+    if (deps.ticketKeys !== undefined) secure.setTicketKeys(deps.ticketKeys);
     secure.prependListener('secureConnection', (socket: TLSSocket) => {
       // TLS 1.2 renegotiation is a CPU-exhaustion and confusion vector; nothing here needs it.
       socket.disableRenegotiation();
@@ -284,6 +292,11 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     secure.on('session', (session: Http2Session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
+      // Every stream ends with one 'close' (answered, reset by either side, errored, or its session gone).
+      session.on('stream', (stream: ServerHttp2Stream) => {
+        streams.inc();
+        stream.once('close', () => streams.dec());
+      });
       if (closing) session.close();
     });
     secure.on('sessionError', noop);

@@ -66,6 +66,8 @@ export interface TcpListenerDeps {
   readonly accessLog?: boolean;
   /** Time source of durations and of the refusal-log rate limit; the system clock when absent. */
   readonly clock?: Clock;
+  /** TLS session ticket keys shared by a cluster's workers (see HttpListenerDeps.ticketKeys). */
+  readonly ticketKeys?: Buffer;
 }
 
 /** Close reasons that are the upstream's fault: logged at warn even with the access log off. */
@@ -93,7 +95,8 @@ export async function startTcpListener(
   const bytesOut = metrics.tcpBytes.labels(name, 'out');
   const duration = metrics.tcpConnectionDuration.labels(name);
   // Every series exists from the start (a dashboard shows 0, not "no data").
-  for (const reason of CLOSE_REASONS) metrics.tcpConnections.labels(name, reason);
+  // (`labels()` alone creates no series in prom-client: `inc(0)` does.)
+  for (const reason of CLOSE_REASONS) metrics.tcpConnections.labels(name, reason).inc(0);
   const reject = (reason: ConnectionRejectReason): void =>
     metrics.rejectedConnections.labels(name, reason).inc();
   const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => clock.now());
@@ -113,6 +116,7 @@ export async function startTcpListener(
     // Half-close is forwarded (tcp-pipe.ts): a client FIN must not end the gateway's side at once.
     allowHalfOpen: true,
   });
+  if (deps.ticketKeys !== undefined) secure.setTicketKeys(deps.ticketKeys);
   secure.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
     const verify: unknown = socket.authorizationError;
     const reason = tlsRejectReason(err, verify);

@@ -1,19 +1,19 @@
 /**
- * The metrics of Bearer authentication (DESIGN "auth decisions by provider/result/reason; introspection
- * calls, cache hits/misses/entries; JWKS refreshes"), defined once. Names follow
- * `portcullis_auth_<name>_<unit>`, `_total` only on counters. Label values come from closed sets: provider
- * names and route ids from the config, `result` from the error-code registry — never a token, a hash or a
- * subject.
+ * The wiring of the Bearer-authentication metrics, whose definitions live with every other metric in
+ * `metrics.ts` (names `portcullis_auth_*`). Two feeds, both cheap on the request path:
  *
- * The provider counters are read from each provider's `stats()` when Prometheus scrapes (a `collect()`
- * hook), so the request path pays nothing for them.
+ * - provider counters (cache, IdP requests, JWKS refreshes) are read from each provider's `stats()` when
+ *   Prometheus scrapes: {@link createAuthMetrics} binds the providers to those series;
+ * - per-event series (decisions, introspection calls and their latency) are incremented through labelled
+ *   children created once per label set: {@link AuthMetrics} and {@link createAuthnObserver}.
+ *
+ * Label values come from closed sets: provider names and route ids from the config, `result` from the
+ * error-code registry or a fixed list — never a token, a hash or a subject.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
-import type { Authenticator, AuthnStats } from '../authn/principal.js';
-import type { ErrorCode } from '../errors.js';
+import type { Authenticator, AuthnObserver } from '../authn/principal.js';
+import type { AuthResult, IntrospectionCallResult, Metrics } from './metrics.js';
 
-/** `result` of an authentication decision: `allow`, or the code that ended the request. */
-export type AuthResult = 'allow' | ErrorCode;
+export type { AuthResult } from './metrics.js';
 
 /** What the request path records. */
 export interface AuthMetrics {
@@ -21,97 +21,16 @@ export interface AuthMetrics {
   decision(route: string, provider: string, result: AuthResult): void;
 }
 
-/** A counter that mirrors one monotonic `stats()` field of every provider at scrape time. */
-function statCounter(
-  registry: Registry,
-  providers: ReadonlyMap<string, Authenticator>,
-  name: string,
-  help: string,
-  field: keyof AuthnStats,
-): void {
-  new Counter({
-    name,
-    help,
-    labelNames: ['provider'] as const,
-    registers: [registry],
-    collect() {
-      // The providers own the running totals; the series is set to them on each scrape.
-      this.reset();
-      for (const [pname, p] of providers) this.labels(pname).inc(p.stats()[field]);
-    },
-  });
-}
-
-/** Registers the auth metrics in `registry` for these providers. One call per app. */
+/**
+ * Binds `providers` to the scrape-time auth series of `metrics` and returns the decision recorder. Calling it
+ * again (a new provider set) rebinds: nothing is registered twice.
+ */
 export function createAuthMetrics(
-  registry: Registry,
+  metrics: Metrics,
   providers: ReadonlyMap<string, Authenticator>,
 ): AuthMetrics {
-  const decisions = new Counter({
-    name: 'portcullis_auth_decisions_total',
-    help: 'Bearer authentication decisions on routes with auth, by route id, provider (none when no provider vouched for the token) and result (allow, or the ERR_* code that ended the request).',
-    labelNames: ['route', 'provider', 'result'] as const,
-    registers: [registry],
-  });
-  new Gauge({
-    name: 'portcullis_auth_cache_entries',
-    help: 'Entries in the verified-token cache of each provider (JWT and introspection; bounded by its maxEntries).',
-    labelNames: ['provider'] as const,
-    registers: [registry],
-    collect() {
-      for (const [pname, p] of providers) this.labels(pname).set(p.stats().cacheEntries);
-    },
-  });
-  statCounter(
-    registry,
-    providers,
-    'portcullis_auth_cache_hits_total',
-    'Tokens answered from a provider cache (route policy is still checked on every request).',
-    'cacheHits',
-  );
-  statCounter(
-    registry,
-    providers,
-    'portcullis_auth_cache_misses_total',
-    'Tokens a provider had to verify or introspect.',
-    'cacheMisses',
-  );
-  statCounter(
-    registry,
-    providers,
-    'portcullis_auth_cache_evictions_total',
-    'Cache entries pushed out because a provider cache was full.',
-    'cacheEvictions',
-  );
-  statCounter(
-    registry,
-    providers,
-    'portcullis_auth_idp_requests_total',
-    'Requests sent to the identity provider (introspection calls, JWKS fetches).',
-    'idpRequests',
-  );
-  statCounter(
-    registry,
-    providers,
-    'portcullis_auth_idp_failures_total',
-    'Identity-provider requests that failed (network, timeout, status, body): each one a 503, never a pass.',
-    'idpFailures',
-  );
-  statCounter(
-    registry,
-    providers,
-    'portcullis_auth_stale_served_total',
-    'Introspection answers served stale while the IdP was down (a route with staleIfErrorSeconds).',
-    'staleServed',
-  );
-  statCounter(
-    registry,
-    providers,
-    'portcullis_auth_reloads_total',
-    'Successful key-set fetches (JWKS) and static tokens file reloads.',
-    'reloads',
-  );
-
+  metrics.bindAuthProviders(providers);
+  const decisions = metrics.authDecisions;
   const children = new Map<string, ReturnType<typeof decisions.labels>>();
   return {
     decision(route, provider, result) {
@@ -122,6 +41,31 @@ export function createAuthMetrics(
         children.set(key, c);
       }
       c.inc();
+    },
+  };
+}
+
+/**
+ * The observer the providers report remote calls to (`AuthnDeps.observer`): introspection calls counted and
+ * timed by provider and result. Children are created on first use and kept (at most providers × 4).
+ */
+export function createAuthnObserver(
+  metrics: Pick<Metrics, 'introspectionCalls' | 'introspectionDuration'>,
+): AuthnObserver {
+  const calls = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
+  return {
+    introspection(provider: string, result: IntrospectionCallResult, seconds: number): void {
+      const key = `${provider}\u0000${result}`;
+      let c = calls.get(key);
+      if (c === undefined) {
+        c = {
+          count: metrics.introspectionCalls.labels(provider, result),
+          time: metrics.introspectionDuration.labels(provider, result),
+        };
+        calls.set(key, c);
+      }
+      c.count.inc();
+      c.time.observe(seconds);
     },
   };
 }

@@ -4,6 +4,8 @@
  * codes, method enum, status class) — never a raw path, host, token or subject.
  */
 import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
+import type { AuthnStats } from '../authn/principal.js';
+import type { ErrorCode } from '../errors.js';
 
 /** Bounded method label: anything else is `OTHER`, so random methods cannot explode cardinality. */
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
@@ -27,13 +29,167 @@ export type ConnectionRejectReason =
   | 'handshake_timeout'
   | 'headers_timeout';
 
-/** Latency buckets in seconds: 100 µs to 10 s. */
-const LATENCY_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** Every {@link ConnectionRejectReason}, for tests and dashboards that enumerate the closed set. */
+export const CONNECTION_REJECT_REASONS: readonly ConnectionRejectReason[] = [
+  'plaintext',
+  'protocol',
+  'no_client_cert',
+  'bad_client_cert',
+  'revoked',
+  'acl',
+  'handshake_timeout',
+  'headers_timeout',
+];
 
-/** Creates (and registers in `registry`) every metric; one instance per process. */
+/** `result` of an authentication decision: `allow`, or the code that ended the request. */
+export type AuthResult = 'allow' | ErrorCode;
+
+export type { IntrospectionCallResult } from '../authn/principal.js';
+
+/** `result` of a JWKS fetch: `success` (a JWK set was read), `failure` (network, status, body, shape). */
+export type JwksRefreshResult = 'success' | 'failure';
+
+/** `result` of a config reload: it replaced the running config, or it was refused and the old one kept. */
+export type ConfigReloadResult = 'success' | 'failure';
+
+/** What the auth metrics read from each provider at scrape time (an `Authenticator` is one). */
+export interface AuthStatsSource {
+  readonly type: 'jwt' | 'introspection' | 'static';
+  stats(): AuthnStats;
+}
+
+/** Latency buckets in seconds: 100 µs to 10 s. */
+const LATENCY_BUCKETS = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+];
+
+/**
+ * Creates (and registers in `registry`) every metric; one instance per process. The provider-fed auth
+ * series read the providers given to `bindAuthProviders` when Prometheus scrapes (nothing on the request
+ * path); until then they are empty. Process metrics are prom-client's defaults, prefixed `portcullis_`
+ * (`portcullis_process_*`, `portcullis_nodejs_*`).
+ */
 export function createMetrics(registry: Registry, opts: { processMetrics?: boolean } = {}) {
   if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
+  let authProviders: ReadonlyMap<string, AuthStatsSource> = new Map();
+  /** A counter that mirrors one monotonic `stats()` field of every provider (of `type`, if given) at scrape. */
+  const statCounter = (name: string, help: string, field: keyof AuthnStats): Counter<'provider'> =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['provider'] as const,
+      registers: [registry],
+      collect() {
+        // The providers own the running totals; the series is set to them on each scrape.
+        this.reset();
+        for (const [pname, p] of authProviders) this.labels(pname).inc(p.stats()[field]);
+      },
+    });
+  const configReloads = new Counter({
+    name: 'portcullis_config_reloads_total',
+    help: 'Config reloads, by result (success: the new config serves; failure: refused, the old one kept).',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  // Both series exist from the start: an alert on failure > 0 needs a 0 to compare to.
+  for (const r of ['success', 'failure'] as const) configReloads.inc({ result: r }, 0);
   return {
+    /** Points the provider-fed auth series at this set of providers (replacing any earlier set). */
+    bindAuthProviders(providers: ReadonlyMap<string, AuthStatsSource>): void {
+      authProviders = providers;
+    },
+    authDecisions: new Counter({
+      name: 'portcullis_auth_decisions_total',
+      help: 'Bearer authentication decisions on routes with auth, by route id, provider (none when no provider vouched for the token) and result (allow, or the ERR_* code that ended the request).',
+      labelNames: ['route', 'provider', 'result'] as const,
+      registers: [registry],
+    }),
+    authCacheEntries: new Gauge({
+      name: 'portcullis_auth_cache_entries',
+      help: 'Entries in the verified-token cache of each provider (JWT and introspection; bounded by its maxEntries).',
+      labelNames: ['provider'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [pname, p] of authProviders) this.labels(pname).set(p.stats().cacheEntries);
+      },
+    }),
+    authCacheHits: statCounter(
+      'portcullis_auth_cache_hits_total',
+      'Tokens answered from a provider cache (route policy is still checked on every request).',
+      'cacheHits',
+    ),
+    authCacheMisses: statCounter(
+      'portcullis_auth_cache_misses_total',
+      'Tokens a provider had to verify or introspect.',
+      'cacheMisses',
+    ),
+    authCacheEvictions: statCounter(
+      'portcullis_auth_cache_evictions_total',
+      'Cache entries pushed out because a provider cache was full.',
+      'cacheEvictions',
+    ),
+    authIdpRequests: statCounter(
+      'portcullis_auth_idp_requests_total',
+      'Requests sent to the identity provider (introspection calls, JWKS fetches).',
+      'idpRequests',
+    ),
+    authIdpFailures: statCounter(
+      'portcullis_auth_idp_failures_total',
+      'Identity-provider requests that failed (network, timeout, status, body): each one a 503, never a pass.',
+      'idpFailures',
+    ),
+    authStaleServed: statCounter(
+      'portcullis_auth_stale_served_total',
+      'Introspection answers served stale while the IdP was down (a route with staleIfErrorSeconds).',
+      'staleServed',
+    ),
+    authReloads: statCounter(
+      'portcullis_auth_reloads_total',
+      'Successful key-set fetches (JWKS) and static tokens file reloads.',
+      'reloads',
+    ),
+    jwksRefreshes: new Counter({
+      name: 'portcullis_auth_jwks_refreshes_total',
+      help: 'JWKS fetches of each jwt provider with a jwksUri, by result (success: a JWK set was read; failure: network, timeout, status, body or shape — the provider then backs off).',
+      labelNames: ['provider', 'result'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [pname, p] of authProviders) {
+          if (p.type !== 'jwt') continue;
+          const s = p.stats();
+          // A jwt provider's reloads are its successful JWKS fetches, its IdP failures its failed ones.
+          this.labels(pname, 'success').inc(s.reloads);
+          this.labels(pname, 'failure').inc(s.idpFailures);
+        }
+      },
+    }),
+    introspectionCalls: new Counter({
+      name: 'portcullis_auth_introspection_calls_total',
+      help: 'Introspection calls (RFC 7662) sent to the IdP, by provider and result (active, inactive, invalid: an answer the checks refused, error: no usable answer).',
+      labelNames: ['provider', 'result'] as const,
+      registers: [registry],
+    }),
+    introspectionDuration: new Histogram({
+      name: 'portcullis_auth_introspection_duration_seconds',
+      help: 'Time of one introspection call, request sent to answer checked, by provider and result.',
+      labelNames: ['provider', 'result'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    configReloads,
+    configLastReloadSuccess: new Gauge({
+      name: 'portcullis_config_last_reload_success_timestamp_seconds',
+      help: 'When the running config was last loaded successfully (Unix seconds): the start time until a reload succeeds.',
+      registers: [registry],
+    }),
+    activeStreams: new Gauge({
+      name: 'portcullis_active_streams',
+      help: 'Open HTTP/2 streams (requests in flight on HTTP/2 connections), by listener.',
+      labelNames: ['listener'] as const,
+      registers: [registry],
+    }),
     requests: new Counter({
       name: 'portcullis_http_requests_total',
       help: 'HTTP requests answered, by listener, route id, method and status class.',
