@@ -275,7 +275,8 @@ interface RequestContext {
   readonly conn: ConnectionState | undefined;
   /** Normalized path once the target was checked (else the raw one is logged). */
   path?: string;
-  route?: string;
+  /** The route's runtime once the router found it. */
+  rt?: RouteRuntime;
   requestId?: string;
   /** The route's required scopes for the `scope` of a 403 challenge. */
   scope?: string;
@@ -348,23 +349,56 @@ async function authenticate(stage: AuthStage, token: string): Promise<AuthOutcom
 
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden' };
 
+type CounterChild = ReturnType<Metrics['requests']['labels']>;
+
+/** `portcullis_http_requests_total` children of one route, created on first use per method and status class. */
+interface RequestCounter {
+  count(method: string | undefined, status: number): void;
+}
+
+/** Method labels in a fixed order (the `methodLabel` closed set); the index picks a row of children. */
+const METHOD_ROWS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'OTHER'] as const;
+const METHOD_ROW = new Map<string, number>(METHOD_ROWS.map((m, i) => [m, i]));
+
+/**
+ * The request counter of one route: children cached in a method × status-class grid, so counting a
+ * request costs two array reads (prom-client would hash the four label values on every `labels()`).
+ */
+function createRequestCounter(metrics: Metrics, listener: string, route: string): RequestCounter {
+  const grid: (CounterChild | undefined)[][] = METHOD_ROWS.map(() => []);
+  return {
+    count(method, status) {
+      const m = methodLabel(method);
+      const row = grid[METHOD_ROW.get(m) ?? METHOD_ROWS.length - 1] as (CounterChild | undefined)[];
+      // 1xx..5xx → 1..5; anything else (0: the client left first) → 0, labelled by statusClass().
+      const col = status >= 100 && status < 600 ? Math.floor(status / 100) : 0;
+      let c = row[col];
+      if (c === undefined) {
+        c = metrics.requests.labels(listener, route, m, statusClass(status));
+        row[col] = c;
+      }
+      c.inc();
+    },
+  };
+}
+
+/** What a request needs from its route, resolved once per listener (see createHttpHandler). */
+interface RouteRuntime {
+  readonly id: string;
+  readonly forwarder: RouteForwarder | undefined;
+  readonly stage: AuthStage | undefined;
+  readonly telemetry: TelemetryPolicy | undefined;
+  readonly requests: RequestCounter;
+  readonly duration: ReturnType<Metrics['requestDuration']['labels']>;
+  readonly upstream: ReturnType<Metrics['upstreamDuration']['labels']>;
+}
+
 /** Creates the handler of one listener. */
 export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandlerDeps): HttpHandler {
   const { metrics, clock } = deps;
   const lname = listener.name;
   const proto = listener.tls ? 'https' : 'http';
   const authStages = buildAuthStages(listener, deps.authenticators);
-  // Route id → telemetry policy (the route's optOut override, else the top level), resolved once.
-  const telemetryPolicies = new Map<string, TelemetryPolicy>();
-  if (deps.telemetry !== undefined) {
-    const t = deps.telemetry;
-    for (const r of listener.routes.routes) {
-      const strip = listener.routeTelemetryOptOut?.[r.id] ?? t.optOut;
-      // Nothing to do on a route that never strips: skip the per-header lookups entirely.
-      if (strip || t.honorClientSignals)
-        telemetryPolicies.set(r.id, { matcher: t.matcher, strip, honorClientSignals: t.honorClientSignals });
-    }
-  }
   const telemetryRequest = metrics.telemetryStripped.labels('request');
   const telemetryResponse = metrics.telemetryStripped.labels('response');
   const denialCounters = new Map<ErrorCode, ReturnType<Metrics['denials']['labels']>>();
@@ -376,30 +410,36 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     }
     return c;
   };
-
-  // Metric children, cached per label set: prom-client hashes the label values on every labels() call.
-  const requestCounters = new Map<string, ReturnType<Metrics['requests']['labels']>>();
-  const requestCounter = (
-    route: string,
-    method: string | undefined,
-    status: number,
-  ): ReturnType<Metrics['requests']['labels']> => {
-    const m = methodLabel(method);
-    const sc = statusClass(status);
-    const key = `${route}\u0000${m}\u0000${sc}`;
-    let c = requestCounters.get(key);
-    if (c === undefined) {
-      c = metrics.requests.labels(lname, route, m, sc);
-      requestCounters.set(key, c);
-    }
-    return c;
-  };
-  const durationHistograms = new Map<string, ReturnType<Metrics['requestDuration']['labels']>>();
-  const upstreamHistograms = new Map<string, ReturnType<Metrics['upstreamDuration']['labels']>>();
+  // Everything a request needs from its route, resolved once here: the hot path makes one lookup (by
+  // the Route object the router returned) and no lookup by a config string.
+  const runtimes = new Map<Route, RouteRuntime>();
   for (const r of listener.routes.routes) {
-    durationHistograms.set(r.id, metrics.requestDuration.labels(lname, r.id));
-    upstreamHistograms.set(r.id, metrics.upstreamDuration.labels(r.id));
+    let telemetry: TelemetryPolicy | undefined;
+    if (deps.telemetry !== undefined) {
+      const t = deps.telemetry;
+      const strip = listener.routeTelemetryOptOut?.[r.id] ?? t.optOut;
+      // Nothing to do on a route that never strips: skip the per-header lookups entirely.
+      if (strip || t.honorClientSignals)
+        telemetry = { matcher: t.matcher, strip, honorClientSignals: t.honorClientSignals };
+    }
+    runtimes.set(r, {
+      id: r.id,
+      forwarder: deps.forwarders.get(r.id),
+      stage: authStages.get(r.id),
+      telemetry,
+      requests: createRequestCounter(metrics, lname, r.id),
+      duration: metrics.requestDuration.labels(lname, r.id),
+      upstream: metrics.upstreamDuration.labels(r.id),
+    });
   }
+  /** Requests refused before a route was found count under route `none`. */
+  const unrouted = createRequestCounter(metrics, lname, 'none');
+  const runtimeOf = (route: Route): RouteRuntime => {
+    const rt = runtimes.get(route);
+    // Every route the router returns was listed at start; a miss is a wiring bug, refused (fail closed).
+    if (rt === undefined) throw new GatewayError('ERR_INTERNAL', `route ${route.id} has no runtime`);
+    return rt;
+  };
   const newRequestId = deps.newRequestId ?? randomRequestId;
 
   /** Writes the request's access-log line. */
@@ -418,7 +458,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     const identity = ctx.conn?.identity;
     const entry: AccessEntry = {
       listener: lname,
-      route: ctx.route,
+      route: ctx.rt?.id,
       method: req.method,
       path: ctx.path ?? loggablePath(req.url),
       status: end.status,
@@ -449,7 +489,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     const spec = ERRORS[err.code];
     denialCounter(err.code).inc();
     // Denials after routing (client ACL, auth) count under their route id; earlier ones under `none`.
-    requestCounter(ctx.route ?? 'none', req.method, spec.status).inc();
+    (ctx.rt?.requests ?? unrouted).count(req.method, spec.status);
     ctx.requestId ??= requestIdOf(req.rawHeaders, newRequestId);
     const body = `${spec.message}\n`;
     const bytesOut = Buffer.byteLength(body);
@@ -491,13 +531,13 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     req: ClientRequest,
     res: ClientResponse,
     ctx: RequestContext,
+    rt: RouteRuntime,
     fr: ForwardRequest,
     telemetryStripped: number,
   ): void {
-    const routeId = fr.route.id;
-    const forwarder = deps.forwarders.get(routeId);
+    const forwarder = rt.forwarder;
     if (forwarder === undefined) {
-      deny(req, res, new GatewayError('ERR_INTERNAL', `no forwarder for route ${routeId}`), ctx);
+      deny(req, res, new GatewayError('ERR_INTERNAL', `no forwarder for route ${rt.id}`), ctx);
       return;
     }
     // Counted once per request, here: the headers left the gateway without them.
@@ -512,10 +552,9 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     pending.then(
       (outcome) => {
         const seconds = Number(clock.hrtime() - ctx.started) / 1e9;
-        requestCounter(routeId, req.method, outcome.status).inc();
-        durationHistograms.get(routeId)?.observe(seconds);
-        if (outcome.upstreamSeconds !== undefined)
-          upstreamHistograms.get(routeId)?.observe(outcome.upstreamSeconds);
+        rt.requests.count(req.method, outcome.status);
+        rt.duration.observe(seconds);
+        if (outcome.upstreamSeconds !== undefined) rt.upstream.observe(outcome.upstreamSeconds);
         if (outcome.telemetryStripped !== undefined) telemetryResponse.inc(outcome.telemetryStripped);
         const reason = outcome.abortedReason;
         logAccess(req, ctx, {
@@ -535,12 +574,12 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         if (clientGone(req, res)) {
           // The client went away (or its request body was malformed and Node answered 400 and closed)
           // before any response: the abort is the client's doing, not an upstream failure.
-          requestCounter(routeId, req.method, 0).inc();
+          rt.requests.count(req.method, 0);
           logAccess(req, ctx, { status: 0, outcome: 'aborted', reason: 'client_closed' });
           return;
         }
         const gerr = toGatewayError(err);
-        metrics.upstreamErrors.labels(routeId, gerr.code).inc();
+        metrics.upstreamErrors.labels(rt.id, gerr.code).inc();
         deny(req, res, gerr, ctx);
       },
     );
@@ -560,15 +599,16 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       const isH2 = req.httpVersionMajor === 2;
       const r = resolveRequest(listener, conn, req.method, req.url, req.rawHeaders, isH2);
       const route = r.route;
-      ctx.route = route.id;
+      const rt = runtimeOf(route);
+      ctx.rt = rt;
       ctx.path = r.pathname;
       checkClient(listener, conn, route);
-      stage = authStages.get(route.id);
+      stage = rt.stage;
       // The credential is looked at before anything else is built: a request without one is refused cheaply.
       const cred = stage === undefined ? undefined : credentialOf(stage, req.rawHeaders, r);
       // Headers are checked (and built) before any provider is asked: a request refused for its form costs
       // no IdP call.
-      const telemetry = telemetryPolicies.get(route.id);
+      const telemetry = rt.telemetry;
       const scanned = buildUpstreamHeaders(req.rawHeaders, {
         host: r.authority,
         clientAddress: conn?.clientAddress ?? req.socket.remoteAddress ?? '',
@@ -592,6 +632,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
           req,
           res,
           ctx,
+          rt,
           {
             route,
             method,
@@ -624,7 +665,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
           ctx.provider = p.provider;
           ctx.principal = p.subject;
           if (clientGone(req, res)) {
-            requestCounter(route.id, req.method, 0).inc();
+            rt.requests.count(req.method, 0);
             logAccess(req, ctx, { status: 0, outcome: 'aborted', reason: 'client_closed' });
             return;
           }
@@ -633,6 +674,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
             req,
             res,
             ctx,
+            rt,
             { route, method, path: cred.path, headers, hasBody, expectContinue, requestId, ...stripResponse },
             scanned.telemetryStripped,
           );
@@ -663,7 +705,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     socket.on('error', () => socket.destroy());
     const denyRaw = (err: GatewayError): void => {
       denialCounter(err.code).inc();
-      requestCounter(ctx.route ?? 'none', req.method, err.status).inc();
+      (ctx.rt?.requests ?? unrouted).count(req.method, err.status);
       ctx.requestId ??= requestIdOf(req.rawHeaders, newRequestId);
       const body = `${ERRORS[err.code].message}\n`;
       logAccess(req, ctx, {
@@ -688,7 +730,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     let stage: AuthStage | undefined;
     try {
       const r = resolveRequest(listener, conn, req.method, req.url, req.rawHeaders, false);
-      ctx.route = r.route.id;
+      const rt = runtimeOf(r.route);
+      ctx.rt = rt;
       ctx.path = r.pathname;
       checkClient(listener, conn, r.route);
       // Only a well-formed WebSocket handshake is tunnelled (RFC 6455 §4.1; hostile cases 73, 87, 89):
@@ -708,7 +751,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       const upstream = r.route.upstream;
       if (upstream.kind !== 'http')
         throw new GatewayError('ERR_REQUEST_UPGRADE_REFUSED', 'upstream cannot upgrade');
-      stage = authStages.get(r.route.id);
+      stage = rt.stage;
       const cred = stage === undefined ? undefined : credentialOf(stage, req.rawHeaders, r);
       const scanned = buildUpstreamHeaders(req.rawHeaders, {
         host: r.authority,
@@ -719,12 +762,10 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         dropAuthorization: stage !== undefined && !stage.forwardToken,
         newRequestId,
         // Request direction only: the 101 response goes back through http-proxy untouched.
-        ...(telemetryPolicies.has(r.route.id)
-          ? { telemetry: telemetryPolicies.get(r.route.id) as TelemetryPolicy }
-          : {}),
+        ...(rt.telemetry !== undefined ? { telemetry: rt.telemetry } : {}),
       });
       ctx.requestId = scanned.requestId;
-      const routeId = r.route.id;
+      const routeId = rt.id;
       if (scanned.telemetryStripped > 0) telemetryRequest.inc(scanned.telemetryStripped);
       const tunnel = (list: readonly string[], path: string): void => {
         const headers: Record<string, string | string[]> = {};
@@ -736,7 +777,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         }
         deps.websocket.upgrade(upstream, req, socket, head, { path, headers, key }).then(
           (outcome) => {
-            requestCounter(routeId, 'GET', outcome.status).inc();
+            rt.requests.count('GET', outcome.status);
             // Upgrades that failed upstream count like requests that did (hostile case 121).
             const failed = outcome.reason?.startsWith('ERR_UPSTREAM_') === true;
             if (failed) metrics.upstreamErrors.labels(routeId, outcome.reason as ErrorCode).inc();
