@@ -1,24 +1,35 @@
 /**
  * The composition root: builds every stage from a valid {@link RuntimeConfig} and its injected deps,
  * binds the listeners, and tears everything down. No module keeps process-wide state of its own.
+ *
+ * What one config builds (auth providers, upstream pools, one handler per HTTP listener) is a generation,
+ * made by one function at start and at every reload: a reload builds the next generation from the new
+ * config and swaps it in whole; the old one finishes the requests it already has and is closed after the
+ * shutdown grace period.
  */
+import { createHash, createHmac } from 'node:crypto';
 import { Registry } from 'prom-client';
-import type { RuntimeConfig } from './config/load.js';
+import { loadConfigFile, ConfigInvalid, type ListenerTls, type RuntimeConfig } from './config/load.js';
 import type { Clock } from './clock.js';
 import { systemClock } from './clock.js';
-import { createHttpHandler, type RouteForwarder } from './listener/http-handler.js';
-import { startHttpListener, type RunningListener } from './listener/http-listener.js';
-import { startTcpListener } from './listener/tcp-listener.js';
+import { ConfigError } from './errors.js';
+import { createHttpHandler, type HttpHandler, type RouteForwarder } from './listener/http-handler.js';
+import {
+  startHttpListener,
+  type RunningHttpListener,
+  type SecureContextSwap,
+} from './listener/http-listener.js';
+import { startTcpListener, type RunningTcpListener } from './listener/tcp-listener.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createAccessLog } from './observability/access-log.js';
 import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js';
 import { forwardToEcho } from './proxy/echo.js';
-import { createWebSocketProxy } from './proxy/websocket.js';
+import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
 import { registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
 import { createAuthenticators } from './authn/providers.js';
 import type { Authenticator, FetchLike } from './authn/principal.js';
-import { createAuthMetrics, createAuthnObserver } from './observability/auth-metrics.js';
+import { createAuthMetrics, createAuthnObserver, type AuthMetrics } from './observability/auth-metrics.js';
 
 /** Side effects the app takes from outside. */
 export interface AppDeps {
@@ -31,13 +42,25 @@ export interface AppDeps {
   readonly ticketKeys?: Buffer;
 }
 
+/** One reason a reload was refused: the key path it is about, and what happened. */
+export interface ReloadError {
+  /** Key path in the config file (`listeners[0].listen`, `timeouts.idleMs`, ...), or '' for the whole file. */
+  readonly keyPath: string;
+  readonly message: string;
+}
+
+/** The outcome of a reload: the new config serves, or it was refused and the old one keeps serving. */
+export type ReloadResult =
+  { readonly ok: true } | { readonly ok: false; readonly errors: readonly ReloadError[] };
+
 /** A started gateway. */
 export interface App {
+  /** The config serving now (a reload swaps it whole). */
   readonly config: RuntimeConfig;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly registry: Registry;
-  /** The authentication providers built from `authProviders`, by name (one set per app start). */
+  /** The authentication providers built from `authProviders`, by name (a new set at each reload). */
   readonly authenticators: ReadonlyMap<string, Authenticator>;
   /**
    * Drops cached token answers of every provider: all of them, or the one token whose SHA-256 (lower-case
@@ -50,9 +73,250 @@ export interface App {
   port(listenerName: string): number;
   /** Bound port of the admin listener, when enabled. */
   adminPort(): number | undefined;
+  /**
+   * Swaps in `newConfig` without dropping a connection, or refuses it and keeps serving the old one.
+   * Refused (`ok: false`, each reason logged at error with its key path) when it changes what only a
+   * restart can change: the listeners (names, order, protocol, address, TLS or not, client certificate
+   * mode), `admin`, `workers`, `timeouts`, `http2`. Otherwise new requests get the new routes, route
+   * policies, auth providers (new ones) and upstream pools (new ones for changed upstreams), new
+   * handshakes the new certificates, CA, CRL and listener ACL, TCP listeners' new connections the new
+   * upstream; the log level and certificate gauges follow. Requests in flight finish on what they
+   * started with; the old pools and providers are closed after `timeouts.shutdownGraceMs`.
+   * Counts `portcullis_config_reloads_total{result}` and, on success, sets the last-reload timestamp.
+   * Reloads run one after the other. Never rejects: an exception is a refusal.
+   */
+  reload(newConfig: RuntimeConfig): Promise<ReloadResult>;
   /** Graceful stop: stop accepting, drain for up to `graceMs`, close upstream pools. */
   close(graceMs?: number): Promise<void>;
 }
+
+/** An upstream pool and what it was made from (a reload keeps it when that did not change). */
+interface PoolEntry {
+  readonly fingerprint: string;
+  readonly forwarder: HttpForwarder;
+}
+
+/** What the app builds from one config and swaps whole at a reload. */
+interface Generation {
+  readonly config: RuntimeConfig;
+  readonly authenticators: ReadonlyMap<string, Authenticator>;
+  /** Pools by key: one per distinct upstream (origin + TLS identity), possibly the previous generation's. */
+  readonly pools: ReadonlyMap<string, PoolEntry>;
+  /** The handler of each HTTP listener, by listener name. */
+  readonly handlers: ReadonlyMap<string, HttpHandler>;
+  /** The providers' first fetch (remote JWKS). Never rejects. */
+  readonly warmUp: Promise<unknown>;
+}
+
+/** What every generation shares: made once per app. */
+interface Shared {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly clock: Clock;
+  readonly websocket: WebSocketProxy;
+  readonly fetch: FetchLike | undefined;
+}
+
+/**
+ * Builds the per-config parts: the auth providers (bound to the scrape-time auth metrics), the upstream
+ * pools (reusing `previous`'s pool of an upstream whose origin and TLS identity did not change) and one
+ * handler per HTTP listener. On a failure, what it created is closed and the error rethrown; `previous`
+ * is left untouched except that the auth metrics must be rebound to it by the caller.
+ */
+function buildGeneration(
+  config: RuntimeConfig,
+  shared: Shared,
+  previous: Generation | undefined,
+): Generation {
+  const { logger, metrics, clock } = shared;
+  // The providers are runtime objects made from the (immutable) config: one set per generation, shared by
+  // every listener. A file they need was checked at load; a remote JWKS is fetched by warmUp, and a
+  // failure there is not fatal: readiness says so and requests get 503 until it answers.
+  const authenticators = createAuthenticators(config.authProviders, {
+    clock,
+    logger: logger.child({ component: 'authn' }),
+    observer: createAuthnObserver(metrics),
+    ...(shared.fetch !== undefined ? { fetch: shared.fetch } : {}),
+  });
+  const pools = new Map<string, PoolEntry>();
+  try {
+    const authMetrics: AuthMetrics = createAuthMetrics(metrics, authenticators);
+    const accessLog = createAccessLog(logger, config.log.access);
+    const handlers = new Map<string, HttpHandler>();
+    for (const l of config.listeners) {
+      if (l.protocol === 'tcp') continue;
+      const forwarders = new Map<string, RouteForwarder>();
+      for (const route of l.routes.routes) {
+        const up = route.upstream;
+        if (up.kind === 'echo') {
+          forwarders.set(route.id, forwardToEcho);
+          continue;
+        }
+        // One pool per distinct upstream (origin + TLS identity), shared by every route using it.
+        const key = `${up.origin}|${route.id.length > 0 && up.tls ? route.id : ''}`;
+        let entry = pools.get(key);
+        if (entry === undefined) {
+          const fingerprint = digest([up.origin, up.tls?.ca, up.tls?.cert, up.tls?.key, up.tls?.servername]);
+          const before = previous?.pools.get(key);
+          entry =
+            before?.fingerprint === fingerprint
+              ? before
+              : { fingerprint, forwarder: createHttpForwarder(up, config.timeouts, clock) };
+          pools.set(key, entry);
+        }
+        forwarders.set(route.id, entry.forwarder.forward);
+      }
+      handlers.set(
+        l.name,
+        createHttpHandler(l, {
+          logger,
+          metrics,
+          clock,
+          accessLog,
+          forwarders,
+          websocket: shared.websocket,
+          authenticators,
+          authMetrics,
+          telemetry: config.telemetry,
+        }),
+      );
+    }
+    const warmUp = Promise.all([...authenticators.values()].map((p) => p.warmUp()));
+    return { config, authenticators, pools, handlers, warmUp };
+  } catch (err) {
+    void retire({ authenticators, pools }, previous);
+    throw err;
+  }
+}
+
+/** Closes the providers of `gen` and its pools that `next` does not use (all of them without `next`). */
+function retire(
+  gen: Pick<Generation, 'authenticators' | 'pools'>,
+  next: Pick<Generation, 'pools'> | undefined,
+): Promise<unknown> {
+  for (const p of gen.authenticators.values()) p.close();
+  const kept = new Set([...(next?.pools.values() ?? [])].map((e) => e.forwarder));
+  // undici's close waits for the requests the pool still has: nothing in flight is cut.
+  return Promise.allSettled(
+    [...gen.pools.values()].filter((e) => !kept.has(e.forwarder)).map((e) => e.forwarder.close()),
+  );
+}
+
+/**
+ * Why `next` cannot replace `current` without a restart: each reason names its key path. Empty when a
+ * reload can apply it.
+ */
+export function restartNeeded(current: RuntimeConfig, next: RuntimeConfig): ReloadError[] {
+  const out: ReloadError[] = [];
+  const need = (keyPath: string, what: string): void => {
+    out.push({
+      keyPath,
+      message: `${what}: a restart is needed to change it (the running config keeps serving)`,
+    });
+  };
+  if (current.workers !== next.workers) need('workers', `workers ${current.workers} -> ${next.workers}`);
+  for (const k of Object.keys(current.timeouts) as (keyof RuntimeConfig['timeouts'])[])
+    if (current.timeouts[k] !== next.timeouts[k])
+      need(`timeouts.${k}`, `timeouts.${k} ${current.timeouts[k]} -> ${next.timeouts[k]}`);
+  for (const k of Object.keys(current.http2) as (keyof RuntimeConfig['http2'])[])
+    if (current.http2[k] !== next.http2[k])
+      need(`http2.${k}`, `http2.${k} ${current.http2[k]} -> ${next.http2[k]}`);
+  const a = current.admin;
+  const b = next.admin;
+  if (a.enabled !== b.enabled) need('admin.enabled', `admin.enabled ${a.enabled} -> ${b.enabled}`);
+  if (a.address.host !== b.address.host || a.address.port !== b.address.port)
+    need('admin.listen', `admin.listen ${hostPort(a.address)} -> ${hostPort(b.address)}`);
+  // The admin server has no way to swap its secure context: a change of its TLS settings is refused. Files
+  // renewed in place (same paths, new contents) are not: the reload goes on and a warning says the admin
+  // listener keeps the old material until a restart (refusing would block the data listeners' rotation).
+  if (adminTlsShape(a.tls) !== adminTlsShape(b.tls))
+    need('admin.tls', 'admin.tls changed (on/off, clientCertificate, minVersion or certificate files)');
+  if (digest(a.acl?.entries ?? null) !== digest(b.acl?.entries ?? null))
+    need('admin.allowClients', 'admin.allowClients changed');
+  const names = (c: RuntimeConfig): string => c.listeners.map((l) => l.name).join(', ');
+  if (names(current) !== names(next)) {
+    need('listeners', `the listeners [${names(current)}] -> [${names(next)}]`);
+    return out;
+  }
+  current.listeners.forEach((l, i) => {
+    const n = next.listeners[i];
+    if (n === undefined) return;
+    const at = n.keyPath;
+    if (l.protocol !== n.protocol)
+      need(`${at}.protocol`, `${at}.protocol (${l.name}) ${l.protocol} -> ${n.protocol}`);
+    if (l.address.host !== n.address.host || l.address.port !== n.address.port)
+      need(`${at}.listen`, `${at}.listen (${l.name}) ${hostPort(l.address)} -> ${hostPort(n.address)}`);
+    if ((l.tls === undefined) !== (n.tls === undefined))
+      need(`${at}.tls`, `${at}.tls (${l.name}): TLS ${l.tls ? 'on' : 'off'} -> ${n.tls ? 'on' : 'off'}`);
+    else if (l.tls && n.tls && l.tls.clientCertificate !== n.tls.clientCertificate)
+      need(
+        `${at}.tls.clientCertificate`,
+        `${at}.tls.clientCertificate (${l.name}) ${l.tls.clientCertificate} -> ${n.tls.clientCertificate}`,
+      );
+  });
+  return out;
+}
+
+function hostPort(a: { readonly host: string; readonly port: number }): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** SHA-256 (hex) of a tree of strings, buffers, numbers, booleans and arrays: a content fingerprint. */
+function digest(value: unknown): string {
+  const h = createHash('sha256');
+  const walk = (v: unknown): void => {
+    if (Buffer.isBuffer(v) || v instanceof Uint8Array) {
+      h.update(`b${v.length}:`);
+      h.update(v);
+    } else if (Array.isArray(v)) {
+      h.update(`a${v.length}[`);
+      for (const x of v) walk(x);
+      h.update(']');
+    } else if (typeof v === 'string') h.update(`s${Buffer.byteLength(v)}:${v}`);
+    else h.update(`v:${String(v)};`);
+  };
+  walk(value);
+  return h.digest('hex');
+}
+
+/** The admin TLS settings as written (not the files' contents): what a reload may not change. */
+function adminTlsShape(tls: ListenerTls | undefined): string {
+  if (tls === undefined) return 'none';
+  return digest([
+    tls.clientCertificate,
+    tls.options.minVersion,
+    tls.options.crl !== undefined,
+    tls.certificates.map((c) => `${c.kind}:${c.keyPath}:${c.file}`),
+  ]);
+}
+
+/** Fingerprint of what a listener's secure context is made from (undefined: a plaintext listener). */
+function tlsDigest(tls: ListenerTls | undefined): string {
+  if (tls === undefined) return 'none';
+  const o = tls.options;
+  return digest([tls.clientCertificate, o.cert, o.key, o.ca, o.crl, o.minVersion, o.maxVersion, o.ciphers]);
+}
+
+/**
+ * The secure-context change of one listener at a reload: `keep` when its TLS material did not change.
+ * Otherwise a new context; with the cluster's shared ticket keys, new keys derived from them and the new
+ * material (HMAC-SHA-384: 48 bytes), so every worker that loaded the same files resumes the others'
+ * sessions while no session from before the change (made under another CA or CRL) is resumed.
+ */
+function secureContextSwap(
+  before: ListenerTls | undefined,
+  after: ListenerTls | undefined,
+  ticketKeys: Buffer | undefined,
+): SecureContextSwap {
+  const d = tlsDigest(after);
+  if (d === tlsDigest(before)) return 'keep';
+  if (ticketKeys === undefined) return {};
+  return { ticketKeys: createHmac('sha384', ticketKeys).update(d).digest() };
+}
+
+type RunningData =
+  | { readonly protocol: 'http'; readonly running: RunningHttpListener }
+  | { readonly protocol: 'tcp'; readonly running: RunningTcpListener };
 
 /**
  * Builds and starts the gateway. On any failure to bind, everything already bound is closed and the
@@ -63,29 +327,23 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const clock = deps.clock ?? systemClock;
   const registry = deps.registry ?? new Registry();
   const metrics = createMetrics(registry);
-  const accessLog = createAccessLog(logger, config.log.access);
   // Like prometheus_config_last_reload_success_timestamp_seconds: the start is the first successful load.
   metrics.configLastReloadSuccess.set(clock.now() / 1000);
   for (const w of config.warnings) logger.warn(w);
   setCertificateGauges(config, metrics);
 
-  // The providers are runtime objects made from the (immutable) config: one set per app start, shared by
-  // every listener. A file they need was checked at load; a remote JWKS is fetched now (warmUp), and a
-  // failure there is not fatal: readiness says so and requests get 503 until it answers.
-  const authLogger = logger.child({ component: 'authn' });
-  const authenticators = createAuthenticators(config.authProviders, {
-    clock,
-    logger: authLogger,
-    observer: createAuthnObserver(metrics),
-    ...(deps.fetch !== undefined ? { fetch: deps.fetch } : {}),
-  });
-  const authMetrics = createAuthMetrics(metrics, authenticators);
-  const warmUp = Promise.all([...authenticators.values()].map((p) => p.warmUp()));
+  // Shared by every generation: it depends only on `timeouts`, which a reload never changes.
+  const websocket = createWebSocketProxy(config.timeouts);
+  const shared: Shared = { logger, metrics, clock, websocket, fetch: deps.fetch };
+  let gen = buildGeneration(config, shared, undefined);
+  /** Generations replaced by a reload whose grace period is still running: closed at once by close(). */
+  const retiring = new Map<NodeJS.Timeout, Generation>();
+
   const notReady = (): string[] => {
     const out: string[] = [];
     // Checked against the clock at each /readyz: a server certificate can expire while the process runs.
     const now = clock.now();
-    for (const l of config.listeners) {
+    for (const l of gen.config.listeners) {
       for (const c of l.tls?.certificates ?? []) {
         if (c.kind === 'server' && c.validToMs <= now)
           out.push(
@@ -93,7 +351,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
           );
       }
     }
-    for (const [name, p] of authenticators) {
+    for (const [name, p] of gen.authenticators) {
       const why = p.readiness();
       if (why !== undefined) out.push(`authProviders.${name}: ${why}`);
     }
@@ -101,77 +359,52 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   };
   const purgeTokenCache = (sha256?: string): number => {
     let n = 0;
-    for (const p of authenticators.values()) n += p.purge?.(sha256) ?? 0;
+    for (const p of gen.authenticators.values()) n += p.purge?.(sha256) ?? 0;
     return n;
   };
 
-  const pools = new Map<string, HttpForwarder>();
-  const websocket = createWebSocketProxy(config.timeouts);
-  const listeners: RunningListener[] = [];
+  const listeners: RunningData[] = [];
   let admin: AdminServer | undefined;
+  let closing = false;
 
   const closeAll = async (graceMs: number): Promise<void> => {
-    await Promise.allSettled(listeners.map((l) => l.close(graceMs)));
+    closing = true;
+    await Promise.allSettled(listeners.map((l) => l.running.close(graceMs)));
     await admin?.close();
     websocket.close();
-    await Promise.allSettled([...pools.values()].map((p) => p.close()));
-    for (const p of authenticators.values()) p.close();
+    for (const [timer, old] of retiring) {
+      clearTimeout(timer);
+      await retire(old, undefined);
+    }
+    retiring.clear();
+    await retire(gen, undefined);
   };
 
   try {
     for (const l of config.listeners) {
       if (l.protocol === 'tcp') {
         // TLS in, bytes out to one upstream: no routes, no HTTP stage (listener/tcp-listener.ts).
-        listeners.push(
-          await startTcpListener(l, l.upstream, {
-            logger,
-            metrics,
-            timeouts: config.timeouts,
-            proxyProtocol: l.proxyProtocol,
-            accessLog: config.log.access,
-            clock,
-            ...(deps.ticketKeys !== undefined ? { ticketKeys: deps.ticketKeys } : {}),
-          }),
-        );
-        continue;
-      }
-      const forwarders = new Map<string, RouteForwarder>();
-      for (const route of l.routes.routes) {
-        const up = route.upstream;
-        if (up.kind === 'echo') {
-          forwarders.set(route.id, forwardToEcho);
-          continue;
-        }
-        // One pool per distinct upstream (origin + TLS identity), shared by every route using it.
-        const key = `${up.origin}|${route.id.length > 0 && up.tls ? route.id : ''}`;
-        let pool = pools.get(key);
-        if (pool === undefined) {
-          pool = createHttpForwarder(up, config.timeouts, clock);
-          pools.set(key, pool);
-        }
-        forwarders.set(route.id, pool.forward);
-      }
-      const handler = createHttpHandler(l, {
-        logger,
-        metrics,
-        clock,
-        accessLog,
-        forwarders,
-        websocket,
-        authenticators,
-        authMetrics,
-        telemetry: config.telemetry,
-      });
-      listeners.push(
-        await startHttpListener(l, {
+        const running = await startTcpListener(l, l.upstream, {
           logger,
           metrics,
-          handler,
           timeouts: config.timeouts,
-          http2: config.http2,
+          proxyProtocol: l.proxyProtocol,
+          accessLog: config.log.access,
+          clock,
           ...(deps.ticketKeys !== undefined ? { ticketKeys: deps.ticketKeys } : {}),
-        }),
-      );
+        });
+        listeners.push({ protocol: 'tcp', running });
+        continue;
+      }
+      const running = await startHttpListener(l, {
+        logger,
+        metrics,
+        handler: handlerOf(gen, l.name),
+        timeouts: config.timeouts,
+        http2: config.http2,
+        ...(deps.ticketKeys !== undefined ? { ticketKeys: deps.ticketKeys } : {}),
+      });
+      listeners.push({ protocol: 'http', running });
     }
     if (config.admin.enabled) {
       admin = await startAdminServer(config.admin, {
@@ -187,45 +420,207 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
         },
       });
     }
-    await warmUp;
+    await gen.warmUp;
   } catch (err) {
     await closeAll(0);
     throw err;
   }
   for (const l of listeners) {
-    const a = l.address();
-    logger.info({ listener: l.name, address: a.address, port: a.port }, 'listening');
+    const a = l.running.address();
+    logger.info({ listener: l.running.name, address: a.address, port: a.port }, 'listening');
   }
   for (const why of notReady())
     logger.warn({ reason: why }, 'not ready: requests on routes that need it get 503');
 
+  /** Points every listener at `next` (and its config); on a throw, puts back the ones already moved. */
+  const applyListeners = (from: Generation, next: Generation): void => {
+    const moved: (() => void)[] = [];
+    const point = (target: Generation, back: Generation, i: number): (() => void) => {
+      const l = target.config.listeners[i];
+      const prev = back.config.listeners[i];
+      const r = listeners[i];
+      if (l === undefined || prev === undefined || r === undefined)
+        throw new Error(`listener #${i} is missing`);
+      const tls = secureContextSwap(prev.tls, l.tls, deps.ticketKeys);
+      if (r.protocol === 'tcp' && l.protocol === 'tcp')
+        return () =>
+          r.running.update(l, l.upstream, {
+            proxyProtocol: l.proxyProtocol,
+            accessLog: target.config.log.access,
+            tls,
+          });
+      if (r.protocol === 'http' && l.protocol === 'http')
+        return () => r.running.update(l, handlerOf(target, l.name), tls);
+      throw new Error(`listener ${l.name} changed protocol`);
+    };
+    try {
+      for (let i = 0; i < listeners.length; i++) {
+        point(next, from, i)();
+        moved.push(point(from, next, i));
+      }
+    } catch (err) {
+      for (const undo of moved) {
+        try {
+          undo();
+        } catch {
+          /* the old material was accepted before: nothing better to do than keep going */
+        }
+      }
+      throw err;
+    }
+  };
+
+  const doReload = async (next: RuntimeConfig): Promise<ReloadResult> => {
+    const from = gen;
+    let built: Generation | undefined;
+    try {
+      if (closing) return refused([{ keyPath: '', message: 'the gateway is shutting down' }]);
+      const needs = restartNeeded(from.config, next);
+      if (needs.length > 0) return refused(needs);
+      built = buildGeneration(next, shared, from);
+      await built.warmUp;
+      if (closing) throw new Error('the gateway started shutting down during the reload');
+      applyListeners(from, built);
+    } catch (err) {
+      // The new generation never served: close what it made, give the old providers their metrics back.
+      if (built !== undefined) void retire(built, from);
+      metrics.bindAuthProviders(from.authenticators);
+      return refused([{ keyPath: '', message: err instanceof Error ? err.message : String(err) }]);
+    }
+    // From here the new config serves: what follows is bookkeeping and must not undo the swap.
+    gen = built;
+    // Requests already running hold the old handler, pools and providers: they get the grace period.
+    const timer = setTimeout(() => {
+      retiring.delete(timer);
+      void retire(from, gen);
+    }, next.timeouts.shutdownGraceMs);
+    timer.unref();
+    retiring.set(timer, from);
+    metrics.configReloads.inc({ result: 'success' });
+    metrics.configLastReloadSuccess.set(clock.now() / 1000);
+    try {
+      if (next.log.level !== from.config.log.level) logger.level = next.log.level;
+      metrics.certificateExpiry.reset();
+      metrics.crlNextUpdate.reset();
+      setCertificateGauges(next, metrics);
+      for (const w of next.warnings) logger.warn(w);
+      if (tlsDigest(from.config.admin.tls) !== tlsDigest(next.admin.tls))
+        logger.warn(
+          { keyPath: 'admin.tls' },
+          'the admin listener keeps serving its TLS material from before the reload until a restart',
+        );
+      logger.info({ source: next.source, listeners: next.listeners.length }, 'config reloaded');
+      for (const why of notReady())
+        logger.warn({ reason: why }, 'not ready: requests on routes that need it get 503');
+    } catch (err) {
+      logger.error({ err }, 'config reloaded, but updating the log level or certificate gauges failed');
+    }
+    return { ok: true };
+  };
+
+  const refused = (errors: readonly ReloadError[]): ReloadResult => {
+    metrics.configReloads.inc({ result: 'failure' });
+    for (const e of errors)
+      logger.error(
+        { keyPath: e.keyPath, reason: e.message },
+        'config reload refused: the running config keeps serving',
+      );
+    return { ok: false, errors };
+  };
+
+  let queue: Promise<unknown> = Promise.resolve();
+
   return {
-    config,
+    get config() {
+      return gen.config;
+    },
     logger,
     metrics,
     registry,
-    authenticators,
+    get authenticators() {
+      return gen.authenticators;
+    },
     purgeTokenCache,
     notReady,
     port(name: string): number {
-      const l = listeners.find((x) => x.name === name);
+      const l = listeners.find((x) => x.running.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
-      return l.address().port;
+      return l.running.address().port;
     },
     adminPort: () => admin?.address().port,
-    close: (graceMs = config.timeouts.shutdownGraceMs) => closeAll(graceMs),
+    reload(next: RuntimeConfig): Promise<ReloadResult> {
+      // One reload at a time, in order; an unexpected rejection is a refusal and never blocks the next one.
+      const result = queue
+        .then(() => doReload(next))
+        .catch((err: unknown) =>
+          refused([{ keyPath: '', message: err instanceof Error ? err.message : String(err) }]),
+        );
+      queue = result.catch(() => undefined);
+      return result;
+    },
+    close: (graceMs = gen.config.timeouts.shutdownGraceMs) => closeAll(graceMs),
   };
 }
 
+function handlerOf(gen: Generation, listener: string): HttpHandler {
+  const h = gen.handlers.get(listener);
+  if (h === undefined) throw new Error(`no handler for listener ${listener}`);
+  return h;
+}
+
+/** Options of {@link reloadFromFile}. */
+export interface ReloadFromFileDeps {
+  /** Loads and validates the file. Default: config/load.ts `loadConfigFile`. */
+  readonly load?: (file: string) => RuntimeConfig;
+  /** Turns the loaded config into the one this process runs (a cluster worker's `workerConfig`). */
+  readonly prepare?: (config: RuntimeConfig) => RuntimeConfig;
+}
+
 /**
- * Sets the certificate expiry and CRL nextUpdate gauges once from the loaded config. Labels are the
+ * What SIGHUP does: loads `file` again and hands it to {@link App.reload}. A file that does not load
+ * (YAML, schema, a missing or expired certificate, ...) is a refused reload: counted as a failure, each
+ * error logged at error with its key path, value and expectation, and the running config keeps serving.
+ * Never rejects.
+ */
+export async function reloadFromFile(
+  app: App,
+  file: string,
+  deps: ReloadFromFileDeps = {},
+): Promise<ReloadResult> {
+  let next: RuntimeConfig;
+  try {
+    next = (deps.load ?? loadConfigFile)(file);
+    if (deps.prepare) next = deps.prepare(next);
+  } catch (err) {
+    const errors: ReloadError[] =
+      err instanceof ConfigInvalid
+        ? err.errors.map((e) => ({ keyPath: e.path, message: e.message }))
+        : err instanceof ConfigError
+          ? [{ keyPath: err.path, message: err.message }]
+          : [{ keyPath: '', message: err instanceof Error ? err.message : String(err) }];
+    app.metrics.configReloads.inc({ result: 'failure' });
+    for (const e of errors)
+      app.logger.error(
+        { keyPath: e.keyPath, reason: e.message, source: file },
+        'config reload refused: invalid config, the running config keeps serving',
+      );
+    return { ok: false, errors };
+  }
+  return app.reload(next);
+}
+
+/**
+ * Sets the certificate expiry and CRL nextUpdate gauges from the loaded config (at start and at each reload). Labels are the
  * listener name, the certificate's kind and its position in its PEM bundle: never a subject or a path.
  */
 function setCertificateGauges(config: RuntimeConfig, metrics: Metrics): void {
   // The admin listener's own TLS material is labelled listener="admin" (load.ts keeps that name free).
   // Not gated on admin.enabled: a cluster worker runs with admin disabled while its primary serves it.
   const adminTls = config.admin.tls;
-  const sources = [...config.listeners, ...(adminTls ? [{ name: 'admin', tls: adminTls, upstreamCertificates: undefined }] : [])];
+  const sources = [
+    ...config.listeners,
+    ...(adminTls ? [{ name: 'admin', tls: adminTls, upstreamCertificates: undefined }] : []),
+  ];
   for (const l of sources) {
     const certs = [...(l.tls?.certificates ?? []), ...(l.upstreamCertificates ?? [])];
     // Upstream bundles of several routes share kind and index: keep the earliest notAfter per label set,

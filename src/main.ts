@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs, USAGE } from './cli.js';
 import { ConfigInvalid, loadConfigFile } from './config/load.js';
 import { ConfigError } from './errors.js';
-import { startApp, type App } from './app.js';
+import { reloadFromFile, startApp, type App, type ReloadResult } from './app.js';
 import { certsInit, certsIssue, certsRevoke, ensureDevCerts, CertsError } from './certs/command.js';
 import { tokenCreate, tokenList, tokenMint, tokenRevoke, TokenCommandError } from './authn/token-command.js';
 import { DEV_KEY_FILES } from './authn/jwks-dev.js';
@@ -22,7 +22,7 @@ import type { RuntimeConfig } from './config/load.js';
 import { createLogger } from './observability/logger.js';
 import { resolveWorkerCount } from './cluster/policy.js';
 import { ClusterStartFailed, startClusterPrimary, type ClusterPrimary } from './cluster/primary.js';
-import { startClusterWorker, type WorkerChannel } from './cluster/worker.js';
+import { startClusterWorker, workerConfig, type WorkerChannel } from './cluster/worker.js';
 
 /** The package root (where package.json, config/ and certs-dev/ live), found from this file. */
 function packageRoot(): string {
@@ -100,7 +100,7 @@ async function run(): Promise<number> {
     case 'certs-revoke': {
       const r = await certsRevoke({ out: resolve(cmd.out ?? defaultCerts), name: cmd.name });
       process.stdout.write(
-        `wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n(a running gateway picks up the new CRL when it restarts)\n`,
+        `wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n(a running gateway picks up the new CRL on SIGHUP or when it restarts)\n`,
       );
       return EXIT.ok;
     }
@@ -199,7 +199,7 @@ async function run(): Promise<number> {
       }
       // `workers` > 1: this process is the cluster primary (or one of its workers, forked with the same
       // argv: each loads the same config file).
-      if (cluster.isWorker) return runClusterWorker(config);
+      if (cluster.isWorker) return runClusterWorker(config, configPath);
       const count = resolveWorkerCount(config.workers, { availableParallelism });
       if (count > 1) return runClusterPrimary(config, count);
       // Binds every listener, then the admin one; a bind failure closes what was bound and throws a
@@ -212,7 +212,7 @@ async function run(): Promise<number> {
           'admin listening',
         );
       }
-      installSignals(app);
+      installSignals(app, () => reloadFromFile(app, configPath));
       return new Promise<number>(() => {
         /* runs until a signal */
       });
@@ -240,7 +240,7 @@ const processChannel: WorkerChannel = {
  * drains on SIGTERM like a single process. A failure to start is told to the primary (which reports it
  * once for the whole cluster) instead of stderr, and ends this worker with its exit code.
  */
-async function runClusterWorker(config: RuntimeConfig): Promise<number> {
+async function runClusterWorker(config: RuntimeConfig, configPath: string): Promise<number> {
   let app: App;
   try {
     app = await startClusterWorker(config, { channel: processChannel, startApp, createLogger });
@@ -249,7 +249,8 @@ async function runClusterWorker(config: RuntimeConfig): Promise<number> {
     await processChannel.send({ type: 'portcullis:failed', ...failure }).catch(() => undefined);
     return failure.code;
   }
-  installSignals(app);
+  // The primary forwards SIGHUP: this worker reloads itself, as a single process does.
+  installSignals(app, () => reloadFromFile(app, configPath, { prepare: workerConfig }));
   return new Promise<number>(() => {
     /* runs until a signal, or until the primary goes away (node:cluster then ends this worker) */
   });
@@ -317,7 +318,7 @@ async function runClusterPrimary(config: RuntimeConfig, count: number): Promise<
   return code;
 }
 
-function installSignals(app: App): void {
+function installSignals(app: App, reload: () => Promise<ReloadResult>): void {
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -341,11 +342,34 @@ function installSignals(app: App): void {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  // Hot reload is not built yet. Without a handler SIGHUP would kill the gateway (Node's default), which
-  // an operator who expects a reload would not want: say so instead, and keep serving the old config.
-  process.on('SIGHUP', () =>
-    app.logger.warn('SIGHUP: reload is not implemented yet; restart the gateway to apply a new config'),
-  );
+  // SIGHUP: load the config file again and swap it in (app.ts reload); an invalid one is refused and the
+  // running config keeps serving. One reload at a time: SIGHUPs during a reload are coalesced into one
+  // more reload after it, which reads the file as it is then.
+  let reloading = false;
+  let again = false;
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    if (reloading) {
+      again = true;
+      app.logger.info({ signal: 'SIGHUP' }, 'reload already running: one more follows it');
+      return;
+    }
+    reloading = true;
+    const loop = async (): Promise<void> => {
+      do {
+        again = false;
+        app.logger.info({ signal: 'SIGHUP' }, 'reloading config');
+        await reload();
+      } while (again && !stopping);
+    };
+    loop()
+      .catch((err: unknown) =>
+        app.logger.error({ err }, 'config reload failed (the running config keeps serving)'),
+      )
+      .finally(() => {
+        reloading = false;
+      });
+  });
   // A bug must not become a denial of service for every client: log it loudly and keep serving.
   process.on('uncaughtException', (err) => app.logger.fatal({ err }, 'uncaught exception (kept running)'));
   process.on('unhandledRejection', (err) => app.logger.fatal({ err }, 'unhandled rejection (kept running)'));

@@ -39,6 +39,27 @@ export interface RunningListener {
   close(graceMs: number): Promise<void>;
 }
 
+/**
+ * What a config reload does to a listener's TLS server: `keep` the secure context (the TLS material did not
+ * change: sessions and tickets stay valid), or make a new one from the new config's TLS options. A new
+ * context without `ticketKeys` gets fresh random ticket keys, so no session from before the reload is
+ * resumed (it would skip the new CA and CRL); a cluster passes keys its workers derive alike.
+ */
+export type SecureContextSwap = 'keep' | { readonly ticketKeys?: Buffer };
+
+/** A bound HTTP listener whose per-config parts can be swapped while it runs (config reload). */
+export interface RunningHttpListener extends RunningListener {
+  /**
+   * Swaps in a new config of the same listener (same name, address, protocol and TLS-or-not: the caller
+   * checks that) and its handler. Requests that arrive from now on run on `handler`; requests in flight
+   * finish on the old one. On a TLS listener, unless `tls` is `keep`, the new certificate, key, CA and CRL
+   * apply to handshakes from now on (`setSecureContext`): open connections keep the context they were made
+   * with. The listener ACL is read at each handshake, so it applies to new connections. Throws (and changes
+   * nothing) when OpenSSL refuses the TLS material.
+   */
+  update(listener: HttpRuntimeListener, handler: HttpHandler, tls: SecureContextSwap): void;
+}
+
 export interface HttpListenerDeps {
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -141,8 +162,11 @@ export function tlsRejectReason(err: Error & { code?: string }, authorizationErr
 
 
 /** Creates and binds the listener. Rejects with a ConfigError when the address cannot be bound. */
-export async function startHttpListener(listener: HttpRuntimeListener, deps: HttpListenerDeps): Promise<RunningListener> {
-  const { logger, metrics, handler, timeouts } = deps;
+export async function startHttpListener(listener: HttpRuntimeListener, deps: HttpListenerDeps): Promise<RunningHttpListener> {
+  const { logger, metrics, timeouts } = deps;
+  // Swapped whole by `update` (config reload); read at each handshake and each request.
+  let handler = deps.handler;
+  let current = listener;
   const name = listener.name;
   const active = metrics.activeConnections.labels(name);
   const streams = metrics.activeStreams.labels(name);
@@ -225,6 +249,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
 
   let server: Http2SecureServer | ReturnType<typeof createHttpServer>;
   let front: Server;
+  let secureServer: Http2SecureServer | undefined;
   if (listener.tls) {
     const tls = listener.tls;
     const h2 = deps.http2;
@@ -248,10 +273,11 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
       // TLS 1.2 renegotiation is a CPU-exhaustion and confusion vector; nothing here needs it.
       socket.disableRenegotiation();
       socket.on('error', noop);
-      if (!socket.authorized && tls.clientCertificate !== 'none') {
+      const clientCertificate = current.tls?.clientCertificate ?? tls.clientCertificate;
+      if (!socket.authorized && clientCertificate !== 'none') {
         const cert = socket.getPeerCertificate();
         const presented = cert && Object.keys(cert).length > 0;
-        if (presented || tls.clientCertificate === 'require') {
+        if (presented || clientCertificate === 'require') {
           // `optional`: a certificate was presented and failed verification. Never downgrade it to
           // "anonymous": refuse the connection, as `require` does. (`require` never gets here through
           // Node, which already refused the handshake; if it ever did, it is refused here too.)
@@ -264,7 +290,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         }
       }
       try {
-        attachConnectionState(socket, createConnectionState(socket, listener.acl));
+        attachConnectionState(socket, createConnectionState(socket, current.acl));
       } catch (err) {
         // A certificate the identity parser cannot read exactly is refused, never half-trusted.
         reject('bad_client_cert');
@@ -310,6 +336,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     secure.on('upgrade', onUpgrade);
     secure.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head));
     server = secure;
+    secureServer = secure;
     front = createNetServer({ noDelay: true }, (socket) => {
       sockets.add(socket);
       active.inc();
@@ -433,6 +460,12 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   return {
     name,
     address: () => front.address() as AddressInfo,
+    update(next: HttpRuntimeListener, nextHandler: HttpHandler, swap: SecureContextSwap): void {
+      if (secureServer !== undefined && next.tls !== undefined && swap !== 'keep')
+        secureServer.setSecureContext({ ...next.tls.options, ...(swap.ticketKeys !== undefined ? { ticketKeys: swap.ticketKeys } : {}) });
+      current = next;
+      handler = nextHandler;
+    },
     close(graceMs: number): Promise<void> {
       closing = true;
       const closed = new Promise<void>((resolve) => front.close(() => resolve()));

@@ -43,6 +43,7 @@ import {
   REFUSAL_LOG_LINES_PER_SECOND,
   tlsRejectReason,
   type RunningListener,
+  type SecureContextSwap,
 } from './http-listener.js';
 
 /**
@@ -70,6 +71,22 @@ export interface TcpListenerDeps {
   readonly ticketKeys?: Buffer;
 }
 
+/** A bound TCP listener whose per-config parts can be swapped while it runs (config reload). */
+export interface RunningTcpListener extends RunningListener {
+  /**
+   * Swaps in a new config of the same listener (same name and address: the caller checks that). New
+   * handshakes use the new TLS material unless `opts.tls` is `keep` (see {@link SecureContextSwap}) and are
+   * checked against the new ACL; connections admitted from now on are piped to `upstream` with
+   * `proxyProtocol`. Connections already piped keep their upstream. Throws (and changes nothing) when
+   * OpenSSL refuses the TLS material.
+   */
+  update(
+    listener: TcpListenerConfig,
+    upstream: TcpUpstream,
+    opts: { readonly proxyProtocol: 'v2' | undefined; readonly accessLog?: boolean; readonly tls: SecureContextSwap },
+  ): void;
+}
+
 /** Close reasons that are the upstream's fault: logged at warn even with the access log off. */
 const UPSTREAM_FAILURES: ReadonlySet<CloseReason> = new Set([
   'upstream_unavailable',
@@ -85,9 +102,14 @@ export async function startTcpListener(
   listener: TcpListenerConfig,
   upstream: TcpUpstream,
   deps: TcpListenerDeps,
-): Promise<RunningListener> {
+): Promise<RunningTcpListener> {
   const { logger, metrics, timeouts } = deps;
   const name = listener.name;
+  // Swapped whole by `update` (config reload); read at each handshake and each new pipe.
+  let current = listener;
+  let currentUpstream = upstream;
+  let proxyProtocol = deps.proxyProtocol;
+  let accessLog = deps.accessLog;
   const tls = listener.tls;
   const clock = deps.clock ?? systemClock;
   const active = metrics.activeConnections.labels(name);
@@ -135,10 +157,11 @@ export async function startTcpListener(
       logRefusal({ reason, ...fields }, 'connection refused');
       socket.destroy();
     };
-    if (!socket.authorized && tls.clientCertificate !== 'none') {
+    const clientCertificate = current.tls.clientCertificate;
+    if (!socket.authorized && clientCertificate !== 'none') {
       const cert = socket.getPeerCertificate();
       const presented = Object.keys(cert).length > 0;
-      if (presented || tls.clientCertificate === 'require') {
+      if (presented || clientCertificate === 'require') {
         // `optional` with a certificate that failed verification: refused, never treated as anonymous
         // (`require` never gets here through Node, which refused the handshake already).
         const detail = String(socket.authorizationError ?? 'no certificate');
@@ -150,7 +173,7 @@ export async function startTcpListener(
     }
     let state: ConnectionState;
     try {
-      state = createConnectionState(socket, listener.acl);
+      state = createConnectionState(socket, current.acl);
     } catch (err) {
       // A certificate the identity parser cannot read exactly is refused, never half-trusted.
       refuse('bad_client_cert', { detail: err instanceof Error ? err.message : 'unreadable' });
@@ -194,14 +217,14 @@ export async function startTcpListener(
         ...(result.detail !== undefined ? { detail: result.detail } : {}),
       };
       if (UPSTREAM_FAILURES.has(result.closeReason)) logger.warn(fields, 'tcp connection');
-      else if (deps.accessLog !== false) logger.info(fields, 'tcp connection');
+      else if (accessLog !== false) logger.info(fields, 'tcp connection');
     };
-    void pipeTcp(socket, upstream, {
+    void pipeTcp(socket, currentUpstream, {
       connectTimeoutMs: timeouts.upstreamConnectMs,
       idleMs: timeouts.idleMs,
       signal: shutdown.signal,
       onBytes: (direction, n) => (direction === 'in' ? bytesIn : bytesOut).inc(n),
-      ...(deps.proxyProtocol === 'v2' ? { proxyProtocol: { source, destination } } : {}),
+      ...(proxyProtocol === 'v2' ? { proxyProtocol: { source, destination } } : {}),
     }).then(done);
   }
 
@@ -243,6 +266,17 @@ export async function startTcpListener(
   return {
     name,
     address: () => front.address() as AddressInfo,
+    update(next, nextUpstream, opts): void {
+      if (opts.tls !== 'keep')
+        secure.setSecureContext({
+          ...next.tls.options,
+          ...(opts.tls.ticketKeys !== undefined ? { ticketKeys: opts.tls.ticketKeys } : {}),
+        });
+      current = next;
+      currentUpstream = nextUpstream;
+      proxyProtocol = opts.proxyProtocol;
+      accessLog = opts.accessLog;
+    },
     /**
      * Stops accepting; connections still in their handshake are closed now, piped ones get up to `graceMs`
      * to end by themselves, then both sides are closed (reason `shutdown`). Resolves when every client

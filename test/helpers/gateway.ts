@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
-import { startApp, type App } from '../../src/app.js';
+import { reloadFromFile, startApp, type App, type ReloadResult } from '../../src/app.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { writePki, type TestPkiPaths } from './pki.js';
@@ -85,4 +85,20 @@ export async function startGateway(build: (pki: TestPkiPaths) => Record<string, 
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Rewrites the gateway's config file and reloads it the way SIGHUP does (app.ts `reloadFromFile`). `next`
+ * builds the config object as `startGateway`'s `build` does (admin disabled unless it says otherwise), or is
+ * raw text written as is (garbage, unknown keys).
+ */
+export async function reloadGateway(
+  gw: TestGateway,
+  next: string | ((pki: TestPkiPaths) => Record<string, unknown>),
+): Promise<ReloadResult> {
+  const file = join(gw.dir, 'portcullis.yaml');
+  const text =
+    typeof next === 'string' ? next : stringify({ admin: { enabled: false, listen: '127.0.0.1:0' }, ...next(gw.pki) });
+  await writeFile(file, text);
+  return reloadFromFile(gw.app, file);
 }
