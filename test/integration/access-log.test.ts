@@ -24,7 +24,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../src/authn/bearer.js';
 import { tokenCreate } from '../../src/authn/token-command.js';
 import { createLogDestination, createLogger } from '../../src/observability/logger.js';
-import { spawnCli } from '../helpers/binary.js';
+import { freePort, spawnCli } from '../helpers/binary.js';
 import { h1, h2, h2session, tlsOptions, type Reply } from '../helpers/clients.js';
 import { createFakeIdp, type FakeIdp } from '../helpers/idp.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
@@ -75,15 +75,6 @@ async function startEchoServer(): Promise<{ server: NetServer; port: number }> {
   return { server, port: (server.address() as AddressInfo).port };
 }
 
-/** A port nothing listens on (bound, then released). */
-async function deadPort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 describe('access log: one line per request, every field, nothing secret (real gateway)', () => {
   let idp: FakeIdp;
   let up: TestUpstream;
@@ -109,7 +100,7 @@ describe('access log: one line per request, every field, nothing secret (real ga
       await tokenCreate({ file: tokensFile, name: 'carol', expiresInSeconds: 3600, scopes: ['read'] })
     ).token;
     secrets.push(staticToken);
-    const dead = await deadPort();
+    const dead = await freePort();
     const route = (id: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
       id,
       match: { pathPrefix: `/${id}` },
@@ -463,7 +454,7 @@ describe('log.access: false', () => {
 
   beforeAll(async () => {
     up = await startUpstream();
-    const dead = await deadPort();
+    const dead = await freePort();
     gw = await startGateway((pki) => ({
       log: { level: 'info', access: false },
       listeners: [

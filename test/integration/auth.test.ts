@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../src/authn/bearer.js';
 import { tokenCreate } from '../../src/authn/token-command.js';
+import { adminGet } from '../helpers/admin.js';
 import { createFakeIdp, type FakeIdp, type IdpFault } from '../helpers/idp.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import { startUpstream, type SeenRequest, type TestUpstream } from '../helpers/upstream.js';
@@ -45,18 +46,6 @@ function adminPost(
     });
     req.on('error', reject);
     req.end(body);
-  });
-}
-
-function adminGet(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    httpRequest({ host: '127.0.0.1', port, path }, (res) => {
-      let text = '';
-      res.on('data', (c: Buffer) => (text += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-    })
-      .on('error', reject)
-      .end();
   });
 }
 

@@ -14,7 +14,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, spawnCli } from '../helpers/binary.js';
+import {
+  freePort,
+  killAll,
+  listeningPorts,
+  runCli,
+  startBinary,
+  type StartedBinary,
+} from '../helpers/binary.js';
 import { h1 } from '../helpers/clients.js';
 import { writePki, type TestPkiPaths } from '../helpers/pki.js';
 
@@ -30,7 +37,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killAll(children);
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -61,15 +68,6 @@ async function writeConfig(config: Obj | string): Promise<string> {
   return file;
 }
 
-/** A free port on 127.0.0.1 (bound and released: good enough for a test that binds it right after). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 /** Holds a port on 127.0.0.1 until closed. */
 async function occupy(): Promise<{ port: number; server: Server }> {
   const server = createServer();
@@ -89,55 +87,17 @@ function isListening(port: number): Promise<boolean> {
   });
 }
 
-/** A started gateway child: its JSON log lines, the ports it announced, and a way to stop it. */
-interface Running {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-  stderr: () => string;
+/** A started gateway child (see test/helpers/binary.ts) and the ports it announced. */
+interface Running extends StartedBinary {
   port: number;
   adminPort: number | undefined;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 /** Starts `portcullis start --config file` and waits for the `listening` line of `name`. */
 async function startGateway(file: string, opts: { name?: string; admin?: boolean } = {}): Promise<Running> {
-  const child = spawnCli(['start', '--config', file]);
-  children.add(child);
-  const lines: Record<string, unknown>[] = [];
-  let stderr = '';
-  let buf = '';
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
-    child.once('exit', (code, signal) => res({ code, signal })),
-  );
-  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-  const ready = new Promise<{ port: number; adminPort: number | undefined }>((res, rej) => {
-    let port: number | undefined;
-    let adminPort: number | undefined;
-    const check = (): void => {
-      if (port !== undefined && (!opts.admin || adminPort !== undefined)) res({ port, adminPort });
-    };
-    child.stdout?.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) !== -1) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim() === '') continue;
-        const parsed = JSON.parse(line) as Record<string, unknown>;
-        lines.push(parsed);
-        if (parsed.msg === 'listening' && parsed.listener === (opts.name ?? 'main'))
-          port = parsed.port as number;
-        if (parsed.msg === 'admin listening') adminPort = parsed.port as number;
-        check();
-      }
-    });
-    void exited.then(({ code }) =>
-      rej(new Error(`gateway exited (${String(code)}) before listening:\n${stderr}`)),
-    );
-    setTimeout(() => rej(new Error(`no listening line within 15 s:\n${stderr}`)), 15_000).unref();
-  });
-  const { port, adminPort } = await ready;
-  return { child, lines, stderr: () => stderr, port, adminPort, exited };
+  const run = startBinary(file);
+  children.add(run.child);
+  return { ...run, ...(await listeningPorts(run, opts)) };
 }
 
 /** GET / over mTLS with arbitrary PEM files; resolves with the status or the error code. */

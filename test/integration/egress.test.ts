@@ -13,13 +13,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, request as httpRequest } from 'node:http';
-import { isIP, type AddressInfo } from 'node:net';
+import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN } from '../helpers/binary.js';
+import { adminGet } from '../helpers/admin.js';
+import { BIN, freePort, listeningPorts, startBinary } from '../helpers/binary.js';
 import { h1 } from '../helpers/clients.js';
 import { tlsListener } from '../helpers/gateway.js';
 import { createFakeIdp, type FakeIdp } from '../helpers/idp.js';
@@ -110,27 +110,6 @@ function violations(records: readonly Egress[], allowed: Allowed): Egress[] {
   });
 }
 
-/** A port on 127.0.0.1 with nothing listening (bound, then released). */
-async function deadPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-function adminGet(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((res, rej) => {
-    httpRequest({ host: '127.0.0.1', port, path, agent: false }, (r) => {
-      let body = '';
-      r.on('data', (c: Buffer) => (body += c.toString()));
-      r.on('end', () => res({ status: r.statusCode ?? 0, body }));
-    })
-      .on('error', rej)
-      .end();
-  });
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** A gateway child process under the monitor, with everything it was configured to reach. */
@@ -163,7 +142,7 @@ async function startWatched(optOut: boolean, up: TestUpstream): Promise<Watched>
   await idp.listen();
   const secretFile = join(dir, 'introspection-secret');
   await writeFile(secretFile, `${idp.clientSecret}\n`);
-  const dead = await deadPort();
+  const dead = await freePort();
   const idpUrl = new URL(idp.issuer);
   const config = {
     admin: { enabled: true, listen: '127.0.0.1:0' },
@@ -205,37 +184,12 @@ async function startWatched(optOut: boolean, up: TestUpstream): Promise<Watched>
   const file = join(dir, 'portcullis.yaml');
   await writeFile(file, stringify(config));
   const log = join(dir, 'egress.jsonl');
-  const child = spawn(process.execPath, ['--import', MONITOR, BIN, 'start', '--config', file], {
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const run = startBinary(file, {
+    nodeArgs: ['--import', MONITOR],
     env: { ...process.env, PORTCULLIS_EGRESS_LOG: log },
   });
-  let stderr = '';
-  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
-    child.once('exit', (code, signal) => res({ code, signal })),
-  );
-  const { port, adminPort } = await new Promise<{ port: number; adminPort: number }>((res, rej) => {
-    let buf = '';
-    let p: number | undefined;
-    let a: number | undefined;
-    child.stdout?.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) !== -1) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (!line.startsWith('{')) continue;
-        const msg = JSON.parse(line) as Record<string, unknown>;
-        if (msg.msg === 'listening' && msg.listener === 'main') p = msg.port as number;
-        if (msg.msg === 'admin listening') a = msg.port as number;
-        if (p !== undefined && a !== undefined) res({ port: p, adminPort: a });
-      }
-    });
-    void exited.then(({ code }) =>
-      rej(new Error(`gateway exited (${String(code)}) before listening:\n${stderr}`)),
-    );
-    setTimeout(() => rej(new Error(`no listening lines within 15 s:\n${stderr}`)), 15_000).unref();
-  });
+  const { child, exited, stderr } = run;
+  const { port, adminPort } = await listeningPorts(run, { admin: true });
   const upstreamDest = `127.0.0.1:${up.port}`;
   const idpDest = `${idpUrl.hostname}:${idpUrl.port}`;
   const deadDest = `127.0.0.1:${dead}`;
@@ -248,9 +202,9 @@ async function startWatched(optOut: boolean, up: TestUpstream): Promise<Watched>
     log,
     idp,
     port,
-    adminPort,
+    adminPort: adminPort as number,
     exited,
-    stderr: () => stderr,
+    stderr,
     idle: [],
     upstreamDest,
     deadDest,

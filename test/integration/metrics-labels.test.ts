@@ -7,7 +7,6 @@
  * - no marker (nor a token, nor a client name) appears anywhere in the exposition;
  * - every label value of every `portcullis_` series (Node/process defaults aside) is in its closed set.
  */
-import { request as httpRequest } from 'node:http';
 import { connect as h2connect } from 'node:http2';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -17,46 +16,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERRORS } from '../../src/errors.js';
 import { CONNECTION_REJECT_REASONS } from '../../src/observability/metrics.js';
 import { CLOSE_REASONS } from '../../src/proxy/tcp-pipe.js';
+import { parseSamples, scrapeText, type Sample } from '../helpers/admin.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { createFakeIdp, type FakeIdp } from '../helpers/idp.js';
 import { mintTestPki } from '../helpers/pki.js';
 import { mintClientCertificate, rawTcp, tlsAttempt, type ClientPem } from '../helpers/tls-probe.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
-
-interface Sample {
-  readonly name: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly value: number;
-}
-
-function scrapeText(adminPort: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () =>
-        res.statusCode === 200 ? resolve(text) : reject(new Error(`/metrics ${res.statusCode}`)),
-      );
-    })
-      .on('error', reject)
-      .end();
-  });
-}
-
-function parseSamples(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`unreadable exposition line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
-      labels[l[1] as string] = l[2] as string;
-    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
-  }
-  return out;
-}
 
 /** Distinctive strings put into every attacker-controlled part of the requests. */
 const MARK = {

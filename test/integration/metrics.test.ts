@@ -6,7 +6,7 @@
  * path and asserts that the named series moved by exactly the expected amount (polling briefly: a refusal is
  * counted by the server after the client has seen the close).
  */
-import { createServer as createHttpServer, request as httpRequest, type Server } from 'node:http';
+import { createServer as createHttpServer, type Server } from 'node:http';
 import { constants as h2constants } from 'node:http2';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { h1, h2, h2session, tlsOptions } from '../helpers/clients.js';
+import { parseSamples, scrapeText, type Sample } from '../helpers/admin.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { createFakeIdp, type FakeIdp } from '../helpers/idp.js';
 import type { TestClientName } from '../helpers/pki.js';
@@ -30,41 +31,6 @@ import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Scraping
-
-interface Sample {
-  readonly name: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly value: number;
-}
-
-function scrapeText(adminPort: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () =>
-        res.statusCode === 200 ? resolve(text) : reject(new Error(`/metrics ${res.statusCode}`)),
-      );
-    })
-      .on('error', reject)
-      .end();
-  });
-}
-
-function parseSamples(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`unreadable exposition line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
-      labels[l[1] as string] = l[2] as string;
-    out.push({ name: m[1] as string, labels, value: Number(m[3]) });
-  }
-  return out;
-}
 
 function sum(samples: readonly Sample[], name: string, labels: Record<string, string> = {}): number {
   let total = 0;

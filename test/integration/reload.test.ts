@@ -18,7 +18,8 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenCreate } from '../../src/authn/token-command.js';
 import { createCrl, issueClientCert, issueServerCert } from '../../src/certs/pki.js';
-import { spawnCli } from '../helpers/binary.js';
+import { sampleValue, scrapeText } from '../helpers/admin.js';
+import { freePort, killAll, startBinary, type StartedBinary } from '../helpers/binary.js';
 import { tlsOptions } from '../helpers/clients.js';
 import { reloadGateway, startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import { mintTestPki, writePki, type TestPkiPaths } from '../helpers/pki.js';
@@ -473,22 +474,10 @@ describe('a change only a restart can apply is refused', () => {
 });
 
 describe('the reload metrics on /metrics', () => {
-  function scrape(adminPort: number): Promise<string> {
-    return new Promise((resolve, reject) => {
-      httpRequest({ host: '127.0.0.1', port: adminPort, path: '/metrics' }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c));
-        res.on('end', () => resolve(text));
-      })
-        .on('error', reject)
-        .end();
-    });
-  }
   const value = (text: string, series: string): number => {
-    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-    if (line === undefined) throw new Error(`no series ${series}`);
-    return Number(line.slice(series.length + 1));
+    const v = sampleValue(text, series);
+    if (v === undefined) throw new Error(`no series ${series}`);
+    return v;
   };
   const SUCCESS = 'portcullis_config_reloads_total{result="success"}';
   const FAILURE = 'portcullis_config_reloads_total{result="failure"}';
@@ -499,7 +488,7 @@ describe('the reload metrics on /metrics', () => {
     const gw = await gateway((pki) => config(pki, { routes: [route('a', '/', upA.url)] }, admin));
     const adminPort = gw.app.adminPort();
     if (adminPort === undefined) throw new Error('admin listener not started');
-    const start = await scrape(adminPort);
+    const start = await scrapeText(adminPort);
     expect([value(start, SUCCESS), value(start, FAILURE)]).toEqual([0, 0]);
     const started = value(start, STAMP);
     expect(started).toBeGreaterThan(0);
@@ -508,7 +497,7 @@ describe('the reload metrics on /metrics', () => {
     expect(
       (await reloadGateway(gw, (pki) => config(pki, { routes: [route('b', '/', upB.url)] }, admin))).ok,
     ).toBe(true);
-    const afterSuccess = await scrape(adminPort);
+    const afterSuccess = await scrapeText(adminPort);
     expect([value(afterSuccess, SUCCESS), value(afterSuccess, FAILURE)]).toEqual([1, 0]);
     const reloaded = value(afterSuccess, STAMP);
     expect(reloaded).toBeGreaterThan(started);
@@ -525,7 +514,7 @@ describe('the reload metrics on /metrics', () => {
         )
       ).ok,
     ).toBe(false);
-    const afterFailures = await scrape(adminPort);
+    const afterFailures = await scrapeText(adminPort);
     expect([value(afterFailures, SUCCESS), value(afterFailures, FAILURE)]).toEqual([1, 2]);
     expect(value(afterFailures, STAMP)).toBe(reloaded);
   });
@@ -541,49 +530,22 @@ describe('the built binary on SIGHUP', () => {
     pki = await writePki(join(dir, 'pki'));
   });
   afterAll(async () => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    killAll(children);
     await rm(dir, { recursive: true, force: true });
   });
 
-  /** Starts `portcullis start --config file`, collecting its JSON log lines. */
-  async function start(file: string): Promise<{
-    child: ChildProcess;
-    port: number;
-    lines: Obj[];
-    exited: Promise<number | null>;
-  }> {
-    const child = spawnCli(['start', '--config', file]);
-    children.add(child);
-    const lines: Obj[] = [];
-    let buf = '';
-    let stderr = '';
-    child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-    const port = await new Promise<number>((res, rej) => {
-      child.stdout?.on('data', (c: Buffer) => {
-        buf += c.toString();
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) !== -1) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (line.trim() === '') continue;
-          const parsed = JSON.parse(line) as Obj;
-          lines.push(parsed);
-          if (parsed.msg === 'listening') res(parsed.port as number);
-        }
-      });
-      void exited.then((code) => rej(new Error(`exited ${code} before listening: ${stderr}`)));
-    });
-    return { child, port, lines, exited };
+  /** Starts `portcullis start --config file` and waits for its first `listening` line. */
+  async function start(file: string): Promise<StartedBinary & { port: number }> {
+    const run = startBinary(file);
+    children.add(run.child);
+    const listening = await run.waitFor((l) => l.msg === 'listening', 'a listening line', 60_000);
+    return { ...run, port: listening.port as number };
   }
 
   const count = (lines: readonly Obj[], pred: (l: Obj) => boolean): number => lines.filter(pred).length;
 
   it('with workers: 2, each worker reloads itself and /metrics on the primary sums them', async () => {
-    const probe = createNetServer();
-    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-    const adminPort = (probe.address() as AddressInfo).port;
-    await new Promise<void>((r) => probe.close(() => r()));
+    const adminPort = await freePort();
     const file = join(dir, 'cluster.yaml');
     const write = (upstream: string): Promise<void> =>
       writeFile(
@@ -621,7 +583,7 @@ describe('the built binary on SIGHUP', () => {
       expect(upB.seen.some((s) => s.url === `/cluster-${i}`)).toBe(true);
     }
     gw.child.kill('SIGTERM');
-    expect(await gw.exited).toBe(0);
+    expect((await gw.exited).code).toBe(0);
   });
 
   it('reloads a valid change, refuses an invalid file and keeps serving, survives two SIGHUPs in a row', async () => {
@@ -672,6 +634,6 @@ describe('the built binary on SIGHUP', () => {
       agent.destroy();
     }
     gw.child.kill('SIGTERM');
-    expect(await gw.exited).toBe(0);
+    expect((await gw.exited).code).toBe(0);
   });
 });

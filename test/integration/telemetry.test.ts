@@ -7,7 +7,7 @@
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, request as httpRequest, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import { parseCrl } from '../../src/certs/pki.js';
 import { systemClock } from '../../src/clock.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { adminGet } from '../helpers/admin.js';
 import { h1, h2, h2session } from '../helpers/clients.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import { writePki } from '../helpers/pki.js';
@@ -42,7 +43,11 @@ const CLIENT_TELEMETRY: Record<string, string> = {
 };
 const CLIENT_TELEMETRY_NAMES = Object.keys(CLIENT_TELEMETRY).map((n) => n.toLowerCase());
 /** Must pass untouched in every mode: near misses of the prefixes and ordinary headers. */
-const CLIENT_KEEP: Record<string, string> = { 'x-request-id': 'req-1', 'x-b3': 'not-a-prefix-match', 'x-app': 'kept' };
+const CLIENT_KEEP: Record<string, string> = {
+  'x-request-id': 'req-1',
+  'x-b3': 'not-a-prefix-match',
+  'x-app': 'kept',
+};
 
 /** What the upstream answers with. */
 const UPSTREAM_TELEMETRY: Record<string, string> = {
@@ -65,7 +70,8 @@ async function startRecorder(): Promise<Recorder> {
   const seen: Record<string, string>[] = [];
   const server = createServer((req, res) => {
     const h: Record<string, string> = {};
-    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) h[(req.rawHeaders[i] as string).toLowerCase()] = req.rawHeaders[i + 1] as string;
+    for (let i = 0; i + 1 < req.rawHeaders.length; i += 2)
+      h[(req.rawHeaders[i] as string).toLowerCase()] = req.rawHeaders[i + 1] as string;
     seen.push(h);
     req.resume();
     req.on('end', () => {
@@ -74,19 +80,7 @@ async function startRecorder(): Promise<Recorder> {
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen, };
-}
-
-function adminGet(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    httpRequest({ host: '127.0.0.1', port, path }, (res) => {
-      let text = '';
-      res.on('data', (c: Buffer) => (text += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-    })
-      .on('error', reject)
-      .end();
-  });
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
 }
 
 /** Every `name{labels} value` sample of a Prometheus text page. */
@@ -97,7 +91,8 @@ function samples(text: string): { name: string; labels: Record<string, string>; 
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m) continue;
     const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1] as string] = l[2] as string;
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
+      labels[l[1] as string] = l[2] as string;
     out.push({ name: m[1] as string, labels, value: Number(m[3]) });
   }
   return out;
@@ -124,7 +119,12 @@ describe('telemetry opt-out', () => {
             {
               id: 'tls-up',
               match: { pathPrefix: '/tls-up/' },
-              upstream: { url: 'https://127.0.0.1:9', ca: pki.ca, cert: pki.clients.alice.cert, key: pki.clients.alice.key },
+              upstream: {
+                url: 'https://127.0.0.1:9',
+                ca: pki.ca,
+                cert: pki.clients.alice.cert,
+                key: pki.clients.alice.key,
+              },
             },
             { id: 'on', match: { pathPrefix: '/' }, upstream: up.url },
           ],
@@ -133,7 +133,9 @@ describe('telemetry opt-out', () => {
     }));
     gwOff = await startGateway((pki) => ({
       telemetry: { optOut: false },
-      listeners: [tlsListener(pki, { routes: [{ id: 'plain', match: { pathPrefix: '/' }, upstream: up.url }] })],
+      listeners: [
+        tlsListener(pki, { routes: [{ id: 'plain', match: { pathPrefix: '/' }, upstream: up.url }] }),
+      ],
     }));
   });
   afterAll(async () => {
@@ -149,7 +151,10 @@ describe('telemetry opt-out', () => {
     const reqBefore = await stripped(gw, 'request');
     const resBefore = await stripped(gw, 'response');
     const n = up.seen.length;
-    const reply = await h1(gw.port(), gw.pki, { path: '/x', headers: { ...CLIENT_TELEMETRY, ...CLIENT_KEEP } });
+    const reply = await h1(gw.port(), gw.pki, {
+      path: '/x',
+      headers: { ...CLIENT_TELEMETRY, ...CLIENT_KEEP },
+    });
     expect(reply.status).toBe(200);
     const seen = up.seen[n] as Record<string, string>;
     expect(present(seen, CLIENT_TELEMETRY_NAMES)).toEqual([]);
@@ -164,7 +169,9 @@ describe('telemetry opt-out', () => {
     const session = h2session(gw.port(), gw.pki);
     try {
       const n = up.seen.length;
-      const lower = Object.fromEntries(Object.entries({ ...CLIENT_TELEMETRY, ...CLIENT_KEEP }).map(([k, v]) => [k.toLowerCase(), v]));
+      const lower = Object.fromEntries(
+        Object.entries({ ...CLIENT_TELEMETRY, ...CLIENT_KEEP }).map(([k, v]) => [k.toLowerCase(), v]),
+      );
       const reply = await h2(session, { ':path': '/h2', ...lower });
       expect(reply.status).toBe(200);
       const seen = up.seen[n] as Record<string, string>;
@@ -181,7 +188,10 @@ describe('telemetry opt-out', () => {
     const reqBefore = await stripped(gw, 'request');
     const resBefore = await stripped(gw, 'response');
     const n = up.seen.length;
-    const reply = await h1(gw.port(), gw.pki, { path: '/off/x', headers: { ...CLIENT_TELEMETRY, ...CLIENT_KEEP } });
+    const reply = await h1(gw.port(), gw.pki, {
+      path: '/off/x',
+      headers: { ...CLIENT_TELEMETRY, ...CLIENT_KEEP },
+    });
     expect(reply.status).toBe(200);
     const seen = up.seen[n] as Record<string, string>;
     for (const [k, v] of Object.entries(CLIENT_TELEMETRY)) expect(seen[k.toLowerCase()]).toBe(v);
@@ -197,7 +207,10 @@ describe('telemetry opt-out', () => {
   ])('honorClientSignals: %s strips on a route whose optOut is off (HTTP/1.1)', async (_name, signal) => {
     const reqBefore = await stripped(gw, 'request');
     const n = up.seen.length;
-    const reply = await h1(gw.port(), gw.pki, { path: '/off/x', headers: { ...CLIENT_TELEMETRY, ...CLIENT_KEEP, ...signal } });
+    const reply = await h1(gw.port(), gw.pki, {
+      path: '/off/x',
+      headers: { ...CLIENT_TELEMETRY, ...CLIENT_KEEP, ...signal },
+    });
     expect(reply.status).toBe(200);
     const seen = up.seen[n] as Record<string, string>;
     expect(present(seen, CLIENT_TELEMETRY_NAMES)).toEqual([]);
@@ -210,7 +223,12 @@ describe('telemetry opt-out', () => {
     const session = h2session(gw.port(), gw.pki);
     try {
       const n = up.seen.length;
-      const reply = await h2(session, { ':path': '/off/h2', traceparent: CLIENT_TELEMETRY.traceparent, 'x-b3-sampled': '1', 'sec-gpc': '1' });
+      const reply = await h2(session, {
+        ':path': '/off/h2',
+        traceparent: CLIENT_TELEMETRY.traceparent,
+        'x-b3-sampled': '1',
+        'sec-gpc': '1',
+      });
       expect(reply.status).toBe(200);
       expect(present(up.seen[n] as Record<string, string>, ['traceparent', 'x-b3-sampled'])).toEqual([]);
       expect(present(reply.headers, Object.keys(UPSTREAM_TELEMETRY))).toEqual([]);
@@ -224,7 +242,10 @@ describe('telemetry opt-out', () => {
     ['Sec-GPC: yes', { 'Sec-GPC': 'yes' }],
   ])('a signal other than "1" (%s) opts nothing out', async (_name, signal) => {
     const n = up.seen.length;
-    const reply = await h1(gw.port(), gw.pki, { path: '/off/x', headers: { ...CLIENT_TELEMETRY, ...signal } });
+    const reply = await h1(gw.port(), gw.pki, {
+      path: '/off/x',
+      headers: { ...CLIENT_TELEMETRY, ...signal },
+    });
     expect(reply.status).toBe(200);
     expect((up.seen[n] as Record<string, string>).traceparent).toBe(CLIENT_TELEMETRY.traceparent);
   });
@@ -232,11 +253,15 @@ describe('telemetry opt-out', () => {
   it('telemetry.optOut: false with honorClientSignals off passes everything, DNT or not', async () => {
     const before = await stripped(gwOff, 'request');
     const n = up.seen.length;
-    const reply = await h1(gwOff.port(), gwOff.pki, { path: '/p', headers: { ...CLIENT_TELEMETRY, DNT: '1', 'Sec-GPC': '1' } });
+    const reply = await h1(gwOff.port(), gwOff.pki, {
+      path: '/p',
+      headers: { ...CLIENT_TELEMETRY, DNT: '1', 'Sec-GPC': '1' },
+    });
     expect(reply.status).toBe(200);
     const seen = up.seen[n] as Record<string, string>;
     // Only the operator-added names of the other gateway are not on this one's list: the defaults pass.
-    for (const [k, v] of Object.entries(CLIENT_TELEMETRY)) if (!['x-custom-span', 'grpc-trace-bin'].includes(k)) expect(seen[k.toLowerCase()]).toBe(v);
+    for (const [k, v] of Object.entries(CLIENT_TELEMETRY))
+      if (!['x-custom-span', 'grpc-trace-bin'].includes(k)) expect(seen[k.toLowerCase()]).toBe(v);
     for (const [k, v] of Object.entries(UPSTREAM_TELEMETRY)) expect(reply.headers[k]).toBe(v);
     expect(await stripped(gwOff, 'request')).toBe(before);
   });
@@ -252,13 +277,16 @@ describe('telemetry opt-out', () => {
           s.labels.kind === kind &&
           s.labels.index === index,
       )?.value;
-    const notAfter = (file: string): number => Date.parse(new X509Certificate(readFileSync(file)).validTo) / 1000;
+    const notAfter = (file: string): number =>
+      Date.parse(new X509Certificate(readFileSync(file)).validTo) / 1000;
     expect(gauge('server', '0')).toBe(notAfter(gw.pki.server.cert));
     expect(gauge('ca', '0')).toBe(notAfter(gw.pki.ca));
     expect(gauge('upstream_ca', '0')).toBe(notAfter(gw.pki.ca));
     expect(gauge('upstream_client', '0')).toBe(notAfter(gw.pki.clients.alice.cert));
     const nextUpdate = parseCrl(readFileSync(gw.pki.crl, 'latin1')).nextUpdate as Date;
-    const crl = all.find((s) => s.name === 'portcullis_crl_next_update_timestamp_seconds' && s.labels.listener === 'main');
+    const crl = all.find(
+      (s) => s.name === 'portcullis_crl_next_update_timestamp_seconds' && s.labels.listener === 'main',
+    );
     expect(crl?.value).toBe(nextUpdate.getTime() / 1000);
     // Bounded labels only: listener, kind, index.
     for (const s of all.filter((x) => x.name === 'portcullis_certificate_expiry_timestamp_seconds'))
@@ -267,9 +295,17 @@ describe('telemetry opt-out', () => {
 
   it('no label value in /metrics holds a path, a token or a certificate subject', async () => {
     const token = 'eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.sig-telemetry-test';
-    await h1(gw.port(), gw.pki, { path: '/secret-path/abc?access_token=qtoken123', headers: { authorization: `Bearer ${token}`, ...CLIENT_TELEMETRY } });
-    await h1(gw.port(), gw.pki, { path: '/off/other-secret', headers: { authorization: `Bearer ${token}`, DNT: '1' } });
-    await h1(gw.port(), gw.pki, { path: '/nope', client: 'bob', headers: { host: 'evil.example' } }).catch(() => undefined);
+    await h1(gw.port(), gw.pki, {
+      path: '/secret-path/abc?access_token=qtoken123',
+      headers: { authorization: `Bearer ${token}`, ...CLIENT_TELEMETRY },
+    });
+    await h1(gw.port(), gw.pki, {
+      path: '/off/other-secret',
+      headers: { authorization: `Bearer ${token}`, DNT: '1' },
+    });
+    await h1(gw.port(), gw.pki, { path: '/nope', client: 'bob', headers: { host: 'evil.example' } }).catch(
+      () => undefined,
+    );
     await h1(gw.port(), gw.pki, { path: '/tls-up/x' }); // upstream down: an upstream error series
     const text = (await adminGet(gw.app.adminPort() as number, '/metrics')).body;
     const values = samples(text).flatMap((s) => Object.values(s.labels));
@@ -291,7 +327,9 @@ describe('telemetry opt-out', () => {
       // Client header values long enough to be recognisable ("1", "2" are digits of any version label).
       ...Object.values(CLIENT_TELEMETRY).filter((v) => v.length >= 6),
     ];
-    for (const v of values) for (const f of forbidden) expect(v.includes(f), `label value ${JSON.stringify(v)} contains ${JSON.stringify(f)}`).toBe(false);
+    for (const v of values)
+      for (const f of forbidden)
+        expect(v.includes(f), `label value ${JSON.stringify(v)} contains ${JSON.stringify(f)}`).toBe(false);
   });
 });
 
@@ -302,7 +340,10 @@ describe('/readyz and certificate expiry', () => {
     const file = join(dir, 'portcullis.yaml');
     await writeFile(
       file,
-      stringify({ admin: { enabled: true, listen: '127.0.0.1:0' }, listeners: [tlsListener(pki, { name: 'edge' })] }),
+      stringify({
+        admin: { enabled: true, listen: '127.0.0.1:0' },
+        listeners: [tlsListener(pki, { name: 'edge' })],
+      }),
     );
     const validTo = Date.parse(new X509Certificate(readFileSync(pki.server.cert)).validTo);
     let now = Date.now();

@@ -17,7 +17,7 @@ import { join, resolve } from 'node:path';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, spawnCli } from '../helpers/binary.js';
+import { killAll, listeningPorts, runCli, startBinary, type StartedBinary } from '../helpers/binary.js';
 import { writePki, type TestPkiPaths } from '../helpers/pki.js';
 
 const EXIT = { ok: 0, failure: 1, usage: 2, config: 3 } as const;
@@ -30,50 +30,25 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killAll(children);
   await rm(dir, { recursive: true, force: true });
 });
 
-interface Running {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
+/** A started gateway child (see test/helpers/binary.ts) and the port of its listener. */
+interface Running extends StartedBinary {
   port: number;
-  exited: Promise<number | null>;
 }
 
 /** Starts `portcullis start --config file` and waits for the `listening` line of `name`. */
-async function startBinary(file: string, name: string): Promise<Running> {
-  const child = spawnCli(['start', '--config', file]);
-  children.add(child);
-  const lines: Record<string, unknown>[] = [];
-  let stderr = '';
-  let buf = '';
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-  const port = await new Promise<number>((res, rej) => {
-    child.stdout?.on('data', (c: Buffer) => {
-      buf += c.toString();
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) !== -1) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim() === '') continue;
-        const parsed = JSON.parse(line) as Record<string, unknown>;
-        lines.push(parsed);
-        if (parsed.msg === 'listening' && parsed.listener === name) res(parsed.port as number);
-      }
-    });
-    void exited.then((code) =>
-      rej(new Error(`gateway exited (${String(code)}) before listening:\n${stderr}`)),
-    );
-    setTimeout(() => rej(new Error(`no listening line within 15 s:\n${stderr}`)), 15_000).unref();
-  });
-  return { child, lines, port, exited };
+async function startGateway(file: string, name: string): Promise<Running> {
+  const run = startBinary(file);
+  children.add(run.child);
+  return { ...run, port: (await listeningPorts(run, { name })).port };
 }
 
 async function stop(gw: Running): Promise<void> {
   gw.child.kill('SIGTERM');
-  expect(await gw.exited).toBe(EXIT.ok);
+  expect((await gw.exited).code).toBe(EXIT.ok);
 }
 
 /** GET over mTLS with PEM files; resolves with status, headers and body. */
@@ -296,7 +271,7 @@ describe('a running gateway and its static tokens file', () => {
         ],
       }),
     );
-    gw = await startBinary(config, 'main');
+    gw = await startGateway(config, 'main');
   });
 
   afterAll(async () => {
@@ -378,7 +353,7 @@ describe('the embedded default config: certs init + token mint (the README curl 
       .replace('listen: 127.0.0.1:8443', 'listen: 127.0.0.1:0');
     expect(yaml).toContain('jwksFile: ../certs-dev/jwks.json');
     await writeFile(join(root, 'config', 'portcullis.yaml'), yaml);
-    gw = await startBinary(join(root, 'config', 'portcullis.yaml'), 'default');
+    gw = await startGateway(join(root, 'config', 'portcullis.yaml'), 'default');
   });
 
   afterAll(async () => {

@@ -9,14 +9,14 @@
 import { type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { get as httpGet } from 'node:http';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnCli } from '../helpers/binary.js';
+import { adminGet, sampleValue } from '../helpers/admin.js';
+import { freePort, killAll, spawnCli, startBinary, type StartedBinary } from '../helpers/binary.js';
 import { h1 } from '../helpers/clients.js';
 import { writePki, type TestPkiPaths } from '../helpers/pki.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -35,19 +35,10 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killAll(children);
   await upstream.close();
   await rm(dir, { recursive: true, force: true });
 });
-
-/** A free port on 127.0.0.1 (bound and released): a child's admin port 0 could not be read back. */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 let configs = 0;
 async function writeConfig(config: Line): Promise<string> {
@@ -72,13 +63,9 @@ function clusterConfig(adminPort: number, listen = '127.0.0.1:0'): Line {
   };
 }
 
-/** A running cluster: every JSON log line so far, and the data port. */
-interface Running {
-  child: ChildProcess;
-  lines: Line[];
+/** A running cluster (see test/helpers/binary.ts) and its data port. */
+interface Running extends StartedBinary {
   port: number;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 /** Resolves once `pred` holds (polled every 10 ms), or rejects after `ms`. */
@@ -91,34 +78,11 @@ async function until(pred: () => boolean, ms: number, what: string): Promise<voi
 }
 
 async function startCluster(file: string): Promise<Running> {
-  const child = spawnCli(['start', '--config', file]);
-  children.add(child);
-  const lines: Line[] = [];
-  let stderr = '';
-  let buf = '';
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
-    child.once('exit', (code, signal) => res({ code, signal })),
-  );
-  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
-  child.stdout?.on('data', (c: Buffer) => {
-    buf += c.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) !== -1) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (line.trim() !== '') lines.push(JSON.parse(line) as Line);
-    }
-  });
-  let gone = false;
-  void exited.then(() => (gone = true));
-  await until(
-    () => gone || lines.some((l) => l.msg === 'admin listening'),
-    20_000,
-    `the cluster to start:\n${stderr}`,
-  );
-  if (gone) throw new Error(`the cluster exited before it served:\n${stderr}`);
-  const listening = lines.find((l) => l.msg === 'listening' && l.listener === 'main');
-  return { child, lines, port: listening?.port as number, stderr: () => stderr, exited };
+  const run = startBinary(file);
+  children.add(run.child);
+  await run.waitFor((l) => l.msg === 'admin listening', 'the cluster to start', 20_000);
+  const listening = run.lines.find((l) => l.msg === 'listening' && l.listener === 'main');
+  return { ...run, port: listening?.port as number };
 }
 
 /** The pid of each worker slot, from the primary's latest `worker started` line per slot. */
@@ -126,22 +90,6 @@ function workerPids(lines: readonly Line[]): Map<number, number> {
   const pids = new Map<number, number>();
   for (const l of lines) if (l.msg === 'worker started') pids.set(l.worker as number, l.pid as number);
   return pids;
-}
-
-function adminGet(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((res, rej) => {
-    httpGet({ host: '127.0.0.1', port, path }, (r) => {
-      let body = '';
-      r.on('data', (c: Buffer) => (body += c.toString()));
-      r.on('end', () => res({ status: r.statusCode ?? 0, body }));
-    }).on('error', rej);
-  });
-}
-
-/** The value of one sample line of a Prometheus exposition (`name{labels}` exactly), or undefined. */
-function sample(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
 }
 
 /** Access-log lines (one per answered request) whose path starts with `prefix`, counted by worker slot. */
@@ -230,14 +178,14 @@ describe('workers: 2 (node:cluster)', () => {
     const m = await adminGet(adminPort, '/metrics');
     expect(m.status).toBe(200);
     expect(
-      sample(
+      sampleValue(
         m.body,
         'portcullis_http_requests_total{listener="main",route="up",method="GET",status_class="2xx"}',
       ),
     ).toBe(200);
-    expect(sample(m.body, 'portcullis_cluster_workers')).toBe(2);
+    expect(sampleValue(m.body, 'portcullis_cluster_workers')).toBe(2);
     // Gauges that are the same in every worker are not multiplied by the worker count.
-    const serverExpiry = sample(
+    const serverExpiry = sampleValue(
       m.body,
       'portcullis_certificate_expiry_timestamp_seconds{listener="main",kind="server",index="0"}',
     );
@@ -294,8 +242,8 @@ describe('workers: 2 (node:cluster)', () => {
     const after = await pool(20, 4, (i) => h1(gw.port, pki, { path: `/after-${i}` }));
     expect(after.every((r) => r.status === 200)).toBe(true);
     const m = await adminGet(adminPort, '/metrics');
-    expect(sample(m.body, 'portcullis_cluster_worker_restarts_total')).toBe(1);
-    expect(sample(m.body, 'portcullis_cluster_workers')).toBe(2);
+    expect(sampleValue(m.body, 'portcullis_cluster_worker_restarts_total')).toBe(1);
+    expect(sampleValue(m.body, 'portcullis_cluster_workers')).toBe(2);
   });
 
   it('SIGHUP to the primary is passed to the workers and kills nobody', async () => {
