@@ -128,6 +128,8 @@ export interface HttpRuntimeListener {
   /** Listener-level allow-list; undefined means any certificate the CA vouches for. */
   readonly acl: ClientAcl | undefined;
   readonly routes: RouteTable;
+  /** Open client connections accepted at once (`maxConnections`); more are closed before the handshake. */
+  readonly maxConnections: number;
   /** Route id → its Bearer authentication; a route without `auth` has no entry (no token needed). */
   readonly routeAuth: Readonly<Record<string, RouteAuth>>;
   /** Route id → its `telemetry.optOut` override; a route without one has no entry (the top level decides). */
@@ -151,6 +153,8 @@ export interface TcpRuntimeListener {
   readonly upstream: TcpUpstream;
   /** `v2`: a PROXY protocol v2 header with the client's address goes to the upstream first. */
   readonly proxyProtocol: 'v2' | undefined;
+  /** Open client connections accepted at once (`maxConnections`); more are closed before the handshake. */
+  readonly maxConnections: number;
   /** Certificates of the upstream TLS mapping (`ca`, `cert`), for expiry metrics. */
   readonly upstreamCertificates?: readonly CertInfo[];
 }
@@ -1128,6 +1132,7 @@ function resolveTcpListener(ctx: Ctx, l: TcpListenerFile, i: number): TcpRuntime
     acl,
     upstream,
     proxyProtocol: l.proxyProtocol,
+    maxConnections: l.maxConnections,
   };
 }
 
@@ -1233,6 +1238,7 @@ function resolveHttpListener(
     tls,
     acl,
     routes: compileRouteTable(routes),
+    maxConnections: l.maxConnections,
     routeAuth,
     routeTelemetryOptOut,
   };

@@ -111,6 +111,8 @@ const httpListener = z.strictObject({
   /** With requireEncryption: false only. Named so that nobody turns it on by accident. */
   plaintext: z.literal(true, { error: 'true (or leave the key out: TLS is the default)' }).optional(),
   allowClients: allowClients.optional(),
+  /** Open client connections this listener accepts (per process); more are closed before the handshake. */
+  maxConnections: z.int().min(1).max(1_000_000).default(DEFAULTS.maxConnections),
   routes: z.array(route).min(1, 'at least one route (a listener without routes would deny everything)'),
 });
 
@@ -141,6 +143,8 @@ const tcpListener = z.strictObject({
   protocol: z.literal('tcp'),
   tls: listenerTls,
   allowClients: allowClients.optional(),
+  /** Open client connections this listener accepts (per process); more are closed before the handshake. */
+  maxConnections: z.int().min(1).max(1_000_000).default(DEFAULTS.maxConnections),
   upstream: tcpUpstream,
   /** Send a PROXY protocol v2 header with the client's address to the upstream first. */
   proxyProtocol: z.literal('v2', { error: '"v2" (or leave the key out: no PROXY header)' }).optional(),

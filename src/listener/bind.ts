@@ -29,3 +29,19 @@ export function bindListener(
     });
   });
 }
+
+/**
+ * Caps the open connections of a listener's front server at `max` (per process). Past it Node closes a new
+ * connection as soon as it is accepted, before a byte of it is read (no TLS handshake is paid for it), and
+ * emits `drop`; `onDrop` counts and logs it. `setMax` changes the cap for connections from now on (reload).
+ */
+export function capConnections(server: Server, max: number, onDrop: () => void): { setMax(n: number): void } {
+  server.maxConnections = max;
+  // 'drop' (Node ≥ 18.6) is missing from @types/node's Server events: the string overload takes it.
+  server.on('drop', onDrop);
+  return {
+    setMax(n: number): void {
+      server.maxConnections = n;
+    },
+  };
+}

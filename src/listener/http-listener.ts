@@ -27,7 +27,7 @@ import { ERRORS, type ErrorCode } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
 import { sniffConnection } from '../policy/plaintext.js';
-import { bindListener } from './bind.js';
+import { bindListener, capConnections } from './bind.js';
 import { attachConnectionState, createConnectionState } from './connection.js';
 import type { HttpHandler } from './http-handler.js';
 
@@ -450,6 +450,10 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     send();
   });
 
+  const cap = capConnections(front, listener.maxConnections, () => {
+    reject('connection_limit');
+    logRefusal({ reason: 'connection_limit', maxConnections: current.maxConnections }, 'connection refused');
+  });
   await bindListener(front, listener);
   // After the bind, a server 'error' (an accept failure) must be logged, never thrown: an EventEmitter
   // without an 'error' listener would take the whole process down.
@@ -465,6 +469,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         secureServer.setSecureContext({ ...next.tls.options, ...(swap.ticketKeys !== undefined ? { ticketKeys: swap.ticketKeys } : {}) });
       current = next;
       handler = nextHandler;
+      cap.setMax(next.maxConnections);
     },
     close(graceMs: number): Promise<void> {
       closing = true;

@@ -21,7 +21,8 @@
  * (observability/metrics.ts).
  */
 import { randomUUID } from 'node:crypto';
-import { bindListener } from './bind.js';
+import { bindListener, capConnections } from './bind.js';
+import { DEFAULTS } from '../config/defaults.js';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock.js';
@@ -50,7 +51,10 @@ import {
  * A `protocol: tcp` listener, resolved: the config's {@link TcpRuntimeListener} (its `upstream` and
  * `proxyProtocol` are passed separately, as the second argument and in the deps).
  */
-export type TcpListenerConfig = Pick<TcpRuntimeListener, 'name' | 'keyPath' | 'address' | 'tls' | 'acl'>;
+export type TcpListenerConfig = Pick<TcpRuntimeListener, 'name' | 'keyPath' | 'address' | 'tls' | 'acl'> & {
+  /** Open client connections accepted at once; absent: {@link DEFAULTS.maxConnections}. */
+  readonly maxConnections?: number;
+};
 
 export interface TcpListenerDeps {
   readonly logger: Logger;
@@ -257,6 +261,10 @@ export async function startTcpListener(
     });
   });
 
+  const cap = capConnections(front, listener.maxConnections ?? DEFAULTS.maxConnections, () => {
+    reject('connection_limit');
+    logRefusal({ reason: 'connection_limit' }, 'connection refused');
+  });
   await bindListener(front, listener);
   // After the bind, a server 'error' (an accept failure such as EMFILE) is logged, never thrown.
   front.on('error', (err: NodeJS.ErrnoException) => {
@@ -273,6 +281,7 @@ export async function startTcpListener(
           ...(opts.tls.ticketKeys !== undefined ? { ticketKeys: opts.tls.ticketKeys } : {}),
         });
       current = next;
+      cap.setMax(next.maxConnections ?? DEFAULTS.maxConnections);
       currentUpstream = nextUpstream;
       proxyProtocol = opts.proxyProtocol;
       accessLog = opts.accessLog;

@@ -27,7 +27,8 @@ export type ConnectionRejectReason =
   | 'revoked'
   | 'acl'
   | 'handshake_timeout'
-  | 'headers_timeout';
+  | 'headers_timeout'
+  | 'connection_limit';
 
 /** Every {@link ConnectionRejectReason}, for tests and dashboards that enumerate the closed set. */
 export const CONNECTION_REJECT_REASONS: readonly ConnectionRejectReason[] = [
@@ -39,6 +40,7 @@ export const CONNECTION_REJECT_REASONS: readonly ConnectionRejectReason[] = [
   'acl',
   'handshake_timeout',
   'headers_timeout',
+  'connection_limit',
 ];
 
 /** `result` of an authentication decision: `allow`, or the code that ended the request. */

@@ -180,6 +180,20 @@ describe('loadConfigText: every bad config is refused with key path, value and e
     ],
     // types and ranges
     [
+      'maxConnections of 0 (a listener that refuses everyone)',
+      () => config({}, listener({ maxConnections: 0 })),
+      'listeners[0].maxConnections',
+      'got 0',
+      '>= 1',
+    ],
+    [
+      'maxConnections that is not a whole number',
+      () => config({}, listener({ maxConnections: 2.5 })),
+      'listeners[0].maxConnections',
+      'got 2.5',
+      'a whole number',
+    ],
+    [
       'listen as a number',
       () => config({}, listener({ listen: 8443 })),
       'listeners[0].listen',
