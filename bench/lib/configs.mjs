@@ -13,6 +13,8 @@ ${extra}listeners:
   - name: bench
     listen: 127.0.0.1:0
     protocol: http
+    # Above the soak's 10,000 idle connections: the bench measures the gateway, not its connection cap.
+    maxConnections: 100000
     tls:
       cert: ${cert}
       key: ${key}
