@@ -36,7 +36,7 @@ import {
   type AccessOutcome,
 } from '../observability/access-log.js';
 import { randomRequestId, requestIdOf, type RequestIdSource } from '../mutate/request-id.js';
-import { methodLabel, statusClass, type Metrics } from '../observability/metrics.js';
+import { METHOD_LABELS, methodLabel, statusClass, type Metrics } from '../observability/metrics.js';
 import type { Clock } from '../clock.js';
 import { connectionStateOf, type ConnectionState } from './connection.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
@@ -356,20 +356,19 @@ interface RequestCounter {
   count(method: string | undefined, status: number): void;
 }
 
-/** Method labels in a fixed order (the `methodLabel` closed set); the index picks a row of children. */
-const METHOD_ROWS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'OTHER'] as const;
-const METHOD_ROW = new Map<string, number>(METHOD_ROWS.map((m, i) => [m, i]));
+/** Row of each `methodLabel` value in a route's grid of children. */
+const METHOD_ROW = new Map<string, number>(METHOD_LABELS.map((m, i) => [m, i]));
 
 /**
  * The request counter of one route: children cached in a method × status-class grid, so counting a
  * request costs two array reads (prom-client would hash the four label values on every `labels()`).
  */
 function createRequestCounter(metrics: Metrics, listener: string, route: string): RequestCounter {
-  const grid: (CounterChild | undefined)[][] = METHOD_ROWS.map(() => []);
+  const grid: (CounterChild | undefined)[][] = METHOD_LABELS.map(() => []);
   return {
     count(method, status) {
       const m = methodLabel(method);
-      const row = grid[METHOD_ROW.get(m) ?? METHOD_ROWS.length - 1] as (CounterChild | undefined)[];
+      const row = grid[METHOD_ROW.get(m) ?? METHOD_LABELS.length - 1] as (CounterChild | undefined)[];
       // 1xx..5xx → 1..5; anything else (0: the client left first) → 0, labelled by statusClass().
       const col = status >= 100 && status < 600 ? Math.floor(status / 100) : 0;
       let c = row[col];
@@ -455,6 +454,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       bytesOut?: number;
     },
   ): void {
+    // With the access log off, a forwarded or refused request costs no line object at all.
+    if (!deps.accessLog.wants(end.status, end.outcome)) return;
     const identity = ctx.conn?.identity;
     const entry: AccessEntry = {
       listener: lname,
@@ -476,7 +477,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       requestId: ctx.requestId ?? requestIdOf(req.rawHeaders, newRequestId),
       upgrade: ctx.upgrade,
     };
-    deps.accessLog(entry);
+    deps.accessLog.write(entry);
   }
 
   /** Counts an auth decision (routes with `auth` only). */

@@ -20,8 +20,8 @@
  * SHA-256 fingerprint, bytes each way, duration, close reason — issue 5 point 4) and the `portcullis_tcp_*` metrics
  * (observability/metrics.ts).
  */
-import { randomUUID } from 'node:crypto';
 import { bindListener, capConnections } from './bind.js';
+import { randomRequestId } from '../mutate/request-id.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
@@ -61,7 +61,12 @@ export interface TcpListenerDeps {
   /** The process metrics: the connection counters and the `tcp*` ones (bytes, connections, duration). */
   readonly metrics: Pick<
     Metrics,
-    'rejectedConnections' | 'activeConnections' | 'handshakes' | 'tcpBytes' | 'tcpConnections' | 'tcpConnectionDuration'
+    | 'rejectedConnections'
+    | 'activeConnections'
+    | 'handshakes'
+    | 'tcpBytes'
+    | 'tcpConnections'
+    | 'tcpConnectionDuration'
   >;
   /** `tlsHandshakeMs` (first byte and handshake), `upstreamConnectMs`, `idleMs` (no byte either way). */
   readonly timeouts: Pick<TimeoutsConfig, 'tlsHandshakeMs' | 'upstreamConnectMs' | 'idleMs'>;
@@ -87,7 +92,11 @@ export interface RunningTcpListener extends RunningListener {
   update(
     listener: TcpListenerConfig,
     upstream: TcpUpstream,
-    opts: { readonly proxyProtocol: 'v2' | undefined; readonly accessLog?: boolean; readonly tls: SecureContextSwap },
+    opts: {
+      readonly proxyProtocol: 'v2' | undefined;
+      readonly accessLog?: boolean;
+      readonly tls: SecureContextSwap;
+    },
   ): void;
 }
 
@@ -210,7 +219,7 @@ export async function startTcpListener(
       const fields = {
         listener: name,
         // One id per connection, like an HTTP request's X-Request-Id (nothing to forward it in: raw TCP).
-        connectionId: randomUUID(),
+        connectionId: randomRequestId(),
         clientAddress: state.clientAddress,
         ...who,
         ...(state.servername !== undefined ? { servername: state.servername } : {}),

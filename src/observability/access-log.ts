@@ -63,13 +63,25 @@ export interface AccessEntry {
 }
 
 /** Writes access-log lines. */
-export type AccessLog = (entry: AccessEntry) => void;
+export interface AccessLog {
+  /** Whether a request that ended so gets a line: asked first, so that a line nobody writes is never built. */
+  wants(status: number, outcome: AccessOutcome): boolean;
+  /** Writes the line (at warn for failures, else at info). */
+  write(entry: AccessEntry): void;
+}
+
+/** A failure: logged at warn, and even with the access log off (what an on-call engineer looks for). */
+const isFailure = (status: number, outcome: AccessOutcome): boolean =>
+  status >= 500 || outcome === 'upstream_error';
 
 /** Creates the access log of an app: info lines when `enabled`, warn lines for failures always. */
 export function createAccessLog(logger: Logger, enabled: boolean): AccessLog {
-  return (entry) => {
-    if (entry.status >= 500 || entry.outcome === 'upstream_error') logger.warn(entry, 'request');
-    else if (enabled) logger.info(entry, 'request');
+  return {
+    wants: (status, outcome) => enabled || isFailure(status, outcome),
+    write(entry) {
+      if (isFailure(entry.status, entry.outcome)) logger.warn(entry, 'request');
+      else if (enabled) logger.info(entry, 'request');
+    },
   };
 }
 

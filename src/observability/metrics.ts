@@ -7,8 +7,11 @@ import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 
 import type { AuthnStats } from '../authn/principal.js';
 import type { ErrorCode } from '../errors.js';
 
+/** Every `method` label value, in a fixed order: the seven common methods, then `OTHER` for the rest. */
+export const METHOD_LABELS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'OTHER'] as const;
+const METHODS = new Set<string>(METHOD_LABELS.slice(0, -1));
+
 /** Bounded method label: anything else is `OTHER`, so random methods cannot explode cardinality. */
-const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
 export function methodLabel(method: string | undefined): string {
   return method !== undefined && METHODS.has(method) ? method : 'OTHER';
 }
