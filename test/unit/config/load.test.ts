@@ -13,15 +13,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueServerCert } from '../../../src/certs/pki.js';
 import { DEFAULTS } from '../../../src/config/defaults.js';
 import {
-  ConfigInvalid,
   isLoopbackHost,
   loadConfigFile,
   loadConfigText,
   type HttpRuntimeListener,
   type RuntimeConfig,
 } from '../../../src/config/load.js';
-import { ConfigError } from '../../../src/errors.js';
 import { mintTestPki, writePki } from '../../helpers/pki.js';
+import { errorAt, expectConfigError, refusal } from '../../helpers/config-errors.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
@@ -133,24 +132,6 @@ function upstreamRoute(upstream: unknown): Obj {
 
 function load(text: string): RuntimeConfig {
   return loadConfigText(text, join(dir, 'portcullis.yaml'));
-}
-
-/** Runs `fn`, expecting a ConfigInvalid; returns it. */
-function refusal(fn: () => unknown): ConfigInvalid {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigInvalid);
-    return err as ConfigInvalid;
-  }
-  throw new Error('expected ConfigInvalid, the config loaded');
-}
-
-/** The error at exactly `path` (failing with the whole list when there is none). */
-function errorAt(err: ConfigInvalid, path: string): ConfigError {
-  const found = err.errors.find((e) => e.path === path);
-  if (!found) throw new Error(`no error at "${path}"; got:\n${err.message}`);
-  return found;
 }
 
 describe('loadConfigText: every bad config is refused with key path, value and expectation', () => {
@@ -729,16 +710,8 @@ describe('loadConfigText: every bad config is refused with key path, value and e
 
   it.each(cases)('%s', (_name, text, path, value, expected) => {
     const err = refusal(() => load(text()));
-    const e = errorAt(err, path);
-    expect(e).toBeInstanceOf(ConfigError);
     // `<key path>: got <value>; expected <what>`
-    expect(e.message.startsWith(`${path || '(root)'}: got `)).toBe(true);
-    const [got, expectedText] = e.message.slice(`${path || '(root)'}: `.length).split('; expected ');
-    expect(expectedText, e.message).toBeDefined();
-    if (typeof value === 'string') expect(got).toContain(value);
-    else expect(got).toMatch(value);
-    if (typeof expected === 'string') expect(expectedText).toContain(expected);
-    else expect(expectedText).toMatch(expected);
+    const e = expectConfigError(err, path, value, expected);
     // the listing names the file the error is in
     expect(err.message).toContain(join(dir, 'portcullis.yaml'));
     expect(err.message).toContain(e.message);

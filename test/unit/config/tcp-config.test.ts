@@ -9,9 +9,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigInvalid, loadConfigText, type RuntimeConfig } from '../../../src/config/load.js';
-import { ConfigError } from '../../../src/errors.js';
+import { loadConfigText, type RuntimeConfig } from '../../../src/config/load.js';
 import { writePki } from '../../helpers/pki.js';
+import { errorAt, expectConfigError, refusal } from '../../helpers/config-errors.js';
 
 type Obj = Record<string, unknown>;
 
@@ -81,22 +81,6 @@ function config(top: Obj = {}, ...listeners: Obj[]): string {
 
 function load(text: string): RuntimeConfig {
   return loadConfigText(text, join(dir, 'portcullis.yaml'));
-}
-
-function refusal(fn: () => unknown): ConfigInvalid {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigInvalid);
-    return err as ConfigInvalid;
-  }
-  throw new Error('expected ConfigInvalid, the config loaded');
-}
-
-function errorAt(err: ConfigInvalid, path: string): ConfigError {
-  const found = err.errors.find((e) => e.path === path);
-  if (!found) throw new Error(`no error at "${path}"; got:\n${err.message}`);
-  return found;
 }
 
 const TCP_KEYS = 'name, listen, protocol, tls, allowClients, maxConnections, upstream, proxyProtocol';
@@ -250,7 +234,8 @@ describe('tcp listeners: every bad one is refused with key path, value and expec
     ],
     [
       'clientCertificate none under requireEncryption',
-      () => config({}, tcpListener({ tls: { clientCertificate: 'none', clientCa: undefined, crl: undefined } })),
+      () =>
+        config({}, tcpListener({ tls: { clientCertificate: 'none', clientCa: undefined, crl: undefined } })),
       'listeners[0].tls.clientCertificate',
       '"none"',
       'refused while requireEncryption is true',
@@ -286,7 +271,11 @@ describe('tcp listeners: every bad one is refused with key path, value and expec
     ],
     [
       'the admin address on a tcp listener',
-      () => config({ admin: { enabled: true, listen: '127.0.0.1:18787' } }, tcpListener({ listen: '127.0.0.1:18787' })),
+      () =>
+        config(
+          { admin: { enabled: true, listen: '127.0.0.1:18787' } },
+          tcpListener({ listen: '127.0.0.1:18787' }),
+        ),
       'admin.listen',
       '"127.0.0.1:18787"',
       'an address not already used by listeners[0]',
@@ -294,16 +283,12 @@ describe('tcp listeners: every bad one is refused with key path, value and expec
   ];
 
   it.each(cases)('%s', (_name, text, path, value, expected) => {
-    const err = refusal(() => load(text()));
-    const e = errorAt(err, path);
-    expect(e).toBeInstanceOf(ConfigError);
-    expect(e.message.startsWith(`${path}: got `), e.message).toBe(true);
-    const [got, expectedText] = e.message.slice(`${path}: `.length).split('; expected ');
-    expect(expectedText, e.message).toBeDefined();
-    if (typeof value === 'string') expect(got).toContain(value);
-    else expect(got).toMatch(value);
-    if (typeof expected === 'string') expect(expectedText).toContain(expected);
-    else expect(expectedText).toMatch(expected);
+    expectConfigError(
+      refusal(() => load(text())),
+      path,
+      value,
+      expected,
+    );
   });
 
   it('an unknown key on an http listener still lists the http keys', () => {
@@ -316,7 +301,9 @@ describe('tcp listeners: every bad one is refused with key path, value and expec
 
 describe('tcp listeners: good configs resolve to what startTcpListener takes', () => {
   it('a tcp:// loopback upstream, next to an http listener', () => {
-    const cfg = load(config({}, httpListener(), tcpListener({ allowClients: ['CN=alice'], proxyProtocol: 'v2' })));
+    const cfg = load(
+      config({}, httpListener(), tcpListener({ allowClients: ['CN=alice'], proxyProtocol: 'v2' })),
+    );
     expect(cfg.listeners.map((l) => l.protocol)).toEqual(['http', 'tcp']);
     const l = cfg.listeners[1];
     if (l?.protocol !== 'tcp') throw new Error('expected a tcp listener');
@@ -352,13 +339,15 @@ describe('tcp listeners: good configs resolve to what startTcpListener takes', (
     expect(l.proxyProtocol).toBeUndefined();
     expect(l.upstream).toMatchObject({ kind: 'tls', host: '::1', port: 8700, servername: 'scheduler' });
     if (l.upstream.kind !== 'tls') throw new Error('expected tls');
-    expect(Buffer.isBuffer(l.upstream.ca) && Buffer.isBuffer(l.upstream.cert) && Buffer.isBuffer(l.upstream.key)).toBe(
-      true,
-    );
+    expect(
+      Buffer.isBuffer(l.upstream.ca) && Buffer.isBuffer(l.upstream.cert) && Buffer.isBuffer(l.upstream.key),
+    ).toBe(true);
   });
 
   it('tls:// to any host under requireEncryption, tcp:// to any host without it', () => {
-    expect(load(config({}, tcpListener({ upstream: 'tls://scheduler.example:8786' }))).listeners).toHaveLength(1);
+    expect(
+      load(config({}, tcpListener({ upstream: 'tls://scheduler.example:8786' }))).listeners,
+    ).toHaveLength(1);
     expect(
       load(config({ requireEncryption: false }, tcpListener({ upstream: 'tcp://10.0.0.5:8786' }))).listeners,
     ).toHaveLength(1);
@@ -366,7 +355,8 @@ describe('tcp listeners: good configs resolve to what startTcpListener takes', (
 
   it('optional with allowClients is accepted; none only without requireEncryption, with a warning', () => {
     expect(
-      load(config({}, tcpListener({ tls: { clientCertificate: 'optional' }, allowClients: ['CN=alice'] }))).listeners,
+      load(config({}, tcpListener({ tls: { clientCertificate: 'optional' }, allowClients: ['CN=alice'] })))
+        .listeners,
     ).toHaveLength(1);
     const cfg = load(
       config(
