@@ -41,6 +41,7 @@ const { values: opt } = parseArgs({
     warmup: { type: 'string' },
     only: { type: 'string' },
     connections: { type: 'string', default: '64' },
+    'handshake-clients': { type: 'string', default: '8' },
     threads: { type: 'string', default: '2' },
     'cpu-prof': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
@@ -56,6 +57,8 @@ const DURATION = Number(opt.duration ?? (opt.quick ? 3 : 10));
 const WARMUP = Number(opt.warmup ?? (opt.quick ? 1 : 2));
 const CONNECTIONS = Number(opt.connections);
 const THREADS = Number(opt.threads);
+/** Full-handshake rows: hsload threads, each one blocking connection at a time. */
+const HANDSHAKE_CLIENTS = Number(opt['handshake-clients']);
 /** HTTP/2: streams in flight per connection (h2load -m). */
 const H2_STREAMS = 10;
 /** The fixed-rate rows: total requests per second, over this many connections. */
@@ -99,7 +102,8 @@ const features = portcullisFeatures();
 
 const h1 = (headers = []) => ({ tool: 'wrk', connections: CONNECTIONS, threads: THREADS, headers });
 const h2 = () => ({ tool: 'h2load', connections: CONNECTIONS, streams: H2_STREAMS, threads: THREADS, headers: [] });
-const handshake = () => h1(['Connection: close']);
+// Not wrk with `Connection: close`: wrk spins while a handshake is in progress (shim/hsload.c says why).
+const handshake = () => ({ tool: 'hsload', threads: HANDSHAKE_CLIENTS });
 const rate = () => ({ tool: 'h2load-rate', connections: FIXED_RATE_CONNECTIONS, rate: FIXED_RATE, threads: 1 });
 
 function needs(cond, why) {
@@ -129,15 +133,19 @@ const CASES = [
   { name: 'nginx-h2', label: 'HTTP/2 (h2load -m 10): nginx mTLS', group: 'h2', server: { kind: 'nginx', cert: 'rsa' }, load: h2(), ref: 'nginx' },
   { name: 'portcullis-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: Portcullis, 1 process', group: 'hs-ec', server: { kind: 'portcullis', cert: 'ec' }, load: handshake() },
   { name: 'portcullis-handshake-ecdsa-workers', label: 'full handshakes/s, ECDSA P-256: Portcullis, `workers: auto`', group: 'hs-ec', server: { kind: 'portcullis', cert: 'ec', workers: 'auto' }, load: handshake(), needs: NEEDS_WORKERS },
+  { name: 'portcullis-handshake-ecdsa-workers-sched-none', label: 'full handshakes/s, ECDSA P-256: Portcullis, `workers: auto`, workers accept (SCHED_NONE, comparison)', group: 'hs-ec', server: { kind: 'portcullis', cert: 'ec', workers: 'auto', env: { NODE_CLUSTER_SCHED_POLICY: 'none' } }, load: handshake(), needs: NEEDS_WORKERS },
+  { name: 'node-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: bare Node https server, 1 process (reference: no proxying)', group: 'hs-ec', server: { kind: 'node-bare', cert: 'ec' }, load: handshake() },
   { name: 'haproxy-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: HAProxy', group: 'hs-ec', server: { kind: 'haproxy', cert: 'ec' }, load: handshake(), ref: 'haproxy' },
   { name: 'nginx-handshake-ecdsa', label: 'full handshakes/s, ECDSA P-256: nginx', group: 'hs-ec', server: { kind: 'nginx', cert: 'ec' }, load: handshake(), ref: 'nginx' },
   { name: 'portcullis-handshake-rsa', label: 'full handshakes/s, RSA-2048: Portcullis, 1 process', group: 'hs-rsa', server: { kind: 'portcullis', cert: 'rsa' }, load: handshake() },
   { name: 'portcullis-handshake-rsa-workers', label: 'full handshakes/s, RSA-2048: Portcullis, `workers: auto`', group: 'hs-rsa', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto' }, load: handshake(), needs: NEEDS_WORKERS },
   { name: 'portcullis-handshake-rsa-workers-sched-none', label: 'full handshakes/s, RSA-2048: Portcullis, `workers: auto`, workers accept (SCHED_NONE, comparison)', group: 'hs-rsa', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto', env: { NODE_CLUSTER_SCHED_POLICY: 'none' } }, load: handshake(), needs: NEEDS_WORKERS },
+  { name: 'node-handshake-rsa', label: 'full handshakes/s, RSA-2048: bare Node https server, 1 process (reference: no proxying)', group: 'hs-rsa', server: { kind: 'node-bare', cert: 'rsa' }, load: handshake() },
   { name: 'haproxy-handshake-rsa', label: 'full handshakes/s, RSA-2048: HAProxy', group: 'hs-rsa', server: { kind: 'haproxy', cert: 'rsa' }, load: handshake(), ref: 'haproxy' },
   { name: 'nginx-handshake-rsa', label: 'full handshakes/s, RSA-2048: nginx', group: 'hs-rsa', server: { kind: 'nginx', cert: 'rsa' }, load: handshake(), ref: 'nginx' },
   { name: 'direct-1k', label: `fixed ${FIXED_RATE} req/s (latency): direct plaintext`, group: 'rate', server: { kind: 'direct' }, load: rate(), ref: 'direct' },
   { name: 'portcullis-1k', label: `fixed ${FIXED_RATE} req/s (latency): Portcullis mTLS, 1 process`, group: 'rate', server: { kind: 'portcullis', cert: 'rsa' }, load: rate() },
+  { name: 'portcullis-1k-workers', label: `fixed ${FIXED_RATE} req/s (latency): Portcullis mTLS, \`workers: auto\``, group: 'rate', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto' }, load: rate(), needs: NEEDS_WORKERS },
   { name: 'haproxy-1k', label: `fixed ${FIXED_RATE} req/s (latency): HAProxy mTLS`, group: 'rate', server: { kind: 'haproxy', cert: 'rsa' }, load: rate(), ref: 'haproxy' },
   { name: 'nginx-1k', label: `fixed ${FIXED_RATE} req/s (latency): nginx mTLS`, group: 'rate', server: { kind: 'nginx', cert: 'rsa' }, load: rate(), ref: 'nginx' },
 ];
@@ -193,6 +201,18 @@ function buildShim() {
   if (!existsSync(out) || statSync(src).mtimeMs > statSync(out).mtimeMs) {
     if (!tools.gcc) throw new Error('gcc not installed: run bench/install.sh');
     execFileSync('gcc', ['-O2', '-shared', '-fPIC', '-o', out, src, '-ldl', '-lssl'], { stdio: 'inherit', timeout: 60_000 });
+    log(`built ${out}`);
+  }
+  return out;
+}
+
+/** Compiles the full-handshake generator (shim/hsload.c) into TMP, on demand, as buildShim does. */
+function buildHsload() {
+  const src = join(BENCH, 'shim', 'hsload.c');
+  const out = join(TMP, 'hsload');
+  if (!existsSync(out) || statSync(src).mtimeMs > statSync(out).mtimeMs) {
+    if (!tools.gcc) throw new Error('gcc not installed: run bench/install.sh');
+    execFileSync('gcc', ['-O2', '-o', out, src, '-lssl', '-lcrypto', '-lpthread'], { stdio: 'inherit', timeout: 60_000 });
     log(`built ${out}`);
   }
   return out;
@@ -262,6 +282,21 @@ async function startServer(c, ctx) {
       });
       return { proc, url: `https://127.0.0.1:${port}/`, family: 'portcullis', profDir: opt['cpu-prof'] ? join(dir, 'prof') : undefined };
     }
+    case 'node-bare': {
+      // The reference for what Node's TLS stack itself costs: the soak's bare server (same server
+      // construction as Portcullis, client certificate required, answers every request itself).
+      const args = [join(BENCH, 'lib', 'soak-bare-server.mjs'), JSON.stringify({ cert, key, ca: files.caCert })];
+      const proc = start(c.name, process.execPath, args, { cwd: dir });
+      const port = await proc.waitForLine((l) => {
+        try {
+          const j = JSON.parse(l);
+          return j.msg === 'listening' ? j.port : undefined;
+        } catch {
+          return undefined;
+        }
+      });
+      return { proc, url: `https://127.0.0.1:${port}/`, family: 'node-bare' };
+    }
     case 'haproxy': {
       const port = await freePort();
       const cfg = join(dir, 'haproxy.cfg');
@@ -313,7 +348,7 @@ function headersFor(c, ctx) {
 async function measure(c, srv, ctx, seconds) {
   const load = { ...c.load, headers: headersFor(c, ctx) };
   const before = cpuSample(srv.proc.pid);
-  const r = await runLoad({ load, url: srv.url, seconds, shimEnv: ctx.shimEnv, logFile: join(ctx.runDir, `${c.name}.h2load.log`) });
+  const r = await runLoad({ load, url: srv.url, seconds, shimEnv: ctx.shimEnv, logFile: join(ctx.runDir, `${c.name}.h2load.log`), hsloadBin: ctx.hsload });
   const after = cpuSample(srv.proc.pid);
   const cpu = cpuDelta(before, after);
   return {
@@ -394,6 +429,7 @@ async function main() {
   watchdog.unref();
 
   const shim = buildShim();
+  const hsload = buildHsload();
   log('minting PKI (RSA via dist/src/certs/pki.js, ECDSA P-256 via openssl)');
   const pki = await mintPki(runDir, DIST);
   const ctx = {
@@ -401,6 +437,7 @@ async function main() {
     pki,
     opaqueToken: `bench-opaque-${stamp}`,
     shimEnv: { LD_PRELOAD: shim, BENCH_CLIENT_CERT: pki.files.clientCert, BENCH_CLIENT_KEY: pki.files.clientKey },
+    hsload,
   };
   ctx.upstream = await startUpstream(runDir);
   log(`upstream on 127.0.0.1:${ctx.upstream.port} (pid ${ctx.upstream.proc.pid})`);
@@ -444,7 +481,7 @@ async function main() {
       const srv = servers.get(c.name);
       if (!srv) continue;
       const load = { ...c.load, headers: headersFor(c, ctx) };
-      if (WARMUP > 0) await runLoad({ load, url: srv.url, seconds: WARMUP, shimEnv: ctx.shimEnv, logFile: join(runDir, `${c.name}.warm.log`) });
+      if (WARMUP > 0) await runLoad({ load, url: srv.url, seconds: WARMUP, shimEnv: ctx.shimEnv, logFile: join(runDir, `${c.name}.warm.log`), hsloadBin: ctx.hsload });
       const m = await measure(c, srv, ctx, DURATION);
       const list = results.get(c.name) ?? [];
       list.push(m);
@@ -549,6 +586,7 @@ async function main() {
     '',
     `Command: \`node bench/run.mjs ${process.argv.slice(2).join(' ')}\`. ${RUNS} run(s) of ${DURATION} s per case (+${WARMUP} s warm-up each), medians; ` +
       `runs interleaved across cases. wrk: ${THREADS} threads, ${CONNECTIONS} connections, keep-alive, GET /; h2load: ${CONNECTIONS} connections × ${H2_STREAMS} streams; ` +
+      `full-handshake rows: hsload (bench/shim/hsload.c), ${HANDSHAKE_CLIENTS} blocking client threads, one TLS connection per request; ` +
       `fixed-rate rows: h2load --h1, ${FIXED_RATE_CONNECTIONS} connections, ${FIXED_RATE} req/s in total. Every TLS row requires a client certificate (RSA-2048, bench CA).`,
     '',
     '| machine | |',

@@ -1,5 +1,6 @@
 // Load generators: wrk (HTTP/1.1) and h2load (HTTP/2, and HTTP/1.1 at a fixed rate), run through the
-// LD_PRELOAD client-certificate shim, each run bounded in time; plus their output parsers.
+// LD_PRELOAD client-certificate shim, and hsload (full handshakes, shim/hsload.c), each run bounded in
+// time; plus their output parsers.
 import { readFileSync, rmSync } from 'node:fs';
 import { runBounded } from './proc.mjs';
 
@@ -76,19 +77,46 @@ export function parseH2load(out, logFile) {
   };
 }
 
+/** Parses hsload's one JSON line (shim/hsload.c). */
+export function parseHsload(out) {
+  let j;
+  try {
+    j = JSON.parse(out.trim().split('\n').pop() ?? '');
+  } catch {
+    return { requests: NaN, ok: NaN, rps: NaN, p50: NaN, p99: NaN, non2xx: 0, socketErrors: 0, errorDetail: 'hsload printed no result' };
+  }
+  return {
+    requests: j.connections,
+    ok: j.ok,
+    rps: j.seconds > 0 ? j.connections / j.seconds : NaN,
+    p50: j.p50_ms >= 0 ? j.p50_ms : NaN,
+    p99: j.p99_ms >= 0 ? j.p99_ms : NaN,
+    non2xx: 0,
+    socketErrors: j.errors,
+    errorDetail: j.errors > 0 ? `${j.errors} connections failed or got no 200` : '',
+  };
+}
+
 /**
  * Runs one load-generator pass. `load` is the case's workload:
  *   { tool: 'wrk', connections, threads, headers[] }                 closed loop, HTTP/1.1 keep-alive
  *   { tool: 'h2load', connections, streams, threads, headers[] }     closed loop, HTTP/2
  *   { tool: 'h2load-rate', connections, rate, threads }              open loop, HTTP/1.1 at a fixed total rate
- * `shimEnv` is the LD_PRELOAD environment (empty object: no client certificate).
+ *   { tool: 'hsload', threads }                                      a full handshake + one request per connection
+ * `shimEnv` is the LD_PRELOAD environment (empty object: no client certificate); hsload reads the client
+ * certificate and key from its BENCH_CLIENT_CERT / BENCH_CLIENT_KEY and runs the binary `hsloadBin`.
  */
-export async function runLoad({ load, url, seconds, shimEnv, logFile }) {
+export async function runLoad({ load, url, seconds, shimEnv, logFile, hsloadBin }) {
   const timeoutMs = (seconds + GRACE_S) * 1000;
   const hdrs = (load.headers ?? []).flatMap((h) => ['-H', h]);
   let res;
   let parsed;
-  if (load.tool === 'wrk') {
+  if (load.tool === 'hsload') {
+    const u = new URL(url);
+    const args = [u.hostname, u.port, String(seconds), String(load.threads), shimEnv.BENCH_CLIENT_CERT ?? '', shimEnv.BENCH_CLIENT_KEY ?? ''];
+    res = await runBounded(hsloadBin, args, { timeoutMs });
+    parsed = parseHsload(res.stdout);
+  } else if (load.tool === 'wrk') {
     const args = ['-t', String(load.threads), '-c', String(load.connections), '-d', `${seconds}s`, '--latency', '--timeout', '5s', ...hdrs, url];
     res = await runBounded('wrk', args, { env: shimEnv, timeoutMs });
     parsed = parseWrk(res.stdout);
