@@ -170,6 +170,10 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   const name = listener.name;
   const active = metrics.activeConnections.labels(name);
   const streams = metrics.activeStreams.labels(name);
+  // Metric children resolved once: a handshake does no label lookup by string.
+  const handshakesH2 = metrics.handshakes.labels(name, 'h2');
+  const handshakesH1 = metrics.handshakes.labels(name, 'http/1.1');
+  const handshakesNone = metrics.handshakes.labels(name, 'none');
   const reject = (reason: ConnectionRejectReason): void => metrics.rejectedConnections.labels(name, reason).inc();
   const clock = deps.clock ?? systemClock;
   const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => clock.now());
@@ -298,7 +302,8 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         socket.destroy();
         return;
       }
-      metrics.handshakes.labels(name, socket.alpnProtocol || 'none').inc();
+      const alpn = socket.alpnProtocol;
+      (alpn === 'h2' ? handshakesH2 : alpn === 'http/1.1' ? handshakesH1 : handshakesNone).inc();
       if (socket.alpnProtocol !== 'h2') {
         h1Sockets.add(socket);
         // The timer holds the socket: cleared at close, or a closed connection would stay in memory until

@@ -129,6 +129,7 @@ export async function startTcpListener(
   const bytesIn = metrics.tcpBytes.labels(name, 'in');
   const bytesOut = metrics.tcpBytes.labels(name, 'out');
   const duration = metrics.tcpConnectionDuration.labels(name);
+  const handshakes = metrics.handshakes.labels(name, 'none');
   // Every series exists from the start (a dashboard shows 0, not "no data").
   // (`labels()` alone creates no series in prom-client: `inc(0)` does.)
   for (const reason of CLOSE_REASONS) metrics.tcpConnections.labels(name, reason).inc(0);
@@ -192,7 +193,7 @@ export async function startTcpListener(
       refuse('bad_client_cert', { detail: err instanceof Error ? err.message : 'unreadable' });
       return;
     }
-    metrics.handshakes.labels(name, 'none').inc();
+    handshakes.inc();
     const who = state.identity
       ? { clientSubject: state.identity.subject, clientFingerprint: state.identity.fingerprint256 }
       : { clientSubject: null, clientFingerprint: null };
