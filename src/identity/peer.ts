@@ -1,11 +1,13 @@
 /**
  * Peer identity: what a verified client certificate says about the caller.
  *
- * Computed once per connection from `tlsSocket.getPeerCertificate()`, after the TLS layer verified the chain
+ * Computed once per connection from `tlsSocket.getPeerX509Certificate()` (see {@link peerIdentityFromX509}), after
+ * the TLS layer verified the chain
  * (`socket.authorized === true` is the caller's check, not this module's). Everything here is pure: no I/O,
  * no clock, regexes compiled once at module load.
  */
 
+import type { X509Certificate } from 'node:crypto';
 import type { DetailedPeerCertificate, PeerCertificate } from 'node:tls';
 import { GatewayError } from '../errors.js';
 
@@ -166,16 +168,99 @@ export function peerIdentityFromCertificate(cert: DetailedPeerCertificate | Peer
   };
 }
 
+/**
+ * Reads Node's `X509Certificate#subject` text back into the object `getPeerCertificate().subject` gives:
+ * attribute short name (or dotted OID) → raw value, a repeated attribute as an array in certificate order,
+ * keys in the order they first appear. {@link peerIdentityFromX509} uses it so that a connection's identity
+ * does not need `getPeerCertificate()`, which builds the whole legacy object (three fingerprints, the public
+ * key, the raw DER) on every handshake.
+ *
+ * Node prints the subject with OpenSSL's `X509_NAME_print_ex` and the flags ESC_2253, ESC_CTRL, UTF8_CONVERT,
+ * SEP_MULTILINE and FN_SN: one RDN per line, the values of a multi-valued RDN joined by `" + "`, `KEY=value`
+ * with no spaces around `=`; in a value, `,+"\<>;` and a leading `#` or space and a trailing space are
+ * backslash-escaped, and a control character (including DEL) is `\XX` in hex, so neither a newline nor an
+ * unescaped `" + "` can come from inside a value. Anything outside that grammar throws (fail closed): an
+ * identity is never guessed at.
+ *
+ * @throws GatewayError `ERR_IDENTITY_BAD_CLIENT_CERT` when the text is not in that format.
+ */
+export function subjectFromX509Text(text: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+  const n = text.length;
+  let pos = 0;
+  while (pos < n) {
+    const eq = text.indexOf('=', pos);
+    if (eq <= pos) throw badSubject('attribute without a name');
+    const key = text.slice(pos, eq);
+    if (!SUBJECT_KEY.test(key)) throw badSubject('unexpected characters in an attribute name');
+    let value = '';
+    let i = eq + 1;
+    for (;;) {
+      if (i >= n) break;
+      const c = text.charCodeAt(i);
+      if (c === NEWLINE) break;
+      if (c === SPACE && text.startsWith(' + ', i)) break;
+      if (c === BACKSLASH) {
+        const next = text.charAt(i + 1);
+        const hex = text.slice(i + 1, i + 3);
+        if (HEX_PAIR.test(hex)) {
+          value += String.fromCharCode(Number.parseInt(hex, 16));
+          i += 3;
+        } else if (next !== '' && ESCAPED_SPECIALS.includes(next)) {
+          value += next;
+          i += 2;
+        } else {
+          throw badSubject('unknown escape');
+        }
+        continue;
+      }
+      value += text.charAt(i);
+      i += 1;
+    }
+    const prev = out[key];
+    out[key] = prev === undefined ? value : typeof prev === 'string' ? [prev, value] : [...prev, value];
+    if (i >= n) break;
+    pos = i + (text.charCodeAt(i) === NEWLINE ? 1 : 3);
+    if (pos >= n) throw badSubject('separator at the end');
+  }
+  return out;
+}
+
+/**
+ * Builds the {@link PeerIdentity} of a TLS peer from `tlsSocket.getPeerX509Certificate()`: the same identity
+ * {@link peerIdentityFromCertificate} builds from `getPeerCertificate()` (test/unit/identity/peer.test.ts
+ * checks the two agree on hostile subjects), at a fraction of the cost per handshake. Same contract: the
+ * caller has checked `socket.authorized === true`.
+ *
+ * @throws GatewayError `ERR_IDENTITY_BAD_CLIENT_CERT` when a field cannot be read exactly.
+ */
+export function peerIdentityFromX509(cert: X509Certificate): PeerIdentity {
+  const legacyShape = {
+    fingerprint256: cert.fingerprint256,
+    subject: subjectFromX509Text(cert.subject),
+    subjectaltname: cert.subjectAltName,
+    serialNumber: cert.serialNumber,
+    valid_to: cert.validTo,
+  };
+  return peerIdentityFromCertificate(legacyShape as unknown as PeerCertificate);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
+const NEWLINE = 0x0a;
 const COMMA = 0x2c;
 const SPACE = 0x20;
 
 /** Node's SAN type labels: letters, digits and spaces (`IP Address`, `Registered ID`). */
 const SAN_TYPE = /^[A-Za-z0-9 ]+$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
+/** An attribute name as `X509_NAME_print_ex` writes it: a short name (`CN`, `OU`, `emailAddress`) or a dotted OID. */
+const SUBJECT_KEY = /^(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)$/;
+/** What follows a backslash in ESC_2253 output (`=` too, should an OpenSSL version escape it). */
+const ESCAPED_SPECIALS = ',+"\\<>;# =';
+const HEX_PAIR = /^[0-9A-Fa-f]{2}$/;
 
 /** Anything that needs RFC 4514 escaping; values that do not match (the usual case) are returned as is. */
 // eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
@@ -238,6 +323,10 @@ function parseOpenSslTime(text: string | undefined): number {
   }
   const fraction = m[6] === undefined ? 0 : Math.floor(Number(m[6]) * 1000);
   return Date.UTC(Number(m[7]), month, Number(m[2]), Number(m[3]), Number(m[4]), Number(m[5])) + fraction;
+}
+
+function badSubject(detail: string): GatewayError {
+  return new GatewayError('ERR_IDENTITY_BAD_CLIENT_CERT', `subject: ${detail}`);
 }
 
 function badSan(detail: string, cause?: unknown): GatewayError {

@@ -1,11 +1,20 @@
+import { execFileSync } from 'node:child_process';
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import * as tls from 'node:tls';
 import forge from 'node-forge';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { GatewayError } from '../../../src/errors.js';
-import { parseSubjectAltName, peerIdentityFromCertificate } from '../../../src/identity/peer.js';
+import {
+  parseSubjectAltName,
+  peerIdentityFromCertificate,
+  peerIdentityFromX509,
+  subjectFromX509Text,
+} from '../../../src/identity/peer.js';
 
 // A PKI minted per run: one CA, one server certificate for 127.0.0.1, and client certificates with odd
 // subjects and SANs. The client certificates share one key (only their contents differ).
@@ -67,7 +76,8 @@ function clientCert(subject: Attr[], altNames: AltName[]): string {
 }
 
 /** A real mTLS handshake on 127.0.0.1:0; resolves with what the server's socket says about the client. */
-async function handshake(certPem: string): Promise<{ peer: tls.PeerCertificate; authorized: boolean }> {
+type Seen = { peer: tls.PeerCertificate; authorized: boolean; x509: X509Certificate | undefined };
+async function handshake(certPem: string): Promise<Seen> {
   const server = tls.createServer({
     key: serverKey.pem,
     cert: serverPem,
@@ -75,9 +85,13 @@ async function handshake(certPem: string): Promise<{ peer: tls.PeerCertificate; 
     requestCert: true,
     rejectUnauthorized: true,
   });
-  const seen = new Promise<{ peer: tls.PeerCertificate; authorized: boolean }>((resolve) => {
+  const seen = new Promise<Seen>((resolve) => {
     server.once('secureConnection', (socket: tls.TLSSocket) => {
-      resolve({ peer: socket.getPeerCertificate(true), authorized: socket.authorized });
+      resolve({
+        peer: socket.getPeerCertificate(true),
+        authorized: socket.authorized,
+        x509: socket.getPeerX509Certificate(),
+      });
       socket.end();
     });
   });
@@ -296,5 +310,160 @@ describe('parseSubjectAltName', () => {
       { type: 'DNS', value: "quote'd" },
       { type: 'URI', value: 'urn:a"b\\c' },
     ]);
+  });
+});
+
+// The connection path reads the identity from getPeerX509Certificate() (cheap); the legacy object of
+// getPeerCertificate() is the reference it must agree with, byte for byte, on every subject.
+describe('peerIdentityFromX509 agrees with peerIdentityFromCertificate', () => {
+  const subjects: { name: string; subject: Attr[]; san?: AltName[] }[] = [
+    {
+      name: 'plain',
+      subject: [
+        { shortName: 'OU', value: 'dev' },
+        { shortName: 'CN', value: 'alice' },
+      ],
+      san: [
+        { type: 6, value: 'spiffe://x/alice' },
+        { type: 2, value: 'a.example' },
+      ],
+    },
+    { name: 'comma (case 21)', subject: [{ shortName: 'CN', value: 'evil, O=admin' }] },
+    {
+      name: 'control characters (case 22)',
+      subject: [{ shortName: 'CN', value: 'line1\nX-Injected: yes\r\tz\x7fy\x01' }],
+    },
+    { name: 'NUL', subject: [{ shortName: 'CN', value: 'nul\u0000byte' }] },
+    {
+      name: 'every RFC 4514 special',
+      subject: [
+        { shortName: 'O', value: ' lead and trail ' },
+        { shortName: 'OU', value: '#hash' },
+        { shortName: 'CN', value: 'a+b"c\\d<e>f;g,h=i é \\0A \\Q' },
+      ],
+    },
+    {
+      name: 'interleaved repeats',
+      subject: [
+        { shortName: 'OU', value: 'ops' },
+        { shortName: 'CN', value: 'first' },
+        { shortName: 'OU', value: 'dev' },
+        { shortName: 'CN', value: 'second' },
+      ],
+    },
+    {
+      name: 'a value holding " + " and a trailing space',
+      subject: [
+        { shortName: 'CN', value: 'x + y' },
+        { shortName: 'CN', value: 'trail ' },
+      ],
+    },
+    { name: 'empty value', subject: [{ shortName: 'CN', value: '' }] },
+    {
+      name: 'unknown attribute (dotted OID)',
+      subject: [{ type: '1.2.3.4.5', value: 'custom' } as unknown as Attr, { shortName: 'CN', value: 'c' }],
+    },
+    {
+      name: 'UTF-8 string',
+      subject: [
+        {
+          shortName: 'CN',
+          value: forge.util.encodeUtf8('smile 😀 ü'),
+          valueTagClass: forge.asn1.Type.UTF8,
+        } as unknown as Attr,
+      ],
+    },
+    {
+      name: 'BMPString',
+      subject: [
+        { shortName: 'CN', value: 'bmp', valueTagClass: forge.asn1.Type.BMPSTRING } as unknown as Attr,
+      ],
+    },
+    { name: 'a lookalike of an escape', subject: [{ shortName: 'CN', value: '\\2C not a comma \\' }] },
+  ];
+  for (const c of subjects) {
+    it(c.name, () => {
+      const x = new X509Certificate(clientCert(c.subject, c.san ?? []));
+      const reference = peerIdentityFromCertificate(x.toLegacyObject());
+      expect(peerIdentityFromX509(x)).toEqual(reference);
+    });
+  }
+
+  it("a multi-valued RDN (CN=a+O=b, from the openssl CLI) reads as separate attributes, as Node's legacy object does", (ctx) => {
+    const dir = mkdtempSync(join(tmpdir(), 'portcullis-rdn-'));
+    try {
+      writeFileSync(join(dir, 'key.pem'), clientKey.pem);
+      try {
+        execFileSync(
+          'openssl',
+          [
+            'req',
+            '-new',
+            '-x509',
+            '-key',
+            join(dir, 'key.pem'),
+            '-out',
+            join(dir, 'cert.pem'),
+            '-days',
+            '1',
+            '-multivalue-rdn',
+            '-subj',
+            '/OU=ops+CN=multi \\+ value/CN=last',
+          ],
+          { stdio: 'pipe' },
+        );
+      } catch (err) {
+        console.log(`skipped: the openssl CLI is not available (${(err as Error).message.split('\n')[0]})`);
+        ctx.skip();
+        return;
+      }
+      const x = new X509Certificate(readFileSync(join(dir, 'cert.pem')));
+      expect(x.subject).toContain(' + ');
+      const id = peerIdentityFromX509(x);
+      expect(id).toEqual(peerIdentityFromCertificate(x.toLegacyObject()));
+      expect(id.commonNames).toEqual(['multi + value', 'last']);
+      expect(id.organizationalUnits).toEqual(['ops']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('agrees on a real handshake', async () => {
+    const pem = clientCert(
+      [
+        { shortName: 'CN', value: 'evil, O=admin' },
+        { shortName: 'OU', value: 'x\ny' },
+      ],
+      [{ type: 6, value: 'spiffe://a/b' }],
+    );
+    const { peer, x509 } = await handshake(pem);
+    expect(x509).toBeDefined();
+    expect(peerIdentityFromX509(x509 as X509Certificate)).toEqual(peerIdentityFromCertificate(peer));
+  });
+});
+
+describe('subjectFromX509Text', () => {
+  it('reads keys, escapes, repeats and multi-valued RDNs', () => {
+    expect(subjectFromX509Text('OU=a\nCN=x\\, y \\+ z\\0A\nCN=b + O=c\\ ')).toEqual({
+      OU: 'a',
+      CN: ['x, y + z\n', 'b'],
+      O: 'c ',
+    });
+    expect(subjectFromX509Text('')).toEqual({});
+    expect(subjectFromX509Text('CN=')).toEqual({ CN: '' });
+  });
+
+  it.each([
+    ['no "="', 'CN'],
+    ['empty name', '=x'],
+    ['a name with a space', 'C N=x'],
+    ['an unknown escape', 'CN=a\\Qb'],
+    ['a lone backslash at the end', 'CN=a\\'],
+    ['a separator at the end', 'CN=a\n'],
+    ['a multi-value separator at the end', 'CN=a + '],
+  ])('refuses %s', (_name, text) => {
+    expect(() => subjectFromX509Text(text)).toThrow(
+      expect.objectContaining({ code: 'ERR_IDENTITY_BAD_CLIENT_CERT' }) as Error,
+    );
   });
 });
