@@ -6,7 +6,7 @@
  * Anything ambiguous is `ERR_AUTHN_MALFORMED` (400 `invalid_request`), never a guess: Node keeps the first of
  * two `Authorization` headers silently, so decisions could depend on header order (hostile case 43).
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 
 /**
@@ -117,9 +117,13 @@ export function removeQueryToken(query: string): string {
   return kept.length === 0 ? '' : `?${kept.join('&')}`;
 }
 
-/** SHA-256 of the token, lower-case hex: the only cache key and the only log handle a token ever has. */
+/**
+ * SHA-256 of the token (UTF-8), lower-case hex: the only cache key and the only log handle a token ever
+ * has. Computed on every request of an authenticated route, so through the one-shot `crypto.hash`
+ * (Node ≥ 20.12), about a third of the cost of a `Hash` object.
+ */
 export function tokenHash(token: string): string {
-  return createHash('sha256').update(token, 'utf8').digest('hex');
+  return hash('sha256', token, 'hex');
 }
 
 function trimOws(value: string): string {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { extractBearer, MAX_TOKEN_LENGTH, removeQueryToken, tokenHash } from '../../../src/authn/bearer.js';
 import { GatewayError } from '../../../src/errors.js';
@@ -124,5 +125,14 @@ describe('tokenHash', () => {
   it('is SHA-256 hex', () => {
     expect(tokenHash('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
     expect(tokenHash('x')).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('hashes the UTF-8 bytes of a non-ASCII string', () => {
+    // SHA-256 of the 2 UTF-8 bytes C3 A9 ("é"), not of the Latin-1 byte E9.
+    expect(tokenHash('é')).toBe(
+      createHash('sha256')
+        .update(Buffer.from([0xc3, 0xa9]))
+        .digest('hex'),
+    );
   });
 });
