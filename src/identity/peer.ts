@@ -1,10 +1,9 @@
 /**
  * Peer identity: what a verified client certificate says about the caller.
  *
- * Computed once per connection from `tlsSocket.getPeerX509Certificate()` (see {@link peerIdentityFromX509}), after
- * the TLS layer verified the chain
- * (`socket.authorized === true` is the caller's check, not this module's). Everything here is pure: no I/O,
- * no clock, regexes compiled once at module load.
+ * Computed once per connection from `tlsSocket.getPeerX509Certificate()` (see {@link peerIdentityFromX509}),
+ * after the TLS layer verified the chain (`socket.authorized === true` is the caller's check, not this
+ * module's). Everything here is pure: no I/O, no clock, regexes compiled once at module load.
  */
 
 import type { X509Certificate } from 'node:crypto';
