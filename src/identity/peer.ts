@@ -256,7 +256,7 @@ const SPACE = 0x20;
 const SAN_TYPE = /^[A-Za-z0-9 ]+$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
 /** An attribute name as `X509_NAME_print_ex` writes it: a short name (`CN`, `OU`, `emailAddress`) or a dotted OID. */
-const SUBJECT_KEY = /^(?:[A-Za-z][A-Za-z0-9-]*|\d+(?:\.\d+)+)$/;
+const SUBJECT_KEY = /^(?:[A-Za-z][A-Za-z0-9_-]*|\d+(?:\.\d+)+)$/;
 /** What follows a backslash in ESC_2253 output (`=` too, should an OpenSSL version escape it). */
 const ESCAPED_SPECIALS = ',+"\\<>;# =';
 const HEX_PAIR = /^[0-9A-Fa-f]{2}$/;
