@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { haproxyCfg, nginxConf, portcullisJwtProvider, portcullisYaml } from './lib/configs.mjs';
 import { runLoad } from './lib/load.mjs';
 import { mintPki } from './lib/pki.mjs';
-import { cpuDelta, cpuSample, freePort, killAllNow, peakRssMiB, start, stop, waitForPort } from './lib/proc.mjs';
+import { cpuDelta, cpuSample, freePort, killAllNow, listeningPort, peakRssMiB, start, stop, waitForPort } from './lib/proc.mjs';
 import { machineFacts, markdownTable, textTable } from './lib/report.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -220,14 +220,7 @@ function buildHsload() {
 
 async function startUpstream(runDir) {
   const proc = start('upstream', process.execPath, [join(BENCH, 'upstream.mjs')], { cwd: runDir });
-  const port = await proc.waitForLine((l) => {
-    try {
-      const j = JSON.parse(l);
-      return j.msg === 'listening' ? j.port : undefined;
-    } catch {
-      return undefined;
-    }
-  });
+  const port = await proc.waitForLine((l) => listeningPort(l));
   return { proc, port };
 }
 
@@ -272,14 +265,7 @@ async function startServer(c, ctx) {
       const nodeArgs = opt['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`] : [];
       // `env`: NODE_CLUSTER_SCHED_POLICY for the `workers` scheduling comparison rows.
       const proc = start(c.name, process.execPath, [...nodeArgs, join(DIST, 'src', 'main.js'), 'start', '--config', cfg], { cwd: dir, ...(s.env ? { env: s.env } : {}) });
-      const port = await proc.waitForLine((l) => {
-        try {
-          const j = JSON.parse(l);
-          return j.msg === 'listening' && j.listener === 'bench' ? j.port : undefined;
-        } catch {
-          return undefined;
-        }
-      });
+      const port = await proc.waitForLine((l) => listeningPort(l, 'bench'));
       return { proc, url: `https://127.0.0.1:${port}/`, family: 'portcullis', profDir: opt['cpu-prof'] ? join(dir, 'prof') : undefined };
     }
     case 'node-bare': {
@@ -287,14 +273,7 @@ async function startServer(c, ctx) {
       // construction as Portcullis, client certificate required, answers every request itself).
       const args = [join(BENCH, 'lib', 'soak-bare-server.mjs'), JSON.stringify({ cert, key, ca: files.caCert })];
       const proc = start(c.name, process.execPath, args, { cwd: dir });
-      const port = await proc.waitForLine((l) => {
-        try {
-          const j = JSON.parse(l);
-          return j.msg === 'listening' ? j.port : undefined;
-        } catch {
-          return undefined;
-        }
-      });
+      const port = await proc.waitForLine((l) => listeningPort(l));
       return { proc, url: `https://127.0.0.1:${port}/`, family: 'node-bare' };
     }
     case 'haproxy': {

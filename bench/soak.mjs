@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { portcullisJwtProvider, portcullisYaml } from './lib/configs.mjs';
 import { runLoad } from './lib/load.mjs';
 import { mintPki } from './lib/pki.mjs';
-import { killAllNow, start, stop } from './lib/proc.mjs';
+import { killAllNow, listeningPort, start, stop } from './lib/proc.mjs';
 import { machineFacts } from './lib/report.mjs';
 import { followMarkCompacts, lastHeapMiB, mib, openFds, rssKiB, slope } from './lib/soak-mem.mjs';
 
@@ -157,14 +157,7 @@ function buildShim() {
 
 async function startUpstream(runDir) {
   const proc = start('upstream', process.execPath, [join(BENCH, 'upstream.mjs')], { cwd: runDir });
-  const port = await proc.waitForLine((l) => {
-    try {
-      const j = JSON.parse(l);
-      return j.msg === 'listening' ? j.port : undefined;
-    } catch {
-      return undefined;
-    }
-  });
+  const port = await proc.waitForLine((l) => listeningPort(l));
   return { proc, port };
 }
 
@@ -203,14 +196,7 @@ async function startPortcullis(
   const proc = startNode(name, [...nodeArgs, join(DIST, 'src', 'main.js'), 'start', '--config', cfg], {
     cwd: dir,
   });
-  const port = await proc.waitForLine((l) => {
-    try {
-      const j = JSON.parse(l);
-      return j.msg === 'listening' && j.listener === 'bench' ? j.port : undefined;
-    } catch {
-      return undefined;
-    }
-  }, 30_000);
+  const port = await proc.waitForLine((l) => listeningPort(l, 'bench'), 30_000);
   // Workers: give every worker time to start before the first reading.
   await sleep(workers !== undefined && workers !== 1 ? 2_000 : 500);
   return { proc, port, url: `https://127.0.0.1:${port}/` };
@@ -234,14 +220,7 @@ async function startBareNode(ctx) {
     ],
     { cwd: ctx.runDir },
   );
-  const port = await proc.waitForLine((l) => {
-    try {
-      const j = JSON.parse(l);
-      return j.msg === 'listening' ? j.port : undefined;
-    } catch {
-      return undefined;
-    }
-  }, 30_000);
+  const port = await proc.waitForLine((l) => listeningPort(l), 30_000);
   await sleep(500);
   return { proc, port };
 }

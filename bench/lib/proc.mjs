@@ -232,6 +232,20 @@ export function peakRssMiB(rootPid) {
 }
 
 /** Resolves when 127.0.0.1:port accepts a TCP connection; rejects after timeoutMs. */
+/**
+ * For `proc.waitForLine`: the port of a `{"msg":"listening",...,"port":N}` JSON line (the upstream, the bare
+ * server and Portcullis all print one), optionally only for the listener named `listener`; undefined for
+ * any other line.
+ */
+export function listeningPort(line, listener = undefined) {
+  try {
+    const j = JSON.parse(line);
+    return j.msg === 'listening' && (listener === undefined || j.listener === listener) ? j.port : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function waitForPort(port, timeoutMs = 10_000, proc = undefined) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
