@@ -124,6 +124,8 @@ const CASES = [
   { name: 'portcullis-mtls-workers-sched-none', label: 'Portcullis mTLS, `workers: auto`, workers accept (SCHED_NONE, comparison)', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto', env: { NODE_CLUSTER_SCHED_POLICY: 'none' } }, load: h1(), needs: NEEDS_WORKERS },
   { name: 'portcullis-mtls-jwt-workers', label: 'Portcullis mTLS + JWT ES256 (cached), `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'jwt', workers: 'auto' }, load: h1(['Authorization: Bearer {ES256}']), needs: NEEDS_JWT ?? NEEDS_WORKERS },
   { name: 'portcullis-mtls-introspection-workers', label: 'Portcullis mTLS + introspection (cached), `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'introspection', workers: 'auto' }, load: h1(['Authorization: Bearer {OPAQUE}']), needs: NEEDS_INTRO ?? NEEDS_WORKERS },
+  { name: 'node-undici', label: 'Node https + undici Pool, 1 process (reference: the bare forwarding shape, no checks)', group: 'h1', server: { kind: 'node-undici', cert: 'rsa' }, load: h1() },
+  { name: 'node-undici-2', label: 'Node https + undici Pool, 2 processes (reference: the bare forwarding shape, no checks)', group: 'h1', server: { kind: 'node-undici', cert: 'rsa', workers: 2 }, load: h1() },
   { name: 'haproxy-mtls', label: 'HAProxy mTLS', group: 'h1', server: { kind: 'haproxy', cert: 'rsa' }, load: h1(), ref: 'haproxy' },
   { name: 'nginx-mtls', label: 'nginx mTLS', group: 'h1', server: { kind: 'nginx', cert: 'rsa' }, load: h1(), ref: 'nginx' },
   { name: 'haproxy-jwt-es256', label: 'HAProxy mTLS + jwt_verify ES256 (every request)', group: 'h1', server: { kind: 'haproxy', cert: 'rsa', jwt: 'ES256' }, load: h1(['Authorization: Bearer {ES256}']) },
@@ -275,6 +277,13 @@ async function startServer(c, ctx) {
       const proc = start(c.name, process.execPath, args, { cwd: dir });
       const port = await proc.waitForLine((l) => listeningPort(l));
       return { proc, url: `https://127.0.0.1:${port}/`, family: 'node-bare' };
+    }
+    case 'node-undici': {
+      // The issue's reference shape (lib/node-undici-proxy.mjs): what forwarding alone costs on Node.
+      const args = [join(BENCH, 'lib', 'node-undici-proxy.mjs'), JSON.stringify({ cert, key, ca: files.caCert, upstreamPort: ctx.upstream.port, workers: s.workers ?? 0 })];
+      const proc = start(c.name, process.execPath, args, { cwd: dir });
+      const port = await proc.waitForLine((l) => listeningPort(l));
+      return { proc, url: `https://127.0.0.1:${port}/`, family: 'node-undici' };
     }
     case 'haproxy': {
       const port = await freePort();
