@@ -24,7 +24,7 @@ import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createAccessLog } from './observability/access-log.js';
 import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js';
-import { forwardToEcho } from './proxy/echo.js';
+import { createEchoForwarder } from './proxy/echo.js';
 import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
 import { registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
 import { createAuthenticators } from './authn/providers.js';
@@ -143,13 +143,14 @@ function buildGeneration(
     const authMetrics: AuthMetrics = createAuthMetrics(metrics, authenticators);
     const accessLog = createAccessLog(logger, config.log.access);
     const handlers = new Map<string, HttpHandler>();
+    const echo = createEchoForwarder(config.timeouts.requestBodyMs);
     for (const l of config.listeners) {
       if (l.protocol === 'tcp') continue;
       const forwarders = new Map<string, RouteForwarder>();
       for (const route of l.routes.routes) {
         const up = route.upstream;
         if (up.kind === 'echo') {
-          forwarders.set(route.id, forwardToEcho);
+          forwarders.set(route.id, echo);
           continue;
         }
         // One pool per distinct upstream (origin + TLS identity), shared by every route using it.

@@ -30,6 +30,7 @@ export const ERRORS = {
   ERR_REQUEST_HEADERS_TOO_LARGE: { status: 431, message: 'Request header fields too large.' },
   ERR_REQUEST_UPGRADE_REFUSED: { status: 400, message: 'Bad request: this protocol upgrade is not supported.' },
   ERR_REQUEST_BAD_WEBSOCKET: { status: 400, message: 'Bad request: invalid WebSocket handshake.' },
+  ERR_REQUEST_BODY_TIMEOUT: { status: 408, message: 'Request timeout: the request body did not arrive in time.' },
   ERR_REQUEST_MISDIRECTED: {
     status: 421,
     message: 'Misdirected request: the Host does not match the TLS server name of this connection.',

@@ -65,6 +65,12 @@ export const DEFAULTS = {
      * complete on HTTP/1.1. Node's http2 server does not enforce headersTimeout on its HTTP/1
      * fallback, so the gateway runs its own timer: slowloris is cut off after this (hostile case 101). */
     requestHeadersMs: 10_000,
+    /** ms from a request's headers until its whole body has arrived, unless the upstream's response
+     * started first (Envoy's `request_timeout` semantics). Past it, a request still waiting for its body
+     * gets 408 and its upstream exchange is aborted, freeing the upstream connection: `idleMs` alone
+     * lets a client that trickles one byte a minute hold a request, and an upstream socket, forever
+     * (R.U.D.Y., hostile case 102). 5 minutes is Node's own `requestTimeout`. */
+    requestBodyMs: 300_000,
     /** ms an idle keep-alive HTTP/1.1 connection is kept between requests. */
     keepAliveMs: 5_000,
     /** ms without any byte in either direction before a connection or HTTP/2 session is closed;

@@ -28,6 +28,7 @@ const listenAddress = z
 const timeouts = z.strictObject({
   tlsHandshakeMs: positiveMs.default(DEFAULTS.timeouts.tlsHandshakeMs),
   requestHeadersMs: positiveMs.default(DEFAULTS.timeouts.requestHeadersMs),
+  requestBodyMs: positiveMs.default(DEFAULTS.timeouts.requestBodyMs),
   keepAliveMs: positiveMs.default(DEFAULTS.timeouts.keepAliveMs),
   idleMs: positiveMs.default(DEFAULTS.timeouts.idleMs),
   upstreamConnectMs: positiveMs.default(DEFAULTS.timeouts.upstreamConnectMs),

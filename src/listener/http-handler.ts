@@ -16,7 +16,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { constants as h2constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { RouteAuth, HttpRuntimeListener } from '../config/load.js';
 import type { Route } from '../authz/routes.js';
 import type { RoutePolicy } from '../authz/policy.js';
@@ -41,6 +41,8 @@ import type { Clock } from '../clock.js';
 import { connectionStateOf, type ConnectionState } from './connection.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
 import { writeRawError, type WebSocketProxy } from '../proxy/websocket.js';
+
+const H2_NO_ERROR = h2constants.NGHTTP2_NO_ERROR;
 
 /** Forwards a request that passed every check (route → forwarder map built at start). */
 export type RouteForwarder = (
@@ -522,6 +524,20 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     try {
       res.writeHead(spec.status, headers);
       res.end(body);
+      if (req.httpVersionMajor === 2 && err.code === 'ERR_REQUEST_BODY_TIMEOUT') {
+        // The rest of the body is not wanted: after the complete response, RST_STREAM NO_ERROR asks the
+        // client to stop sending it (RFC 9113 §8.1) and frees the stream's slot in the session. Node does
+        // this itself only for a body nobody started reading; it waits for the stream's writable side
+        // to finish, then one turn, as here.
+        const stream = (res as Http2ServerResponse).stream;
+        const close = (): void => {
+          setImmediate(() => {
+            if (!stream.destroyed && !stream.closed) stream.close(H2_NO_ERROR);
+          });
+        };
+        if (stream.writableFinished) close();
+        else stream.once('finish', close);
+      }
     } catch {
       res.destroy();
     }
@@ -580,7 +596,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
           return;
         }
         const gerr = toGatewayError(err);
-        metrics.upstreamErrors.labels(rt.id, gerr.code).inc();
+        // A body deadline (ERR_REQUEST_BODY_TIMEOUT) is the client's failure, not the upstream's.
+        if (gerr.code.startsWith('ERR_UPSTREAM_')) metrics.upstreamErrors.labels(rt.id, gerr.code).inc();
         deny(req, res, gerr, ctx);
       },
     );

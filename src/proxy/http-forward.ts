@@ -4,7 +4,9 @@
  * Why undici and not http-proxy: http-proxy 1.18.1 throws on HTTP/2 requests and costs about 1.5× the
  * CPU per request on this stack (CONVENTIONS.md). Bodies stream both ways with backpressure (no
  * buffering); a client that goes away aborts the upstream request, which frees its socket (hostile
- * case 108); upstream timeouts map to 504, connection failures to 502.
+ * case 108); upstream timeouts map to 504, connection failures to 502. A request whose body has not all
+ * arrived within `requestBodyMs`, and whose upstream has not started answering, is aborted upstream and
+ * refused with 408 (hostile case 102).
  */
 import { Http2ServerResponse, constants as h2constants } from 'node:http2';
 import { isIP } from 'node:net';
@@ -12,6 +14,7 @@ import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { TimeoutsConfig } from '../config/schema.js';
 import type { UpstreamSpec } from '../authz/routes.js';
 import { DEFAULTS } from '../config/defaults.js';
+import { GatewayError } from '../errors.js';
 import { buildResponseHeaders } from '../mutate/response-headers.js';
 import type { Clock } from '../clock.js';
 import { toUpstreamError } from './upstream-errors.js';
@@ -64,7 +67,7 @@ export function createHttpForwarder(
 
   function forward(fr: ForwardRequest, req: ClientRequest, res: ClientResponse): Promise<ForwardOutcome> {
     return new Promise<ForwardOutcome>((resolve, reject) => {
-      const ex = new Exchange(fr, req, res, clock, resolve, reject);
+      const ex = new Exchange(fr, req, res, clock, timeouts.requestBodyMs, resolve, reject);
       if (res instanceof Http2ServerResponse) {
         // Rapid reset (CVE-2023-44487, hostile case 74) sends HEADERS and RST_STREAM in one packet; the
         // reset is processed after this handler returns. One event-loop turn lets it land, so a stream
@@ -85,11 +88,16 @@ export function createHttpForwarder(
  * undici's backpressure (it pulls one chunk at a time) and, unlike a second 'data' listener, cannot start
  * the stream flowing before undici reads it (a chunk read then would be lost).
  */
-async function* countedBody(req: ClientRequest, counts: { in: number }): AsyncGenerator<Buffer> {
+async function* countedBody(
+  req: ClientRequest,
+  counts: { in: number },
+  onEnd: () => void,
+): AsyncGenerator<Buffer> {
   for await (const chunk of req as AsyncIterable<Buffer>) {
     counts.in += chunk.length;
     yield chunk;
   }
+  onEnd();
 }
 
 /**
@@ -105,6 +113,10 @@ async function* countedBody(req: ClientRequest, counts: { in: number }): AsyncGe
 class Exchange implements Dispatcher.DispatchHandler {
   /** undici's abort of this request, known once it is assigned to a connection (onConnect). */
   private abortUpstream: ((err: Error) => void) | undefined;
+  /** `requestBodyMs`: armed while a request body is still arriving and no response has started. */
+  private bodyTimer: NodeJS.Timeout | undefined;
+  /** The body deadline passed before undici connected the request: abort it as soon as it does. */
+  private abortOnConnect: Error | undefined;
   private resumeUpstream: (() => void) | undefined;
   /** The client's side is gone (see onClientClose): neither stream flag says so reliably on HTTP/2. */
   private clientGone = false;
@@ -123,6 +135,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly req: ClientRequest,
     private readonly res: ClientResponse,
     private readonly clock: Clock,
+    private readonly bodyMs: number,
     private readonly resolve: (o: ForwardOutcome) => void,
     private readonly reject: (e: Error) => void,
   ) {
@@ -146,15 +159,46 @@ class Exchange implements Dispatcher.DispatchHandler {
       method: fr.method,
       path: fr.path,
       headers: fr.headers,
-      body: fr.hasBody ? countedBody(this.req, this.counts) : null,
+      body: fr.hasBody ? countedBody(this.req, this.counts, this.disarmBody) : null,
       servername,
     };
+    if (fr.hasBody) {
+      this.bodyTimer = setTimeout(this.onBodyTimeout, this.bodyMs);
+      this.bodyTimer.unref();
+    }
     this.sentAt = this.clock.hrtime();
     pool.dispatch(options as Dispatcher.DispatchOptions, this);
   }
 
+  /** The whole body went upstream, or the response started: the body deadline no longer applies. */
+  private readonly disarmBody = (): void => {
+    if (this.bodyTimer !== undefined) clearTimeout(this.bodyTimer);
+    this.bodyTimer = undefined;
+  };
+
+  /**
+   * `requestBodyMs` passed with the body still arriving and no response started: refuse with 408 now
+   * (the handler closes an HTTP/1.1 connection after it, the rest of the body being unread) and abort
+   * the upstream request, which closes its half-sent upstream connection instead of leaving it
+   * waiting for bytes that will never come.
+   */
+  private readonly onBodyTimeout = (): void => {
+    this.bodyTimer = undefined;
+    if (this.settled || this.started || this.complete) return;
+    const err = new GatewayError(
+      'ERR_REQUEST_BODY_TIMEOUT',
+      `request body incomplete after ${this.bodyMs} ms (${this.counts.in} bytes read)`,
+    );
+    this.res.off('close', this.onClientClose);
+    this.settled = true;
+    this.reject(err);
+    if (this.abortUpstream !== undefined) this.abortUpstream(err);
+    else this.abortOnConnect = err;
+  };
+
   private readonly onClientClose = (): void => {
     this.clientGone = true;
+    this.disarmBody();
     if (!this.complete) {
       // The client went away before the response finished: abort upstream so its socket is freed.
       this.abortUpstream?.(new Error('client closed'));
@@ -165,12 +209,21 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onConnect(abort: (err?: Error) => void): void {
     this.abortUpstream = abort;
-    if (this.clientGone) abort(new Error('client closed'));
+    if (this.abortOnConnect !== undefined) abort(this.abortOnConnect);
+    else if (this.clientGone) abort(new Error('client closed'));
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
     // 1xx (100 Continue, 103 Early Hints): the gateway answered Expect itself; nothing to relay.
     if (statusCode < 200) return true;
+    // The response started: from here the body may take as long as the exchange lives (streams,
+    // uploads the upstream answers early), bounded by the idle timers only.
+    this.disarmBody();
+    if (this.settled) {
+      // Refused for its body deadline just before the answer came: the client already has its 408.
+      this.abortUpstream?.(new Error('already answered'));
+      return false;
+    }
     this.resumeUpstream = resume;
     this.upstreamSeconds = Number(this.clock.hrtime() - this.sentAt) / 1e9;
     this.status = statusCode;
@@ -213,6 +266,9 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    this.disarmBody();
+    // Our own abort after the body deadline answered the client: nothing left to report.
+    if (this.settled && !this.started) return;
     if (this.clientGone) {
       // Our own abort after the client left: the close handler reports it.
       if (!this.started) this.finish({ status: 0, abortedReason: 'client_closed' });
@@ -244,6 +300,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   }
 
   private finish(outcome: ForwardOutcome): void {
+    this.disarmBody();
     if (this.settled) return;
     this.settled = true;
     this.res.off('close', this.onClientClose);

@@ -232,6 +232,13 @@ describe('loadConfigText: every bad config is refused with key path, value and e
       'whole number',
     ],
     [
+      'request body deadline of zero',
+      () => config({ timeouts: { requestBodyMs: 0 } }),
+      'timeouts.requestBodyMs',
+      'got 0',
+      '> 0',
+    ],
+    [
       'boolean as a string',
       () => config({ requireEncryption: 'yes' }),
       'requireEncryption',
