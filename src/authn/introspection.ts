@@ -13,7 +13,8 @@
  * Cache (CONVENTIONS rule 7; hostile cases 49–57): key SHA-256(token); filled only after every check passed;
  * a positive answer is fresh for min(exp − now, maxTtlSeconds), and `exp` is re-checked on every hit; a clean
  * `active: false` is cached for negativeTtlSeconds; at most maxEntries entries (LRU, evictions counted);
- * concurrent misses for one hash share one IdP call (single-flight). No stale answer is ever served unless the
+ * concurrent misses for one hash share one IdP call (single-flight), and at most `maxConcurrentCalls` calls run
+ * at once (past it a miss is refused with 503 at once: load shedding, not a queue). No stale answer is ever served unless the
  * caller passes `staleIfErrorSeconds` (a route option, off by default; capped at
  * {@link MAX_STALE_IF_ERROR_SECONDS}). Route policy is not cached here: it runs on every request, hit or miss.
  */
@@ -71,6 +72,14 @@ export const introspectionProviderSchema = z.strictObject({
   issuer: z.string().min(1).optional(),
   /** Per-call timeout, body included: 2000 ms. */
   timeoutMs: z.number().int().min(50).max(60_000).default(2_000),
+  /**
+   * IdP calls this provider has in flight at most: 256. A request that would start one more gets 503 at
+   * once (`ERR_AUTHN_UNAVAILABLE`) instead of queueing, as Envoy's circuit breakers shed: a flood of random
+   * tokens (every one a cache miss, hostile case 57) against a slow IdP then holds at most this many
+   * calls and sockets, not a growing heap of pending requests, while cached tokens are still served.
+   * Joining a call already in flight for the same token (single-flight) does not count.
+   */
+  maxConcurrentCalls: z.number().int().min(1).max(10_000).default(256),
   cache: cacheSchema.default({ maxEntries: 100_000, maxTtlSeconds: 300, negativeTtlSeconds: 10 }),
 });
 
@@ -328,6 +337,8 @@ export function createIntrospectionProvider(
   let hits = 0;
   let misses = 0;
   let evictions = 0;
+  /** IdP calls running now (not the requests waiting on them): bounded by `maxConcurrentCalls`. */
+  let callsInFlight = 0;
   let idpRequests = 0;
   let idpFailures = 0;
   let staleServed = 0;
@@ -418,8 +429,21 @@ export function createIntrospectionProvider(
       }
       misses++;
       let call = inflight.get(hash);
+      if (call === undefined && callsInFlight >= config.maxConcurrentCalls) {
+        // Shed, do not queue (hostile case 57). A route's staleIfErrorSeconds still applies: an IdP that
+        // cannot be asked now is an IdP that did not answer.
+        const shed = new GatewayError(
+          'ERR_AUTHN_UNAVAILABLE',
+          `${name}: ${config.maxConcurrentCalls} introspection calls already in flight (maxConcurrentCalls)`,
+        );
+        const stale = staleAnswer(shed, hash, cached, opts);
+        if (stale !== undefined) return stale;
+        throw shed;
+      }
       if (call === undefined) {
+        callsInFlight++;
         const started = introspect(token, hash).finally(() => {
+          callsInFlight--;
           // A purge may have dropped this call and a newer one may have taken its place.
           if (inflight.get(hash) === started) inflight.delete(hash);
         });

@@ -460,7 +460,9 @@ describe('introspection: the cache — hostile cases 49–57', () => {
         }),
       );
     };
-    const p = provider({ cache: { maxEntries: 1_000 } }, fastIdp);
+    // Batches of 500 at once: the call cap is raised above that here, so that every flood token reaches
+    // the cache (shedding past the cap is tested on its own below).
+    const p = provider({ cache: { maxEntries: 1_000 }, maxConcurrentCalls: 1_000 }, fastIdp);
     expect(await outcome(p, 'hot')).toBe('ok:hot');
     // The legitimate client uses its token once per 500 flood requests (LRU: it stays in the most-recent half).
     for (let batch = 0; batch < 200; batch++) {
@@ -533,6 +535,104 @@ describe('introspection: staleIfErrorSeconds (a route option, off by default)', 
   });
 });
 
+describe('introspection: at most maxConcurrentCalls IdP calls in flight (hostile case 57, load shedding)', () => {
+  /** An IdP whose answers wait until release(): every call it gets stays in flight until then. */
+  function heldIdp(): { fetch: FetchLike; calls: () => number; release: () => void } {
+    let calls = 0;
+    const waiting: (() => void)[] = [];
+    const fetch: FetchLike = (_url, init) => {
+      calls++;
+      const token = new URLSearchParams(init.body as string).get('token') ?? '';
+      return new Promise((resolve) => {
+        waiting.push(() =>
+          resolve(
+            new Response(JSON.stringify(active({ sub: token })), {
+              status: 200,
+              headers: { 'content-type': 'application/json' },
+            }),
+          ),
+        );
+      });
+    };
+    return { fetch, calls: () => calls, release: () => waiting.splice(0).forEach((f) => f()) };
+  }
+
+  it('past the cap a new token is refused 503 at once, without an IdP call; cached tokens still pass', async () => {
+    const held = heldIdp();
+    const p = provider({ maxConcurrentCalls: 3 }, held.fetch);
+    // Warm one token into the cache first.
+    const warm = outcome(p, 'cached-one');
+    await new Promise((r) => setImmediate(r));
+    held.release();
+    expect(await warm).toBe('ok:cached-one');
+    const first = ['a', 'b', 'c'].map((tok) => outcome(p, tok));
+    await new Promise((r) => setImmediate(r));
+    expect(held.calls()).toBe(4);
+    // Three calls in flight: the next distinct tokens are shed, synchronously with no IdP call.
+    expect(await outcome(p, 'd')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(await outcome(p, 'e')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(held.calls()).toBe(4);
+    // Not a cache problem: the cached token and the tokens whose call is running are unaffected.
+    expect(await outcome(p, 'cached-one')).toBe('ok:cached-one');
+    const joined = outcome(p, 'b');
+    held.release();
+    expect(await Promise.all([...first, joined])).toEqual(['ok:a', 'ok:b', 'ok:c', 'ok:b']);
+    expect(held.calls()).toBe(4);
+    // The calls finished: room again.
+    const again = outcome(p, 'd');
+    await new Promise((r) => setImmediate(r));
+    held.release();
+    expect(await again).toBe('ok:d');
+  });
+
+  it('the refusal names the limit (for the access log) and never the token', async () => {
+    const held = heldIdp();
+    const p = provider({ maxConcurrentCalls: 1 }, held.fetch);
+    const running = outcome(p, 'first-token');
+    await new Promise((r) => setImmediate(r));
+    const secret = 'shed-token-4f1c9e';
+    let caught: unknown;
+    try {
+      await p.authenticate(secret, tokenHash(secret));
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(GatewayError);
+    expect((caught as GatewayError).code).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect((caught as GatewayError).detail).toContain('maxConcurrentCalls');
+    expect((caught as GatewayError).detail).not.toContain(secret);
+    held.release();
+    await running;
+  });
+
+  it('a failed or timed-out call frees its place too', async () => {
+    let calls = 0;
+    const failing: FetchLike = () => {
+      calls++;
+      return Promise.reject(new Error('connect ECONNREFUSED'));
+    };
+    const p = provider({ maxConcurrentCalls: 1 }, failing);
+    for (let i = 0; i < 5; i++) expect(await outcome(p, `t${i}`)).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(calls).toBe(5);
+  });
+
+  it('a route with staleIfErrorSeconds gets its stale answer when the call is shed', async () => {
+    const held = heldIdp();
+    const p = provider({ maxConcurrentCalls: 1, cache: { maxTtlSeconds: 60 } }, held.fetch);
+    const warm = outcome(p, 'stale-one');
+    await new Promise((r) => setImmediate(r));
+    held.release();
+    expect(await warm).toBe('ok:stale-one');
+    advance(61_000); // no longer fresh
+    const busy = outcome(p, 'other');
+    await new Promise((r) => setImmediate(r));
+    expect(await outcome(p, 'stale-one')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(await outcome(p, 'stale-one', { staleIfErrorSeconds: 120 })).toBe('ok:stale-one');
+    held.release();
+    await busy;
+  });
+});
+
 describe('introspection: config', () => {
   it('applies the documented defaults', () => {
     expect(
@@ -545,6 +645,7 @@ describe('introspection: config', () => {
     ).toMatchObject({
       authMethod: 'client_secret_basic',
       timeoutMs: 2000,
+      maxConcurrentCalls: 256,
       cache: { maxEntries: 100_000, maxTtlSeconds: 300, negativeTtlSeconds: 10 },
     });
   });
@@ -556,6 +657,7 @@ describe('introspection: config', () => {
     [{ clientSecretFile: undefined }, 'clientSecretFile'],
     [{ clientSecret: 'inline' }, ''],
     [{ authMethod: 'private_key_jwt' }, 'authMethod'],
+    [{ maxConcurrentCalls: 0 }, 'maxConcurrentCalls'],
     [{ cache: { maxEntries: 0 } }, 'cache.maxEntries'],
     [{ cache: { ttl: 5 } }, 'cache'],
     [{ timeoutMs: 0 }, 'timeoutMs'],
