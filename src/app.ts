@@ -26,7 +26,7 @@ import { createAccessLog } from './observability/access-log.js';
 import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js';
 import { createEchoForwarder } from './proxy/echo.js';
 import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
-import { registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
+import { adminRefusalReporter, registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
 import { createAuthenticators } from './authn/providers.js';
 import type { Authenticator, FetchLike } from './authn/principal.js';
 import { createAuthMetrics, createAuthnObserver, type AuthMetrics } from './observability/auth-metrics.js';
@@ -411,6 +411,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
       admin = await startAdminServer(config.admin, {
         metrics: registryMetrics(registry),
         notReady,
+        onRefusal: adminRefusalReporter(logger, metrics.rejectedConnections),
         purge: (sha256) => {
           const purged = purgeTokenCache(sha256);
           logger.info(

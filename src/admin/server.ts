@@ -14,10 +14,17 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { Registry } from 'prom-client';
+import type { Counter, Registry } from 'prom-client';
 import type { AdminRuntimeConfig } from '../config/load.js';
 import { bindListener } from '../listener/bind.js';
 import { createConnectionState } from '../listener/connection.js';
+import {
+  createLogLimiter,
+  REFUSAL_LOG_LINES_PER_SECOND,
+  tlsRejectReason,
+} from '../listener/http-listener.js';
+import type { Logger } from '../observability/logger.js';
+import type { ConnectionRejectReason } from '../observability/metrics.js';
 
 /** Readiness: the names of what is not ready yet (empty = ready). Async so a cluster primary can ask its workers. */
 export type ReadinessProbe = () => readonly string[] | Promise<readonly string[]>;
@@ -28,11 +35,47 @@ export type TokenCachePurge = (sha256?: string) => number | Promise<number>;
 /** The Prometheus exposition: one registry's, or the sum over a cluster's workers. */
 export type MetricsSource = () => Promise<{ readonly contentType: string; readonly text: string }>;
 
+/** One refused admin connection or request: why (the data listeners' closed set of reasons), and the
+ * detail for the log (a verify result, an error code, the client's subject — never a secret). */
+export interface AdminRefusal {
+  readonly reason: ConnectionRejectReason;
+  readonly detail: string;
+}
+
 /** What the admin server serves, injected by the app (one process) or by the cluster primary. */
 export interface AdminDeps {
   readonly metrics: MetricsSource;
   readonly notReady: ReadinessProbe;
   readonly purge?: TokenCachePurge;
+  /**
+   * Told of every refusal with `admin.tls`: a failed handshake (no certificate, another CA, revoked,
+   * TLS < 1.2, plaintext, timeout), a presented certificate that failed verification under `optional`, or a
+   * verified client not on `admin.allowClients` (`acl`, answered 403). The caller counts and logs it, as a
+   * data listener does: who tried to reach `/metrics` or the purge endpoint is an operator's question.
+   */
+  readonly onRefusal?: (refusal: AdminRefusal) => void;
+}
+
+/**
+ * The usual `onRefusal`: counts each refusal as `portcullis_tls_rejected_connections_total{listener="admin"}`
+ * and logs it at info as `admin connection refused`, at most REFUSAL_LOG_LINES_PER_SECOND lines a second
+ * (the next line written says how many were dropped), as a data listener does.
+ */
+export function adminRefusalReporter(
+  logger: Pick<Logger, 'info'>,
+  counter: Counter<'listener' | 'reason'>,
+  now: () => number = Date.now,
+): (refusal: AdminRefusal) => void {
+  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, now);
+  return ({ reason, detail }) => {
+    counter.labels('admin', reason).inc();
+    limit((suppressed) =>
+      logger.info(
+        { listener: 'admin', reason, detail, ...(suppressed === undefined ? {} : { suppressed }) },
+        'admin connection refused',
+      ),
+    );
+  };
 }
 
 /** The {@link MetricsSource} of one prom-client registry. */
@@ -200,6 +243,18 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
     }
   };
 
+  /** Sockets already reported: a connection refused for its ACL is reported once, not per request. */
+  const reported = new WeakSet<object>();
+  const refuseOnce = (socket: object, reason: ConnectionRejectReason, detail: string): void => {
+    if (reported.has(socket)) return;
+    reported.add(socket);
+    try {
+      deps.onRefusal?.({ reason, detail });
+    } catch {
+      // Counting or logging a refusal must never turn it into a crash.
+    }
+  };
+
   const tls = admin.tls;
   let server: Server;
   if (tls === undefined) {
@@ -214,6 +269,7 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
         res.on('error', noop);
         // Fail closed: a socket without a verdict (never seen at the handshake) is not allowed either.
         if (allowed.get(req.socket) !== true) {
+          refuseOnce(req.socket, 'acl', 'not on admin.allowClients');
           const body = '{"error":"client not allowed"}\n';
           res.writeHead(403, {
             'content-type': 'application/json',
@@ -237,6 +293,8 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
         // `optional`: a certificate that was presented and failed verification is refused, never treated
         // as "anonymous"; `require` never gets here without one (Node refused the handshake).
         if (Object.keys(cert).length > 0 || tls.clientCertificate === 'require') {
+          const verify = String(socket.authorizationError ?? 'unverified certificate');
+          refuseOnce(socket, verify.includes('REVOKED') ? 'revoked' : 'bad_client_cert', verify);
           socket.destroy();
           return;
         }
@@ -245,12 +303,17 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
         allowed.set(socket, createConnectionState(socket, admin.acl).listenerAllowed);
       } catch {
         // A certificate the identity parser cannot read exactly is refused, never half-trusted.
+        refuseOnce(socket, 'bad_client_cert', 'client certificate subject not readable');
         socket.destroy();
       }
     });
     // A refused or broken handshake (no certificate, another CA, TLS < 1.2, plaintext bytes, timeout):
-    // Node destroys the socket; without a listener here nothing is thrown either, but say so explicitly.
-    server.on('tlsClientError', noop);
+    // Node destroys the socket; the reason is classified as on a data listener.
+    server.on('tlsClientError', (err: Error & { code?: string }, socket: TLSSocket) => {
+      const verify: unknown = socket.authorizationError;
+      const detail = typeof verify === 'string' && verify !== '' ? verify : (err.code ?? err.message);
+      refuseOnce(socket, tlsRejectReason(err, verify), detail);
+    });
   }
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;

@@ -10,10 +10,11 @@
  */
 import type { Worker } from 'node:cluster';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { AdminDeps, AdminServer } from '../admin/server.js';
+import { adminRefusalReporter, type AdminDeps, type AdminServer } from '../admin/server.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { RuntimeConfig } from '../config/load.js';
 import type { Logger } from '../observability/logger.js';
+import { createRejectedConnectionsCounter } from '../observability/metrics.js';
 import { parseToPrimary, type Question } from './messages.js';
 import { aggregateMetrics, type MetricsJson } from './metrics.js';
 import { createRestartBudget, RESTART_DEFAULTS, type RestartBudgetConfig } from './policy.js';
@@ -285,6 +286,7 @@ export async function startClusterPrimary(
     });
 
   const adminDeps: AdminDeps = {
+    onRefusal: adminRefusalReporter(logger, createRejectedConnectionsCounter(registry)),
     metrics: async () => {
       const answers = await Promise.all(
         // A worker not running (or not answering) is left out: its counters restart from 0 with it.

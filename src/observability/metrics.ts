@@ -74,6 +74,20 @@ const LATENCY_BUCKETS = [
  * path); until then they are empty. Process metrics are prom-client's defaults, prefixed `portcullis_`
  * (`portcullis_process_*`, `portcullis_nodejs_*`).
  */
+/**
+ * `portcullis_tls_rejected_connections_total`, on its own: the cluster primary, which serves the admin
+ * listener for its workers, counts the admin listener's refusals in its own registry, summed with the
+ * workers' at scrape time, under the same definition.
+ */
+export function createRejectedConnectionsCounter(registry: Registry): Counter<'listener' | 'reason'> {
+  return new Counter({
+    name: 'portcullis_tls_rejected_connections_total',
+    help: 'Connections refused before any request, by listener and reason (the admin listener as "admin").',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [registry],
+  });
+}
+
 export function createMetrics(registry: Registry, opts: { processMetrics?: boolean } = {}) {
   if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
   let authProviders: ReadonlyMap<string, AuthStatsSource> = new Map();
@@ -227,12 +241,7 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
       labelNames: ['route', 'reason'] as const,
       registers: [registry],
     }),
-    rejectedConnections: new Counter({
-      name: 'portcullis_tls_rejected_connections_total',
-      help: 'Connections refused before any request, by listener and reason.',
-      labelNames: ['listener', 'reason'] as const,
-      registers: [registry],
-    }),
+    rejectedConnections: createRejectedConnectionsCounter(registry),
     handshakes: new Counter({
       name: 'portcullis_tls_handshakes_total',
       help: 'Completed TLS handshakes, by listener and negotiated protocol (h2, http/1.1).',

@@ -60,6 +60,30 @@ function purges(gw: TestGateway): number {
   return gw.logs().filter((l) => l['msg'] === 'token cache purged').length;
 }
 
+/** Admin refusals counted under `reason`, and the matching `admin connection refused` log lines. */
+async function refusals(gw: TestGateway, reason: string): Promise<{ counted: number; logged: number }> {
+  return {
+    counted: await gw.metric('portcullis_tls_rejected_connections_total', { listener: 'admin', reason }),
+    logged: gw
+      .logs()
+      .filter(
+        (l) => l['msg'] === 'admin connection refused' && l['listener'] === 'admin' && l['reason'] === reason,
+      ).length,
+  };
+}
+
+/** Polls until `reason` was counted and logged `n` more times than `before`. */
+async function expectRefused(
+  gw: TestGateway,
+  reason: string,
+  before: { counted: number; logged: number },
+  n = 1,
+): Promise<void> {
+  await expect
+    .poll(() => refusals(gw, reason))
+    .toEqual({ counted: before.counted + n, logged: before.logged + n });
+}
+
 describe('admin over TLS, client certificates required, allowClients: [CN=alice]', () => {
   let gw: TestGateway;
   let port: number;
@@ -112,8 +136,10 @@ describe('admin over TLS, client certificates required, allowClients: [CN=alice]
   it.each(['/metrics', '/readyz', '/healthz'])(
     'answers 403 {"error":"client not allowed"} to a verified client the ACL does not name (%s)',
     async (path) => {
+      const before = await refusals(gw, 'acl');
       const r = await adminRequest(port, gw.pki, 'bob', { path });
       expect(r.status).toBe(403);
+      await expectRefused(gw, 'acl', before);
       expect(r.type).toBe('application/json');
       expect(JSON.parse(r.body)).toEqual({ error: 'client not allowed' });
       expect(r.body).not.toContain('portcullis_');
@@ -129,14 +155,17 @@ describe('admin over TLS, client certificates required, allowClients: [CN=alice]
   });
 
   it('refuses the handshake of a client without a certificate', async () => {
+    const before = await refusals(gw, 'no_client_cert');
     const r = await tlsAttempt(port, { ca: readFileSync(gw.pki.ca), path: '/metrics' });
     expect(r.status).toBe(0);
     expect(r.closed).toBe(true);
     expect(r.response).not.toContain('portcullis_');
     await expect(adminRequest(port, gw.pki, undefined, { path: '/metrics' })).rejects.toThrow();
+    await expectRefused(gw, 'no_client_cert', before, 2);
   });
 
   it('refuses a certificate from another CA with the same CA name', async () => {
+    const before = await refusals(gw, 'bad_client_cert');
     const r = await tlsAttempt(port, {
       ca: readFileSync(gw.pki.ca),
       client: clientPem(gw.pki, 'otherCaAlice'),
@@ -145,9 +174,14 @@ describe('admin over TLS, client certificates required, allowClients: [CN=alice]
     expect(r.status).toBe(0);
     expect(r.closed).toBe(true);
     expect(r.response).not.toContain('portcullis_');
+    await expectRefused(gw, 'bad_client_cert', before);
   });
 
-  it.each(['revoked', 'expired'] as const)('refuses a %s client certificate', async (client) => {
+  it.each([
+    ['revoked', 'revoked'],
+    ['expired', 'bad_client_cert'],
+  ] as const)('refuses a %s client certificate (counted and logged as %s)', async (client, reason) => {
+    const before = await refusals(gw, reason);
     const r = await tlsAttempt(port, {
       ca: readFileSync(gw.pki.ca),
       client: clientPem(gw.pki, client),
@@ -155,9 +189,11 @@ describe('admin over TLS, client certificates required, allowClients: [CN=alice]
     });
     expect(r.status).toBe(0);
     expect(r.response).not.toContain('portcullis_');
+    await expectRefused(gw, reason, before);
   });
 
   it('refuses TLS 1.1 (Node client, SECLEVEL=0)', async () => {
+    const before = await refusals(gw, 'protocol');
     const r = await tlsAttempt(port, {
       ca: readFileSync(gw.pki.ca),
       client: clientPem(gw.pki, 'alice'),
@@ -169,13 +205,16 @@ describe('admin over TLS, client certificates required, allowClients: [CN=alice]
     expect(r.handshake).toBe(false);
     expect(r.status).toBe(0);
     expect(r.errorCode).toMatch(/PROTOCOL_VERSION|UNSUPPORTED_PROTOCOL|ECONNRESET/);
+    await expectRefused(gw, 'protocol', before);
   });
 
   it('plain HTTP bytes on the TLS admin port get no metrics', async () => {
+    const before = await refusals(gw, 'protocol');
     const r = await rawTcp(port, ['GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n']);
     expect(r.closed).toBe(true);
     expect(r.text).not.toContain('portcullis_');
     expect(r.text).not.toMatch(/^HTTP\/1\.1 200/);
+    await expectRefused(gw, 'protocol', before);
   });
 
   it('survives a garbage TLS record, then still serves', async () => {
@@ -209,9 +248,11 @@ describe('admin over TLS, clientCertificate optional with allowClients', () => {
   });
 
   it('an anonymous client completes the handshake and gets 403, never metrics', async () => {
+    const before = await refusals(gw, 'acl');
     const r = await adminRequest(port, gw.pki, undefined, { path: '/metrics' });
     expect(r.status).toBe(403);
     expect(JSON.parse(r.body)).toEqual({ error: 'client not allowed' });
+    await expectRefused(gw, 'acl', before);
   });
 
   it('a client the ACL names gets /metrics', async () => {
@@ -221,6 +262,7 @@ describe('admin over TLS, clientCertificate optional with allowClients', () => {
   });
 
   it('a certificate that fails verification is refused, not downgraded to anonymous', async () => {
+    const before = await refusals(gw, 'bad_client_cert');
     const r = await tlsAttempt(port, {
       ca: readFileSync(gw.pki.ca),
       client: clientPem(gw.pki, 'otherCaAlice'),
@@ -229,6 +271,7 @@ describe('admin over TLS, clientCertificate optional with allowClients', () => {
     expect(r.status).toBe(0);
     expect(r.response).not.toContain('client not allowed');
     expect(r.response).not.toContain('portcullis_');
+    await expectRefused(gw, 'bad_client_cert', before);
   });
 });
 

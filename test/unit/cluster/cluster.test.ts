@@ -12,6 +12,8 @@ import { createRestartBudget, resolveWorkerCount, RESTART_DEFAULTS } from '../..
 import { startClusterWorker, TICKET_KEYS_BYTES, workerConfig } from '../../../src/cluster/worker.js';
 import { loadConfigText, type RuntimeConfig } from '../../../src/config/load.js';
 import { createLogger } from '../../../src/observability/logger.js';
+import { createMetrics, createRejectedConnectionsCounter } from '../../../src/observability/metrics.js';
+import { adminRefusalReporter } from '../../../src/admin/server.js';
 
 describe('resolveWorkerCount', () => {
   it.each([
@@ -250,6 +252,36 @@ describe('aggregateMetrics', () => {
     );
     return r.getMetricsAsJSON();
   }
+
+  it("the primary's admin refusals join the workers' refusal series in one exposition", async () => {
+    // What the primary does (cluster/primary.ts): its own counter, same definition, fed by the admin server.
+    const primary = new Registry();
+    const lines: string[] = [];
+    const report = adminRefusalReporter(
+      { info: (o: object, msg: string) => lines.push(`${msg} ${JSON.stringify(o)}`) } as never,
+      createRejectedConnectionsCounter(primary),
+    );
+    report({ reason: 'no_client_cert', detail: 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' });
+    report({ reason: 'acl', detail: 'not on admin.allowClients' });
+    report({ reason: 'acl', detail: 'not on admin.allowClients' });
+    // What each worker's data listener counts.
+    const workers = [new Registry(), new Registry()];
+    createMetrics(workers[0]!).rejectedConnections.labels('main', 'no_client_cert').inc(2);
+    createMetrics(workers[1]!).rejectedConnections.labels('main', 'no_client_cert').inc(3);
+    const text = await aggregateMetrics([
+      await primary.getMetricsAsJSON(),
+      ...(await Promise.all(workers.map((w) => w.getMetricsAsJSON()))),
+    ]).metrics();
+    expect(text).toContain(
+      'portcullis_tls_rejected_connections_total{listener="admin",reason="no_client_cert"} 1',
+    );
+    expect(text).toContain('portcullis_tls_rejected_connections_total{listener="admin",reason="acl"} 2');
+    expect(text).toContain(
+      'portcullis_tls_rejected_connections_total{listener="main",reason="no_client_cert"} 5',
+    );
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatch(/^admin connection refused .*"listener":"admin","reason":"no_client_cert"/);
+  });
 
   it('sums counters and connection gauges, and takes the minimum of timestamps every worker shares', async () => {
     const text = await aggregateMetrics([
