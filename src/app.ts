@@ -334,7 +334,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   setCertificateGauges(config, metrics);
 
   // Shared by every generation: it depends only on `timeouts`, which a reload never changes.
-  const websocket = createWebSocketProxy(config.timeouts);
+  const websocket = createWebSocketProxy(config.timeouts, () => clock.now());
   const shared: Shared = { logger, metrics, clock, websocket, fetch: deps.fetch };
   let gen = buildGeneration(config, shared, undefined);
   /** Generations replaced by a reload whose grace period is still running: closed at once by close(). */

@@ -87,6 +87,13 @@ export interface HttpHandler {
 const HOST_RE =
   /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?)(?::\d{1,5})?$/;
 
+/** The earlier of two optional instants (epoch ms); undefined when neither is known. */
+function earliest(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Math.min(a, b);
+}
+
 /** Lowercased host without port or trailing dot, for routing and the SNI comparison. */
 function routingHost(authority: string): string {
   let h = authority;
@@ -785,7 +792,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       ctx.requestId = scanned.requestId;
       const routeId = rt.id;
       if (scanned.telemetryStripped > 0) telemetryRequest.inc(scanned.telemetryStripped);
-      const tunnel = (list: readonly string[], path: string): void => {
+      /** Opens the tunnel; it closes itself when `closeAtMs` (the credentials' earliest expiry) passes. */
+      const tunnel = (list: readonly string[], path: string, closeAtMs: number | undefined): void => {
         const headers: Record<string, string | string[]> = {};
         for (let i = 0; i + 1 < list.length; i += 2) {
           const name = list[i] as string;
@@ -793,9 +801,11 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
           const prev = headers[name];
           headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
         }
-        deps.websocket.upgrade(upstream, req, socket, head, { path, headers, key }).then(
+        deps.websocket.upgrade(upstream, req, socket, head, { path, headers, key, closeAtMs }).then(
           (outcome) => {
             rt.requests.count('GET', outcome.status);
+            if (outcome.reason === 'idle' || outcome.reason === 'credential_expired')
+              metrics.tunnelsClosed.labels(lname, outcome.reason).inc();
             // Upgrades that failed upstream count like requests that did (hostile case 121).
             const failed = outcome.reason?.startsWith('ERR_UPSTREAM_') === true;
             if (failed) metrics.upstreamErrors.labels(routeId, outcome.reason as ErrorCode).inc();
@@ -812,8 +822,9 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
           () => socket.destroy(),
         );
       };
+      const certNotAfter = conn?.identity?.validToMs;
       if (stage === undefined) {
-        tunnel(scanned.headers, r.path);
+        tunnel(scanned.headers, r.path, certNotAfter);
         return;
       }
       // Fail closed: a route with auth never opens a tunnel without a credential.
@@ -837,7 +848,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
             logAccess(req, ctx, { status: 0, outcome: 'aborted', reason: 'client_closed' });
             return;
           }
-          tunnel(withPrincipal(scanned, p), cred.path);
+          tunnel(withPrincipal(scanned, p), cred.path, earliest(p.expiresAtMs, certNotAfter));
         })
         .catch((err: unknown) => denyRaw(toGatewayError(err)));
     } catch (err) {

@@ -242,6 +242,12 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
       registers: [registry],
     }),
     rejectedConnections: createRejectedConnectionsCounter(registry),
+    tunnelsClosed: new Counter({
+      name: 'portcullis_websocket_tunnels_closed_total',
+      help: 'Open WebSocket tunnels the gateway closed, by listener and reason (idle, credential_expired: the token exp or client certificate notAfter passed).',
+      labelNames: ['listener', 'reason'] as const,
+      registers: [registry],
+    }),
     handshakes: new Counter({
       name: 'portcullis_tls_handshakes_total',
       help: 'Completed TLS handshakes, by listener and negotiated protocol (h2, http/1.1).',

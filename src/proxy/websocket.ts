@@ -6,6 +6,10 @@
  * anything else, the upstream's 101 is verified (`Sec-WebSocket-Accept` = base64(SHA-1(key + GUID)),
  * RFC 6455 §4.2.2) before the tunnel opens — an upstream that fakes a 101 cannot turn the connection into
  * a raw tunnel (hostile case 88) — and the upgrade wait and the tunnel's idleness are bounded by timers.
+ *
+ * A tunnel does not outlive the credentials it was opened with (hostile case 91): it is closed (TCP close
+ * on both sides) when the Bearer token's `exp` or the client certificate's notAfter passes, whichever
+ * comes first. A tunnel is one request to HTTP: nothing else would ever check them again.
  */
 import { createHash } from 'node:crypto';
 import type { ClientRequest, IncomingMessage } from 'node:http';
@@ -34,7 +38,13 @@ export interface WebSocketProxy {
     req: IncomingMessage,
     socket: Duplex,
     head: Buffer,
-    forward: { readonly path: string; readonly headers: Record<string, string | string[]>; readonly key: string },
+    forward: {
+      readonly path: string;
+      readonly headers: Record<string, string | string[]>;
+      readonly key: string;
+      /** Epoch ms at which the tunnel must close: the earliest expiry of its token and client certificate. */
+      readonly closeAtMs?: number | undefined;
+    },
   ): Promise<UpgradeOutcome>;
   close(): void;
 }
@@ -99,8 +109,15 @@ function upstreamOptions(upstream: HttpUpstream): httpProxy.ServerOptions {
   };
 }
 
-/** Creates the WebSocket proxy. One http-proxy server is shared; per-upgrade state lives in closures. */
-export function createWebSocketProxy(timeouts: TimeoutsConfig): WebSocketProxy {
+/** Why an open tunnel was closed by the gateway (the outcome's `reason`, a metric label). */
+export type TunnelCloseReason = 'idle' | 'credential_expired';
+
+/** Longest delay setTimeout takes (2^31 − 1 ms, about 24.8 days); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Creates the WebSocket proxy. One http-proxy server is shared; per-upgrade state lives in closures.
+ * `now` (epoch ms) is what `closeAtMs` is compared with. */
+export function createWebSocketProxy(timeouts: TimeoutsConfig, now: () => number = Date.now): WebSocketProxy {
   const proxy = httpProxy.createProxyServer({ ws: true, xfwd: false, secure: true, prependPath: false, followRedirects: false });
   // Without an 'error' listener http-proxy rethrows and the process dies (§4 item 3). Per-call callbacks
   // below handle each error; this one is the backstop.
@@ -161,16 +178,31 @@ export function createWebSocketProxy(timeouts: TimeoutsConfig): WebSocketProxy {
             upgraded = true;
             proxySocket.once('close', () => socket.destroy());
             socket.once('close', () => proxySocket.destroy());
+            /** The gateway ends the tunnel: its reason is what the access log and the metric get. */
+            const end = (reason: TunnelCloseReason): void => {
+              settle({ status: 101, reason });
+              proxySocket.destroy();
+              socket.destroy();
+            };
+            const closeAtMs = forward.closeAtMs;
+            if (closeAtMs !== undefined) {
+              // Re-armed in steps: a certificate's notAfter is often months away, past setTimeout's range.
+              let expiry: NodeJS.Timeout | undefined;
+              const arm = (): void => {
+                const left = closeAtMs - now();
+                if (left <= 0) end('credential_expired');
+                else expiry = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+              };
+              arm();
+              proxySocket.once('close', () => clearTimeout(expiry));
+            }
             // http-proxy's listener, which runs next, calls setupSocket(), which sets the socket's timeout
             // to 0; arm the tunnel's idle timer after it (hostile case 90c). Socket timeouts count bytes
             // in both directions, so one timer on the upstream half covers the tunnel.
             process.nextTick(() => {
               if (proxySocket.destroyed) return;
               proxySocket.setTimeout(timeouts.idleMs);
-              proxySocket.on('timeout', () => {
-                proxySocket.destroy();
-                socket.destroy();
-              });
+              proxySocket.on('timeout', () => end('idle'));
             });
           });
         });

@@ -97,6 +97,10 @@ const FAMILIES: Record<
     reason: CONNECTION_REJECT_REASONS,
   },
   portcullis_tls_handshakes_total: { labels: ['listener', 'alpn'] },
+  portcullis_websocket_tunnels_closed_total: {
+    labels: ['listener', 'reason'],
+    reason: ['idle', 'credential_expired'],
+  },
   portcullis_active_connections: { labels: ['listener'] },
   portcullis_active_streams: { labels: ['listener'] },
   portcullis_tcp_bytes_total: { labels: ['listener', 'direction'], direction: ['in', 'out'] },

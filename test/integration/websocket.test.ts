@@ -389,6 +389,13 @@ describe('WebSocket timers (90b, 90c)', () => {
       expect(took).toBeDefined();
       expect(took!).toBeGreaterThanOrEqual(300);
       expect(took!).toBeLessThan(2_000);
+      // Counted and logged as the gateway's idle close.
+      await expect
+        .poll(() => gw.metric('portcullis_websocket_tunnels_closed_total', { listener: 'main', reason: 'idle' }))
+        .toBe(1);
+      await expect
+        .poll(() => gw.logs().filter((l) => l.msg === 'request' && l.path === '/ws').map((l) => l.reason))
+        .toEqual(['idle']);
     } finally {
       ws.terminate();
     }
