@@ -82,6 +82,9 @@ export const DEFAULTS = {
     upstreamResponseMs: 30_000,
     /** ms without a byte of the upstream's response body before the exchange is aborted. */
     upstreamIdleMs: 60_000,
+    /* `tunnelMaxMs` has no default: a WebSocket tunnel or a TCP-listener connection may stay open as long
+     * as it is used (a Dask worker's connection lives for hours), as with ghostunnel's and Envoy's
+     * connection lifetimes, off unless set (hostile case 90d). */
     /** ms a SIGTERM waits for in-flight requests before closing connections. */
     shutdownGraceMs: 10_000,
   },

@@ -34,6 +34,8 @@ const timeouts = z.strictObject({
   upstreamConnectMs: positiveMs.default(DEFAULTS.timeouts.upstreamConnectMs),
   upstreamResponseMs: positiveMs.default(DEFAULTS.timeouts.upstreamResponseMs),
   upstreamIdleMs: positiveMs.default(DEFAULTS.timeouts.upstreamIdleMs),
+  /** Longest life of a WebSocket tunnel or a TCP-listener connection; unset: no limit (see defaults.ts). */
+  tunnelMaxMs: positiveMs.optional(),
   shutdownGraceMs: positiveMs.default(DEFAULTS.timeouts.shutdownGraceMs),
 });
 

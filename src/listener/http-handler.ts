@@ -804,7 +804,11 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         deps.websocket.upgrade(upstream, req, socket, head, { path, headers, key, closeAtMs }).then(
           (outcome) => {
             rt.requests.count('GET', outcome.status);
-            if (outcome.reason === 'idle' || outcome.reason === 'credential_expired')
+            if (
+              outcome.reason === 'idle' ||
+              outcome.reason === 'credential_expired' ||
+              outcome.reason === 'max_lifetime'
+            )
               metrics.tunnelsClosed.labels(lname, outcome.reason).inc();
             // Upgrades that failed upstream count like requests that did (hostile case 121).
             const failed = outcome.reason?.startsWith('ERR_UPSTREAM_') === true;

@@ -68,8 +68,9 @@ export interface TcpListenerDeps {
     | 'tcpConnections'
     | 'tcpConnectionDuration'
   >;
-  /** `tlsHandshakeMs` (first byte and handshake), `upstreamConnectMs`, `idleMs` (no byte either way). */
-  readonly timeouts: Pick<TimeoutsConfig, 'tlsHandshakeMs' | 'upstreamConnectMs' | 'idleMs'>;
+  /** `tlsHandshakeMs` (first byte and handshake), `upstreamConnectMs`, `idleMs` (no byte either way),
+   * `tunnelMaxMs` (longest life of a piped connection; absent: none). */
+  readonly timeouts: Pick<TimeoutsConfig, 'tlsHandshakeMs' | 'upstreamConnectMs' | 'idleMs' | 'tunnelMaxMs'>;
   /** `v2`: send a PROXY protocol v2 header with the client's address first. */
   readonly proxyProtocol: 'v2' | undefined;
   /** One info line per piped connection (`log.access`); failures of the upstream are logged regardless. */
@@ -236,6 +237,7 @@ export async function startTcpListener(
     void pipeTcp(socket, currentUpstream, {
       connectTimeoutMs: timeouts.upstreamConnectMs,
       idleMs: timeouts.idleMs,
+      ...(timeouts.tunnelMaxMs !== undefined ? { maxLifetimeMs: timeouts.tunnelMaxMs } : {}),
       signal: shutdown.signal,
       onBytes: (direction, n) => (direction === 'in' ? bytesIn : bytesOut).inc(n),
       ...(proxyProtocol === 'v2' ? { proxyProtocol: { source, destination } } : {}),

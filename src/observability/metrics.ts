@@ -244,7 +244,7 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
     rejectedConnections: createRejectedConnectionsCounter(registry),
     tunnelsClosed: new Counter({
       name: 'portcullis_websocket_tunnels_closed_total',
-      help: 'Open WebSocket tunnels the gateway closed, by listener and reason (idle, credential_expired: the token exp or client certificate notAfter passed).',
+      help: 'Open WebSocket tunnels the gateway closed, by listener and reason (idle; credential_expired: the token exp or client certificate notAfter passed; max_lifetime: timeouts.tunnelMaxMs).',
       labelNames: ['listener', 'reason'] as const,
       registers: [registry],
     }),

@@ -59,6 +59,8 @@ export const CLOSE_REASONS = [
   'proxy_protocol',
   /** The gateway aborted the connection (`signal`, at shutdown after the grace period). */
   'shutdown',
+  /** Open for `maxLifetimeMs` (`timeouts.tunnelMaxMs`): closed however busy. */
+  'max_lifetime',
 ] as const;
 export type CloseReason = (typeof CLOSE_REASONS)[number];
 
@@ -67,6 +69,8 @@ export interface PipeOptions {
   readonly connectTimeoutMs: number;
   /** ms without a byte read from either side before both are closed. */
   readonly idleMs: number;
+  /** ms after which the connection is closed on both sides however busy; absent: no limit. */
+  readonly maxLifetimeMs?: number;
   /** Send a PROXY protocol v2 header with these addresses before anything else (before TLS for `tls`). */
   readonly proxyProtocol?: { readonly source: ProxyEndpoint; readonly destination: ProxyEndpoint };
   /** Aborting it closes both sides at once, reason `shutdown`. */
@@ -175,6 +179,11 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
       opts.connectTimeoutMs,
     );
     connectTimer.unref();
+    const lifetime =
+      opts.maxLifetimeMs === undefined
+        ? undefined
+        : setTimeout(() => finish('max_lifetime', undefined, 'none'), opts.maxLifetimeMs);
+    lifetime?.unref();
     const onAbort = (): void => finish('shutdown', undefined, 'none');
 
     /**
@@ -190,6 +199,7 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
       done = true;
       clearTimeout(idle);
       clearTimeout(connectTimer);
+      clearTimeout(lifetime);
       opts.signal?.removeEventListener('abort', onAbort);
       if (abort === 'client') reset(client, clientTcp);
       else client.destroy();

@@ -9,7 +9,8 @@
  *
  * A tunnel does not outlive the credentials it was opened with (hostile case 91): it is closed (TCP close
  * on both sides) when the Bearer token's `exp` or the client certificate's notAfter passes, whichever
- * comes first. A tunnel is one request to HTTP: nothing else would ever check them again.
+ * comes first. A tunnel is one request to HTTP: nothing else would ever check them again. With
+ * `timeouts.tunnelMaxMs` it is also closed that long after it opened, however busy (hostile case 90d).
  */
 import { createHash } from 'node:crypto';
 import type { ClientRequest, IncomingMessage } from 'node:http';
@@ -110,7 +111,7 @@ function upstreamOptions(upstream: HttpUpstream): httpProxy.ServerOptions {
 }
 
 /** Why an open tunnel was closed by the gateway (the outcome's `reason`, a metric label). */
-export type TunnelCloseReason = 'idle' | 'credential_expired';
+export type TunnelCloseReason = 'idle' | 'credential_expired' | 'max_lifetime';
 
 /** Longest delay setTimeout takes (2^31 − 1 ms, about 24.8 days); longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -184,13 +185,18 @@ export function createWebSocketProxy(timeouts: TimeoutsConfig, now: () => number
               proxySocket.destroy();
               socket.destroy();
             };
-            const closeAtMs = forward.closeAtMs;
+            // The earlier of the credentials' expiry and the lifetime limit closes the tunnel.
+            const expiresAtMs = forward.closeAtMs;
+            const lifetimeEndMs = timeouts.tunnelMaxMs === undefined ? undefined : now() + timeouts.tunnelMaxMs;
+            const byLifetime =
+              lifetimeEndMs !== undefined && (expiresAtMs === undefined || lifetimeEndMs < expiresAtMs);
+            const closeAtMs = byLifetime ? lifetimeEndMs : expiresAtMs;
             if (closeAtMs !== undefined) {
               // Re-armed in steps: a certificate's notAfter is often months away, past setTimeout's range.
               let expiry: NodeJS.Timeout | undefined;
               const arm = (): void => {
                 const left = closeAtMs - now();
-                if (left <= 0) end('credential_expired');
+                if (left <= 0) end(byLifetime ? 'max_lifetime' : 'credential_expired');
                 else expiry = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
               };
               arm();

@@ -99,7 +99,7 @@ const FAMILIES: Record<
   portcullis_tls_handshakes_total: { labels: ['listener', 'alpn'] },
   portcullis_websocket_tunnels_closed_total: {
     labels: ['listener', 'reason'],
-    reason: ['idle', 'credential_expired'],
+    reason: ['idle', 'credential_expired', 'max_lifetime'],
   },
   portcullis_active_connections: { labels: ['listener'] },
   portcullis_active_streams: { labels: ['listener'] },

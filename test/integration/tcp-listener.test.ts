@@ -656,6 +656,27 @@ describe('tcp listener: piping (issue 5 point 1, hostile case 110)', () => {
     expect(accessLines(gw)[0]).toMatchObject({ reason: 'idle_timeout', bytesIn: 1, bytesOut: 1 });
   });
 
+  it('tunnelMaxMs: a busy connection is closed on both sides once it is that old (hostile case 90d)', async () => {
+    const up = await withUpstream();
+    const gw = await startGateway(tcp(up), { timeouts: { idleMs: 20_000, tunnelMaxMs: 800 } });
+    const s = connectClient(gw.port);
+    // A byte every 100 ms: never idle, so only the lifetime can end it.
+    const ticker = setInterval(() => {
+      if (!s.socket.destroyed) s.socket.write('y');
+    }, 100);
+    const t0 = Date.now();
+    const r = await s.done;
+    clearInterval(ticker);
+    const took = Date.now() - t0;
+    expect(took).toBeGreaterThanOrEqual(700);
+    expect(took).toBeLessThan(3_000);
+    expect(r.data.length).toBeGreaterThan(3); // the echo flowed until the end
+    await up.connections[0]!.closed;
+    await eventually(() => accessLines(gw).length === 1);
+    expect(accessLines(gw)[0]).toMatchObject({ reason: 'max_lifetime' });
+    expect(await gw.metric('portcullis_tcp_connections_total', { reason: 'max_lifetime' })).toBe(1);
+  });
+
   it('abortive close: a client RST resets the upstream connection (never a clean FIN)', async () => {
     const up = await withUpstream();
     const gw = await startGateway(tcp(up));

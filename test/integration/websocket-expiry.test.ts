@@ -150,3 +150,61 @@ describe('a WebSocket tunnel closes when its credentials expire (hostile case 91
     await expect.poll(expiredClosures).toBe(before + 1);
   });
 });
+
+describe('timeouts.tunnelMaxMs: a busy tunnel is closed once it is that old (hostile case 90d)', () => {
+  let gw2: TestGateway;
+  beforeAll(async () => {
+    gw2 = await startGateway((pki) => ({
+      timeouts: { tunnelMaxMs: 1_200, idleMs: 20_000 },
+      listeners: [
+        tlsListener(pki, { routes: [{ id: 'open', match: { pathPrefix: '/' }, upstream: up.url }] }),
+      ],
+    }));
+  });
+  afterAll(async () => {
+    await gw2?.close();
+  });
+
+  it('closes with reason max_lifetime however much traffic flows, and counts it', async () => {
+    const ws = new WebSocket(`wss://localhost:${gw2.port()}/ws`, {
+      ca: readFileSync(gw2.pki.ca),
+      cert: readFileSync(gw2.pki.clients.alice.cert),
+      key: readFileSync(gw2.pki.clients.alice.key),
+    });
+    ws.on('error', () => undefined);
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', () => reject(new Error('upgrade refused')));
+    });
+    const openedAt = Date.now();
+    let echoes = 0;
+    ws.on('message', () => echoes++);
+    const ticker = setInterval(() => {
+      if (ws.readyState === WebSocket.OPEN) ws.send('tick');
+    }, 100);
+    const closedAfter = await new Promise<number>((resolve) => {
+      const guard = setTimeout(() => resolve(-1), 6_000);
+      ws.once('close', () => {
+        clearTimeout(guard);
+        resolve(Date.now() - openedAt);
+      });
+    });
+    clearInterval(ticker);
+    expect(closedAfter).toBeGreaterThanOrEqual(1_100);
+    expect(closedAfter).toBeLessThan(2_500);
+    expect(echoes).toBeGreaterThan(5);
+    await expect
+      .poll(() =>
+        gw2.metric('portcullis_websocket_tunnels_closed_total', { listener: 'main', reason: 'max_lifetime' }),
+      )
+      .toBe(1);
+    await expect
+      .poll(() =>
+        gw2
+          .logs()
+          .filter((l) => l.msg === 'request' && l.path === '/ws')
+          .map((l) => l.reason),
+      )
+      .toEqual(['max_lifetime']);
+  });
+});
