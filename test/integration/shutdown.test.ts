@@ -73,7 +73,7 @@ describe('graceful shutdown with requests in flight (hostile case 131)', () => {
     // /hold answers its headers and never finishes.
     const held = h1(port, gw.pki, { path: '/hold' }).then(
       (r) => `answered ${r.status}`,
-      (err: NodeJS.ErrnoException) => `failed ${err.code ?? err.message}`,
+      (err: unknown) => `failed ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
     );
     await expect.poll(() => up.inflight().now).toBe(1);
     const t0 = Date.now();
