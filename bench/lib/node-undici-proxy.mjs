@@ -7,8 +7,8 @@
 // from the first worker that listens; all share the port).
 // Usage: node node-undici-proxy.mjs '{"cert":…,"key":…,"ca":…,"upstreamPort":N,"workers":0}'
 import cluster from 'node:cluster';
-import { readFileSync } from 'node:fs';
 import { createSecureServer } from 'node:http2';
+import { secureServerOptions } from './server-options.mjs';
 import { Pool } from 'undici';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}');
@@ -32,16 +32,7 @@ if (workers > 0 && cluster.isPrimary) {
   });
 } else {
   const pool = new Pool(`http://127.0.0.1:${cfg.upstreamPort}`, { connections: 128, pipelining: 1 });
-  const server = createSecureServer({
-    cert: readFileSync(cfg.cert),
-    key: readFileSync(cfg.key),
-    ca: readFileSync(cfg.ca),
-    requestCert: true,
-    rejectUnauthorized: true,
-    allowHTTP1: true,
-    ALPNProtocols: ['h2', 'http/1.1'],
-    minVersion: 'TLSv1.2',
-  });
+  const server = createSecureServer(secureServerOptions(cfg));
   server.on('request', (req, res) => {
     const headers = {};
     for (const [k, v] of Object.entries(req.headers)) if (k[0] !== ':' && !HOP.has(k)) headers[k] = v;

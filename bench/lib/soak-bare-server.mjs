@@ -3,21 +3,12 @@
 // client certificate required), answering every request itself with a 30-byte body; keep-alive and idle
 // timers off. Prints {"msg":"listening","listener":"bench","port":N} once it accepts connections.
 // Usage: node soak-bare-server.mjs '{"cert":…,"key":…,"ca":…}'
-import { readFileSync } from 'node:fs';
 import { createSecureServer } from 'node:http2';
+import { secureServerOptions } from './server-options.mjs';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}');
 const BODY = Buffer.from('hello from the bare node server\n').subarray(0, 30);
-const server = createSecureServer({
-  cert: readFileSync(cfg.cert),
-  key: readFileSync(cfg.key),
-  ca: readFileSync(cfg.ca),
-  requestCert: true,
-  rejectUnauthorized: true,
-  allowHTTP1: true,
-  ALPNProtocols: ['h2', 'http/1.1'],
-  minVersion: 'TLSv1.2',
-});
+const server = createSecureServer(secureServerOptions(cfg));
 server.setTimeout(0);
 server.keepAliveTimeout = 0; // used by the HTTP/1 fallback: 0 = never close an idle connection
 server.on('request', (req, res) => {
