@@ -36,7 +36,7 @@ export type TokenCachePurge = (sha256?: string) => number | Promise<number>;
 export type MetricsSource = () => Promise<{ readonly contentType: string; readonly text: string }>;
 
 /** One refused admin connection or request: why (the data listeners' closed set of reasons), and the
- * detail for the log (a verify result, an error code, the client's subject — never a secret). */
+ * detail for the log (a verify result or an error code — never a secret). */
 export interface AdminRefusal {
   readonly reason: ConnectionRejectReason;
   readonly detail: string;
