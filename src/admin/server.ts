@@ -294,7 +294,7 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
         // as "anonymous"; `require` never gets here without one (Node refused the handshake).
         if (Object.keys(cert).length > 0 || tls.clientCertificate === 'require') {
           const verify = String(socket.authorizationError ?? 'unverified certificate');
-          refuseOnce(socket, verify.includes('REVOKED') ? 'revoked' : 'bad_client_cert', verify);
+          refuseOnce(socket, tlsRejectReason(new Error(verify), verify), verify);
           socket.destroy();
           return;
         }

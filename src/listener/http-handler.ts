@@ -40,7 +40,7 @@ import { METHOD_LABELS, methodLabel, statusClass, type Metrics } from '../observ
 import type { Clock } from '../clock.js';
 import { connectionStateOf, type ConnectionState } from './connection.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
-import { writeRawError, type WebSocketProxy } from '../proxy/websocket.js';
+import { TUNNEL_CLOSE_REASONS, writeRawError, type WebSocketProxy } from '../proxy/websocket.js';
 
 const H2_NO_ERROR = h2constants.NGHTTP2_NO_ERROR;
 
@@ -409,6 +409,10 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
   const authStages = buildAuthStages(listener, deps.authenticators);
   const telemetryRequest = metrics.telemetryStripped.labels('request');
   const telemetryResponse = metrics.telemetryStripped.labels('response');
+  /** The tunnel-close counters of this listener, by reason, resolved once. */
+  const tunnelClosed = new Map<string, ReturnType<Metrics['tunnelsClosed']['labels']>>(
+    TUNNEL_CLOSE_REASONS.map((r) => [r, metrics.tunnelsClosed.labels(lname, r)]),
+  );
   const denialCounters = new Map<ErrorCode, ReturnType<Metrics['denials']['labels']>>();
   const denialCounter = (code: ErrorCode): ReturnType<Metrics['denials']['labels']> => {
     let c = denialCounters.get(code);
@@ -804,12 +808,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
         deps.websocket.upgrade(upstream, req, socket, head, { path, headers, key, closeAtMs }).then(
           (outcome) => {
             rt.requests.count('GET', outcome.status);
-            if (
-              outcome.reason === 'idle' ||
-              outcome.reason === 'credential_expired' ||
-              outcome.reason === 'max_lifetime'
-            )
-              metrics.tunnelsClosed.labels(lname, outcome.reason).inc();
+            if (outcome.reason !== undefined) tunnelClosed.get(outcome.reason)?.inc();
             // Upgrades that failed upstream count like requests that did (hostile case 121).
             const failed = outcome.reason?.startsWith('ERR_UPSTREAM_') === true;
             if (failed) metrics.upstreamErrors.labels(routeId, outcome.reason as ErrorCode).inc();

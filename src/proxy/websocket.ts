@@ -110,8 +110,9 @@ function upstreamOptions(upstream: HttpUpstream): httpProxy.ServerOptions {
   };
 }
 
-/** Why an open tunnel was closed by the gateway (the outcome's `reason`, a metric label). */
-export type TunnelCloseReason = 'idle' | 'credential_expired' | 'max_lifetime';
+/** Why an open tunnel was closed by the gateway (the outcome's `reason`, a metric label): a closed set. */
+export const TUNNEL_CLOSE_REASONS = ['idle', 'credential_expired', 'max_lifetime'] as const;
+export type TunnelCloseReason = (typeof TUNNEL_CLOSE_REASONS)[number];
 
 /** Longest delay setTimeout takes (2^31 − 1 ms, about 24.8 days); longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ERRORS } from '../../src/errors.js';
 import { CONNECTION_REJECT_REASONS } from '../../src/observability/metrics.js';
 import { CLOSE_REASONS } from '../../src/proxy/tcp-pipe.js';
+import { TUNNEL_CLOSE_REASONS } from '../../src/proxy/websocket.js';
 import { parseSamples, scrapeText, type Sample } from '../helpers/admin.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { createFakeIdp, type FakeIdp } from '../helpers/idp.js';
@@ -99,7 +100,7 @@ const FAMILIES: Record<
   portcullis_tls_handshakes_total: { labels: ['listener', 'alpn'] },
   portcullis_websocket_tunnels_closed_total: {
     labels: ['listener', 'reason'],
-    reason: ['idle', 'credential_expired', 'max_lifetime'],
+    reason: TUNNEL_CLOSE_REASONS,
   },
   portcullis_active_connections: { labels: ['listener'] },
   portcullis_active_streams: { labels: ['listener'] },
