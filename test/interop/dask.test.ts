@@ -207,7 +207,25 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
     expect(await gw.metric('portcullis_tcp_bytes_total', { direction: 'out' })).toBeGreaterThan(0);
   }
 
+  /**
+   * Waits until the previous test's connections have closed and been logged: a Dask client's comm may still be
+   * half-closed through the gateway when its process has exited, and its `tcp connection` line lands later.
+   */
+  async function settle(gw: Gateway): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    let last = -1;
+    while (Date.now() < deadline) {
+      const open = await gw.metric('portcullis_active_connections');
+      const lines = gw.logs.filter((l) => l.msg === 'tcp connection').length;
+      if (open === 0 && lines === last) return;
+      last = open === 0 ? lines : -1;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error('connections through the gateway did not close within 15 s');
+  }
+
   async function expectRefused(gw: Gateway, who: TestClientName | 'none', reason: string): Promise<void> {
+    await settle(gw);
     const before = await gw.metric('portcullis_tls_rejected_connections_total', { reason });
     const piped = gw.logs.filter((l) => l.msg === 'tcp connection').length;
     const run = await runDaskClient({
