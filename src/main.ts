@@ -299,6 +299,10 @@ async function runClusterPrimary(config: RuntimeConfig, count: number): Promise<
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => {
+    if (stopping) {
+      logger.info({ signal: 'SIGHUP' }, 'reload skipped: the workers are draining');
+      return;
+    }
     logger.info('SIGHUP: forwarded to every worker');
     primary.forward('SIGHUP');
   });
@@ -348,7 +352,11 @@ function installSignals(app: App, reload: () => Promise<ReloadResult>): void {
   let reloading = false;
   let again = false;
   process.on('SIGHUP', () => {
-    if (stopping) return;
+    // A drain is under way: the config it would load serves no new connection (hostile case 131).
+    if (stopping) {
+      app.logger.info({ signal: 'SIGHUP' }, 'reload skipped: the gateway is draining');
+      return;
+    }
     if (reloading) {
       again = true;
       app.logger.info({ signal: 'SIGHUP' }, 'reload already running: one more follows it');

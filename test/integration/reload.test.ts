@@ -421,6 +421,60 @@ describe('a tcp listener on reload', () => {
   });
 });
 
+describe('a certificate rotated badly is refused and the old pair keeps serving (hostile case 127 b, c)', () => {
+  it('the certificate file emptied: refused at listeners[0].tls.cert, counted and logged; new handshakes get the old certificate', async () => {
+    const gw = await gateway((pki) => config(pki, { routes: [route('a', '/', upA.url)] }));
+    const port = gw.port();
+    const tls = tlsOptions(gw.pki, 'alice');
+    const oldFp = new X509Certificate(await readFile(gw.pki.server.cert, 'utf8')).fingerprint256;
+    expect((await get(port, tls)).peerFingerprint).toBe(oldFp);
+
+    await writeFile(gw.pki.server.cert, '');
+    const result = await reloadGateway(gw, (pki) => config(pki, { routes: [route('a', '/', upA.url)] }));
+
+    expect(result.ok).toBe(false);
+    if (!result.ok) expect(result.errors.map((e) => e.keyPath)).toContain('listeners[0].tls.cert');
+    expect(await reloads(gw)).toEqual({ success: 0, failure: 1 });
+    expect(
+      gw.logs().some((l) => l.level === 'error' && String(l.msg).includes('config reload refused')),
+    ).toBe(true);
+    const after = await get(port, tls, { path: '/after-empty' });
+    expect(after).toMatchObject({ status: 200, peerFingerprint: oldFp });
+    expect(upA.seen.some((s) => s.url === '/after-empty')).toBe(true);
+  });
+
+  it('the key written before the certificate: refused while they do not match, then the new pair serves', async () => {
+    const gw = await gateway((pki) => config(pki, { routes: [route('a', '/', upA.url)] }));
+    const port = gw.port();
+    const tls = tlsOptions(gw.pki, 'alice');
+    const oldFp = new X509Certificate(await readFile(gw.pki.server.cert, 'utf8')).fingerprint256;
+    const rotated = issueServerCert(mintTestPki().ca, { hosts: ['localhost', '127.0.0.1', '::1'], days: 60 });
+    const build = (pki: TestPkiPaths): Obj => config(pki, { routes: [route('a', '/', upA.url)] });
+
+    // A non-atomic rotation: the new key lands first and a reload runs before the certificate follows.
+    await writeFile(gw.pki.server.key, rotated.keyPem, { mode: 0o600 });
+    const half = await reloadGateway(gw, build);
+    expect(half.ok).toBe(false);
+    if (!half.ok) {
+      const keyPaths = half.errors.map((e) => e.keyPath);
+      expect(keyPaths.some((k) => k === 'listeners[0].tls.key' || k === 'listeners[0].tls.cert')).toBe(true);
+      // The refusal names the files, never the key material.
+      expect(JSON.stringify(half.errors)).not.toContain('PRIVATE KEY');
+    }
+    expect(await reloads(gw)).toEqual({ success: 0, failure: 1 });
+    expect((await get(port, tls, { path: '/half' })).peerFingerprint).toBe(oldFp);
+
+    await writeFile(gw.pki.server.cert, rotated.certPem);
+    expect(await reloadGateway(gw, build)).toEqual({ ok: true });
+    expect(await reloads(gw)).toEqual({ success: 1, failure: 1 });
+    const whole = await get(port, tls, { path: '/whole' });
+    expect(whole).toMatchObject({
+      status: 200,
+      peerFingerprint: new X509Certificate(rotated.certPem).fingerprint256,
+    });
+  });
+});
+
 describe('a change only a restart can apply is refused', () => {
   it.each([
     [
@@ -584,6 +638,47 @@ describe('the built binary on SIGHUP', () => {
     }
     gw.child.kill('SIGTERM');
     expect((await gw.exited).code).toBe(0);
+  });
+
+  it('SIGHUP during a SIGTERM drain is skipped: the in-flight request finishes, new connections are refused, exit 0 (hostile case 131)', async () => {
+    const file = join(dir, 'drain.yaml');
+    const write = (upstream: string): Promise<void> =>
+      writeFile(
+        file,
+        stringify({
+          admin: { enabled: false, listen: '127.0.0.1:0' },
+          ...config(pki, { routes: [route('a', '/', upstream)] }, { timeouts: { shutdownGraceMs: 10_000 } }),
+        }),
+      );
+    await write(upA.url);
+    const gw = await start(file);
+    const tls = tlsOptions(pki, 'alice');
+    const seenB = upB.seen.length;
+
+    const slow = get(gw.port, tls, { path: '/slow?ms=1500&drain=1' });
+    await until(() => upA.seen.some((s) => s.url === '/slow?ms=1500&drain=1'), 'the slow request upstream');
+    gw.child.kill('SIGTERM');
+    await gw.waitFor((l) => l.msg === 'draining', "'draining'");
+    await write(upB.url);
+    gw.child.kill('SIGHUP');
+    await gw.waitFor((l) => String(l.msg).startsWith('reload skipped'), 'the skipped reload');
+
+    // New connections are refused while the request drains.
+    const refused = await new Promise<string>((resolve) => {
+      const s = tlsConnect({ ...tls, host: '127.0.0.1', port: gw.port });
+      s.once('secureConnect', () => {
+        s.destroy();
+        resolve('connected');
+      });
+      s.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    });
+    expect(refused).toBe('ECONNREFUSED');
+
+    expect(await slow).toMatchObject({ status: 200, body: 'slow\n' });
+    expect(await gw.exited).toEqual({ code: 0, signal: null });
+    expect(count(gw.lines, (l) => l.msg === 'config reloaded' || l.msg === 'reloading config')).toBe(0);
+    expect(upB.seen.length).toBe(seenB);
+    expect(count(gw.lines, (l) => l.msg === 'stopped')).toBe(1);
   });
 
   it('reloads a valid change, refuses an invalid file and keeps serving, survives two SIGHUPs in a row', async () => {
