@@ -7,7 +7,7 @@
  * config and swaps it in whole; the old one finishes the requests it already has and is closed after the
  * shutdown grace period.
  */
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { loadConfigFile, ConfigInvalid, type ListenerTls, type RuntimeConfig } from './config/load.js';
 import type { Clock } from './clock.js';
@@ -20,6 +20,13 @@ import {
   type SecureContextSwap,
 } from './listener/http-listener.js';
 import { startTcpListener, type RunningTcpListener } from './listener/tcp-listener.js';
+import {
+  startTicketKeyRotation,
+  TICKET_KEY_BYTES,
+  TICKET_KEY_ROTATION_MS,
+  ticketKeyPeriod,
+  ticketKeysFor,
+} from './listener/ticket-keys.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createAccessLog } from './observability/access-log.js';
@@ -38,8 +45,13 @@ export interface AppDeps {
   readonly registry?: Registry;
   /** Outbound HTTP of the auth providers (introspection, JWKS). Default: the global fetch. */
   readonly fetch?: FetchLike;
-  /** TLS session ticket keys for every data listener (a cluster's, shared by its workers). Default: Node's per-process keys. */
+  /**
+   * The 48-byte secret every data listener's TLS session ticket keys are derived from (listener/ticket-keys.ts):
+   * a cluster's, shared by its workers so that they derive the same keys. Default: random, this process only.
+   */
   readonly ticketKeys?: Buffer;
+  /** How often the ticket keys rotate, in ms. Default {@link TICKET_KEY_ROTATION_MS} (one hour); tests shorten it. */
+  readonly ticketKeyRotationMs?: number;
 }
 
 /** One reason a reload was refused: the key path it is about, and what happened. */
@@ -300,19 +312,17 @@ function tlsDigest(tls: ListenerTls | undefined): string {
 
 /**
  * The secure-context change of one listener at a reload: `keep` when its TLS material did not change.
- * Otherwise a new context; with the cluster's shared ticket keys, new keys derived from them and the new
- * material (HMAC-SHA-384: 48 bytes), so every worker that loaded the same files resumes the others'
- * sessions while no session from before the change (made under another CA or CRL) is resumed.
+ * Otherwise a new context with ticket keys derived from the new material (`ticketKeysOf`), so every worker
+ * that loaded the same files resumes the others' sessions while no session from before the change (made
+ * under another CA or CRL) is resumed.
  */
 function secureContextSwap(
   before: ListenerTls | undefined,
   after: ListenerTls | undefined,
-  ticketKeys: Buffer | undefined,
+  ticketKeysOf: (tls: ListenerTls | undefined) => Buffer,
 ): SecureContextSwap {
-  const d = tlsDigest(after);
-  if (d === tlsDigest(before)) return 'keep';
-  if (ticketKeys === undefined) return {};
-  return { ticketKeys: createHmac('sha384', ticketKeys).update(d).digest() };
+  if (tlsDigest(after) === tlsDigest(before)) return 'keep';
+  return { ticketKeys: ticketKeysOf(after) };
 }
 
 type RunningData =
@@ -364,12 +374,31 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     return n;
   };
 
+  // Ticket keys: derived per listener from one secret, its TLS material and the hour (listener/ticket-keys.ts).
+  const ticketSecret = deps.ticketKeys ?? randomBytes(TICKET_KEY_BYTES);
+  const rotationMs = deps.ticketKeyRotationMs ?? TICKET_KEY_ROTATION_MS;
+  const ticketKeysOf = (tls: ListenerTls | undefined): Buffer =>
+    ticketKeysFor(ticketSecret, tlsDigest(tls), ticketKeyPeriod(clock.now(), rotationMs));
+
   const listeners: RunningData[] = [];
   let admin: AdminServer | undefined;
   let closing = false;
+  // Rotates what is listening at each boundary (nothing yet during the start; closed by closeAll).
+  const rotation = startTicketKeyRotation({
+    rotationMs,
+    clock,
+    onRotate: (period) => {
+      gen.config.listeners.forEach((l, i) => {
+        if (l.tls !== undefined) listeners[i]?.running.setTicketKeys(ticketKeysOf(l.tls));
+      });
+      logger.debug({ period }, 'TLS session ticket keys rotated');
+    },
+    onError: (err) => logger.error({ err }, 'TLS session ticket key rotation failed: the previous keys stay'),
+  });
 
   const closeAll = async (graceMs: number): Promise<void> => {
     closing = true;
+    rotation.stop();
     await Promise.allSettled(listeners.map((l) => l.running.close(graceMs)));
     await admin?.close();
     websocket.close();
@@ -392,7 +421,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
           proxyProtocol: l.proxyProtocol,
           accessLog: config.log.access,
           clock,
-          ...(deps.ticketKeys !== undefined ? { ticketKeys: deps.ticketKeys } : {}),
+          ticketKeys: ticketKeysOf(l.tls),
         });
         listeners.push({ protocol: 'tcp', running });
         continue;
@@ -403,7 +432,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
         handler: handlerOf(gen, l.name),
         timeouts: config.timeouts,
         http2: config.http2,
-        ...(deps.ticketKeys !== undefined ? { ticketKeys: deps.ticketKeys } : {}),
+        ...(l.tls !== undefined ? { ticketKeys: ticketKeysOf(l.tls) } : {}),
       });
       listeners.push({ protocol: 'http', running });
     }
@@ -443,7 +472,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
       const r = listeners[i];
       if (l === undefined || prev === undefined || r === undefined)
         throw new Error(`listener #${i} is missing`);
-      const tls = secureContextSwap(prev.tls, l.tls, deps.ticketKeys);
+      const tls = secureContextSwap(prev.tls, l.tls, ticketKeysOf);
       if (r.protocol === 'tcp' && l.protocol === 'tcp')
         return () =>
           r.running.update(l, l.upstream, {

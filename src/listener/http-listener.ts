@@ -58,6 +58,11 @@ export interface RunningHttpListener extends RunningListener {
    * nothing) when OpenSSL refuses the TLS material.
    */
   update(listener: HttpRuntimeListener, handler: HttpHandler, tls: SecureContextSwap): void;
+  /**
+   * Replaces the TLS session ticket keys of the current secure context (listener/ticket-keys.ts rotation).
+   * A listener without TLS ignores it.
+   */
+  setTicketKeys(keys: Buffer): void;
 }
 
 export interface HttpListenerDeps {
@@ -69,8 +74,9 @@ export interface HttpListenerDeps {
   /** Time source of the refusal-log rate limit; the system clock when absent. */
   readonly clock?: Clock;
   /**
-   * TLS session ticket keys (48 bytes) shared by every worker of a cluster, so a client resumes its session
-   * whichever worker answers. Absent: Node's random per-process keys (one process).
+   * TLS session ticket keys (48 bytes) of the first secure context: the app derives them (listener/ticket-keys.ts)
+   * so that every worker of a cluster holds the same ones and a client resumes whichever worker answers.
+   * Absent: Node's random keys.
    */
   readonly ticketKeys?: Buffer;
 }
@@ -469,6 +475,9 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   return {
     name,
     address: () => front.address() as AddressInfo,
+    setTicketKeys(keys: Buffer): void {
+      secureServer?.setTicketKeys(keys);
+    },
     update(next: HttpRuntimeListener, nextHandler: HttpHandler, swap: SecureContextSwap): void {
       if (secureServer !== undefined && next.tls !== undefined && swap !== 'keep')
         secureServer.setSecureContext({ ...next.tls.options, ...(swap.ticketKeys !== undefined ? { ticketKeys: swap.ticketKeys } : {}) });

@@ -77,7 +77,7 @@ export interface TcpListenerDeps {
   readonly accessLog?: boolean;
   /** Time source of durations and of the refusal-log rate limit; the system clock when absent. */
   readonly clock?: Clock;
-  /** TLS session ticket keys shared by a cluster's workers (see HttpListenerDeps.ticketKeys). */
+  /** TLS session ticket keys of the first secure context (see HttpListenerDeps.ticketKeys). */
   readonly ticketKeys?: Buffer;
 }
 
@@ -99,6 +99,8 @@ export interface RunningTcpListener extends RunningListener {
       readonly tls: SecureContextSwap;
     },
   ): void;
+  /** Replaces the TLS session ticket keys of the current secure context (listener/ticket-keys.ts rotation). */
+  setTicketKeys(keys: Buffer): void;
 }
 
 /** Close reasons that are the upstream's fault: logged at warn even with the access log off. */
@@ -286,6 +288,9 @@ export async function startTcpListener(
   return {
     name,
     address: () => front.address() as AddressInfo,
+    setTicketKeys(keys: Buffer): void {
+      secure.setTicketKeys(keys);
+    },
     update(next, nextUpstream, opts): void {
       if (opts.tls !== 'keep')
         secure.setSecureContext({

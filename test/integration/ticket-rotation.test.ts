@@ -1,0 +1,143 @@
+/**
+ * TLS session ticket keys rotate (listener/ticket-keys.ts): a session resumes within a rotation period and
+ * not after it; processes that share the secret (a cluster's workers) resume each other's sessions, and a
+ * process with another secret does not. The real app on a real TLS listener with client certificates; the
+ * rotation period is shortened through the app's `ticketKeyRotationMs` dependency.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect, type ConnectionOptions, type SecureVersion } from 'node:tls';
+import { stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startApp, type App } from '../../src/app.js';
+import { loadConfigFile } from '../../src/config/load.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { tlsOptions } from '../helpers/clients.js';
+import { tlsListener } from '../helpers/gateway.js';
+import { writePki, type TestPkiPaths } from '../helpers/pki.js';
+import { Writable } from 'node:stream';
+
+interface Visit {
+  status: number;
+  reused: boolean;
+  /** The last session (ticket) the server gave on this connection. */
+  session: Buffer | undefined;
+}
+
+/** One `GET /` over a fresh TLS connection, offering `session` for resumption. */
+function visit(
+  port: number,
+  tls: ConnectionOptions,
+  version: SecureVersion,
+  session?: Buffer,
+): Promise<Visit> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      ...tls,
+      host: '127.0.0.1',
+      port,
+      ALPNProtocols: ['http/1.1'],
+      minVersion: version,
+      maxVersion: version,
+      ...(session !== undefined ? { session } : {}),
+    });
+    let got: Buffer | undefined;
+    let reused = false;
+    let text = '';
+    socket.on('session', (s: Buffer) => (got = s));
+    socket.on('secureConnect', () => {
+      // Read here: after the close the socket no longer knows.
+      reused = socket.isSessionReused();
+      socket.write('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+    });
+    socket.setEncoding('latin1');
+    socket.on('data', (c: string) => (text += c));
+    socket.on('error', reject);
+    socket.on('close', () =>
+      resolve({
+        status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0),
+        reused,
+        session: got,
+      }),
+    );
+    socket.setTimeout(5_000, () => socket.destroy(new Error('no answer within 5 s')));
+  });
+}
+
+const quiet = (): ReturnType<typeof createLogger> =>
+  createLogger('error', new Writable({ write: (_c, _e, cb) => cb() }));
+
+let dir: string;
+let pki: TestPkiPaths;
+let file: string;
+const apps: App[] = [];
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'portcullis-tickets-'));
+  pki = await writePki(join(dir, 'pki'));
+  file = join(dir, 'portcullis.yaml');
+  await writeFile(
+    file,
+    stringify({ admin: { enabled: false, listen: '127.0.0.1:0' }, listeners: [tlsListener(pki)] }),
+  );
+});
+
+afterAll(async () => {
+  await Promise.allSettled(apps.map((a) => a.close(0)));
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function start(deps: { ticketKeys?: Buffer; ticketKeyRotationMs?: number }): Promise<number> {
+  const app = await startApp(loadConfigFile(file), { logger: quiet(), ...deps });
+  apps.push(app);
+  return app.port('main');
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('ticket keys rotate', () => {
+  const ROTATION_MS = 2_500;
+
+  it.each(['TLSv1.2', 'TLSv1.3'] as const)(
+    '%s: a session resumes within its period; after the rotation it does not, and the client is served after a full handshake',
+    async (version) => {
+      const port = await start({ ticketKeyRotationMs: ROTATION_MS });
+      const tls = tlsOptions(pki, 'alice');
+      // Start just after a boundary, so the first two visits fall in one period.
+      await sleep(ROTATION_MS - (Date.now() % ROTATION_MS) + 50);
+      const first = await visit(port, tls, version);
+      expect(first).toMatchObject({ status: 200, reused: false });
+      expect(first.session).toBeDefined();
+      const again = await visit(port, tls, version, first.session);
+      expect(again).toMatchObject({ status: 200, reused: true });
+
+      await sleep(ROTATION_MS - (Date.now() % ROTATION_MS) + 100);
+      const after = await visit(port, tls, version, first.session);
+      expect(after).toMatchObject({ status: 200, reused: false });
+      // The ticket given under the new keys resumes again.
+      const renewed = await visit(port, tls, version, after.session);
+      expect(renewed).toMatchObject({ status: 200, reused: true });
+    },
+    15_000,
+  );
+});
+
+describe('processes that share the secret (a cluster) derive the same keys', () => {
+  it.each(['TLSv1.2', 'TLSv1.3'] as const)(
+    '%s: a session from one resumes on the other; a process with another secret makes a full handshake',
+    async (version) => {
+      const secret = randomBytes(48);
+      const a = await start({ ticketKeys: secret });
+      const b = await start({ ticketKeys: Buffer.from(secret) });
+      const other = await start({ ticketKeys: randomBytes(48) });
+      const tls = tlsOptions(pki, 'alice');
+      const first = await visit(a, tls, version);
+      expect(first.status).toBe(200);
+      expect(await visit(b, tls, version, first.session)).toMatchObject({ status: 200, reused: true });
+      expect(await visit(other, tls, version, first.session)).toMatchObject({ status: 200, reused: false });
+    },
+    15_000,
+  );
+});
