@@ -228,6 +228,12 @@ export function restartNeeded(current: RuntimeConfig, next: RuntimeConfig): Relo
     });
   };
   if (current.workers !== next.workers) need('workers', `workers ${current.workers} -> ${next.workers}`);
+  // The file watch is armed once, by the process that owns it (main.ts): a new interval takes a restart.
+  if (current.reload.checkFilesSeconds !== next.reload.checkFilesSeconds)
+    need(
+      'reload.checkFilesSeconds',
+      `reload.checkFilesSeconds ${current.reload.checkFilesSeconds} -> ${next.reload.checkFilesSeconds}`,
+    );
   for (const k of Object.keys(current.timeouts) as (keyof RuntimeConfig['timeouts'])[])
     if (current.timeouts[k] !== next.timeouts[k])
       need(`timeouts.${k}`, `timeouts.${k} ${current.timeouts[k]} -> ${next.timeouts[k]}`);

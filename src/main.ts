@@ -11,6 +11,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, USAGE } from './cli.js';
 import { ConfigInvalid, loadConfigFile } from './config/load.js';
+import { startFileWatch } from './config/watch.js';
 import { ConfigError } from './errors.js';
 import { reloadFromFile, startApp, type App, type ReloadResult } from './app.js';
 import { certsInit, certsIssue, certsRevoke, ensureDevCerts, CertsError } from './certs/command.js';
@@ -201,7 +202,7 @@ async function run(): Promise<number> {
       // argv: each loads the same config file).
       if (cluster.isWorker) return runClusterWorker(config, configPath);
       const count = resolveWorkerCount(config.workers, { availableParallelism });
-      if (count > 1) return runClusterPrimary(config, count);
+      if (count > 1) return runClusterPrimary(config, configPath, count);
       // Binds every listener, then the admin one; a bind failure closes what was bound and throws a
       // ConfigError naming the key path (exit 3): nothing stays half-listening.
       const app = await startApp(config);
@@ -212,7 +213,18 @@ async function run(): Promise<number> {
           'admin listening',
         );
       }
-      installSignals(app, () => reloadFromFile(app, configPath));
+      const requestReload = installSignals(app, () => reloadFromFile(app, configPath));
+      const seconds = config.reload.checkFilesSeconds;
+      if (seconds > 0)
+        startFileWatch(
+          seconds * 1000,
+          () => app.config.files,
+          async (change) => {
+            await requestReload({ trigger: 'files changed', files: change.changed });
+            return app.config.files;
+          },
+          { onError: (err) => app.logger.error({ err }, 'file watch failed (the next look goes on)') },
+        );
       return new Promise<number>(() => {
         /* runs until a signal */
       });
@@ -261,7 +273,7 @@ async function runClusterWorker(config: RuntimeConfig, configPath: string): Prom
  * SIGTERM / SIGINT into a drain of every worker (exit 0 once they have all exited), SIGHUP into a SIGHUP
  * to every worker. A worker that fails to start makes the whole start fail with its exit code.
  */
-async function runClusterPrimary(config: RuntimeConfig, count: number): Promise<number> {
+async function runClusterPrimary(config: RuntimeConfig, configPath: string, count: number): Promise<number> {
   const logger = createLogger(config.log.level).child({ role: 'primary' });
   for (const w of config.warnings) logger.warn(w);
   if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = CLUSTER_SCHEDULING;
@@ -298,14 +310,36 @@ async function runClusterPrimary(config: RuntimeConfig, count: number): Promise<
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => {
+  /** Passes a reload to every worker (each reloads itself, as a single process does). */
+  const forwardReload = (why: Record<string, unknown>): boolean => {
     if (stopping) {
-      logger.info({ signal: 'SIGHUP' }, 'reload skipped: the workers are draining');
-      return;
+      logger.info(why, 'reload skipped: the workers are draining');
+      return false;
     }
-    logger.info('SIGHUP: forwarded to every worker');
+    logger.info(why, 'SIGHUP: forwarded to every worker');
     primary.forward('SIGHUP');
-  });
+    return true;
+  };
+  process.on('SIGHUP', () => forwardReload({ signal: 'SIGHUP' }));
+  // The primary watches the files for the whole cluster. It cannot see the workers' reloads: what it watches
+  // next is the file set of its own fresh load (or, when that fails, the contents it saw).
+  let watched = config.files;
+  if (config.reload.checkFilesSeconds > 0)
+    startFileWatch(
+      config.reload.checkFilesSeconds * 1000,
+      () => watched,
+      (change) => {
+        if (!forwardReload({ trigger: 'files changed', files: change.changed }))
+          return Promise.resolve(undefined);
+        try {
+          watched = loadConfigFile(configPath).files;
+          return Promise.resolve(watched);
+        } catch {
+          return Promise.resolve(undefined);
+        }
+      },
+      { onError: (err) => logger.error({ err }, 'file watch failed (the next look goes on)') },
+    );
   process.on('uncaughtException', (err) =>
     logger.fatal({ err }, 'uncaught exception in the cluster primary (kept running)'),
   );
@@ -322,7 +356,10 @@ async function runClusterPrimary(config: RuntimeConfig, count: number): Promise<
   return code;
 }
 
-function installSignals(app: App, reload: () => Promise<ReloadResult>): void {
+function installSignals(
+  app: App,
+  reload: () => Promise<ReloadResult>,
+): (why: Record<string, unknown>) => Promise<void> {
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -349,38 +386,40 @@ function installSignals(app: App, reload: () => Promise<ReloadResult>): void {
   // SIGHUP: load the config file again and swap it in (app.ts reload); an invalid one is refused and the
   // running config keeps serving. One reload at a time: SIGHUPs during a reload are coalesced into one
   // more reload after it, which reads the file as it is then.
-  let reloading = false;
+  let running: Promise<void> | undefined;
   let again = false;
-  process.on('SIGHUP', () => {
+  const requestReload = (why: Record<string, unknown>): Promise<void> => {
     // A drain is under way: the config it would load serves no new connection (hostile case 131).
     if (stopping) {
-      app.logger.info({ signal: 'SIGHUP' }, 'reload skipped: the gateway is draining');
-      return;
+      app.logger.info(why, 'reload skipped: the gateway is draining');
+      return Promise.resolve();
     }
-    if (reloading) {
+    if (running !== undefined) {
       again = true;
-      app.logger.info({ signal: 'SIGHUP' }, 'reload already running: one more follows it');
-      return;
+      app.logger.info(why, 'reload already running: one more follows it');
+      return running;
     }
-    reloading = true;
     const loop = async (): Promise<void> => {
       do {
         again = false;
-        app.logger.info({ signal: 'SIGHUP' }, 'reloading config');
+        app.logger.info(why, 'reloading config');
         await reload();
       } while (again && !stopping);
     };
-    loop()
+    running = loop()
       .catch((err: unknown) =>
         app.logger.error({ err }, 'config reload failed (the running config keeps serving)'),
       )
       .finally(() => {
-        reloading = false;
+        running = undefined;
       });
-  });
+    return running;
+  };
+  process.on('SIGHUP', () => void requestReload({ signal: 'SIGHUP' }));
   // A bug must not become a denial of service for every client: log it loudly and keep serving.
   process.on('uncaughtException', (err) => app.logger.fatal({ err }, 'uncaught exception (kept running)'));
   process.on('unhandledRejection', (err) => app.logger.fatal({ err }, 'unhandled rejection (kept running)'));
+  return requestReload;
 }
 
 run().then(

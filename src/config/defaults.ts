@@ -89,6 +89,13 @@ export const DEFAULTS = {
     shutdownGraceMs: 10_000,
   },
 
+  reload: {
+    /** Seconds between two looks at the files the config names (certificates, keys, CAs, CRLs, the config
+     * file itself): a change reloads as SIGHUP does, so a certificate renewed in place or a refreshed CRL is
+     * served without anyone sending a signal. ghostunnel's `--timed-reload` in spirit; 0 turns it off. */
+    checkFilesSeconds: 60,
+  },
+
   http2: {
     /** Streams per HTTP/2 connection. Node's default is 2^32-1 (no cap); Envoy's edge guide says 100. */
     maxConcurrentStreams: 100,

@@ -10,7 +10,7 @@
  * The result is deep-frozen and never mutated: a reload builds a new one and swaps it in whole.
  */
 import { readFileSync } from 'node:fs';
-import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import { isIP } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
@@ -188,6 +188,14 @@ export interface RuntimeConfig {
   readonly workers: number | 'auto';
   readonly timeouts: TimeoutsConfig;
   readonly http2: Http2Config;
+  /** `reload`: how often the files below are looked at for a change (0: never; SIGHUP only). */
+  readonly reload: { readonly checkFilesSeconds: number };
+  /**
+   * Every file this config was made from, by absolute path, with the SHA-256 (hex) of the content that was
+   * read: the config file, certificates, keys, CAs, CRLs, JWKS, token and secret files. config/watch.ts
+   * compares them with the files as they are now.
+   */
+  readonly files: Readonly<Record<string, string>>;
   /** Telemetry header stripping: the default list plus `telemetry.headers`, compiled. */
   readonly telemetry: {
     readonly optOut: boolean;
@@ -215,15 +223,34 @@ const defaultDeps: LoadDeps = { readFile: (p) => readFileSync(p), now: () => Dat
 /** Reads, validates and resolves a config file. Throws {@link ConfigInvalid} listing every problem found. */
 export function loadConfigFile(file: string, deps: LoadDeps = defaultDeps): RuntimeConfig {
   const source = resolve(file);
+  const files: Record<string, string> = {};
+  const recording = recordReads(deps, files);
   let text: string;
   try {
-    text = deps.readFile(source).toString('utf8');
+    text = recording.readFile(source).toString('utf8');
   } catch (err) {
     throw new ConfigInvalid(source, [
       new ConfigError('', source, `a readable config file (${errnoText(err)})`),
     ]);
   }
-  return loadConfigText(text, source, deps);
+  return loadText(text, source, recording, files);
+}
+
+/** SHA-256 (hex) of a file's content, as {@link RuntimeConfig.files} records it. */
+export function fileDigest(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** `deps` whose `readFile` also records each file read, by absolute path, with its digest, into `files`. */
+function recordReads(deps: LoadDeps, files: Record<string, string>): LoadDeps {
+  return {
+    ...deps,
+    readFile: (path) => {
+      const data = deps.readFile(path);
+      files[resolve(path)] = fileDigest(data);
+      return data;
+    },
+  };
 }
 
 /**
@@ -232,6 +259,12 @@ export function loadConfigFile(file: string, deps: LoadDeps = defaultDeps): Runt
  * and its line/column; schema and file errors name the key path and carry the line of that key.
  */
 export function loadConfigText(text: string, source: string, deps: LoadDeps = defaultDeps): RuntimeConfig {
+  const files: Record<string, string> = {};
+  return loadText(text, source, recordReads(deps, files), files);
+}
+
+/** {@link loadConfigText} with the reads already recorded into `files` (which the config then carries). */
+function loadText(text: string, source: string, deps: LoadDeps, files: Record<string, string>): RuntimeConfig {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false, lineCounter });
   if (doc.errors.length > 0) {
@@ -273,7 +306,7 @@ export function loadConfigText(text: string, source: string, deps: LoadDeps = de
   const errors: ConfigError[] = [];
   const runtime = resolveConfig(parsed.data, source, deps, errors);
   if (errors.length > 0 || runtime === undefined) return fail(errors);
-  return deepFreeze(runtime);
+  return deepFreeze({ ...runtime, files: { ...files } });
 }
 
 type PathSegment = string | number;
@@ -1249,7 +1282,7 @@ function resolveConfig(
   source: string,
   deps: LoadDeps,
   errors: ConfigError[],
-): RuntimeConfig | undefined {
+): Omit<RuntimeConfig, 'files'> | undefined {
   const warnings: string[] = [];
   const baseDir = dirname(source);
   const authProviders = resolveAuthProviders(file.authProviders, baseDir, deps, errors);
@@ -1335,6 +1368,7 @@ function resolveConfig(
     workers: file.workers,
     timeouts: file.timeouts,
     http2: file.http2,
+    reload: file.reload,
     telemetry: {
       optOut: file.telemetry.optOut,
       honorClientSignals: file.telemetry.honorClientSignals,

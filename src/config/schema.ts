@@ -199,6 +199,16 @@ export const configSchema = z.strictObject({
     .default({ optOut: DEFAULTS.telemetry.optOut, headers: [], honorClientSignals: DEFAULTS.telemetry.honorClientSignals }),
   timeouts: timeouts.default(timeouts.parse({})),
   http2: http2.default(http2.parse({})),
+  reload: z
+    .strictObject({
+      checkFilesSeconds: z
+        .number({ error: 'a whole number of seconds, 0 to 86400 (0: only SIGHUP reloads)' })
+        .int('a whole number of seconds')
+        .min(0, '0 (off) or more seconds')
+        .max(86_400, 'at most 86400 seconds (one day)')
+        .default(DEFAULTS.reload.checkFilesSeconds),
+    })
+    .default({ checkFilesSeconds: DEFAULTS.reload.checkFilesSeconds }),
   /** Bearer token providers by name (jwt, introspection, static); routes reference them in `auth.providers`. */
   authProviders: authProvidersSchema.default({}),
   listeners: z.array(listener).min(1, 'at least one listener'),

@@ -3,7 +3,7 @@
  * error names the key path, the value found and what was expected (`<path>: got <value>; expected <what>`).
  * Files come from the per-run test PKI written into a temp folder, plus a few broken ones made here.
  */
-import { createPrivateKey } from 'node:crypto';
+import { createHash, createPrivateKey } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -230,6 +230,27 @@ describe('loadConfigText: every bad config is refused with key path, value and e
       'timeouts.keepAliveMs',
       'got 1.5',
       'whole number',
+    ],
+    [
+      'a file check interval with a unit',
+      () => config({ reload: { checkFilesSeconds: '60s' } }),
+      'reload.checkFilesSeconds',
+      '"60s"',
+      'seconds',
+    ],
+    [
+      'a negative file check interval',
+      () => config({ reload: { checkFilesSeconds: -1 } }),
+      'reload.checkFilesSeconds',
+      'got -1',
+      '0 (off) or more',
+    ],
+    [
+      'a file check interval over a day',
+      () => config({ reload: { checkFilesSeconds: 86_401 } }),
+      'reload.checkFilesSeconds',
+      'got 86401',
+      'at most 86400',
     ],
     [
       'request body deadline of zero',
@@ -820,6 +841,15 @@ describe('loadConfigText: what loads', () => {
     expect(t?.options.rejectUnauthorized).toBe(true);
     expect(t?.options.minVersion).toBe('TLSv1.2');
     expect(cfg.source).toBe(file);
+    // Every file it was made from, with the digest of what was read (what the file watch compares).
+    const digest = (p: string): string => createHash('sha256').update(readFileSync(p)).digest('hex');
+    expect(cfg.files).toEqual({
+      [file]: digest(file),
+      [f.pki.server.cert]: digest(f.pki.server.cert),
+      [f.pki.server.key]: digest(f.pki.server.key),
+      [f.pki.ca]: digest(f.pki.ca),
+      [f.pki.crl]: digest(f.pki.crl),
+    });
   });
 
   it('applies the defaults', () => {
@@ -828,6 +858,7 @@ describe('loadConfigText: what loads', () => {
     expect(cfg.timeouts).toEqual(DEFAULTS.timeouts);
     expect(cfg.http2).toEqual(DEFAULTS.http2);
     expect(cfg.log).toEqual(DEFAULTS.log);
+    expect(cfg.reload).toEqual({ checkFilesSeconds: 60 });
     expect(cfg.warnings).toEqual([]);
   });
 
