@@ -66,8 +66,19 @@ function visit(
   });
 }
 
-const quiet = (): ReturnType<typeof createLogger> =>
-  createLogger('error', new Writable({ write: (_c, _e, cb) => cb() }));
+/** Log lines of every app this file starts (debug: the rotation line). */
+const lines: Record<string, unknown>[] = [];
+const capture = (): ReturnType<typeof createLogger> =>
+  createLogger(
+    'debug',
+    new Writable({
+      write(chunk: Buffer, _e, cb) {
+        for (const l of chunk.toString('utf8').split('\n'))
+          if (l !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    }),
+  );
 
 let dir: string;
 let pki: TestPkiPaths;
@@ -90,7 +101,7 @@ afterAll(async () => {
 });
 
 async function start(deps: { ticketKeys?: Buffer; ticketKeyRotationMs?: number }): Promise<number> {
-  const app = await startApp(loadConfigFile(file), { logger: quiet(), ...deps });
+  const app = await startApp(loadConfigFile(file), { logger: capture(), ...deps });
   apps.push(app);
   return app.port('main');
 }
@@ -113,7 +124,16 @@ describe('ticket keys rotate', () => {
       const again = await visit(port, tls, version, first.session);
       expect(again).toMatchObject({ status: 200, reused: true });
 
-      await sleep(ROTATION_MS - (Date.now() % ROTATION_MS) + 100);
+      const next = Math.floor(Date.now() / ROTATION_MS) + 1;
+      await sleep(ROTATION_MS - (Date.now() % ROTATION_MS) + 20);
+      // The gateway's timer has rotated the keys (a slow event loop could run the test's timer first).
+      for (
+        let i = 0;
+        i < 100 && !lines.some((l) => l.msg === 'TLS session ticket keys rotated' && l.period === next);
+        i++
+      )
+        await sleep(20);
+      expect(lines.some((l) => l.msg === 'TLS session ticket keys rotated' && l.period === next)).toBe(true);
       const after = await visit(port, tls, version, first.session);
       expect(after).toMatchObject({ status: 200, reused: false });
       // The ticket given under the new keys resumes again.
