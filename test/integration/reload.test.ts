@@ -493,6 +493,13 @@ describe('a change only a restart can apply is refused', () => {
       (pki: TestPkiPaths): Obj => ({ ...config(pki, { routes: [route('a', '/', upB.url)] }), workers: 2 }),
     ],
     [
+      'reload.checkFilesSeconds',
+      (pki: TestPkiPaths): Obj => ({
+        ...config(pki, { routes: [route('a', '/', upB.url)] }),
+        reload: { checkFilesSeconds: 5 },
+      }),
+    ],
+    [
       'listeners',
       (pki: TestPkiPaths): Obj => ({
         ...config(pki, { routes: [route('a', '/', upB.url)] }),
