@@ -522,7 +522,8 @@ describe('repeated floods: connections released, memory loosely bounded (78)', (
 
   it(
     `${ROUNDS} flooded connections (${kinds.join(', ')} in turn) are each closed and all released`,
-    { timeout: 30_000 },
+    // Every round runs (no time cut-off): on a loaded machine that may take a while, so the test timeout is generous.
+    { timeout: 120_000 },
     async () => {
       const seen = up.seen.length;
       const conns = await gw.metric('portcullis_active_connections');
@@ -531,7 +532,7 @@ describe('repeated floods: connections released, memory loosely bounded (78)', (
       const authority = `localhost:${gw.port()}`;
       const notClosed: string[] = [];
       let rounds = 0;
-      for (let i = 0; i < ROUNDS && Date.now() - started < 20_000; i++) {
+      for (let i = 0; i < ROUNDS; i++) {
         const kind = kinds[i % kinds.length]!;
         const raw = await openRaw(gw.port(), gw.pki);
         try {

@@ -48,7 +48,7 @@ describe('graceful shutdown with requests in flight (hostile case 131)', () => {
     try {
       const slowH1 = h1(port, gw.pki, { path: '/slow?ms=1200' });
       const slowH2 = h2(session, { ':path': '/slow?ms=1200' });
-      await expect.poll(() => up.inflight().now).toBe(2);
+      await expect.poll(() => up.inflight().now, { timeout: 5_000 }).toBe(2);
       const t0 = Date.now();
       const closing = gw.app.close(5_000);
       // New connections are refused while the old ones drain.
@@ -75,7 +75,7 @@ describe('graceful shutdown with requests in flight (hostile case 131)', () => {
       (r) => `answered ${r.status}`,
       (err: unknown) => `failed ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
     );
-    await expect.poll(() => up.inflight().now).toBe(1);
+    await expect.poll(() => up.inflight().now, { timeout: 5_000 }).toBe(1);
     const t0 = Date.now();
     await gw.app.close(800);
     const took = Date.now() - t0;

@@ -293,10 +293,11 @@ describe('a running gateway and its static tokens file', () => {
     const token = created.stdout.trim();
     const status = async (): Promise<number> =>
       (await get(gw.port, client(), '/x', { authorization: `Bearer ${token}` })).status;
-    const accepted = await until(status, 200, 3_000);
+    const accepted = await until(status, 200, 5_000);
     console.log(`static token accepted ${accepted.elapsed} ms after token create`);
     expect(accepted.value).toBe(200);
-    expect(accepted.elapsed).toBeLessThanOrEqual(2_000);
+    // The once-a-second file check, plus up to two fresh TLS requests to the child on a loaded machine.
+    expect(accepted.elapsed).toBeLessThanOrEqual(3_000);
     const echo = JSON.parse(
       (await get(gw.port, client(), '/x', { authorization: `Bearer ${token}` })).body,
     ) as {
@@ -310,10 +311,11 @@ describe('a running gateway and its static tokens file', () => {
     expect(echo.headers.authorization).toBeUndefined();
 
     expect((await runCli(['token', 'revoke', '--name', 'deployer', '--file', file])).code).toBe(EXIT.ok);
-    const refused = await until(status, 401, 3_000);
+    const refused = await until(status, 401, 5_000);
     console.log(`static token refused ${refused.elapsed} ms after token revoke`);
     expect(refused.value).toBe(401);
-    expect(refused.elapsed).toBeLessThanOrEqual(2_000);
+    // As above: one file check plus up to two requests.
+    expect(refused.elapsed).toBeLessThanOrEqual(3_000);
     expect(JSON.stringify(gw.lines)).not.toContain(token);
   });
 

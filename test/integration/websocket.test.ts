@@ -376,28 +376,39 @@ describe('WebSocket timers (90b, 90c)', () => {
   });
 
   it('keeps an active tunnel open past idleMs, then closes it once idle (90c)', async () => {
-    const ws = openWs(gw.port(), gw.pki, '/ws');
+    // Its own gateway, with an idleMs long enough that a stall of about a second on a loaded machine
+    // between two pings cannot pass for idleness.
+    const idleMs = 1_500;
+    const idleGw = await startGateway((pki) => ({
+      timeouts: { idleMs, upstreamResponseMs: 500 },
+      listeners: [tlsListener(pki, { routes: [{ id: 'up', match: { pathPrefix: '/' }, upstream: up.url }] })],
+    }));
+    const ws = openWs(idleGw.port(), idleGw.pki, '/ws');
     try {
       expect(await handshakeStatus(ws)).toBe(101);
-      // Traffic every 150 ms for 1.2 s: more than twice idleMs, never idle for idleMs.
-      for (let i = 0; i < 8; i++) {
+      // Traffic every 300 ms for 3.3 s: more than twice idleMs, never idle for idleMs.
+      for (let i = 0; i < 12; i++) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 300));
         expect(await echo(ws, `ping ${i}`)).toBe(`ping ${i}`);
-        await new Promise((r) => setTimeout(r, 150));
       }
+      // The gateway's idle timer restarted with the last echo: measure from it.
+      const lastActivity = Date.now();
       expect(ws.readyState).toBe(WebSocket.OPEN);
-      const took = await closedWithin(ws, 3_000);
-      expect(took).toBeDefined();
-      expect(took!).toBeGreaterThanOrEqual(300);
-      expect(took!).toBeLessThan(2_000);
+      const closed = await closedWithin(ws, idleMs + 3_000);
+      expect(closed).toBeDefined();
+      const took = Date.now() - lastActivity;
+      expect(took).toBeGreaterThanOrEqual(idleMs - 50);
+      expect(took).toBeLessThan(idleMs + 2_000);
       // Counted and logged as the gateway's idle close.
       await expect
-        .poll(() => gw.metric('portcullis_websocket_tunnels_closed_total', { listener: 'main', reason: 'idle' }))
+        .poll(() => idleGw.metric('portcullis_websocket_tunnels_closed_total', { listener: 'main', reason: 'idle' }))
         .toBe(1);
       await expect
-        .poll(() => gw.logs().filter((l) => l.msg === 'request' && l.path === '/ws').map((l) => l.reason))
+        .poll(() => idleGw.logs().filter((l) => l.msg === 'request' && l.path === '/ws').map((l) => l.reason))
         .toEqual(['idle']);
     } finally {
       ws.terminate();
+      await idleGw.close();
     }
   });
 

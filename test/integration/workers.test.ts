@@ -228,7 +228,13 @@ describe('workers: 2 (node:cluster)', () => {
       'the exit',
     );
     // While slot 1 is down (100 ms back-off + a Node start-up), readiness says which worker is missing.
-    const down = await adminGet(adminPort, '/readyz');
+    // Polled (up to 5 s) rather than sampled once.
+    let down = await adminGet(adminPort, '/readyz');
+    const downBy = Date.now() + 5_000;
+    while (down.status !== 503 && Date.now() < downBy) {
+      await new Promise((r) => setTimeout(r, 20));
+      down = await adminGet(adminPort, '/readyz');
+    }
     const during = await pool(10, 2, (i) => h1(gw.port, pki, { path: `/during-${i}` }));
     expect(during.every((r) => r.status === 200)).toBe(true);
     expect(down.status).toBe(503);

@@ -193,7 +193,9 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
     expect(run.result).toMatchObject({ submit: 2, mapSum: MAP_SUM });
     // The scheduler reports its worker by a loopback address the client never dials (direct_to_workers=False).
     expect(run.result?.workers).toEqual([cluster.workerAddress]);
-    // Every connection of the client went through the listener and is logged with alice's identity.
+    // Every connection of the client went through the listener and is logged with alice's identity (once
+    // closed: a comm may still be half-closed through the gateway when the client process has exited).
+    await settle(gw);
     const lines = gw.logs.filter((l) => l.msg === 'tcp connection');
     console.info(
       `  ${lines.length} connection(s) through the gateway:`,
@@ -212,11 +214,19 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
    * half-closed through the gateway when its process has exited, and its `tcp connection` line lands later.
    */
   async function settle(gw: Gateway): Promise<void> {
+    await settleOn(
+      () => gw.metric('portcullis_active_connections'),
+      () => gw.logs.filter((l) => l.msg === 'tcp connection').length,
+    );
+  }
+
+  /** `settle` for any listener: `active` is its active-connections gauge, `logged` its `tcp connection` lines. */
+  async function settleOn(active: () => Promise<number>, logged: () => number): Promise<void> {
     const deadline = Date.now() + 15_000;
     let last = -1;
     while (Date.now() < deadline) {
-      const open = await gw.metric('portcullis_active_connections');
-      const lines = gw.logs.filter((l) => l.msg === 'tcp connection').length;
+      const open = await active();
+      const lines = logged();
       if (open === 0 && lines === last) return;
       last = open === 0 ? lines : -1;
       await new Promise((r) => setTimeout(r, 250));
@@ -421,7 +431,13 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
         expect(run.error, run.stderr.slice(-2_000)).toBeUndefined();
         expect(run.exitCode).toBe(0);
         expect(run.result).toMatchObject({ submit: 2, mapSum: MAP_SUM });
-        const piped = app.logs().filter((l) => l.msg === 'tcp connection' && l.listener === 'dask-comm');
+        const comm = (): Record<string, unknown>[] =>
+          app.logs().filter((l) => l.msg === 'tcp connection' && l.listener === 'dask-comm');
+        await settleOn(
+          () => app.metric('portcullis_active_connections', { listener: 'dask-comm' }),
+          () => comm().length,
+        );
+        const piped = comm();
         expect(piped.length).toBeGreaterThan(0);
         for (const l of piped) expect(String(l.clientSubject)).toContain('CN=alice');
 
@@ -462,6 +478,7 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
           });
           expect(run.error, run.stderr.slice(-2_000)).toBeUndefined();
           expect(run.result).toMatchObject({ submit: 2, mapSum: MAP_SUM });
+          await settle(g);
           const lines = g.logs.filter((l) => l.msg === 'tcp connection');
           expect(lines.length).toBeGreaterThan(0);
           return [...new Set(lines.map((l) => l.servername))];
