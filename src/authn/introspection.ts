@@ -14,7 +14,11 @@
  * a positive answer is fresh for min(exp − now, maxTtlSeconds), and `exp` is re-checked on every hit; a clean
  * `active: false` is cached for negativeTtlSeconds; at most maxEntries entries (LRU, evictions counted);
  * concurrent misses for one hash share one IdP call (single-flight), and at most `maxConcurrentCalls` calls run
- * at once (past it a miss is refused with 503 at once: load shedding, not a queue). No stale answer is ever served unless the
+ * at once (past it a miss is refused with 503 at once: load shedding, not a queue). An IdP that keeps failing is
+ * not asked by every request (hostile case 125): after {@link PAUSE_AFTER_FAILURES} failed calls in a row, new
+ * calls wait {@link PAUSE_INITIAL_MS}, doubling up to {@link PAUSE_MAX_MS}, and then one call at a time
+ * probes; meanwhile a miss is refused with 503 at once. The first answer from the IdP ends the pause. No
+ * stale answer is ever served unless the
  * caller passes `staleIfErrorSeconds` (a route option, off by default; capped at
  * {@link MAX_STALE_IF_ERROR_SECONDS}). Route policy is not cached here: it runs on every request, hit or miss.
  */
@@ -299,6 +303,13 @@ type Entry =
  * Creates a `type: introspection` provider. Reads `clientSecretFile` now (through `deps.readFile`).
  * @throws ConfigError naming `authProviders.<name>.clientSecretFile` when it is unreadable or empty.
  */
+/** Failed IdP calls in a row (each started after the previous failure was known) before calls pause. */
+export const PAUSE_AFTER_FAILURES = 2;
+/** The first pause after {@link PAUSE_AFTER_FAILURES} failures; it doubles with each further failed probe. */
+export const PAUSE_INITIAL_MS = 500;
+/** The longest pause between two probes of a failing IdP. */
+export const PAUSE_MAX_MS = 30_000;
+
 export function createIntrospectionProvider(
   name: string,
   config: IntrospectionProviderConfig,
@@ -358,10 +369,28 @@ export function createIntrospectionProvider(
    * revocation: it still answers the requests that were waiting for it, but is not stored.
    */
   let generation = 0;
+  /**
+   * Failed calls in a row. A call that was already running when a failure was known does not add to it (a
+   * hundred calls cut by one outage are one failure, not a hundred), so the pause grows one step per probe.
+   */
+  let failures = 0;
+  /** Counted failures since the start: a call that began under an older value was running when one was known. */
+  let failureSeq = 0;
+  /** When the last counted failure was known (clock ms). */
+  let lastFailureMs = -Infinity;
+  /** A probe call is running while the IdP is paused: no other new call starts. */
+  let probing = false;
+
+  /** The pause in force after `failures` failures (0: none). */
+  const pauseMs = (): number =>
+    failures < PAUSE_AFTER_FAILURES
+      ? 0
+      : Math.min(PAUSE_INITIAL_MS * 2 ** (failures - PAUSE_AFTER_FAILURES), PAUSE_MAX_MS);
 
   /** One IdP call; stores the answer after every check passed; resolves with it. */
   async function introspect(token: string, hash: string): Promise<Entry> {
     const startedIn = generation;
+    const seqAtStart = failureSeq;
     idpRequests++;
     const started = d.clock.hrtime();
     const observe = (result: IntrospectionCallResult): void =>
@@ -379,6 +408,11 @@ export function createIntrospectionProvider(
     } catch (err) {
       if (err instanceof GatewayError && err.code === 'ERR_AUTHN_UNAVAILABLE') {
         idpFailures++;
+        if (seqAtStart === failureSeq) {
+          failures++;
+          failureSeq++;
+          lastFailureMs = d.clock.now();
+        }
         observe('error');
         d.logger.warn(
           { provider: name, reason: err.detail, tokenHash: hash.slice(0, 12) },
@@ -386,11 +420,13 @@ export function createIntrospectionProvider(
         );
       } else {
         // ERR_AUTHN_INVALID_TOKEN: the IdP answered, and the answer was refused field by field.
+        if (err instanceof GatewayError && err.code === 'ERR_AUTHN_INVALID_TOKEN') failures = 0;
         observe(err instanceof GatewayError && err.code === 'ERR_AUTHN_INVALID_TOKEN' ? 'invalid' : 'error');
       }
       throw err;
     }
     observe(outcome.active ? 'active' : 'inactive');
+    failures = 0;
     const now = d.clock.now();
     const storable = startedIn === generation;
     if (!outcome.active) {
@@ -440,9 +476,27 @@ export function createIntrospectionProvider(
         if (stale !== undefined) return stale;
         throw shed;
       }
+      const paused = pauseMs();
+      if (call === undefined && paused > 0) {
+        // The IdP keeps failing: no new call before the pause ends, then one probe at a time.
+        const waitMs = lastFailureMs + paused - now;
+        if (waitMs > 0 || probing) {
+          const refused = new GatewayError(
+            'ERR_AUTHN_UNAVAILABLE',
+            `${name}: the introspection endpoint failed ${failures} calls in a row; ` +
+              (probing ? 'a probe call is running' : `the next call in ${Math.ceil(waitMs)} ms`),
+          );
+          const stale = staleAnswer(refused, hash, cached, opts);
+          if (stale !== undefined) return stale;
+          throw refused;
+        }
+      }
       if (call === undefined) {
+        const probe = paused > 0;
+        if (probe) probing = true;
         callsInFlight++;
         const started = introspect(token, hash).finally(() => {
+          if (probe) probing = false;
           callsInFlight--;
           // A purge may have dropped this call and a newer one may have taken its place.
           if (inflight.get(hash) === started) inflight.delete(hash);

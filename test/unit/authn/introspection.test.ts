@@ -6,6 +6,9 @@ import { tokenHash } from '../../../src/authn/bearer.js';
 import {
   createIntrospectionProvider,
   introspectionProviderSchema,
+  PAUSE_AFTER_FAILURES,
+  PAUSE_INITIAL_MS,
+  PAUSE_MAX_MS,
   processIntrospectionResponse,
 } from '../../../src/authn/introspection.js';
 import type { Authenticator, AuthnLogger, FetchLike, Principal } from '../../../src/authn/principal.js';
@@ -612,7 +615,11 @@ describe('introspection: at most maxConcurrentCalls IdP calls in flight (hostile
       return Promise.reject(new Error('connect ECONNREFUSED'));
     };
     const p = provider({ maxConcurrentCalls: 1 }, failing);
-    for (let i = 0; i < 5; i++) expect(await outcome(p, `t${i}`)).toBe('ERR_AUTHN_UNAVAILABLE');
+    for (let i = 0; i < 5; i++) {
+      // Past the pause a failing IdP earns (tested below): each call here is allowed to start.
+      advance(PAUSE_MAX_MS);
+      expect(await outcome(p, `t${i}`)).toBe('ERR_AUTHN_UNAVAILABLE');
+    }
     expect(calls).toBe(5);
   });
 
@@ -630,6 +637,127 @@ describe('introspection: at most maxConcurrentCalls IdP calls in flight (hostile
     expect(await outcome(p, 'stale-one', { staleIfErrorSeconds: 120 })).toBe('ok:stale-one');
     held.release();
     await busy;
+  });
+});
+
+describe('introspection: an IdP that keeps failing is paused, not asked by every request (hostile case 125)', () => {
+  it('after two failures in a row a new token is refused at once; one probe per pause, doubling; an answer ends it', async () => {
+    expect(PAUSE_AFTER_FAILURES).toBe(2);
+    const good = idp.issueOpaque(active({ sub: 'bob' }));
+    const p = provider();
+    idp.setFault('500', 'introspection');
+    expect(await outcome(p, 'n1')).toBe('ERR_AUTHN_UNAVAILABLE');
+    // One failure may be a blip: the next token is still asked.
+    expect(await outcome(p, 'n2')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(idp.counts.introspection).toBe(2);
+    // Two in a row: paused for PAUSE_INITIAL_MS; nothing is asked meanwhile.
+    expect(await outcome(p, 'n3')).toBe('ERR_AUTHN_UNAVAILABLE');
+    advance(PAUSE_INITIAL_MS - 1);
+    expect(await outcome(p, 'n4')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(idp.counts.introspection).toBe(2);
+    expect(logs.some((l) => l.includes('the next call in'))).toBe(false); // refusals are not logged per request
+    // The pause is over: one probe; it fails, so the next pause is twice as long.
+    advance(1);
+    expect(await outcome(p, 'n5')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(idp.counts.introspection).toBe(3);
+    advance(2 * PAUSE_INITIAL_MS - 1);
+    expect(await outcome(p, 'n6')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(idp.counts.introspection).toBe(3);
+    // The IdP is back: the next probe gets an answer, and calls flow again at once.
+    idp.setFault('ok', 'introspection');
+    advance(1);
+    expect(await outcome(p, good)).toBe('ok:bob');
+    expect(await outcome(p, 'unknown-token')).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(await outcome(p, 'another-unknown')).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(idp.counts.introspection).toBe(6);
+  });
+
+  it('the refusal says why, without the token', async () => {
+    const p = provider();
+    idp.setFault('500', 'introspection');
+    await outcome(p, 'a');
+    await outcome(p, 'b');
+    try {
+      await p.authenticate('secret-token-value', tokenHash('secret-token-value'));
+      expect.unreachable();
+    } catch (err) {
+      expect(err).toBeInstanceOf(GatewayError);
+      const e = err as GatewayError;
+      expect(e.code).toBe('ERR_AUTHN_UNAVAILABLE');
+      expect(e.detail).toMatch(/failed 2 calls in a row; the next call in \d+ ms/);
+      expect(e.detail).not.toContain('secret-token-value');
+    }
+  });
+
+  it('calls cut by one outage count once: twenty failing at once do not pause the next call', async () => {
+    let calls = 0;
+    const cut: (() => void)[] = [];
+    const outage: FetchLike = () => {
+      calls++;
+      return new Promise((_resolve, reject) => cut.push(() => reject(new Error('read ECONNRESET'))));
+    };
+    const p = provider({}, outage);
+    const held = Array.from({ length: 20 }, (_, i) => outcome(p, `c${i}`));
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toBe(20);
+    cut.splice(0).forEach((f) => f());
+    expect(new Set(await Promise.all(held))).toEqual(new Set(['ERR_AUTHN_UNAVAILABLE']));
+    // One failure known, not twenty: the next token is still asked (and a second failure would pause).
+    const next = outcome(p, 'after');
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toBe(21);
+    cut.splice(0).forEach((f) => f());
+    expect(await next).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(await outcome(p, 'paused-now')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(calls).toBe(21);
+  });
+
+  it('while a probe runs, other new tokens are refused; requests for the probed token join it', async () => {
+    const token = idp.issueOpaque(active({ sub: 'dave' }));
+    const p = provider();
+    idp.setFault('500', 'introspection');
+    await outcome(p, 'x1');
+    await outcome(p, 'x2');
+    advance(PAUSE_INITIAL_MS);
+    idp.setFault({ slowMs: 30 }, 'introspection');
+    const probe = outcome(p, token);
+    const joined = outcome(p, token);
+    expect(await outcome(p, 'someone-else')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(await Promise.all([probe, joined])).toEqual(['ok:dave', 'ok:dave']);
+    expect(idp.counts.introspection).toBe(3);
+  });
+
+  it('cached tokens pass during the pause, and a route with staleIfErrorSeconds gets its stale answer', async () => {
+    const fresh = idp.issueOpaque(active({ sub: 'erin' }));
+    const old = idp.issueOpaque(active({ sub: 'frank', exp: NOW + 7200 }));
+    const p = provider({ cache: { maxTtlSeconds: 60 } });
+    expect(await outcome(p, old)).toBe('ok:frank');
+    advance(59_000);
+    expect(await outcome(p, fresh)).toBe('ok:erin');
+    advance(2_000); // `old` is past its freshness, `fresh` is not
+    idp.setFault('500', 'introspection');
+    await outcome(p, 'y1');
+    await outcome(p, 'y2');
+    const calls = idp.counts.introspection;
+    expect(await outcome(p, fresh)).toBe('ok:erin');
+    expect(await outcome(p, old)).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(await outcome(p, old, { staleIfErrorSeconds: 30 })).toBe('ok:frank');
+    expect(idp.counts.introspection).toBe(calls);
+  });
+
+  it('a minute of outage with a new token every 10 ms asks the IdP about ten times, not six thousand', async () => {
+    const p = provider();
+    idp.setFault('500', 'introspection');
+    let requests = 0;
+    for (let ms = 0; ms < 60_000; ms += 10) {
+      expect(await outcome(p, `flood-${ms}`)).toBe('ERR_AUTHN_UNAVAILABLE');
+      requests++;
+      advance(10);
+    }
+    // 2 failures, then probes after 0.5, 1, 2, 4, 8, 16 and 30 s pauses (the last is capped at PAUSE_MAX_MS).
+    expect(requests).toBe(6_000);
+    expect(idp.counts.introspection).toBeLessThanOrEqual(10);
+    expect(idp.counts.introspection).toBeGreaterThanOrEqual(7);
   });
 });
 
