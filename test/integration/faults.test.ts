@@ -16,6 +16,17 @@ import { createServer, type AddressInfo } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { h1, h2, h2session, tlsOptions } from '../helpers/clients.js';
+import {
+  FLAG,
+  FRAME,
+  frame,
+  frameReader,
+  goawayOf,
+  PREFACE,
+  requestHeaders,
+  u32,
+  type Frame,
+} from '../helpers/h2-frames.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import type { TestPkiPaths } from '../helpers/pki.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -50,41 +61,13 @@ async function alive(gw: TestGateway): Promise<void> {
 // A minimal raw HTTP/2 client (hostile-cases §2): frames written by hand, so the test, not a
 // well-behaved client library, decides what reaches the gateway.
 
-interface Frame {
-  type: number;
-  flags: number;
-  stream: number;
-  payload: Buffer;
-}
-
-const FRAME = { DATA: 0, HEADERS: 1, RST_STREAM: 3, SETTINGS: 4, GOAWAY: 7 } as const;
-const FLAG = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4 } as const;
-
-function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream & 0x7fffffff, 5);
-  return Buffer.concat([h, payload]);
-}
-
-/** HPACK "literal without indexing, indexed name" (RFC 7541 §6.2.2), no Huffman; short values only. */
-function literal(index: number, value: string): Buffer {
-  const v = Buffer.from(value, 'latin1');
-  if (index >= 15 || v.length >= 127) throw new Error('literal too long for this encoder');
-  return Buffer.concat([Buffer.from([index, v.length]), v]);
-}
-
-/** GET https://<authority><path>: `:method GET` (0x82), `:scheme https` (0x87), `:path`, `:authority`. */
+/** GET https://<authority><path>, as a header block. */
 function getHeaders(path: string, authority: string): Buffer {
-  return Buffer.concat([Buffer.from([0x82, 0x87]), literal(4, path), literal(1, authority)]);
+  return requestHeaders('GET', path, authority);
 }
 
 function rstStream(stream: number, code: number): Buffer {
-  const p = Buffer.alloc(4);
-  p.writeUInt32BE(code);
-  return frame(FRAME.RST_STREAM, 0, stream, p);
+  return frame(FRAME.RST_STREAM, 0, stream, u32(code));
 }
 
 interface RawH2 {
@@ -110,50 +93,30 @@ function rawH2(port: number, pki: TestPkiPaths, ack = true): Promise<RawH2> {
       ALPNProtocols: ['h2'],
     });
     const frames: Frame[] = [];
-    let buf = Buffer.alloc(0);
     let isClosed = false;
     socket.on('error', () => undefined);
     socket.on('close', () => (isClosed = true));
-    socket.on('data', (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      while (buf.length >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.length < 9 + len) break;
-        const f: Frame = {
-          type: buf[3]!,
-          flags: buf[4]!,
-          stream: buf.readUInt32BE(5) & 0x7fffffff,
-          payload: buf.subarray(9, 9 + len),
-        };
-        buf = buf.subarray(9 + len);
+    socket.on(
+      'data',
+      frameReader((f) => {
         frames.push(f);
         if (ack && f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0 && !socket.destroyed)
           socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
-      }
-    });
+      }),
+    );
     socket.once('error', reject);
     socket.once('secureConnect', () => {
       if (socket.alpnProtocol !== 'h2') {
         reject(new Error(`ALPN ${String(socket.alpnProtocol)}`));
         return;
       }
-      socket.write(
-        Buffer.concat([
-          Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'),
-          frame(FRAME.SETTINGS, 0, 0),
-        ]),
-      );
+      socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0)]));
       resolve({
         socket,
         frames,
         closed: () => isClosed,
         closedWithin: (ms) => eventually(() => isClosed, ms),
-        goaway: () => {
-          const g = frames.find((f) => f.type === FRAME.GOAWAY);
-          return g
-            ? { lastStream: g.payload.readUInt32BE(0) & 0x7fffffff, code: g.payload.readUInt32BE(4) }
-            : undefined;
-        },
+        goaway: () => goawayOf(frames),
         rst: (code) =>
           frames.filter((f) => f.type === FRAME.RST_STREAM && f.payload.readUInt32BE(0) === code).length,
       });

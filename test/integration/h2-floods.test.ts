@@ -11,6 +11,20 @@ import { constants as h2c } from 'node:http2';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { h1, h2, h2session } from '../helpers/clients.js';
+import {
+  codeName,
+  FLAG,
+  FRAME,
+  frame,
+  frameReader,
+  goawayOf,
+  literalNew,
+  parseFrames,
+  PREFACE,
+  requestHeaders,
+  u32,
+  type Frame,
+} from '../helpers/h2-frames.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import type { TestPkiPaths } from '../helpers/pki.js';
 import { clientPem, tlsAttempt } from '../helpers/tls-probe.js';
@@ -33,103 +47,8 @@ const rssMb = (): number => Math.round(process.memoryUsage().rss / 1_048_576);
 // ---------------------------------------------------------------------------------------------------
 // A minimal raw HTTP/2 client (RFC 9113 §4 framing, RFC 7541 literals without Huffman).
 
-interface Frame {
-  type: number;
-  flags: number;
-  stream: number;
-  payload: Buffer;
-}
-
-const FRAME = {
-  DATA: 0x0,
-  HEADERS: 0x1,
-  RST_STREAM: 0x3,
-  SETTINGS: 0x4,
-  PING: 0x6,
-  GOAWAY: 0x7,
-  WINDOW_UPDATE: 0x8,
-  CONTINUATION: 0x9,
-} as const;
-const FLAG = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4 } as const;
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 /** Largest flow-control window (RFC 9113 §6.9.1). */
 const MAX_WINDOW = 2 ** 31 - 1;
-
-function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream & 0x7fffffff, 5);
-  return Buffer.concat([h, payload]);
-}
-
-/** HPACK "literal without indexing, indexed name" (RFC 7541 §6.2.2); short values only. */
-function literal(index: number, value: string): Buffer {
-  const v = Buffer.from(value, 'latin1');
-  if (index >= 15 || v.length >= 127) throw new Error('literal too long for this encoder');
-  return Buffer.concat([Buffer.from([index, v.length]), v]);
-}
-
-/** HPACK "literal without indexing, new name" (RFC 7541 §6.2.2); short names and values only. */
-function literalNew(name: string, value: string): Buffer {
-  const n = Buffer.from(name, 'latin1');
-  const v = Buffer.from(value, 'latin1');
-  if (n.length >= 127 || v.length >= 127) throw new Error('literal too long for this encoder');
-  return Buffer.concat([Buffer.from([0x00, n.length]), n, Buffer.from([v.length]), v]);
-}
-
-/** `:method` (GET 0x82, POST 0x83), `:scheme https` (0x87), `:path`, `:authority`. */
-function requestHeaders(method: 'GET' | 'POST', path: string, authority: string): Buffer {
-  return Buffer.concat([
-    Buffer.from([method === 'GET' ? 0x82 : 0x83, 0x87]),
-    literal(4, path),
-    literal(1, authority),
-  ]);
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-}
-
-/** Parses whole frames out of `buf` (bytes after a partial frame are ignored). */
-function parseFrames(buf: Buffer): Frame[] {
-  const out: Frame[] = [];
-  let rest = buf;
-  while (rest.length >= 9) {
-    const len = rest.readUIntBE(0, 3);
-    if (rest.length < 9 + len) break;
-    out.push({
-      type: rest[3]!,
-      flags: rest[4]!,
-      stream: rest.readUInt32BE(5) & 0x7fffffff,
-      payload: rest.subarray(9, 9 + len),
-    });
-    rest = rest.subarray(9 + len);
-  }
-  return out;
-}
-
-function goawayOf(frames: readonly Frame[]): { lastStream: number; code: number } | undefined {
-  const g = frames.find((f) => f.type === FRAME.GOAWAY && f.payload.length >= 8);
-  return g
-    ? { lastStream: g.payload.readUInt32BE(0) & 0x7fffffff, code: g.payload.readUInt32BE(4) }
-    : undefined;
-}
-
-const CODE_NAMES: Record<number, string> = {
-  0x0: 'NO_ERROR',
-  0x1: 'PROTOCOL_ERROR',
-  0x2: 'INTERNAL_ERROR',
-  0x3: 'FLOW_CONTROL_ERROR',
-  0x6: 'FRAME_SIZE_ERROR',
-  0x9: 'COMPRESSION_ERROR',
-  0xb: 'ENHANCE_YOUR_CALM',
-};
-const codeName = (c: number | undefined): string =>
-  c === undefined ? 'none' : `${CODE_NAMES[c] ?? 'code'} (0x${c.toString(16)})`;
 
 interface RawH2 {
   readonly socket: TLSSocket;
@@ -155,27 +74,17 @@ function rawH2(port: number, pki: TestPkiPaths): Promise<RawH2> {
       ALPNProtocols: ['h2'],
     });
     const frames: Frame[] = [];
-    let buf = Buffer.alloc(0);
     let closedAt: number | undefined;
     socket.on('error', () => undefined);
     socket.on('close', () => (closedAt ??= Date.now()));
-    socket.on('data', (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      while (buf.length >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.length < 9 + len) break;
-        const f: Frame = {
-          type: buf[3]!,
-          flags: buf[4]!,
-          stream: buf.readUInt32BE(5) & 0x7fffffff,
-          payload: buf.subarray(9, 9 + len),
-        };
-        buf = buf.subarray(9 + len);
+    socket.on(
+      'data',
+      frameReader((f) => {
         frames.push(f);
         if (f.type === FRAME.SETTINGS && (f.flags & FLAG.ACK) === 0 && !socket.destroyed)
           socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
-      }
-    });
+      }),
+    );
     socket.once('error', reject);
     socket.once('secureConnect', () => {
       if (socket.alpnProtocol !== 'h2') {

@@ -24,6 +24,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { h1, h2, h2session, tlsOptions } from '../helpers/clients.js';
+import { FLAG, FRAME, frame, frameReader, PREFACE, requestHeaders } from '../helpers/h2-frames.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 
 const IDLE_MS = 1_500;
@@ -361,39 +362,14 @@ describe(`slow read over HTTP/1.1 (hostile case 103), idleMs = ${IDLE_MS} ms`, (
 // --- A raw HTTP/2 client: Node's own client manages flow control itself (it grants window as the
 // application reads), so the only honest zero-window peer is one that writes the frames by hand. ---
 
-const FRAME = {
-  DATA: 0x0,
-  HEADERS: 0x1,
-  RST_STREAM: 0x3,
-  SETTINGS: 0x4,
-  PING: 0x6,
-  GOAWAY: 0x7,
-  WINDOW_UPDATE: 0x8,
-};
-const FLAG_ACK = 0x1;
-const FLAG_END_STREAM = 0x1;
-const FLAG_END_HEADERS = 0x4;
-
-function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(streamId & 0x7fffffff, 5);
-  return Buffer.concat([head, payload]);
-}
-
-/** HPACK "literal header field without indexing, indexed name" (RFC 7541 §6.2.2), no Huffman. */
-function literal(nameIndex: number, value: string): Buffer {
-  const v = Buffer.from(value, 'latin1');
-  if (nameIndex > 14 || v.length > 126) throw new Error('literal too long for this encoder');
-  return Buffer.concat([Buffer.from([nameIndex, v.length]), v]);
-}
-
-/** HEADERS for `GET path` (static table: 0x82 :method GET, 0x87 :scheme https, 1 :authority, 4 :path). */
+/** HEADERS for `GET path`, ending the stream (no body). */
 function getHeaders(streamId: number, authority: string, path: string): Buffer {
-  const block = Buffer.concat([Buffer.from([0x82, 0x87]), literal(1, authority), literal(4, path)]);
-  return frame(FRAME.HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, streamId, block);
+  return frame(
+    FRAME.HEADERS,
+    FLAG.END_STREAM | FLAG.END_HEADERS,
+    streamId,
+    requestHeaders('GET', path, authority),
+  );
 }
 
 interface RawH2Stream {
@@ -425,7 +401,6 @@ function rawH2(paths: readonly string[]): Promise<RawH2> {
       ALPNProtocols: ['h2'],
     });
     const conn: RawH2 = { socket, streams: new Map(), goawayCode: undefined, closedAt: 0 };
-    let buf = Buffer.alloc(0);
     socket.on('error', () => undefined);
     socket.once('close', () => (conn.closedAt = Date.now()));
     const guard = setTimeout(() => {
@@ -445,10 +420,7 @@ function rawH2(paths: readonly string[]): Promise<RawH2> {
       settings.writeUInt16BE(0x4, 6); // SETTINGS_INITIAL_WINDOW_SIZE
       settings.writeUInt32BE(0, 8);
       const authority = `localhost:${gw.port()}`;
-      const out = [
-        Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'),
-        frame(FRAME.SETTINGS, 0, 0, settings),
-      ];
+      const out = [PREFACE, frame(FRAME.SETTINGS, 0, 0, settings)];
       paths.forEach((p, i) => {
         const id = 2 * i + 1;
         conn.streams.set(id, { status200: false, headersAt: 0, dataBytes: 0, rstCode: undefined });
@@ -457,30 +429,22 @@ function rawH2(paths: readonly string[]): Promise<RawH2> {
       socket.write(Buffer.concat(out));
       resolve(conn);
     });
-    socket.on('data', (c: Buffer) => {
-      buf = Buffer.concat([buf, c]);
-      // Bounded by the bytes received: each turn consumes one whole frame.
-      while (buf.length >= 9) {
-        const len = buf.readUIntBE(0, 3);
-        if (buf.length < 9 + len) break;
-        const type = buf[3]!;
-        const flags = buf[4]!;
-        const sid = buf.readUInt32BE(5) & 0x7fffffff;
-        const payload = buf.subarray(9, 9 + len);
-        buf = buf.subarray(9 + len);
-        const st = conn.streams.get(sid);
-        if (type === FRAME.SETTINGS && (flags & FLAG_ACK) === 0)
-          socket.write(frame(FRAME.SETTINGS, FLAG_ACK, 0));
-        else if (type === FRAME.PING && (flags & FLAG_ACK) === 0)
-          socket.write(frame(FRAME.PING, FLAG_ACK, 0, payload));
+    socket.on(
+      'data',
+      frameReader(({ type, flags, stream, payload }) => {
+        const st = conn.streams.get(stream);
+        if (type === FRAME.SETTINGS && (flags & FLAG.ACK) === 0)
+          socket.write(frame(FRAME.SETTINGS, FLAG.ACK, 0));
+        else if (type === FRAME.PING && (flags & FLAG.ACK) === 0)
+          socket.write(frame(FRAME.PING, FLAG.ACK, 0, payload));
         else if (type === FRAME.HEADERS && st) {
           st.status200 = payload[0] === 0x88;
           st.headersAt = Date.now();
-        } else if (type === FRAME.DATA && st) st.dataBytes += len;
+        } else if (type === FRAME.DATA && st) st.dataBytes += payload.length;
         else if (type === FRAME.RST_STREAM && st) st.rstCode = payload.readUInt32BE(0);
         else if (type === FRAME.GOAWAY) conn.goawayCode = payload.readUInt32BE(4);
-      }
-    });
+      }),
+    );
   });
 }
 
