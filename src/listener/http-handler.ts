@@ -10,6 +10,10 @@
  * provider cache or not (CVE-2021-32701). `Expect: 100-continue` is answered by the forwarder, so only after
  * every check, authentication included, has passed.
  *
+ * The stages live in their own modules: request-form.ts (form, SNI/Host, route, client policy),
+ * authn/route-auth.ts (credential, provider chain, route policy), observability/request-counter.ts; this file
+ * runs them in order, answers refusals and writes the access log.
+ *
  * WebSocket upgrades walk the same stages before http-proxy takes the socket. Every failure is a
  * GatewayError answered with its status from the registry and logged with its code; nothing a client
  * sends can escape as an exception (fail closed, never crash).
@@ -17,13 +21,10 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { constants as h2constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
-import type { RouteAuth, HttpRuntimeListener } from '../config/load.js';
+import type { HttpRuntimeListener } from '../config/load.js';
 import type { Route } from '../authz/routes.js';
-import type { RoutePolicy } from '../authz/policy.js';
-import { normalizeRequestTarget } from '../authz/path.js';
-import { extractBearer, removeQueryToken, tokenHash } from '../authn/bearer.js';
-import { createAuthChain, type AuthChain } from '../authn/chain.js';
-import type { AuthenticateOptions, Authenticator, Principal } from '../authn/principal.js';
+import type { Authenticator } from '../authn/principal.js';
+import { authenticate, buildAuthStages, credentialOf, type AuthStage } from '../authn/route-auth.js';
 import { bearerChallenge, ERRORS, GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
 import { buildUpstreamHeaders, withPrincipal } from '../mutate/request-headers.js';
 import type { TelemetryMatcher, TelemetryPolicy } from '../mutate/telemetry.js';
@@ -36,9 +37,11 @@ import {
   type AccessOutcome,
 } from '../observability/access-log.js';
 import { randomRequestId, requestIdOf, type RequestIdSource } from '../mutate/request-id.js';
-import { METHOD_LABELS, methodLabel, statusClass, type Metrics } from '../observability/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
+import { createRequestCounter, type RequestCounter } from '../observability/request-counter.js';
 import type { Clock } from '../clock.js';
 import { connectionStateOf, type ConnectionState } from './connection.js';
+import { checkClient, resolveRequest } from './request-form.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
 import { TUNNEL_CLOSE_REASONS, writeRawError, type WebSocketProxy } from '../proxy/websocket.js';
 
@@ -82,152 +85,11 @@ export interface HttpHandler {
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
 }
 
-/** Host header syntax (RFC 9110 §7.2, RFC 3986 §3.2.2): reg-name labels or a bracketed IPv6 literal,
- * optional port. Refuses `user@host`, paths, empty labels and control bytes (hostile case 69). */
-const HOST_RE =
-  /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?)(?::\d{1,5})?$/;
-
 /** The earlier of two optional instants (epoch ms); undefined when neither is known. */
 function earliest(a: number | undefined, b: number | undefined): number | undefined {
   if (a === undefined) return b;
   if (b === undefined) return a;
   return Math.min(a, b);
-}
-
-/** Lowercased host without port or trailing dot, for routing and the SNI comparison. */
-function routingHost(authority: string): string {
-  let h = authority;
-  if (h.charCodeAt(0) === 91 /* [ */) {
-    const end = h.indexOf(']');
-    h = h.slice(0, end + 1);
-  } else {
-    const colon = h.indexOf(':');
-    if (colon !== -1) h = h.slice(0, colon);
-    if (h.endsWith('.')) h = h.slice(0, -1);
-  }
-  return h.toLowerCase();
-}
-
-interface RequestFacts {
-  /** `:authority` (HTTP/2) if present, else the Host value; '' when neither. */
-  authority: string;
-  hostCount: number;
-  host: string | undefined;
-  /** HTTP/2 only: the request carried `:authority`. */
-  hasAuthority: boolean;
-}
-
-/** Finds the authority in the raw headers: `:authority` on HTTP/2, else `Host`; counts Host lines.
- * `:authority` is only looked at on HTTP/2: on HTTP/1.1 it is not a header name that can exist. */
-function scanAuthority(raw: readonly string[], isH2: boolean): RequestFacts {
-  const facts: RequestFacts = { authority: '', hostCount: 0, host: undefined, hasAuthority: false };
-  let h2Authority: string | undefined;
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i] as string;
-    if (name.length === 4 && name.toLowerCase() === 'host') {
-      facts.hostCount++;
-      facts.host = raw[i + 1];
-    } else if (isH2 && name === ':authority') h2Authority = raw[i + 1];
-  }
-  if (h2Authority !== undefined) {
-    facts.authority = h2Authority;
-    facts.hasAuthority = true;
-  } else if (facts.host !== undefined) facts.authority = facts.host;
-  return facts;
-}
-
-/**
- * Node keeps at most 1000 headers in `req.headers` (http `maxHeadersCount`) but up to ~1023 in
- * `req.rawHeaders`, and drops the rest of either silently (hostile case 70). Past 1000 the two views
- * disagree and the request the gateway checked may not be the one the client sent: refuse it (431).
- */
-const MAX_RAW_HEADER_ENTRIES = 2 * 1000;
-
-/** Checks the request's form and finds its route. Throws GatewayError. */
-function resolveRequest(
-  listener: HttpRuntimeListener,
-  conn: ConnectionState | undefined,
-  method: string | undefined,
-  url: string | undefined,
-  rawHeaders: readonly string[],
-  isH2: boolean,
-): ResolvedRequest {
-  if (method === undefined || method === 'CONNECT')
-    throw new GatewayError('ERR_REQUEST_BAD_PATH', 'CONNECT method');
-  if (rawHeaders.length > MAX_RAW_HEADER_ENTRIES)
-    throw new GatewayError('ERR_REQUEST_HEADERS_TOO_LARGE', 'more than 1000 headers');
-  const facts = scanAuthority(rawHeaders, isH2);
-  if (facts.hostCount > 1) throw new GatewayError('ERR_REQUEST_BAD_HOST', 'duplicate Host');
-  if (isH2) {
-    // RFC 9113 §8.3.1: a Host that disagrees with :authority makes the request malformed (hostile case 81).
-    if (
-      facts.hasAuthority &&
-      facts.host !== undefined &&
-      facts.host.toLowerCase() !== facts.authority.toLowerCase()
-    ) {
-      throw new GatewayError('ERR_REQUEST_BAD_HOST', ':authority and host disagree');
-    }
-  } else if (facts.hostCount === 0) {
-    // RFC 9112 §3.2: Host is mandatory. Node's parser does not enforce it (neither on 1.1 nor on 1.0).
-    throw new GatewayError('ERR_REQUEST_BAD_HOST', 'no Host');
-  }
-  const authority = facts.authority;
-  if (authority === '' || !HOST_RE.test(authority))
-    throw new GatewayError('ERR_REQUEST_BAD_HOST', 'malformed authority');
-  let target = url ?? '';
-  if (target.charCodeAt(0) !== 47 /* / */) {
-    // Absolute-form (RFC 9112 §3.2.2): accepted only when it names the same host as Host; the path that
-    // is authorised is then the path that is forwarded (hostile case 66). Anything else is refused.
-    const m = /^https?:\/\/([^/?#]*)(\/[^#]*)?$/i.exec(target);
-    if (m === null || (m[1] ?? '').toLowerCase() !== authority.toLowerCase()) {
-      throw new GatewayError('ERR_REQUEST_BAD_PATH', 'request target not in origin-form');
-    }
-    target = m[2] ?? '/';
-  }
-  const norm = normalizeRequestTarget(target);
-  if (!norm.ok) throw new GatewayError('ERR_REQUEST_BAD_PATH', norm.reason);
-  const host = routingHost(authority);
-  // A request for another host than the TLS server name is misdirected (RFC 9110 §15.5.20): it would
-  // let a client pick a route with another policy than the one its connection was set up for
-  // (hostile cases 8, 9).
-  if (conn?.servername !== undefined && conn.servername !== host) {
-    throw new GatewayError('ERR_REQUEST_MISDIRECTED', 'SNI and Host differ');
-  }
-  const route = listener.routes.lookup(host, norm.path);
-  if (route === undefined) throw new GatewayError('ERR_ROUTE_NOT_FOUND');
-  return {
-    route,
-    path: norm.query === '' ? norm.path : norm.path + norm.query,
-    pathname: norm.path,
-    query: norm.query,
-    authority,
-  };
-}
-
-/** A request whose form was checked and whose route was found. */
-interface ResolvedRequest {
-  readonly route: Route;
-  /** Normalized path plus the raw query: what is forwarded (unless a query token is stripped from it). */
-  readonly path: string;
-  /** The normalized path alone. */
-  readonly pathname: string;
-  /** The raw query with its leading `?`, or ''. */
-  readonly query: string;
-  readonly authority: string;
-}
-
-/** The client certificate policy of the listener and the route. Throws GatewayError. */
-function checkClient(listener: HttpRuntimeListener, conn: ConnectionState | undefined, route: Route): void {
-  if (listener.acl !== undefined && conn?.listenerAllowed !== true) {
-    throw new GatewayError(
-      conn?.identity === undefined ? 'ERR_IDENTITY_NO_CLIENT_CERT' : 'ERR_IDENTITY_LISTENER_ACL',
-    );
-  }
-  if (route.acl !== undefined) {
-    if (conn?.identity === undefined)
-      throw new GatewayError('ERR_IDENTITY_NO_CLIENT_CERT', 'route needs a client certificate');
-    if (!route.acl.allows(conn.identity)) throw new GatewayError('ERR_AUTHZ_ROUTE_ACL');
-  }
 }
 
 const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
@@ -250,34 +112,6 @@ function clientGone(req: ClientRequest, res: ClientResponse): boolean {
   return (res as { destroyed: boolean }).destroyed || req.errored !== null;
 }
 
-/** A route's authentication stage, built once per listener from its `auth` block and the app's providers. */
-interface AuthStage {
-  readonly routeId: string;
-  readonly chain: AuthChain;
-  readonly policy: RoutePolicy;
-  readonly allowQueryToken: boolean;
-  readonly forwardToken: boolean;
-  readonly options: AuthenticateOptions | undefined;
-  /** The route's required scopes, space-separated, for the `scope` of a 403 challenge ('' when none). */
-  readonly scope: string;
-}
-
-/** The outcome of authentication and the route policy for one request. */
-type AuthOutcome =
-  | {
-      readonly ok: true;
-      readonly principal: Principal;
-      /** First 12 hex digits of SHA-256(token): the log handle of a token (`portcullis token list` shows it). */
-      readonly hashPrefix: string;
-    }
-  | {
-      readonly ok: false;
-      readonly error: GatewayError;
-      readonly hashPrefix: string;
-      /** The provider that vouched for the token when the route policy refused it. */
-      readonly provider: string | undefined;
-    };
-
 /** What a request has learned by the time it ends: the access log's view of it. */
 interface RequestContext {
   readonly started: bigint;
@@ -295,100 +129,7 @@ interface RequestContext {
   upgrade?: true;
 }
 
-function buildAuthStages(
-  listener: HttpRuntimeListener,
-  authenticators: ReadonlyMap<string, Authenticator> | undefined,
-): ReadonlyMap<string, AuthStage> {
-  const stages = new Map<string, AuthStage>();
-  for (const [routeId, auth] of Object.entries<RouteAuth>(listener.routeAuth)) {
-    const providers = auth.providers.map((name) => {
-      const p = authenticators?.get(name);
-      // The loader checked every name; a miss here is a wiring bug, refused before the listener binds.
-      if (p === undefined) throw new Error(`${auth.keyPath}: provider "${name}" was not created by the app`);
-      return p;
-    });
-    stages.set(routeId, {
-      routeId,
-      chain: createAuthChain(providers),
-      policy: auth.policy,
-      allowQueryToken: auth.allowQueryToken,
-      forwardToken: auth.forwardToken,
-      options: auth.staleIfErrorSeconds > 0 ? { staleIfErrorSeconds: auth.staleIfErrorSeconds } : undefined,
-      scope: auth.policy.requiredScopes.join(' '),
-    });
-  }
-  return stages;
-}
-
-/**
- * The credential of a request on a route with `auth`: its token (RFC 6750 §2), and the path to forward
- * (without `access_token` when the token came from the query). Throws `ERR_AUTHN_MALFORMED` (two
- * Authorization headers, a query token on a route that does not allow one, a token that is not token68)
- * or `ERR_AUTHN_MISSING`.
- */
-function credentialOf(
-  stage: AuthStage,
-  rawHeaders: readonly string[],
-  r: ResolvedRequest,
-): { token: string; path: string } {
-  const cred = extractBearer(rawHeaders, r.query, stage.allowQueryToken);
-  if ('none' in cred) throw new GatewayError('ERR_AUTHN_MISSING');
-  // RFC 6750 §5.3: a token from the query goes no further than the gateway.
-  const path = stage.allowQueryToken && r.query !== '' ? r.pathname + removeQueryToken(r.query) : r.path;
-  return { token: cred.token, path };
-}
-
-/** Provider chain, then the route policy (on every request, cache hit or not). Never rejects. */
-async function authenticate(stage: AuthStage, token: string): Promise<AuthOutcome> {
-  const hash = tokenHash(token);
-  const hashPrefix = hash.slice(0, 12);
-  let principal: Principal;
-  try {
-    principal = await stage.chain(token, hash, stage.options);
-  } catch (err) {
-    return { ok: false, error: toGatewayError(err), hashPrefix, provider: undefined };
-  }
-  try {
-    stage.policy.check(principal);
-  } catch (err) {
-    return { ok: false, error: toGatewayError(err), hashPrefix, provider: principal.provider };
-  }
-  return { ok: true, principal, hashPrefix };
-}
-
 const STATUS_TEXT: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden' };
-
-type CounterChild = ReturnType<Metrics['requests']['labels']>;
-
-/** `portcullis_http_requests_total` children of one route, created on first use per method and status class. */
-interface RequestCounter {
-  count(method: string | undefined, status: number): void;
-}
-
-/** Row of each `methodLabel` value in a route's grid of children. */
-const METHOD_ROW = new Map<string, number>(METHOD_LABELS.map((m, i) => [m, i]));
-
-/**
- * The request counter of one route: children cached in a method × status-class grid, so counting a
- * request costs two array reads (prom-client would hash the four label values on every `labels()`).
- */
-function createRequestCounter(metrics: Metrics, listener: string, route: string): RequestCounter {
-  const grid: (CounterChild | undefined)[][] = METHOD_LABELS.map(() => []);
-  return {
-    count(method, status) {
-      const m = methodLabel(method);
-      const row = grid[METHOD_ROW.get(m) ?? METHOD_LABELS.length - 1] as (CounterChild | undefined)[];
-      // 1xx..5xx → 1..5; anything else (0: the client left first) → 0, labelled by statusClass().
-      const col = status >= 100 && status < 600 ? Math.floor(status / 100) : 0;
-      let c = row[col];
-      if (c === undefined) {
-        c = metrics.requests.labels(listener, route, m, statusClass(status));
-        row[col] = c;
-      }
-      c.inc();
-    },
-  };
-}
 
 /** What a request needs from its route, resolved once per listener (see createHttpHandler). */
 interface RouteRuntime {
