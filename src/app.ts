@@ -7,7 +7,7 @@
  * config and swaps it in whole; the old one finishes the requests it already has and is closed after the
  * shutdown grace period.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
 import { loadConfigFile, ConfigInvalid, type ListenerTls, type RuntimeConfig } from './config/load.js';
 import type { Clock } from './clock.js';
@@ -20,6 +20,7 @@ import {
   type SecureContextSwap,
 } from './listener/http-listener.js';
 import { startTcpListener, type RunningTcpListener } from './listener/tcp-listener.js';
+import { stableDigest, tlsMaterialDigest } from './listener/tls-material.js';
 import {
   startTicketKeyRotation,
   TICKET_KEY_BYTES,
@@ -169,7 +170,13 @@ function buildGeneration(
         const key = `${up.origin}|${route.id.length > 0 && up.tls ? route.id : ''}`;
         let entry = pools.get(key);
         if (entry === undefined) {
-          const fingerprint = digest([up.origin, up.tls?.ca, up.tls?.cert, up.tls?.key, up.tls?.servername]);
+          const fingerprint = stableDigest([
+            up.origin,
+            up.tls?.ca,
+            up.tls?.cert,
+            up.tls?.key,
+            up.tls?.servername,
+          ]);
           const before = previous?.pools.get(key);
           entry =
             before?.fingerprint === fingerprint
@@ -250,7 +257,7 @@ export function restartNeeded(current: RuntimeConfig, next: RuntimeConfig): Relo
   // listener keeps the old material until a restart (refusing would block the data listeners' rotation).
   if (adminTlsShape(a.tls) !== adminTlsShape(b.tls))
     need('admin.tls', 'admin.tls changed (on/off, clientCertificate, minVersion or certificate files)');
-  if (digest(a.acl?.entries ?? null) !== digest(b.acl?.entries ?? null))
+  if (stableDigest(a.acl?.entries ?? null) !== stableDigest(b.acl?.entries ?? null))
     need('admin.allowClients', 'admin.allowClients changed');
   const names = (c: RuntimeConfig): string => c.listeners.map((l) => l.name).join(', ');
   if (names(current) !== names(next)) {
@@ -280,40 +287,15 @@ function hostPort(a: { readonly host: string; readonly port: number }): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
-/** SHA-256 (hex) of a tree of strings, buffers, numbers, booleans and arrays: a content fingerprint. */
-function digest(value: unknown): string {
-  const h = createHash('sha256');
-  const walk = (v: unknown): void => {
-    if (Buffer.isBuffer(v) || v instanceof Uint8Array) {
-      h.update(`b${v.length}:`);
-      h.update(v);
-    } else if (Array.isArray(v)) {
-      h.update(`a${v.length}[`);
-      for (const x of v) walk(x);
-      h.update(']');
-    } else if (typeof v === 'string') h.update(`s${Buffer.byteLength(v)}:${v}`);
-    else h.update(`v:${String(v)};`);
-  };
-  walk(value);
-  return h.digest('hex');
-}
-
 /** The admin TLS settings as written (not the files' contents): what a reload may not change. */
 function adminTlsShape(tls: ListenerTls | undefined): string {
   if (tls === undefined) return 'none';
-  return digest([
+  return stableDigest([
     tls.clientCertificate,
     tls.options.minVersion,
     tls.options.crl !== undefined,
     tls.certificates.map((c) => `${c.kind}:${c.keyPath}:${c.file}`),
   ]);
-}
-
-/** Fingerprint of what a listener's secure context is made from (undefined: a plaintext listener). */
-function tlsDigest(tls: ListenerTls | undefined): string {
-  if (tls === undefined) return 'none';
-  const o = tls.options;
-  return digest([tls.clientCertificate, o.cert, o.key, o.ca, o.crl, o.minVersion, o.maxVersion, o.ciphers]);
 }
 
 /**
@@ -327,7 +309,7 @@ function secureContextSwap(
   after: ListenerTls | undefined,
   ticketKeysOf: (tls: ListenerTls | undefined) => Buffer,
 ): SecureContextSwap {
-  if (tlsDigest(after) === tlsDigest(before)) return 'keep';
+  if (tlsMaterialDigest(after) === tlsMaterialDigest(before)) return 'keep';
   return { ticketKeys: ticketKeysOf(after) };
 }
 
@@ -384,7 +366,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const ticketSecret = deps.ticketKeys ?? randomBytes(TICKET_KEY_BYTES);
   const rotationMs = deps.ticketKeyRotationMs ?? TICKET_KEY_ROTATION_MS;
   const ticketKeysOf = (tls: ListenerTls | undefined): Buffer =>
-    ticketKeysFor(ticketSecret, tlsDigest(tls), ticketKeyPeriod(clock.now(), rotationMs));
+    ticketKeysFor(ticketSecret, tlsMaterialDigest(tls), ticketKeyPeriod(clock.now(), rotationMs));
 
   const listeners: RunningData[] = [];
   let admin: AdminServer | undefined;
@@ -397,6 +379,8 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
       gen.config.listeners.forEach((l, i) => {
         if (l.tls !== undefined) listeners[i]?.running.setTicketKeys(ticketKeysOf(l.tls));
       });
+      // The admin listener keeps the TLS material it started with (a reload does not swap it).
+      if (config.admin.tls !== undefined) admin?.setTicketKeys(ticketKeysOf(config.admin.tls));
       logger.debug({ period }, 'TLS session ticket keys rotated');
     },
     onError: (err) => logger.error({ err }, 'TLS session ticket key rotation failed: the previous keys stay'),
@@ -446,6 +430,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
       admin = await startAdminServer(config.admin, {
         metrics: registryMetrics(registry),
         notReady,
+        ...(config.admin.tls !== undefined ? { ticketKeys: ticketKeysOf(config.admin.tls) } : {}),
         onRefusal: adminRefusalReporter(logger, metrics.rejectedConnections),
         purge: (sha256) => {
           const purged = purgeTokenCache(sha256);
@@ -541,7 +526,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
       metrics.crlNextUpdate.reset();
       setCertificateGauges(next, metrics);
       for (const w of next.warnings) logger.warn(w);
-      if (tlsDigest(from.config.admin.tls) !== tlsDigest(next.admin.tls))
+      if (tlsMaterialDigest(from.config.admin.tls) !== tlsMaterialDigest(next.admin.tls))
         logger.warn(
           { keyPath: 'admin.tls' },
           'the admin listener keeps serving its TLS material from before the reload until a restart',

@@ -11,7 +11,7 @@
  * `admin.allowClients` list does not name gets `403 {"error":"client not allowed"}` and nothing else.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Counter, Registry } from 'prom-client';
@@ -54,6 +54,8 @@ export interface AdminDeps {
    * data listener does: who tried to reach `/metrics` or the purge endpoint is an operator's question.
    */
   readonly onRefusal?: (refusal: AdminRefusal) => void;
+  /** TLS session ticket keys to start with (listener/ticket-keys.ts); Node's random ones when absent. */
+  readonly ticketKeys?: Buffer;
 }
 
 /**
@@ -85,6 +87,8 @@ export function registryMetrics(registry: Registry): MetricsSource {
 
 export interface AdminServer {
   address(): AddressInfo;
+  /** Replaces the TLS session ticket keys (the hourly rotation); a plaintext admin listener ignores it. */
+  setTicketKeys(keys: Buffer): void;
   close(): Promise<void>;
 }
 
@@ -257,12 +261,14 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
 
   const tls = admin.tls;
   let server: Server;
+  /** The same server when it is HTTPS (its ticket keys can be set). */
+  let secure: HttpsServer | undefined;
   if (tls === undefined) {
     server = createServer(serve);
   } else {
     /** The allow-list verdict of each connection, decided once at the end of its handshake. */
     const allowed = new WeakMap<object, boolean>();
-    server = createHttpsServer(
+    secure = createHttpsServer(
       { ...tls.options, handshakeTimeout: ADMIN_HANDSHAKE_TIMEOUT_MS },
       (req, res) => {
         req.on('error', noop);
@@ -283,6 +289,7 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
         serve(req, res);
       },
     );
+    server = secure;
     // Runs before the HTTP layer takes the socket: the certificate verdict and the ACL decide first.
     server.prependListener('secureConnection', (socket: TLSSocket) => {
       // TLS 1.2 renegotiation: a CPU-exhaustion vector the admin listener has no use for.
@@ -317,12 +324,14 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
   }
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
+  if (deps.ticketKeys !== undefined) secure?.setTicketKeys(deps.ticketKeys);
   await bindListener(server, { keyPath: 'admin', address: admin.address });
   // After the bind, an accept error (EMFILE) must not become an uncaught exception: the admin
   // listener keeps serving once descriptors are free again.
   server.on('error', () => undefined);
   return {
     address: () => server.address() as AddressInfo,
+    setTicketKeys: (keys) => secure?.setTicketKeys(keys),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

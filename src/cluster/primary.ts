@@ -19,6 +19,14 @@ import { parseToPrimary, type Question } from './messages.js';
 import { aggregateMetrics, type MetricsJson } from './metrics.js';
 import { createRestartBudget, RESTART_DEFAULTS, type RestartBudgetConfig } from './policy.js';
 import { TICKET_KEYS_BYTES } from './worker.js';
+import {
+  startTicketKeyRotation,
+  TICKET_KEY_ROTATION_MS,
+  ticketKeyPeriod,
+  ticketKeysFor,
+  type TicketKeyRotation,
+} from '../listener/ticket-keys.js';
+import { tlsMaterialDigest } from '../listener/tls-material.js';
 
 export interface PrimaryDeps {
   readonly logger: Logger;
@@ -100,7 +108,16 @@ export async function startClusterPrimary(
   const budget = createRestartBudget(deps.restart ?? RESTART_DEFAULTS, { clock });
   // 48 bytes: 16 of key name, 16 of HMAC secret, 16 of AES key (tls.Server#setTicketKeys). Made once per
   // primary: a restarted worker gets the same keys, so sessions survive worker restarts too.
-  const ticketKeys = deps.randomBytes(TICKET_KEYS_BYTES).toString('base64');
+  const ticketSecret = deps.randomBytes(TICKET_KEYS_BYTES);
+  const ticketKeys = ticketSecret.toString('base64');
+  /** The admin listener's ticket keys now: derived like a worker's (listener/ticket-keys.ts), rotated hourly. */
+  const adminTicketKeys = (): Buffer =>
+    ticketKeysFor(
+      ticketSecret,
+      tlsMaterialDigest(config.admin.tls),
+      ticketKeyPeriod(clock.now(), TICKET_KEY_ROTATION_MS),
+    );
+  let adminRotation: TicketKeyRotation | undefined;
 
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
@@ -157,6 +174,7 @@ export async function startClusterPrimary(
     if (stopping) return done;
     stopping = true;
     exitCode = code;
+    adminRotation?.stop();
     for (const s of slots) {
       if (s.restartTimer !== undefined) clearTimeout(s.restartTimer);
       s.restartTimer = undefined;
@@ -355,7 +373,18 @@ export async function startClusterPrimary(
   logger.info({ workers: count }, 'all workers serving');
   if (config.admin.enabled) {
     try {
-      admin = await deps.startAdmin(config, adminDeps);
+      admin = await deps.startAdmin(config, {
+        ...adminDeps,
+        ...(config.admin.tls !== undefined ? { ticketKeys: adminTicketKeys() } : {}),
+      });
+      if (config.admin.tls !== undefined)
+        adminRotation = startTicketKeyRotation({
+          rotationMs: TICKET_KEY_ROTATION_MS,
+          clock,
+          onRotate: () => admin?.setTicketKeys(adminTicketKeys()),
+          onError: (err) =>
+            logger.error({ err }, 'TLS session ticket key rotation failed: the previous keys stay'),
+        });
     } catch (err) {
       await stop(1);
       throw err;

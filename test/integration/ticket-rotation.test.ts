@@ -32,6 +32,7 @@ function visit(
   tls: ConnectionOptions,
   version: SecureVersion,
   session?: Buffer,
+  path = '/',
 ): Promise<Visit> {
   return new Promise((resolve, reject) => {
     const socket = tlsConnect({
@@ -50,7 +51,7 @@ function visit(
     socket.on('secureConnect', () => {
       // Read here: after the close the socket no longer knows.
       reused = socket.isSessionReused();
-      socket.write('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
     });
     socket.setEncoding('latin1');
     socket.on('data', (c: string) => (text += c));
@@ -83,6 +84,8 @@ const capture = (): ReturnType<typeof createLogger> =>
 let dir: string;
 let pki: TestPkiPaths;
 let file: string;
+/** The same listener, plus the admin listener over TLS on 127.0.0.1:0. */
+let adminFile: string;
 const apps: App[] = [];
 
 beforeAll(async () => {
@@ -93,6 +96,17 @@ beforeAll(async () => {
     file,
     stringify({ admin: { enabled: false, listen: '127.0.0.1:0' }, listeners: [tlsListener(pki)] }),
   );
+  adminFile = join(dir, 'admin.yaml');
+  await writeFile(
+    adminFile,
+    stringify({
+      admin: {
+        listen: '127.0.0.1:0',
+        tls: { cert: pki.server.cert, key: pki.server.key, clientCa: pki.ca, clientCertificate: 'require' },
+      },
+      listeners: [tlsListener(pki)],
+    }),
+  );
 });
 
 afterAll(async () => {
@@ -100,10 +114,16 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function start(deps: { ticketKeys?: Buffer; ticketKeyRotationMs?: number }): Promise<number> {
-  const app = await startApp(loadConfigFile(file), { logger: capture(), ...deps });
+async function start(
+  deps: { ticketKeys?: Buffer; ticketKeyRotationMs?: number },
+  which: 'listener' | 'admin' = 'listener',
+): Promise<number> {
+  const app = await startApp(loadConfigFile(which === 'admin' ? adminFile : file), {
+    logger: capture(),
+    ...deps,
+  });
   apps.push(app);
-  return app.port('main');
+  return which === 'admin' ? (app.adminPort() as number) : app.port('main');
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -111,17 +131,23 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 describe('ticket keys rotate', () => {
   const ROTATION_MS = 2_500;
 
-  it.each(['TLSv1.2', 'TLSv1.3'] as const)(
-    '%s: a session resumes within its period; after the rotation it does not, and the client is served after a full handshake',
-    async (version) => {
-      const port = await start({ ticketKeyRotationMs: ROTATION_MS });
+  it.each([
+    ['TLSv1.2', 'listener'],
+    ['TLSv1.3', 'listener'],
+    ['TLSv1.2', 'admin'],
+    ['TLSv1.3', 'admin'],
+  ] as const)(
+    '%s, %s: a session resumes within its period; after the rotation it does not, and the client is served after a full handshake',
+    async (version, which) => {
+      const port = await start({ ticketKeyRotationMs: ROTATION_MS }, which);
+      const path = which === 'admin' ? '/healthz' : '/';
       const tls = tlsOptions(pki, 'alice');
       // Start just after a boundary, so the first two visits fall in one period.
       await sleep(ROTATION_MS - (Date.now() % ROTATION_MS) + 50);
-      const first = await visit(port, tls, version);
+      const first = await visit(port, tls, version, undefined, path);
       expect(first).toMatchObject({ status: 200, reused: false });
       expect(first.session).toBeDefined();
-      const again = await visit(port, tls, version, first.session);
+      const again = await visit(port, tls, version, first.session, path);
       expect(again).toMatchObject({ status: 200, reused: true });
 
       const next = Math.floor(Date.now() / ROTATION_MS) + 1;
@@ -134,10 +160,10 @@ describe('ticket keys rotate', () => {
       )
         await sleep(20);
       expect(lines.some((l) => l.msg === 'TLS session ticket keys rotated' && l.period === next)).toBe(true);
-      const after = await visit(port, tls, version, first.session);
+      const after = await visit(port, tls, version, first.session, path);
       expect(after).toMatchObject({ status: 200, reused: false });
       // The ticket given under the new keys resumes again.
-      const renewed = await visit(port, tls, version, after.session);
+      const renewed = await visit(port, tls, version, after.session, path);
       expect(renewed).toMatchObject({ status: 200, reused: true });
     },
     15_000,
