@@ -521,6 +521,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     metrics.configReloads.inc({ result: 'success' });
     metrics.configLastReloadSuccess.set(clock.now() / 1000);
     try {
+      closeNewlyRevoked(from.config, next);
       if (next.log.level !== from.config.log.level) logger.level = next.log.level;
       metrics.certificateExpiry.reset();
       metrics.crlNextUpdate.reset();
@@ -538,6 +539,26 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
       logger.error({ err }, 'config reloaded, but updating the log level or certificate gauges failed');
     }
     return { ok: true };
+  };
+
+  /**
+   * A TLS session is verified once, at its handshake: the open connections of a client the new CRL revokes
+   * would outlive the revocation. Each listener closes those whose certificate serial the new CRL lists and
+   * the old one did not (the ones listed before could not connect).
+   */
+  const closeNewlyRevoked = (before: RuntimeConfig, after: RuntimeConfig): void => {
+    after.listeners.forEach((l, i) => {
+      const now = l.tls?.revokedSerials ?? [];
+      if (now.length === 0) return;
+      const was = new Set(before.listeners[i]?.tls?.revokedSerials ?? []);
+      const added = new Set(now.filter((s) => !was.has(s)));
+      if (added.size === 0) return;
+      const closed = listeners[i]?.running.closeRevoked(added) ?? 0;
+      logger.info(
+        { listener: l.name, newlyRevoked: added.size, closed },
+        'new CRL applied to open connections',
+      );
+    });
   };
 
   const refused = (errors: readonly ReloadError[]): ReloadResult => {

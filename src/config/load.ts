@@ -96,6 +96,11 @@ export interface ListenerTls {
   readonly certificates: readonly CertInfo[];
   /** `tls.crl`'s nextUpdate (ms since the epoch), when there is a CRL and it carries one. */
   readonly crlNextUpdateMs?: number;
+  /**
+   * The serial numbers `tls.crl` revokes (uppercase hex without leading zero bytes, certs/pki.ts
+   * `normalizeSerialHex`): a reload closes the open connections of these clients (app.ts).
+   */
+  readonly revokedSerials?: readonly string[];
 }
 
 /**
@@ -736,10 +741,11 @@ function readKey(ctx: Ctx, keyPath: string, value: string): { data: Buffer; key:
   }
 }
 
-/** The CRL's nextUpdate, when it has one and parses (Node already accepted it as a CRL). */
-function crlNextUpdate(data: Buffer): Date | undefined {
+/** The CRL's nextUpdate and revoked serials, when it parses (Node already accepted it as a CRL). */
+function crlFacts(data: Buffer): { nextUpdate: Date | undefined; revoked: string[] } | undefined {
   try {
-    return parseCrl(data.toString('latin1')).nextUpdate;
+    const crl = parseCrl(data.toString('latin1'));
+    return { nextUpdate: crl.nextUpdate, revoked: crl.revoked.map((r) => r.serialHex) };
   } catch {
     return undefined;
   }
@@ -822,6 +828,7 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
   }
   let crl: Buffer | undefined;
   let crlNextUpdateMs: number | undefined;
+  let revokedSerials: string[] | undefined;
   if (t.crl !== undefined) {
     if (t.clientCertificate === 'none') {
       ctx.errors.push(
@@ -833,8 +840,10 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
         try {
           createSecureContext({ crl: read.data });
           crl = read.data;
-          const nextUpdate = crlNextUpdate(read.data);
+          const facts = crlFacts(read.data);
+          const nextUpdate = facts?.nextUpdate;
           if (nextUpdate !== undefined) crlNextUpdateMs = nextUpdate.getTime();
+          revokedSerials = facts?.revoked;
           // A CRL past its nextUpdate makes OpenSSL refuse every client (CRL_HAS_EXPIRED): refuse to
           // start with a clear message instead of serving an outage.
           if (nextUpdate !== undefined && nextUpdate.getTime() <= ctx.deps.now()) {
@@ -885,6 +894,7 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
     options,
     certificates,
     ...(crlNextUpdateMs !== undefined ? { crlNextUpdateMs } : {}),
+    ...(revokedSerials !== undefined ? { revokedSerials } : {}),
   };
 }
 

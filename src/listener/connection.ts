@@ -5,9 +5,11 @@
  * HTTP/2 request reaches it through `req.socket`, whose proxy forwards property reads to the socket.
  */
 import type { TLSSocket } from 'node:tls';
+import { normalizeSerialHex } from '../certs/pki.js';
 import type { ClientAcl } from '../identity/acl.js';
 import { peerIdentityFromX509, type PeerIdentity } from '../identity/peer.js';
 import { formatXfcc } from '../mutate/xfcc.js';
+import type { Logger } from '../observability/logger.js';
 
 const kConn = Symbol('portcullis.connection');
 
@@ -55,4 +57,61 @@ export function attachConnectionState(socket: object, state: ConnectionState): v
 export function connectionStateOf(socket: object | null | undefined): ConnectionState | undefined {
   if (socket === null || socket === undefined) return undefined;
   return (socket as Record<symbol, ConnectionState | undefined>)[kConn];
+}
+
+/**
+ * The open connections of a listener that carry a verified client certificate, so that a reload whose CRL
+ * revokes one of them can close it: a TLS session is verified once, at its handshake, and would otherwise
+ * outlive the revocation for as long as the client keeps it open (a Dask worker's connection lives for
+ * hours). Entries leave at the socket's close.
+ */
+export interface VerifiedConnections {
+  add(socket: TLSSocket, state: ConnectionState): void;
+  /** Destroys each open connection whose client certificate's serial is in `serials` (normalized hex), logging
+   * each at warn with the client's subject and serial; returns how many it closed. */
+  closeRevoked(serials: ReadonlySet<string>): number;
+}
+
+export function createVerifiedConnections(
+  logger: Pick<Logger, 'warn'>,
+  listener: string,
+): VerifiedConnections {
+  const open = new Map<TLSSocket, ConnectionState>();
+  return {
+    add(socket, state) {
+      if (state.identity === undefined) return;
+      open.set(socket, state);
+      socket.once('close', () => open.delete(socket));
+    },
+    closeRevoked(serials) {
+      let closed = 0;
+      for (const [socket, state] of open) {
+        const id = state.identity;
+        const serial = id === undefined ? undefined : serialKey(id.serialNumber);
+        if (serial === undefined || !serials.has(serial)) continue;
+        open.delete(socket);
+        socket.destroy();
+        closed++;
+        logger.warn(
+          {
+            listener,
+            clientSubject: id?.subject,
+            clientSerial: id?.serialNumber,
+            clientAddress: state.clientAddress,
+          },
+          'connection closed: the new CRL revokes its client certificate',
+        );
+      }
+      return closed;
+    },
+  };
+}
+
+/** A certificate serial as a CRL lists it (certs/pki.ts normalizeSerialHex); undefined when it is not hex. */
+function serialKey(serialNumber: string): string | undefined {
+  try {
+    return normalizeSerialHex(serialNumber);
+  } catch {
+    return undefined;
+  }
 }

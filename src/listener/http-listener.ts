@@ -28,7 +28,7 @@ import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
 import { sniffConnection } from '../policy/plaintext.js';
 import { bindListener, capConnections } from './bind.js';
-import { attachConnectionState, createConnectionState } from './connection.js';
+import { attachConnectionState, createConnectionState, createVerifiedConnections } from './connection.js';
 import type { HttpHandler } from './http-handler.js';
 
 /** A bound listener. */
@@ -63,6 +63,11 @@ export interface RunningHttpListener extends RunningListener {
    * A listener without TLS ignores it.
    */
   setTicketKeys(keys: Buffer): void;
+  /**
+   * Closes the open connections whose client certificate's serial is in `serials` (a reload's new CRL revoked
+   * it), each logged at warn; returns how many. Their requests in flight are cut.
+   */
+  closeRevoked(serials: ReadonlySet<string>): number;
 }
 
 export interface HttpListenerDeps {
@@ -190,6 +195,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   const sessions = new Set<Http2Session>();
   /** HTTP/1.1 connections past the handshake (drained one by one at close). */
   const h1Sockets = new Set<H1Socket>();
+  const verified = createVerifiedConnections(logger, name);
   let closing = false;
 
   const clearTimer = (s: H1Socket): void => {
@@ -300,7 +306,9 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         }
       }
       try {
-        attachConnectionState(socket, createConnectionState(socket, current.acl));
+        const state = createConnectionState(socket, current.acl);
+        attachConnectionState(socket, state);
+        verified.add(socket, state);
       } catch (err) {
         // A certificate the identity parser cannot read exactly is refused, never half-trusted.
         reject('bad_client_cert');
@@ -478,6 +486,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     setTicketKeys(keys: Buffer): void {
       secureServer?.setTicketKeys(keys);
     },
+    closeRevoked: (serials: ReadonlySet<string>): number => verified.closeRevoked(serials),
     update(next: HttpRuntimeListener, nextHandler: HttpHandler, swap: SecureContextSwap): void {
       if (secureServer !== undefined && next.tls !== undefined && swap !== 'keep')
         secureServer.setSecureContext({ ...next.tls.options, ...(swap.ticketKeys !== undefined ? { ticketKeys: swap.ticketKeys } : {}) });

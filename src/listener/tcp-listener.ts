@@ -38,7 +38,7 @@ import {
   type PipeResult,
   type TcpUpstream,
 } from '../proxy/tcp-pipe.js';
-import { createConnectionState, type ConnectionState } from './connection.js';
+import { createConnectionState, createVerifiedConnections, type ConnectionState } from './connection.js';
 import {
   createLogLimiter,
   REFUSAL_LOG_LINES_PER_SECOND,
@@ -101,6 +101,8 @@ export interface RunningTcpListener extends RunningListener {
   ): void;
   /** Replaces the TLS session ticket keys of the current secure context (listener/ticket-keys.ts rotation). */
   setTicketKeys(keys: Buffer): void;
+  /** Closes the piped connections whose client certificate's serial is in `serials` (see RunningHttpListener). */
+  closeRevoked(serials: ReadonlySet<string>): number;
 }
 
 /** Close reasons that are the upstream's fault: logged at warn even with the access log off. */
@@ -148,6 +150,7 @@ export async function startTcpListener(
   /** Aborts every pipe at the end of the shutdown grace period. */
   const shutdown = new AbortController();
   let closing = false;
+  const verified = createVerifiedConnections(logger, name);
 
   const secure = createTlsServer({
     ...tls.options,
@@ -209,6 +212,7 @@ export async function startTcpListener(
       socket.destroy();
       return;
     }
+    verified.add(socket, state);
     pipe(socket, state, who);
   });
 
@@ -291,6 +295,7 @@ export async function startTcpListener(
     setTicketKeys(keys: Buffer): void {
       secure.setTicketKeys(keys);
     },
+    closeRevoked: (serials: ReadonlySet<string>): number => verified.closeRevoked(serials),
     update(next, nextUpstream, opts): void {
       if (opts.tls !== 'keep')
         secure.setSecureContext({
