@@ -12,6 +12,7 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { createCrl, issueClientCert } from '../../src/certs/pki.js';
 import { tlsOptions } from '../helpers/clients.js';
 import { reloadGateway, startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
@@ -114,7 +115,7 @@ const closed = (emitter: { once(e: 'close', f: () => void): unknown }): Promise<
   new Promise((r) => emitter.once('close', () => r()));
 
 describe('a reload whose CRL revokes a client closes its open connections', () => {
-  it('HTTP/1.1 keep-alive, HTTP/2 and TCP connections of carol close; alice carries on; logged per connection', async () => {
+  it('HTTP/1.1 keep-alive, HTTP/2, WebSocket and TCP connections of carol close; alice carries on; logged per connection', async () => {
     const test = mintTestPki();
     const carol = issueClientCert(test.ca, { commonName: 'carol', organizationalUnit: 'ops', days: 30 });
     gw = await startGateway((pki) => config(pki, pki.crl));
@@ -141,6 +142,20 @@ describe('a reload whose CRL revokes a client closes its open connections', () =
       expect(await aliceTcp.roundTrip('alice-1')).toBe('alice-1');
       const carolH1Socket = [...Object.values(carolAgent.freeSockets).flat()][0];
       expect(carolH1Socket).toBeDefined();
+      // A WebSocket tunnel of carol's, open and echoing through the gateway.
+      const carolWs = new WebSocket(`wss://127.0.0.1:${web}/ws`, {
+        ...carolTls,
+        headers: { host: `localhost:${web}` },
+        handshakeTimeout: 5_000,
+      });
+      carolWs.on('error', () => undefined);
+      await new Promise<void>((resolve, reject) => {
+        carolWs.once('open', () => resolve());
+        carolWs.once('close', () => reject(new Error('the tunnel did not open')));
+      });
+      const echoed = new Promise<string>((r) => carolWs.once('message', (d: Buffer) => r(d.toString())));
+      carolWs.send('carol-ws');
+      expect(await echoed).toBe('carol-ws');
 
       // The new CRL lists carol (and the test PKI's revoked client, as before).
       const crl = join(gw.dir, 'carol-revoked.crl');
@@ -157,7 +172,12 @@ describe('a reload whose CRL revokes a client closes its open connections', () =
           days: 30,
         }),
       );
-      const gone = Promise.all([closed(carolH1Socket!), closed(carolH2), closed(carolTcp.socket)]);
+      const gone = Promise.all([
+        closed(carolH1Socket!),
+        closed(carolH2),
+        closed(carolTcp.socket),
+        closed(carolWs),
+      ]);
       expect(await reloadGateway(gw, (pki) => config(pki, crl))).toEqual({ ok: true });
       await gone;
 
@@ -173,14 +193,14 @@ describe('a reload whose CRL revokes a client closes its open connections', () =
       const lines = gw
         .logs()
         .filter((l) => l.msg === 'connection closed: the new CRL revokes its client certificate');
-      expect(lines.map((l) => l.listener).sort()).toEqual(['comm', 'main', 'main']);
+      expect(lines.map((l) => l.listener).sort()).toEqual(['comm', 'main', 'main', 'main']);
       for (const l of lines) {
         expect(String(l.clientSubject)).toContain('CN=carol');
         expect(l.level).toBe('warn');
       }
       const summary = gw.logs().filter((l) => l.msg === 'new CRL applied to open connections');
       expect(summary.map((l) => [l.listener, l.newlyRevoked, l.closed])).toEqual([
-        ['main', 1, 2],
+        ['main', 1, 3],
         ['comm', 1, 1],
       ]);
 
