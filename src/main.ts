@@ -101,7 +101,7 @@ async function run(): Promise<number> {
     case 'certs-revoke': {
       const r = await certsRevoke({ out: resolve(cmd.out ?? defaultCerts), name: cmd.name });
       process.stdout.write(
-        `wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n(a running gateway picks up the new CRL on SIGHUP or when it restarts)\n`,
+        `wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n(a running gateway picks up the new CRL within reload.checkFilesSeconds, 60 s by default, or at once on SIGHUP, and closes the revoked client's open connections)\n`,
       );
       return EXIT.ok;
     }
