@@ -35,7 +35,7 @@ import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js
 import { createEchoForwarder } from './proxy/echo.js';
 import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
 import { adminRefusalReporter, registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
-import { createAuthenticators } from './authn/providers.js';
+import { createAuthenticator } from './authn/providers.js';
 import type { Authenticator, FetchLike } from './authn/principal.js';
 import { createAuthMetrics, createAuthnObserver, type AuthMetrics } from './observability/auth-metrics.js';
 
@@ -73,7 +73,7 @@ export interface App {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly registry: Registry;
-  /** The authentication providers built from `authProviders`, by name (a new set at each reload). */
+  /** The authentication providers built from `authProviders`, by name (a reload keeps the unchanged ones). */
   readonly authenticators: ReadonlyMap<string, Authenticator>;
   /**
    * Drops cached token answers of every provider: all of them, or the one token whose SHA-256 (lower-case
@@ -91,16 +91,23 @@ export interface App {
    * Refused (`ok: false`, each reason logged at error with its key path) when it changes what only a
    * restart can change: the listeners (names, order, protocol, address, TLS or not, client certificate
    * mode), `admin`, `workers`, `timeouts`, `http2`. Otherwise new requests get the new routes, route
-   * policies, auth providers (new ones) and upstream pools (new ones for changed upstreams), new
+   * policies, auth providers (new ones for changed providers) and upstream pools (new ones for changed upstreams), new
    * handshakes the new certificates, CA, CRL and listener ACL, TCP listeners' new connections the new
    * upstream; the log level and certificate gauges follow. Requests in flight finish on what they
-   * started with; the old pools and providers are closed after `timeouts.shutdownGraceMs`.
+   * started with; the old pools and providers no longer used are closed after `timeouts.shutdownGraceMs`.
    * Counts `portcullis_config_reloads_total{result}` and, on success, sets the last-reload timestamp.
    * Reloads run one after the other. Never rejects: an exception is a refusal.
    */
   reload(newConfig: RuntimeConfig): Promise<ReloadResult>;
   /** Graceful stop: stop accepting, drain for up to `graceMs`, close upstream pools. */
   close(graceMs?: number): Promise<void>;
+}
+
+/** An authentication provider and what it was made from (a reload keeps it, and its cache, when that did not
+ * change: its settings and the content of its files). */
+interface ProviderEntry {
+  readonly fingerprint: string;
+  readonly authenticator: Authenticator;
 }
 
 /** An upstream pool and what it was made from (a reload keeps it when that did not change). */
@@ -113,11 +120,13 @@ interface PoolEntry {
 interface Generation {
   readonly config: RuntimeConfig;
   readonly authenticators: ReadonlyMap<string, Authenticator>;
+  /** The providers by name with their fingerprints, possibly the previous generation's. */
+  readonly providers: ReadonlyMap<string, ProviderEntry>;
   /** Pools by key: one per distinct upstream (origin + TLS identity), possibly the previous generation's. */
   readonly pools: ReadonlyMap<string, PoolEntry>;
   /** The handler of each HTTP listener, by listener name. */
   readonly handlers: ReadonlyMap<string, HttpHandler>;
-  /** The providers' first fetch (remote JWKS). Never rejects. */
+  /** The first fetch of the providers this generation made (remote JWKS). Never rejects. */
   readonly warmUp: Promise<unknown>;
 }
 
@@ -142,17 +151,40 @@ function buildGeneration(
   previous: Generation | undefined,
 ): Generation {
   const { logger, metrics, clock } = shared;
-  // The providers are runtime objects made from the (immutable) config: one set per generation, shared by
-  // every listener. A file they need was checked at load; a remote JWKS is fetched by warmUp, and a
-  // failure there is not fatal: readiness says so and requests get 503 until it answers.
-  const authenticators = createAuthenticators(config.authProviders, {
+  // The providers are runtime objects made from the (immutable) config, shared by every listener. One whose
+  // settings and files did not change is the previous generation's, with its token cache, its key set and
+  // its IdP state: a reload (a CRL refreshed, a route added) must not send every cached token to the IdP
+  // again. A file they need was checked at load; a remote JWKS is fetched by warmUp, and a failure there is
+  // not fatal: readiness says so and requests get 503 until it answers.
+  const authnDeps = {
     clock,
     logger: logger.child({ component: 'authn' }),
     observer: createAuthnObserver(metrics),
     ...(shared.fetch !== undefined ? { fetch: shared.fetch } : {}),
-  });
+  };
+  const providers = new Map<string, ProviderEntry>();
+  const made: Authenticator[] = [];
   const pools = new Map<string, PoolEntry>();
+  const authenticators = new Map<string, Authenticator>();
   try {
+    for (const [name, pc] of Object.entries(config.authProviders)) {
+      const fingerprint = stableDigest([
+        JSON.stringify(pc),
+        ...PROVIDER_FILES.map((k) => {
+          const file = (pc as Partial<Record<(typeof PROVIDER_FILES)[number], string>>)[k];
+          return file === undefined ? '' : (config.files[file] ?? 'unread');
+        }),
+      ]);
+      const before = previous?.providers.get(name);
+      let entry: ProviderEntry;
+      if (before?.fingerprint === fingerprint) entry = before;
+      else {
+        entry = { fingerprint, authenticator: createAuthenticator(name, pc, authnDeps) };
+        made.push(entry.authenticator);
+      }
+      providers.set(name, entry);
+      authenticators.set(name, entry.authenticator);
+    }
     const authMetrics: AuthMetrics = createAuthMetrics(metrics, authenticators);
     const accessLog = createAccessLog(logger, config.log.access);
     const handlers = new Map<string, HttpHandler>();
@@ -201,21 +233,28 @@ function buildGeneration(
         }),
       );
     }
-    const warmUp = Promise.all([...authenticators.values()].map((p) => p.warmUp()));
-    return { config, authenticators, pools, handlers, warmUp };
+    const warmUp = Promise.all(made.map((p) => p.warmUp()));
+    return { config, authenticators, providers, pools, handlers, warmUp };
   } catch (err) {
-    void retire({ authenticators, pools }, previous);
+    void retire({ authenticators, pools }, previous === undefined ? [] : [previous]);
     throw err;
   }
 }
 
-/** Closes the providers of `gen` and its pools that `next` does not use (all of them without `next`). */
+/** The provider keys naming a file: a change of the file's content makes a new provider at a reload. */
+const PROVIDER_FILES = ['jwksFile', 'tokensFile', 'clientSecretFile'] as const;
+
+/**
+ * Closes the providers and pools of `gen` that none of `others` uses (a generation that serves, or one whose
+ * grace period still runs): a reload hands unchanged ones on.
+ */
 function retire(
   gen: Pick<Generation, 'authenticators' | 'pools'>,
-  next: Pick<Generation, 'pools'> | undefined,
+  others: readonly Pick<Generation, 'authenticators' | 'pools'>[],
 ): Promise<unknown> {
-  for (const p of gen.authenticators.values()) p.close();
-  const kept = new Set([...(next?.pools.values() ?? [])].map((e) => e.forwarder));
+  const inUse = new Set(others.flatMap((o) => [...o.authenticators.values()]));
+  for (const p of gen.authenticators.values()) if (!inUse.has(p)) p.close();
+  const kept = new Set(others.flatMap((o) => [...o.pools.values()].map((e) => e.forwarder)));
   // undici's close waits for the requests the pool still has: nothing in flight is cut.
   return Promise.allSettled(
     [...gen.pools.values()].filter((e) => !kept.has(e.forwarder)).map((e) => e.forwarder.close()),
@@ -394,10 +433,10 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     websocket.close();
     for (const [timer, old] of retiring) {
       clearTimeout(timer);
-      await retire(old, undefined);
+      await retire(old, []);
     }
     retiring.clear();
-    await retire(gen, undefined);
+    await retire(gen, []);
   };
 
   try {
@@ -505,7 +544,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
       applyListeners(from, built);
     } catch (err) {
       // The new generation never served: close what it made, give the old providers their metrics back.
-      if (built !== undefined) void retire(built, from);
+      if (built !== undefined) void retire(built, [from, ...retiring.values()]);
       metrics.bindAuthProviders(from.authenticators);
       return refused([{ keyPath: '', message: err instanceof Error ? err.message : String(err) }]);
     }
@@ -514,7 +553,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     // Requests already running hold the old handler, pools and providers: they get the grace period.
     const timer = setTimeout(() => {
       retiring.delete(timer);
-      void retire(from, gen);
+      void retire(from, [gen, ...retiring.values()]);
     }, next.timeouts.shutdownGraceMs);
     timer.unref();
     retiring.set(timer, from);

@@ -21,6 +21,7 @@ import { createCrl, issueClientCert, issueServerCert } from '../../src/certs/pki
 import { sampleValue, scrapeText } from '../helpers/admin.js';
 import { freePort, killAll, startBinary, type StartedBinary } from '../helpers/binary.js';
 import { tlsOptions } from '../helpers/clients.js';
+import { createFakeIdp } from '../helpers/idp.js';
 import { reloadGateway, startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import { mintTestPki, writePki, type TestPkiPaths } from '../helpers/pki.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -531,6 +532,69 @@ describe('a change only a restart can apply is refused', () => {
     expect(upA.seen.some((s) => s.url === '/still-a')).toBe(true);
     expect(upB.seen.length).toBe(seenB);
     expect(gw.app.port('main')).toBe(port);
+  });
+});
+
+describe('auth providers across a reload', () => {
+  it('an unchanged provider is kept with its cache (no IdP call); a changed setting or secret file makes a new one', async () => {
+    const idp = await createFakeIdp();
+    await idp.listen();
+    const dir = await mkdtemp(join(tmpdir(), 'portcullis-reload-idp-'));
+    try {
+      const secretFile = join(dir, 'secret');
+      await writeFile(secretFile, `${idp.clientSecret}\n`, { mode: 0o600 });
+      const providers = (timeoutMs: number): Obj => ({
+        authProviders: {
+          opaque: {
+            type: 'introspection',
+            endpoint: idp.introspectionUri,
+            clientId: idp.clientId,
+            clientSecretFile: secretFile,
+            timeoutMs,
+            cache: { maxTtlSeconds: 300 },
+          },
+        },
+      });
+      const build =
+        (timeoutMs: number, upstream: string) =>
+        (pki: TestPkiPaths): Obj =>
+          config(
+            pki,
+            { routes: [route('a', '/', upstream, { auth: { providers: ['opaque'] } })] },
+            providers(timeoutMs),
+          );
+      const gw = await gateway(build(1_000, upA.url));
+      const port = gw.port();
+      const tls = tlsOptions(gw.pki, 'alice');
+      const token = idp.issueOpaque();
+      const ask = async (path: string): Promise<number> =>
+        (await get(port, tls, { path, headers: { authorization: `Bearer ${token}` } })).status;
+      expect(await ask('/warm')).toBe(200);
+      expect(idp.counts.introspection).toBe(1);
+      const first = gw.app.authenticators.get('opaque');
+
+      // A route change: the provider is the same object, its cached answer serves without an IdP call.
+      expect(await reloadGateway(gw, build(1_000, upB.url))).toEqual({ ok: true });
+      expect(gw.app.authenticators.get('opaque')).toBe(first);
+      expect(await ask('/after-route-change')).toBe(200);
+      expect(upB.seen.some((s) => s.url === '/after-route-change')).toBe(true);
+      expect(idp.counts.introspection).toBe(1);
+
+      // A setting of the provider changed: a new provider, an empty cache, one IdP call.
+      expect(await reloadGateway(gw, build(1_500, upB.url))).toEqual({ ok: true });
+      const second = gw.app.authenticators.get('opaque');
+      expect(second).not.toBe(first);
+      expect(await ask('/after-setting-change')).toBe(200);
+      expect(idp.counts.introspection).toBe(2);
+
+      // The secret file's content changed (same path): a new provider again.
+      await writeFile(secretFile, idp.clientSecret, { mode: 0o600 }); // same secret, other bytes
+      expect(await reloadGateway(gw, build(1_500, upB.url))).toEqual({ ok: true });
+      expect(gw.app.authenticators.get('opaque')).not.toBe(second);
+    } finally {
+      await idp.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
