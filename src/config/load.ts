@@ -135,6 +135,8 @@ export interface HttpRuntimeListener {
   readonly routes: RouteTable;
   /** Open client connections accepted at once (`maxConnections`); more are closed before the handshake. */
   readonly maxConnections: number;
+  /** Open connections one client address may hold (`maxConnectionsPerClient`); undefined: no such cap. */
+  readonly maxConnectionsPerClient: number | undefined;
   /** Route id → its Bearer authentication; a route without `auth` has no entry (no token needed). */
   readonly routeAuth: Readonly<Record<string, RouteAuth>>;
   /** Route id → its `telemetry.optOut` override; a route without one has no entry (the top level decides). */
@@ -160,6 +162,8 @@ export interface TcpRuntimeListener {
   readonly proxyProtocol: 'v2' | undefined;
   /** Open client connections accepted at once (`maxConnections`); more are closed before the handshake. */
   readonly maxConnections: number;
+  /** Open connections one client address may hold (`maxConnectionsPerClient`); undefined: no such cap. */
+  readonly maxConnectionsPerClient: number | undefined;
   /** Certificates of the upstream TLS mapping (`ca`, `cert`), for expiry metrics. */
   readonly upstreamCertificates?: readonly CertInfo[];
 }
@@ -1176,6 +1180,7 @@ function resolveTcpListener(ctx: Ctx, l: TcpListenerFile, i: number): TcpRuntime
     upstream,
     proxyProtocol: l.proxyProtocol,
     maxConnections: l.maxConnections,
+    maxConnectionsPerClient: l.maxConnectionsPerClient,
   };
 }
 
@@ -1282,6 +1287,7 @@ function resolveHttpListener(
     acl,
     routes: compileRouteTable(routes),
     maxConnections: l.maxConnections,
+    maxConnectionsPerClient: l.maxConnectionsPerClient,
     routeAuth,
     routeTelemetryOptOut,
   };

@@ -116,6 +116,8 @@ const httpListener = z.strictObject({
   allowClients: allowClients.optional(),
   /** Open client connections this listener accepts (per process); more are closed before the handshake. */
   maxConnections: z.int().min(1).max(1_000_000).default(DEFAULTS.maxConnections),
+  /** Open connections one client address may hold (per process); off unless set. */
+  maxConnectionsPerClient: z.int().min(1).max(1_000_000).optional(),
   routes: z.array(route).min(1, 'at least one route (a listener without routes would deny everything)'),
 });
 
@@ -148,6 +150,8 @@ const tcpListener = z.strictObject({
   allowClients: allowClients.optional(),
   /** Open client connections this listener accepts (per process); more are closed before the handshake. */
   maxConnections: z.int().min(1).max(1_000_000).default(DEFAULTS.maxConnections),
+  /** Open connections one client address may hold (per process); off unless set. */
+  maxConnectionsPerClient: z.int().min(1).max(1_000_000).optional(),
   upstream: tcpUpstream,
   /** Send a PROXY protocol v2 header with the client's address to the upstream first. */
   proxyProtocol: z.literal('v2', { error: '"v2" (or leave the key out: no PROXY header)' }).optional(),

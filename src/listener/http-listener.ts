@@ -28,6 +28,7 @@ import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
 import { sniffConnection } from '../policy/plaintext.js';
 import { bindListener, capConnections } from './bind.js';
+import { admitSocket, createClientCap } from './client-cap.js';
 import { attachConnectionState, createConnectionState, createVerifiedConnections } from './connection.js';
 import type { HttpHandler } from './http-handler.js';
 
@@ -196,6 +197,14 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   /** HTTP/1.1 connections past the handshake (drained one by one at close). */
   const h1Sockets = new Set<H1Socket>();
   const verified = createVerifiedConnections(logger, name);
+  const perClient = createClientCap(listener.maxConnectionsPerClient);
+  const refuseClient = (clientAddress: string): void => {
+    reject('client_connection_limit');
+    logRefusal(
+      { reason: 'client_connection_limit', clientAddress, maxConnectionsPerClient: current.maxConnectionsPerClient },
+      'connection refused',
+    );
+  };
   let closing = false;
 
   const clearTimer = (s: H1Socket): void => {
@@ -367,6 +376,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         socket.destroy();
         return;
       }
+      if (!admitSocket(perClient, socket, refuseClient)) return;
       sniffConnection(socket, timeouts.tlsHandshakeMs, {
         onTls: (s) => secure.emit('connection', s),
         onPlaintext: () => {
@@ -392,6 +402,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     plain.on('upgrade', onUpgrade);
     plain.on('connect', onUpgrade);
     plain.on('connection', (socket: Socket) => {
+      if (!admitSocket(perClient, socket, refuseClient)) return;
       sockets.add(socket);
       h1Sockets.add(socket);
       socket.once('close', () => {
@@ -493,6 +504,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
       current = next;
       handler = nextHandler;
       cap.setMax(next.maxConnections);
+      perClient.setMax(next.maxConnectionsPerClient);
     },
     close(graceMs: number): Promise<void> {
       closing = true;

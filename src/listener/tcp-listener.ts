@@ -38,6 +38,7 @@ import {
   type PipeResult,
   type TcpUpstream,
 } from '../proxy/tcp-pipe.js';
+import { admitSocket, createClientCap } from './client-cap.js';
 import { createConnectionState, createVerifiedConnections, type ConnectionState } from './connection.js';
 import {
   createLogLimiter,
@@ -54,6 +55,8 @@ import {
 export type TcpListenerConfig = Pick<TcpRuntimeListener, 'name' | 'keyPath' | 'address' | 'tls' | 'acl'> & {
   /** Open client connections accepted at once; absent: {@link DEFAULTS.maxConnections}. */
   readonly maxConnections?: number;
+  /** Open connections one client address may hold; absent: no such cap (listener/client-cap.ts). */
+  readonly maxConnectionsPerClient?: number | undefined;
 };
 
 export interface TcpListenerDeps {
@@ -151,6 +154,7 @@ export async function startTcpListener(
   const shutdown = new AbortController();
   let closing = false;
   const verified = createVerifiedConnections(logger, name);
+  const perClient = createClientCap(listener.maxConnectionsPerClient);
 
   const secure = createTlsServer({
     ...tls.options,
@@ -261,6 +265,7 @@ export async function startTcpListener(
       socket.destroy();
       return;
     }
+    if (!admitSocket(perClient, socket, (clientAddress) => refuseClient(clientAddress))) return;
     // DESIGN: "a TCP listener closes" on plaintext — no HTTP 400, not a byte in answer.
     sniffConnection(socket, timeouts.tlsHandshakeMs, {
       plaintextAnswer: 'none',
@@ -283,6 +288,17 @@ export async function startTcpListener(
     reject('connection_limit');
     logRefusal({ reason: 'connection_limit' }, 'connection refused');
   });
+  function refuseClient(clientAddress: string): void {
+    reject('client_connection_limit');
+    logRefusal(
+      {
+        reason: 'client_connection_limit',
+        clientAddress,
+        maxConnectionsPerClient: current.maxConnectionsPerClient,
+      },
+      'connection refused',
+    );
+  }
   await bindListener(front, listener);
   // After the bind, a server 'error' (an accept failure such as EMFILE) is logged, never thrown.
   front.on('error', (err: NodeJS.ErrnoException) => {
@@ -304,6 +320,7 @@ export async function startTcpListener(
         });
       current = next;
       cap.setMax(next.maxConnections ?? DEFAULTS.maxConnections);
+      perClient.setMax(next.maxConnectionsPerClient);
       currentUpstream = nextUpstream;
       proxyProtocol = opts.proxyProtocol;
       accessLog = opts.accessLog;

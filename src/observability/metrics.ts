@@ -31,7 +31,8 @@ export type ConnectionRejectReason =
   | 'acl'
   | 'handshake_timeout'
   | 'headers_timeout'
-  | 'connection_limit';
+  | 'connection_limit'
+  | 'client_connection_limit';
 
 /** Every {@link ConnectionRejectReason}, for tests and dashboards that enumerate the closed set. */
 export const CONNECTION_REJECT_REASONS: readonly ConnectionRejectReason[] = [
@@ -44,6 +45,7 @@ export const CONNECTION_REJECT_REASONS: readonly ConnectionRejectReason[] = [
   'handshake_timeout',
   'headers_timeout',
   'connection_limit',
+  'client_connection_limit',
 ];
 
 /** `result` of an authentication decision: `allow`, or the code that ended the request. */

@@ -5,6 +5,7 @@
  * connections already open keep working, and a freed slot is usable again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer as createNetServer, type AddressInfo, type Server } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { startGateway, tlsListener, reloadGateway, type TestGateway } from '../helpers/gateway.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
@@ -114,6 +115,100 @@ describe('listeners[].maxConnections', () => {
     expect(await gw.metric('portcullis_tls_rejected_connections_total', { reason: 'connection_limit' })).toBe(
       before + 1,
     );
+    a.socket.destroy();
+  });
+});
+
+describe('listeners[].maxConnectionsPerClient', () => {
+  let up: TestUpstream;
+  let echo: Server;
+  let gw: TestGateway;
+  const build = (perClient: number) => (pki: TestPkiPaths) => ({
+    listeners: [
+      tlsListener(pki, {
+        maxConnectionsPerClient: perClient,
+        routes: [{ id: 'up', match: { pathPrefix: '/' }, upstream: `http://127.0.0.1:${up.port}` }],
+      }),
+      {
+        name: 'comm',
+        listen: '127.0.0.1:0',
+        protocol: 'tcp',
+        maxConnectionsPerClient: perClient,
+        tls: { cert: pki.server.cert, key: pki.server.key, clientCertificate: 'require', clientCa: pki.ca },
+        upstream: `tcp://127.0.0.1:${(echo.address() as AddressInfo).port}`,
+      },
+    ],
+  });
+  const refused = (listener: string): Promise<number> =>
+    gw.metric('portcullis_tls_rejected_connections_total', { listener, reason: 'client_connection_limit' });
+
+  beforeAll(async () => {
+    up = await startUpstream();
+    echo = createNetServer((s) => {
+      s.on('error', () => undefined);
+      s.pipe(s);
+    });
+    await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+    gw = await startGateway(build(2));
+  });
+  afterAll(async () => {
+    await gw.close();
+    await up.close();
+    await new Promise((r) => echo.close(r));
+  });
+
+  it('a third connection from the same address is closed before the handshake, counted and logged; the listener cap is not touched', async () => {
+    const a = heldConnection(gw.port(), gw.pki);
+    const b = heldConnection(gw.port(), gw.pki);
+    expect(await a.reply).toBe('HTTP/1.1 200 OK');
+    expect(await b.reply).toBe('HTTP/1.1 200 OK');
+    const seen = up.seen.length;
+    expect(await handshakes(gw.port(), gw.pki)).toBe(false);
+    expect(await refused('main')).toBe(1);
+    expect(await gw.metric('portcullis_tls_rejected_connections_total', { reason: 'connection_limit' })).toBe(
+      0,
+    );
+    expect(up.seen.length).toBe(seen);
+    const line = gw
+      .logs()
+      .find((l) => l.msg === 'connection refused' && l.reason === 'client_connection_limit');
+    expect(line).toMatchObject({ listener: 'main', clientAddress: '127.0.0.1', maxConnectionsPerClient: 2 });
+    // A closed connection gives its slot back.
+    b.socket.destroy();
+    await expect
+      .poll(() => gw.metric('portcullis_active_connections', { listener: 'main' }), { timeout: 5_000 })
+      .toBe(1);
+    expect(await handshakes(gw.port(), gw.pki)).toBe(true);
+    a.socket.destroy();
+  });
+
+  it('the TCP listener counts its own connections the same way', async () => {
+    const held: TLSSocket[] = [];
+    for (let i = 0; i < 2; i++) {
+      const s = tlsConnect({ ...tlsOptions(gw.pki, 'alice'), host: '127.0.0.1', port: gw.port('comm') });
+      s.on('error', () => undefined);
+      await new Promise((r) => s.once('secureConnect', r));
+      held.push(s);
+    }
+    expect(await handshakes(gw.port('comm'), gw.pki)).toBe(false);
+    expect(await refused('comm')).toBe(1);
+    for (const s of held) s.destroy();
+    await expect
+      .poll(() => gw.metric('portcullis_active_connections', { listener: 'comm' }), { timeout: 5_000 })
+      .toBe(0);
+    expect(await handshakes(gw.port('comm'), gw.pki)).toBe(true);
+  });
+
+  it('a reload changes the per-client cap for new connections', async () => {
+    await expect
+      .poll(() => gw.metric('portcullis_active_connections', { listener: 'main' }), { timeout: 5_000 })
+      .toBe(0);
+    expect(await reloadGateway(gw, build(1))).toEqual({ ok: true });
+    const a = heldConnection(gw.port(), gw.pki);
+    expect(await a.reply).toBe('HTTP/1.1 200 OK');
+    const before = await refused('main');
+    expect(await handshakes(gw.port(), gw.pki)).toBe(false);
+    expect(await refused('main')).toBe(before + 1);
     a.socket.destroy();
   });
 });

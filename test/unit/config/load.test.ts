@@ -175,6 +175,20 @@ describe('loadConfigText: every bad config is refused with key path, value and e
       'a whole number',
     ],
     [
+      'maxConnectionsPerClient of 0',
+      () => config({}, listener({ maxConnectionsPerClient: 0 })),
+      'listeners[0].maxConnectionsPerClient',
+      'got 0',
+      '>= 1',
+    ],
+    [
+      'maxConnectionsPerClient as a string',
+      () => config({}, listener({ maxConnectionsPerClient: '10' })),
+      'listeners[0].maxConnectionsPerClient',
+      '"10"',
+      'a number',
+    ],
+    [
       'listen as a number',
       () => config({}, listener({ listen: 8443 })),
       'listeners[0].listen',

@@ -83,7 +83,8 @@ function load(text: string): RuntimeConfig {
   return loadConfigText(text, join(dir, 'portcullis.yaml'));
 }
 
-const TCP_KEYS = 'name, listen, protocol, tls, allowClients, maxConnections, upstream, proxyProtocol';
+const TCP_KEYS =
+  'name, listen, protocol, tls, allowClients, maxConnections, maxConnectionsPerClient, upstream, proxyProtocol';
 
 describe('tcp listeners: every bad one is refused with key path, value and expectation', () => {
   // [case, config text, key path, the value as it appears in the message, what was expected]
@@ -294,7 +295,7 @@ describe('tcp listeners: every bad one is refused with key path, value and expec
   it('an unknown key on an http listener still lists the http keys', () => {
     const err = refusal(() => load(config({}, httpListener({ upstream: 'tcp://127.0.0.1:1' }))));
     expect(errorAt(err, 'listeners[0].upstream').message).toContain(
-      'keys here: name, listen, protocol, tls, plaintext, allowClients, maxConnections, routes)',
+      'keys here: name, listen, protocol, tls, plaintext, allowClients, maxConnections, maxConnectionsPerClient, routes)',
     );
   });
 });
