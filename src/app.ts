@@ -9,7 +9,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
-import { loadConfigFile, ConfigInvalid, type ListenerTls, type RuntimeConfig } from './config/load.js';
+import {
+  loadConfigFile,
+  ConfigInvalid,
+  PROVIDER_FILE_KEYS,
+  type ListenerTls,
+  type RuntimeConfig,
+} from './config/load.js';
 import type { Clock } from './clock.js';
 import { systemClock } from './clock.js';
 import { ConfigError } from './errors.js';
@@ -25,8 +31,7 @@ import {
   startTicketKeyRotation,
   TICKET_KEY_BYTES,
   TICKET_KEY_ROTATION_MS,
-  ticketKeyPeriod,
-  ticketKeysFor,
+  currentTicketKeys,
 } from './listener/ticket-keys.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
@@ -170,8 +175,9 @@ function buildGeneration(
     for (const [name, pc] of Object.entries(config.authProviders)) {
       const fingerprint = stableDigest([
         JSON.stringify(pc),
-        ...PROVIDER_FILES.map((k) => {
-          const file = (pc as Partial<Record<(typeof PROVIDER_FILES)[number], string>>)[k];
+        // A change of a file's content (a rotated secret, a new tokens file) makes a new provider.
+        ...PROVIDER_FILE_KEYS.map((k) => {
+          const file = (pc as Partial<Record<(typeof PROVIDER_FILE_KEYS)[number], string>>)[k];
           return file === undefined ? '' : (config.files[file] ?? 'unread');
         }),
       ]);
@@ -240,9 +246,6 @@ function buildGeneration(
     throw err;
   }
 }
-
-/** The provider keys naming a file: a change of the file's content makes a new provider at a reload. */
-const PROVIDER_FILES = ['jwksFile', 'tokensFile', 'clientSecretFile'] as const;
 
 /**
  * Closes the providers and pools of `gen` that none of `others` uses (a generation that serves, or one whose
@@ -405,7 +408,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const ticketSecret = deps.ticketKeys ?? randomBytes(TICKET_KEY_BYTES);
   const rotationMs = deps.ticketKeyRotationMs ?? TICKET_KEY_ROTATION_MS;
   const ticketKeysOf = (tls: ListenerTls | undefined): Buffer =>
-    ticketKeysFor(ticketSecret, tlsMaterialDigest(tls), ticketKeyPeriod(clock.now(), rotationMs));
+    currentTicketKeys(ticketSecret, tls, clock.now(), rotationMs);
 
   const listeners: RunningData[] = [];
   let admin: AdminServer | undefined;

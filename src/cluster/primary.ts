@@ -22,11 +22,9 @@ import { TICKET_KEYS_BYTES } from './worker.js';
 import {
   startTicketKeyRotation,
   TICKET_KEY_ROTATION_MS,
-  ticketKeyPeriod,
-  ticketKeysFor,
+  currentTicketKeys,
   type TicketKeyRotation,
 } from '../listener/ticket-keys.js';
-import { tlsMaterialDigest } from '../listener/tls-material.js';
 
 export interface PrimaryDeps {
   readonly logger: Logger;
@@ -112,11 +110,7 @@ export async function startClusterPrimary(
   const ticketKeys = ticketSecret.toString('base64');
   /** The admin listener's ticket keys now: derived like a worker's (listener/ticket-keys.ts), rotated hourly. */
   const adminTicketKeys = (): Buffer =>
-    ticketKeysFor(
-      ticketSecret,
-      tlsMaterialDigest(config.admin.tls),
-      ticketKeyPeriod(clock.now(), TICKET_KEY_ROTATION_MS),
-    );
+    currentTicketKeys(ticketSecret, config.admin.tls, clock.now(), TICKET_KEY_ROTATION_MS);
   let adminRotation: TicketKeyRotation | undefined;
 
   const registry = new Registry();

@@ -1458,7 +1458,7 @@ function resolveAdmin(ctx: Ctx, a: AdminFile): AdminRuntimeConfig | undefined {
 }
 
 /** The file keys of each provider type: relative paths resolve against the config file's folder. */
-const PROVIDER_FILE_KEYS = ['jwksFile', 'tokensFile', 'clientSecretFile'] as const;
+export const PROVIDER_FILE_KEYS = ['jwksFile', 'tokensFile', 'clientSecretFile'] as const;
 
 /**
  * `authProviders` with their file paths made absolute, each provider built once and closed again so that a

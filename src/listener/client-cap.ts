@@ -13,6 +13,8 @@ export interface ClientCap {
   release(address: string): void;
   /** A new cap for connections admitted from now on (undefined: off); open ones stay. */
   setMax(max: number | undefined): void;
+  /** Whether a cap is set: when it is not, connections are not counted at all (no cost per connection). */
+  isOn(): boolean;
 }
 
 export function createClientCap(max: number | undefined): ClientCap {
@@ -33,18 +35,21 @@ export function createClientCap(max: number | undefined): ClientCap {
     setMax(next) {
       cap = next;
     },
+    isOn: () => cap !== undefined,
   };
 }
 
 /**
  * Admits an accepted `socket` under `cap` (its count is released at the socket's close), or destroys it at
- * once and calls `onRefused` with the client's address. Returns whether it was admitted.
+ * once and calls `onRefused` with the client's address. Returns whether it was admitted. With no cap set,
+ * admits without counting: a cap set later by a reload counts the connections accepted from then on.
  */
 export function admitSocket(
   cap: ClientCap,
   socket: Pick<Socket, 'remoteAddress' | 'destroy' | 'once'>,
   onRefused: (address: string) => void,
 ): boolean {
+  if (!cap.isOn()) return true;
   const address = socket.remoteAddress ?? '';
   if (!cap.admit(address)) {
     socket.destroy();

@@ -265,7 +265,7 @@ export async function startTcpListener(
       socket.destroy();
       return;
     }
-    if (!admitSocket(perClient, socket, (clientAddress) => refuseClient(clientAddress))) return;
+    if (!admitSocket(perClient, socket, refuseClient)) return;
     // DESIGN: "a TCP listener closes" on plaintext — no HTTP 400, not a byte in answer.
     sniffConnection(socket, timeouts.tlsHandshakeMs, {
       plaintextAnswer: 'none',

@@ -16,6 +16,8 @@
  */
 import { createHmac } from 'node:crypto';
 import type { Clock } from '../clock.js';
+import type { ListenerTls } from '../config/load.js';
+import { tlsMaterialDigest } from './tls-material.js';
 
 /** The length of what `tls.Server#setTicketKeys` takes: 16 bytes of name, 16 of HMAC key, 16 of AES key. */
 export const TICKET_KEY_BYTES = 48;
@@ -34,6 +36,16 @@ export function ticketKeyPeriod(nowMs: number, rotationMs: number): number {
  */
 export function ticketKeysFor(secret: Buffer, material: string, period: number): Buffer {
   return createHmac('sha384', secret).update(`portcullis ticket keys\0${material}\0${period}`).digest();
+}
+
+/** The keys a listener with TLS material `tls` uses at `nowMs`: {@link ticketKeysFor} of the current period. */
+export function currentTicketKeys(
+  secret: Buffer,
+  tls: ListenerTls | undefined,
+  nowMs: number,
+  rotationMs: number,
+): Buffer {
+  return ticketKeysFor(secret, tlsMaterialDigest(tls), ticketKeyPeriod(nowMs, rotationMs));
 }
 
 /** A running rotation schedule. */

@@ -59,6 +59,12 @@ describe('admitSocket', () => {
     expect(admitSocket(cap, fakeSocket('192.0.2.7') as never, (a) => refused.push(a))).toBe(true);
   });
 
+  it('with no cap set, admits without counting or listening for the close (no cost per connection)', () => {
+    const s = fakeSocket('192.0.2.7');
+    expect(admitSocket(createClientCap(undefined), s as never, () => undefined)).toBe(true);
+    expect(s.listenerCount('close')).toBe(0);
+  });
+
   it('a socket without an address (already gone) counts under one empty key, never crashes', () => {
     const cap = createClientCap(1);
     expect(admitSocket(cap, fakeSocket(undefined) as never, () => undefined)).toBe(true);
