@@ -5,7 +5,7 @@
  * native crypto generates the keys because forge's JavaScript keygen is an order of magnitude slower.
  * forge has no CRL API, so CRLs are assembled here from `forge.asn1` (RFC 5280 §5.1).
  *
- * Nothing here touches the file system; `command.ts` owns files and modes.
+ * Nothing here touches the file system; `commands/certs.ts` owns files and modes.
  */
 import { generateKeyPairSync, randomBytes, verify as cryptoVerify, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';

@@ -22,7 +22,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../src/authn/bearer.js';
-import { tokenCreate } from '../../src/authn/token-command.js';
+import { tokenCreate } from '../../src/commands/token.js';
 import { createLogDestination, createLogger } from '../../src/observability/logger.js';
 import { freePort, spawnCli } from '../helpers/binary.js';
 import { h1, h2, h2session, tlsOptions, type Reply } from '../helpers/clients.js';

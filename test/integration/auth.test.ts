@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../src/authn/bearer.js';
 import { PAUSE_INITIAL_MS } from '../../src/authn/introspection.js';
-import { tokenCreate } from '../../src/authn/token-command.js';
+import { tokenCreate } from '../../src/commands/token.js';
 import { adminGet } from '../helpers/admin.js';
 import { createFakeIdp, type FakeIdp, type IdpFault } from '../helpers/idp.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tokenCreate } from '../../src/authn/token-command.js';
+import { tokenCreate } from '../../src/commands/token.js';
 import { createCrl, issueClientCert, issueServerCert } from '../../src/certs/pki.js';
 import { sampleValue, scrapeText } from '../helpers/admin.js';
 import { freePort, killAll, startBinary, type StartedBinary } from '../helpers/binary.js';

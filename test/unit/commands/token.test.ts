@@ -17,7 +17,7 @@ import {
   tokenMint,
   tokenRevoke,
   TokenCommandError,
-} from '../../../src/authn/token-command.js';
+} from '../../../src/commands/token.js';
 import { createStaticProvider } from '../../../src/authn/static.js';
 
 const dirs: string[] = [];

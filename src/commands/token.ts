@@ -9,10 +9,10 @@
  * edits are serialised by an exclusive `<file>.lock`.
  */
 import { open, readFile, rm, stat } from 'node:fs/promises';
-import { writeFileAtomic } from '../certs/command.js';
-import { DEV_AUDIENCE, DEV_ISSUER, mintDevJwt } from './jwks-dev.js';
+import { DEV_AUDIENCE, DEV_ISSUER, mintDevJwt } from '../authn/jwks-dev.js';
+import { writeFileAtomic } from './files.js';
 
-export { TOKEN_DEFAULTS } from './token-store.js';
+export { TOKEN_DEFAULTS } from '../authn/token-store.js';
 import {
   addToken,
   createToken,
@@ -22,7 +22,7 @@ import {
   TokenFileError,
   type TokenListing,
   type TokenRecord,
-} from './token-store.js';
+} from '../authn/token-store.js';
 
 /** Mode of the tokens file: it holds only hashes, but who may use the service is nobody else's business. */
 const TOKENS_FILE_MODE = 0o600;

@@ -3,11 +3,12 @@
  * directory. No console and no process.exit here: each command returns what it did, and a refusal is a
  * {@link CertsError} whose message the CLI prints as is.
  */
-import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { systemClock } from '../clock.js';
+import { writeFileAtomic } from './files.js';
 import { createDevSigningKey, devJwksFromPrivatePem, DEV_KEY_FILES } from '../authn/jwks-dev.js';
 import {
   certSerialHex,
@@ -19,7 +20,7 @@ import {
   verifyCrlSignature,
   type CertAndKey,
   type RevokedEntry,
-} from './pki.js';
+} from '../certs/pki.js';
 
 /** Every default of the `certs` commands, with its unit and the reason for it. */
 export const CERTS_DEFAULTS = {
@@ -437,32 +438,6 @@ async function ensureDir(dir: string): Promise<void> {
   if (await exists(dir)) return;
   await mkdir(dir, { recursive: true, mode: DIR_MODE });
   await chmod(dir, DIR_MODE);
-}
-
-/**
- * Writes through a temporary file in the same directory and renames it over `path`: readers (the
- * gateway's cert watcher) see the old file or the new one, never half of one. The mode is set on the
- * temporary file before any byte is written, so a key is never readable by others, even briefly.
- */
-export async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(tmp, 'wx', mode);
-  try {
-    await handle.chmod(mode); // open()'s mode is filtered by the umask
-    await handle.writeFile(data, 'utf8');
-    await handle.sync();
-  } catch (error) {
-    await handle.close();
-    await rm(tmp, { force: true });
-    throw error;
-  }
-  await handle.close();
-  try {
-    await rename(tmp, path);
-  } catch (error) {
-    await rm(tmp, { force: true });
-    throw error;
-  }
 }
 
 async function exists(path: string): Promise<boolean> {

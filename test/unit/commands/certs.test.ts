@@ -13,7 +13,7 @@ import {
   ensureDevCerts,
   ensureDevSigningKey,
   type CertsErrorCode,
-} from '../../../src/certs/command.js';
+} from '../../../src/commands/certs.js';
 import {
   createCa,
   createCrl,
