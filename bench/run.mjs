@@ -7,6 +7,8 @@
 //   npm run bench -- --list            the case names
 //   npm run bench -- --cpu-prof        also profile the Portcullis processes (node --cpu-prof) and print
 //                                      the top self-time functions
+//   npm run bench -- --only tunnel     the TCP tunnel rows only (stunnel, HAProxy mode tcp, bare Node);
+//                                      --tunnel-mib 128 for a smoke run (default 1024: 1 GiB transfers)
 //
 // It mints a PKI, starts an upstream, then every selected proxy in its own process on 127.0.0.1, and
 // drives them with wrk / h2load through an LD_PRELOAD shim that presents the client certificate. The
@@ -23,6 +25,7 @@ import { runLoad } from './lib/load.mjs';
 import { mintPki } from './lib/pki.mjs';
 import { cpuDelta, cpuSample, freePort, killAllNow, listeningPort, peakRssMiB, start, stop, waitForPort } from './lib/proc.mjs';
 import { machineFacts, markdownTable, textTable } from './lib/report.mjs';
+import { buildTunload, runTunnelBench, tunnelCases, tunnelMarkdownTable, tunnelSelects, tunnelServerNeeds, tunnelTextTable, tunnelVerdicts, TUNNEL_CIPHERSUITE } from './lib/tunnel.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BENCH = join(ROOT, 'bench');
@@ -44,6 +47,7 @@ const { values: opt } = parseArgs({
     'handshake-clients': { type: 'string', default: '8' },
     threads: { type: 'string', default: '2' },
     'cpu-prof': { type: 'boolean', default: false },
+    'tunnel-mib': { type: 'string' },
     keep: { type: 'boolean', default: false },
     list: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -64,6 +68,8 @@ const H2_STREAMS = 10;
 /** The fixed-rate rows: total requests per second, over this many connections. */
 const FIXED_RATE = 1000;
 const FIXED_RATE_CONNECTIONS = 10;
+/** Tunnel rows: MiB moved by the single-connection transfers (the 8-connection rows move 8 × this / 4). */
+const TUNNEL_MIB = Number(opt['tunnel-mib'] ?? (opt.quick ? 128 : 1024));
 
 // ---------------------------------------------------------------------------------------------------------
 // What this machine and this build of Portcullis can do
@@ -76,7 +82,7 @@ function have(cmd) {
     return false;
   }
 }
-const tools = Object.fromEntries(['wrk', 'h2load', 'haproxy', 'nginx', 'gcc', 'openssl'].map((t) => [t, have(t)]));
+const tools = Object.fromEntries(['wrk', 'h2load', 'haproxy', 'nginx', 'gcc', 'openssl', 'stunnel4'].map((t) => [t, have(t)]));
 
 /** Features of the compiled Portcullis, read from its schema, so rows turn on as issues land. */
 function portcullisFeatures() {
@@ -159,22 +165,32 @@ for (const c of CASES) {
   else if (c.server.kind === 'nginx' && !tools.nginx) c.needs = 'n/a (nginx not installed: bench/install.sh)';
 }
 
+/** The TCP tunnel cases (lib/tunnel.mjs): `tunnel-<workload>-<server>`. */
+const TUNNEL_CASES = tunnelCases(TUNNEL_MIB);
+for (const c of TUNNEL_CASES) c.needs = tunnelServerNeeds(c.server);
+
 if (opt.help || opt.list) {
-  if (opt.help) process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 12).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n\ncases:\n');
+  if (opt.help) process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 15).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n\ncases:\n');
   for (const c of CASES) process.stdout.write(`  ${c.name.padEnd(40)} ${c.label}${c.needs ? `  [${c.needs}]` : ''}\n`);
+  process.stdout.write('\ntunnel cases (--only tunnel | tunnel-<workload> | tunnel-<server> | a full name; `http` = every case above):\n');
+  for (const c of TUNNEL_CASES) process.stdout.write(`  ${c.name.padEnd(40)} ${c.workload.label}: ${c.server.label}${c.needs ? `  [${c.needs}]` : ''}\n`);
   process.exit(0);
 }
 
 let selected = CASES;
+let tunnelSelected = TUNNEL_CASES;
 if (opt.only) {
   const names = opt.only.split(',').map((s) => s.trim()).filter(Boolean);
-  const unknown = names.filter((n) => !CASES.some((c) => c.name === n));
+  const unknown = names.filter((n) => n !== 'http' && !CASES.some((c) => c.name === n) && !TUNNEL_CASES.some((c) => tunnelSelects(n, c)));
   if (unknown.length > 0) {
     process.stderr.write(`bench: unknown case(s) ${unknown.join(', ')}; --list shows them\n`);
     process.exit(2);
   }
-  selected = CASES.filter((c) => names.includes(c.name));
+  selected = CASES.filter((c) => names.includes(c.name) || names.includes('http'));
+  tunnelSelected = TUNNEL_CASES.filter((c) => names.some((n) => tunnelSelects(n, c)));
 }
+/** Only tunnel rows: the HTTP part (wrk, the HTTP upstream, the shim) does not run at all. */
+const tunnelOnly = selected.length === 0 && tunnelSelected.length > 0;
 
 // ---------------------------------------------------------------------------------------------------------
 // Cleanup: every child dies with us.
@@ -393,33 +409,10 @@ function topSelfTime(profDir, n = 10) {
 // ---------------------------------------------------------------------------------------------------------
 // Main
 
-async function main() {
-  mkdirSync(TMP, { recursive: true });
-  for (const t of ['wrk', 'openssl']) if (!tools[t]) throw new Error(`${t} not installed: run bench/install.sh`);
-  if (!existsSync(join(DIST, 'src', 'main.js'))) throw new Error('dist/src/main.js missing: run `npm run build` (npm run bench does)');
-
-  // One directory per run; older run directories are removed (unless --keep) so tmp does not grow.
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  if (!opt.keep) for (const d of readdirSync(TMP)) if (d.startsWith('run-')) rmSync(join(TMP, d), { recursive: true, force: true });
-  const runDir = join(TMP, `run-${stamp}`);
-  mkdirSync(runDir, { recursive: true });
-
-  const facts = machineFacts(ROOT);
-  const active = selected.filter((c) => c.needs === undefined);
-  const estimate = active.length * RUNS * (DURATION + WARMUP + 1) + 30;
-  log(`${active.length} case(s) × ${RUNS} run(s) × ${DURATION} s (+${WARMUP} s warm-up), ~${Math.ceil(estimate / 60)} min; work dir ${runDir}`);
-  // A hard bound on the whole run: nothing may hang the machine.
-  const watchdog = setTimeout(() => {
-    log('watchdog: run exceeded its time bound, killing everything');
-    killAllNow();
-    process.exit(124);
-  }, (estimate * 2 + 180) * 1000);
-  watchdog.unref();
-
+/** The HTTP rows: every selected case, interleaved; returns { rows, notes, profiles }. */
+async function runHttp(runDir, pki, stamp) {
   const shim = buildShim();
   const hsload = buildHsload();
-  log('minting PKI (RSA via dist/src/certs/pki.js, ECDSA P-256 via openssl)');
-  const pki = await mintPki(runDir, DIST);
   const ctx = {
     runDir,
     pki,
@@ -492,7 +485,6 @@ async function main() {
   }
   await Promise.all([...servers.values()].filter((s) => !s.shared).map((s) => stop(s.proc)));
   await stop(ctx.upstream.proc);
-  clearTimeout(watchdog);
 
   // Aggregate: medians of the runs, ratios within a run.
   const rows = selected.map((c) => {
@@ -556,8 +548,89 @@ async function main() {
   for (const [name, ok] of Object.entries(tokenChecks)) notes.push(`Token check (${name}): the same JWT with a broken signature got ${ok} successful responses${ok === 0 ? ' (verified, as configured)' : ' — THE PROXY DID NOT VERIFY THE SIGNATURE'}.`);
   if (introspections !== undefined && selected.some((c) => c.server.auth === 'introspection' && servers.has(c.name))) notes.push(`Introspection calls that reached the fake IdP during the whole run: ${introspections}.`);
 
-  const table = textTable(rows);
-  process.stdout.write(`\n${table}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`);
+  return { rows, notes, profiles };
+}
+
+/** The tunnel rows (lib/tunnel.mjs); returns its rows, notes and verdicts. */
+async function runTunnel(runDir, pki, loadAtStart) {
+  const tunload = buildTunload(BENCH, TMP, log);
+  const t = await runTunnelBench(
+    tunnelSelected.filter((c) => c.needs === undefined),
+    { runDir, pki, tunload, dist: DIST, benchDir: BENCH, runs: RUNS, warmup: WARMUP > 0, cpuProf: opt['cpu-prof'], log },
+  );
+  // A run is noisy when other processes took CPU: before it started (load average) or during the passes.
+  const measured = t.rows.filter((r) => r.na === undefined);
+  const otherCores = measured.map((r) => r.otherCores).sort((a, b) => a - b);
+  const otherMedian = otherCores.length > 0 ? otherCores[Math.floor(otherCores.length / 2)] : NaN;
+  const otherMax = otherCores.length > 0 ? otherCores[otherCores.length - 1] : NaN;
+  const noisy = !(loadAtStart < 1.0) || !(otherMedian < 0.25);
+  const verdicts = tunnelVerdicts(t.rows, { noisy });
+  const notes = [];
+  notes.push(
+    `TLS: the client (bench/shim/tunload.c) offers TLS 1.3 only and one cipher suite, ${TUNNEL_CIPHERSUITE}; the cipher column is what each server negotiated. ` +
+      'Every server requires a client certificate from the bench CA and verifies its chain; the client verifies the server against the same CA.',
+  );
+  for (const [name, ch] of Object.entries(t.checks))
+    notes.push(`mTLS check (${name}): a client without a certificate got ${ch.without} of 3 echoes back (${ch.withoutError || 'no error'})${ch.without === 0 ? '' : ' — THE SERVER DID NOT REQUIRE A CERTIFICATE'}; with one, ${ch.with} of 3 (${ch.version} ${ch.cipher}).`);
+  notes.push(
+    `Load: 1-minute load average ${loadAtStart.toFixed(2)} before the tunnel part started; other processes used a median of ${otherMedian.toFixed(2)} cores (max ${otherMax.toFixed(2)}) during the measured passes ` +
+      `(machine busy time from /proc/stat minus the server, the client, the upstream and the bench). ${noisy ? 'NOISY RUN: no target is claimed met from it.' : 'Quiet enough to judge the targets.'}`,
+  );
+  let profiles = [];
+  if (opt['cpu-prof']) {
+    for (const c of tunnelSelected) {
+      if (c.server.kind !== 'portcullis' && c.server.kind !== 'node-bare') continue;
+      const dir = join(runDir, `tunnel-${c.server.name}`, 'prof');
+      if (profiles.some((p) => p.name === `tunnel-${c.server.name}`)) continue;
+      const top = topSelfTime(dir, 15);
+      if (top.length > 0) profiles.push({ name: `tunnel-${c.server.name}`, top });
+    }
+  }
+  return { rows: t.rows, notes, verdicts, profiles, noisy };
+}
+
+async function main() {
+  mkdirSync(TMP, { recursive: true });
+  for (const t of [...(selected.length > 0 ? ['wrk'] : []), 'openssl']) if (!tools[t]) throw new Error(`${t} not installed: run bench/install.sh`);
+  if (!existsSync(join(DIST, 'src', 'main.js'))) throw new Error('dist/src/main.js missing: run `npm run build` (npm run bench does)');
+
+  // One directory per run; older run directories are removed (unless --keep) so tmp does not grow.
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  if (!opt.keep) for (const d of readdirSync(TMP)) if (d.startsWith('run-')) rmSync(join(TMP, d), { recursive: true, force: true });
+  const runDir = join(TMP, `run-${stamp}`);
+  mkdirSync(runDir, { recursive: true });
+
+  const facts = machineFacts(ROOT);
+  const loadAtStart = os.loadavg()[0];
+  const active = selected.filter((c) => c.needs === undefined);
+  const tunnelActive = tunnelSelected.filter((c) => c.needs === undefined);
+  // Tunnel passes at a pessimistic 50 MiB/s, plus warm-up and the ping rows' 20 s bound.
+  const tunnelSeconds = tunnelActive.reduce((n, c) => n + (c.workload.mode === 'ping' ? 20 : (c.workload.size * c.workload.conns) / 2 ** 20 / 50) + 3, 0) * RUNS;
+  const estimate = active.length * RUNS * (DURATION + WARMUP + 1) + tunnelSeconds + 30;
+  log(`${active.length} HTTP case(s) × ${RUNS} run(s) × ${DURATION} s (+${WARMUP} s warm-up), ${tunnelActive.length} tunnel case(s) × ${RUNS} run(s); up to ~${Math.ceil(estimate / 60)} min; work dir ${runDir}`);
+  // A hard bound on the whole run: nothing may hang the machine.
+  const watchdog = setTimeout(() => {
+    log('watchdog: run exceeded its time bound, killing everything');
+    killAllNow();
+    process.exit(124);
+  }, (estimate * 2 + 180) * 1000);
+  watchdog.unref();
+
+  log('minting PKI (RSA via dist/src/certs/pki.js, ECDSA P-256 via openssl)');
+  const pki = await mintPki(runDir, DIST);
+  const http = selected.length > 0 ? await runHttp(runDir, pki, stamp) : undefined;
+  const tunnelLoad = os.loadavg()[0];
+  const tunnel = tunnelSelected.length > 0 ? await runTunnel(runDir, pki, http ? tunnelLoad : loadAtStart) : undefined;
+  clearTimeout(watchdog);
+  const rows = http?.rows ?? [];
+  const notes = http?.notes ?? [];
+  const profiles = [...(http?.profiles ?? []), ...(tunnel?.profiles ?? [])];
+
+  if (http) process.stdout.write(`\n${textTable(rows)}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`);
+  if (tunnel) {
+    process.stdout.write(`\nTCP tunnel rows (TLS in, plain TCP out; medians of ${RUNS}):\n\n${tunnelTextTable(tunnel.rows)}\n\n${tunnel.notes.map((n) => `- ${n}`).join('\n')}\n`);
+    process.stdout.write(`\nTargets (issue 18):\n${tunnel.verdicts.map((v) => `  ${v.what}: ${v.value ?? ''} → ${v.result}`).join('\n')}\n`);
+  }
   if (profiles.length > 0) {
     for (const p of profiles) {
       process.stdout.write(`\nTop self-time functions, ${p.name} (node --cpu-prof, % of the process's busy time, idle excluded):\n`);
@@ -568,32 +641,68 @@ async function main() {
   const date = new Date().toISOString().slice(0, 10);
   const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, '_');
   // A quick or partial (--only) run never overwrites the file of a full run.
-  const mdFile = join(RESULTS, `${date}-${host}${opt.quick ? '-quick' : ''}${opt.only ? '-partial' : ''}.md`);
+  // A tunnel-only run is <date>-tunnel.md (the tunnel rows' own file).
+  const partial = opt.only && !(tunnelOnly && tunnelSelected.length === TUNNEL_CASES.length);
+  const mdFile = join(RESULTS, `${date}-${tunnelOnly ? 'tunnel' : host}${opt.quick || opt['tunnel-mib'] ? '-quick' : ''}${partial ? '-partial' : ''}.md`);
   const md = [
     `# Portcullis bench — ${date} on ${host}${opt.quick ? ' (quick smoke run)' : ''}`,
     '',
-    `Command: \`node bench/run.mjs ${process.argv.slice(2).join(' ')}\`. ${RUNS} run(s) of ${DURATION} s per case (+${WARMUP} s warm-up each), medians; ` +
+    `Command: \`node bench/run.mjs ${process.argv.slice(2).join(' ')}\`. ` +
+      (http ? '' : `${RUNS} interleaved run(s) per tunnel case (each after an unmeasured warm-up pass of up to 64 MiB / 1,000 messages), medians.`),
+    ...(http ? [] : ['']),
+    http ? `${RUNS} run(s) of ${DURATION} s per case (+${WARMUP} s warm-up each), medians; ` +
       `runs interleaved across cases. wrk: ${THREADS} threads, ${CONNECTIONS} connections, keep-alive, GET /; h2load: ${CONNECTIONS} connections × ${H2_STREAMS} streams; ` +
       `full-handshake rows: hsload (bench/shim/hsload.c), ${HANDSHAKE_CLIENTS} blocking client threads, one TLS connection per request; ` +
-      `fixed-rate rows: h2load --h1, ${FIXED_RATE_CONNECTIONS} connections, ${FIXED_RATE} req/s in total. Every TLS row requires a client certificate (RSA-2048, bench CA).`,
+      `fixed-rate rows: h2load --h1, ${FIXED_RATE_CONNECTIONS} connections, ${FIXED_RATE} req/s in total. Every TLS row requires a client certificate (RSA-2048, bench CA).` : '',
     '',
     '| machine | |',
     '|---|---|',
     ...facts.map(([k, v]) => `| ${k} | ${String(v).replace(/\|/g, '\\|')} |`),
     '',
-    markdownTable(rows),
-    '',
-    'Ratios: "vs direct" divides by the direct row (HTTP/1.1 and HTTP/2 throughput rows); "vs HAProxy" / "vs nginx" divide by the HAProxy / nginx row of the same workload ' +
-      '(mTLS keep-alive, HTTP/2, or full handshakes with the same server key type). Proxy CPU is user + system time of the whole process tree (all threads, workers) ' +
-      'over the measured pass, divided by the requests completed; RSS is the sum of VmHWM over that tree at the end of the run.',
-    '',
-    ...notes.map((n) => `- ${n}`),
-    '',
-    '<details><summary>req/s of every run</summary>',
-    '',
-    ...rows.filter((r) => r.runs).map((r) => `- ${r.name}: ${r.runs.map((x) => Math.round(x)).join(', ')}`),
-    '',
-    '</details>',
+    ...(http
+      ? [
+          markdownTable(rows),
+          '',
+          'Ratios: "vs direct" divides by the direct row (HTTP/1.1 and HTTP/2 throughput rows); "vs HAProxy" / "vs nginx" divide by the HAProxy / nginx row of the same workload ' +
+            '(mTLS keep-alive, HTTP/2, or full handshakes with the same server key type). Proxy CPU is user + system time of the whole process tree (all threads, workers) ' +
+            'over the measured pass, divided by the requests completed; RSS is the sum of VmHWM over that tree at the end of the run.',
+          '',
+          ...notes.map((n) => `- ${n}`),
+          '',
+          '<details><summary>req/s of every run</summary>',
+          '',
+          ...rows.filter((r) => r.runs).map((r) => `- ${r.name}: ${r.runs.map((x) => Math.round(x)).join(', ')}`),
+          '',
+          '</details>',
+        ]
+      : []),
+    ...(tunnel
+      ? [
+          '',
+          '## TCP tunnel (TLS in, plain TCP out)',
+          '',
+          tunnelMarkdownTable(tunnel.rows),
+          '',
+          'MiB/s: payload bytes over the wall time from the moment every connection had finished its handshake to the last byte (upload: the upstream\'s acknowledgement ' +
+            'that it read every byte). Ratios divide by the stunnel / HAProxy / bare Node (1 process) row of the same workload (ping-pong: messages per second). ' +
+            'Server CPU: user + system time of the server\'s whole process tree (threads, cluster workers) over the measured pass, per GiB moved (ping-pong: per message); ' +
+            'client CPU likewise for tunload. Max RSS: sum of VmHWM over the tree at the end of the run. Other load: cores used by everything else on the machine during the pass.',
+          '',
+          ...tunnel.notes.map((n) => `- ${n}`),
+          '',
+          '### Targets (issue 18)',
+          '',
+          '| target | this run | verdict |',
+          '|---|---:|---|',
+          ...tunnel.verdicts.map((v) => `| ${v.what.replace(/\|/g, '\\|')} | ${v.value ?? ''} | ${v.result} |`),
+          '',
+          '<details><summary>every run (MiB/s or ping p50 µs; server CPU s/GiB or µs/msg)</summary>',
+          '',
+          ...tunnel.rows.filter((r) => r.runs).map((r) => `- ${r.name}: ${r.runs.map((x) => x.toFixed(1)).join(', ')}; CPU ${r.runsCpu.map((x) => x.toFixed(2)).join(', ')}`),
+          '',
+          '</details>',
+        ]
+      : []),
     ...(profiles.length > 0
       ? ['', ...profiles.flatMap((p) => [`## Top self-time functions: ${p.name}`, '', 'node --cpu-prof over the whole process lifetime; % of busy (non-idle) samples. Crypto and socket I/O done in C++ count as the JS frame that called into them.', '', '| self % | ms | function |', '|---:|---:|---|', ...p.top.map((t) => `| ${t.pct.toFixed(1)} | ${t.ms.toFixed(0)} | \`${t.fn}\` |`), ''])]
       : []),

@@ -11,6 +11,16 @@ function cmdOut(cmd, args) {
   return text ? text.split('\n')[0].trim() : 'unknown';
 }
 
+/** `stunnel 5.68 (OpenSSL 3.0.9)`: stunnel prints its version after an unrelated first line, on stderr. */
+function stunnelVersion() {
+  const r = spawnSync('stunnel4', ['-version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
+  if (r.error) return 'not installed';
+  const text = `${r.stdout ?? ''}\n${r.stderr ?? ''}`;
+  const v = /stunnel ([\d.]+)/.exec(text)?.[1];
+  const ssl = /Compiled with (OpenSSL [\d.a-z]+)/.exec(text)?.[1];
+  return v ? `stunnel ${v}${ssl ? ` (${ssl})` : ''}` : 'unknown';
+}
+
 /** Machine and version facts, as [label, value] pairs. */
 export function machineFacts(root) {
   let cpu = 'unknown';
@@ -38,6 +48,7 @@ export function machineFacts(root) {
     ['openssl CLI', cmdOut('openssl', ['version'])],
     ['HAProxy', cmdOut('haproxy', ['-v'])],
     ['nginx', cmdOut('nginx', ['-v'])],
+    ['stunnel', stunnelVersion()],
     ['wrk', cmdOut('wrk', ['-v'])],
     ['h2load', cmdOut('h2load', ['--version'])],
     ['Portcullis', `${git}${dirty}`],
