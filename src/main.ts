@@ -389,7 +389,7 @@ function installSignals(
   let running: Promise<void> | undefined;
   let again = false;
   const requestReload = (why: Record<string, unknown>): Promise<void> => {
-    // A drain is under way: the config it would load serves no new connection (hostile case 131).
+    // A drain is under way: the config it would load serves no new connection (threat model #131).
     if (stopping) {
       app.logger.info(why, 'reload skipped: the gateway is draining');
       return Promise.resolve();

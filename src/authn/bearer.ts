@@ -2,9 +2,9 @@
  * Bearer token extraction (RFC 6750 §2) and the token hash.
  *
  * Strict by design: a request carries its token one way only, in one header, in token68 syntax, under a
- * length cap checked before any decoding or crypto (jose verifies a 1 MB token happily: hostile case 41).
+ * length cap checked before any decoding or crypto (jose verifies a 1 MB token happily: threat model #41).
  * Anything ambiguous is `ERR_AUTHN_MALFORMED` (400 `invalid_request`), never a guess: Node keeps the first of
- * two `Authorization` headers silently, so decisions could depend on header order (hostile case 43).
+ * two `Authorization` headers silently, so decisions could depend on header order (threat model #43).
  */
 import { hash } from 'node:crypto';
 import { GatewayError } from '../errors.js';

@@ -3,7 +3,7 @@
  *
  * - `'not_applicable'` → the next provider;
  * - a {@link Principal} → done;
- * - a throw → stop: an invalid credential is never retried on another path (hostile case 58), and an
+ * - a throw → stop: an invalid credential is never retried on another path (threat model #58), and an
  *   unavailable IdP is a 503, never a fall-through to a provider that might say yes.
  *
  * All `'not_applicable'` → `ERR_AUTHN_INVALID_TOKEN` (a token was presented and nobody recognised it).

@@ -49,7 +49,7 @@ export class BodyTooLarge extends Error {
 
 /**
  * Reads a response body as UTF-8, refusing (and cancelling the stream) past `maxBytes`. jose and fetch have
- * no cap of their own: a 10 MB "key set" would otherwise be buffered and parsed (hostile case 47).
+ * no cap of their own: a 10 MB "key set" would otherwise be buffered and parsed (threat model #47).
  */
 export async function readBodyCapped(response: Response, maxBytes: number): Promise<string> {
   const declared = response.headers.get('content-length');

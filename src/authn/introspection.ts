@@ -10,12 +10,12 @@
  *
  * This provider accepts any token (it has no way to tell "not mine"); put it last in a chain.
  *
- * Cache (CONVENTIONS rule 7; hostile cases 49–57): key SHA-256(token); filled only after every check passed;
+ * Cache (CONVENTIONS rule 7; threat model #49–#57): key SHA-256(token); filled only after every check passed;
  * a positive answer is fresh for min(exp − now, maxTtlSeconds), and `exp` is re-checked on every hit; a clean
  * `active: false` is cached for negativeTtlSeconds; at most maxEntries entries (LRU, evictions counted);
  * concurrent misses for one hash share one IdP call (single-flight), and at most `maxConcurrentCalls` calls run
  * at once (past it a miss is refused with 503 at once: load shedding, not a queue). An IdP that keeps failing is
- * not asked by every request (hostile case 125): after {@link PAUSE_AFTER_FAILURES} failed calls in a row, new
+ * not asked by every request (threat model #125): after {@link PAUSE_AFTER_FAILURES} failed calls in a row, new
  * calls wait {@link PAUSE_INITIAL_MS}, doubling up to {@link PAUSE_MAX_MS}, and then one call at a time
  * probes; meanwhile a miss is refused with 503 at once. The first answer from the IdP ends the pause. No
  * stale answer is ever served unless the
@@ -79,7 +79,7 @@ export const introspectionProviderSchema = z.strictObject({
   /**
    * IdP calls this provider has in flight at most: 256. A request that would start one more gets 503 at
    * once (`ERR_AUTHN_UNAVAILABLE`) instead of queueing, as Envoy's circuit breakers shed: a flood of random
-   * tokens (every one a cache miss, hostile case 57) against a slow IdP then holds at most this many
+   * tokens (every one a cache miss, threat model #57) against a slow IdP then holds at most this many
    * calls and sockets, not a growing heap of pending requests, while cached tokens are still served.
    * Joining a call already in flight for the same token (single-flight) does not count.
    */
@@ -104,7 +104,7 @@ export interface IntrospectionExpectations {
   readonly provider: string;
   /** Epoch ms of the check. */
   readonly now: number;
-  /** The token asked about: a claim that echoes it is dropped, so no cache entry holds a raw token (case 53). */
+  /** The token asked about: a claim that echoes it is dropped, so no cache entry holds a raw token (threat model #53). */
   readonly token?: string;
   readonly audience?: string;
   readonly issuer?: string;
@@ -457,7 +457,7 @@ export function createIntrospectionProvider(
           hits++;
           throw new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${name}: token inactive (cached answer)`);
         }
-        // exp re-checked on every hit (hostile case 49), though freshUntil ≤ exp already.
+        // exp re-checked on every hit (threat model #49), though freshUntil ≤ exp already.
         if (cached.expMs === undefined || now < cached.expMs) {
           hits++;
           return cached.principal;
@@ -466,7 +466,7 @@ export function createIntrospectionProvider(
       misses++;
       let call = inflight.get(hash);
       if (call === undefined && callsInFlight >= config.maxConcurrentCalls) {
-        // Shed, do not queue (hostile case 57). A route's staleIfErrorSeconds still applies: an IdP that
+        // Shed, do not queue (threat model #57). A route's staleIfErrorSeconds still applies: an IdP that
         // cannot be asked now is an IdP that did not answer.
         const shed = new GatewayError(
           'ERR_AUTHN_UNAVAILABLE',

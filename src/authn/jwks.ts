@@ -3,19 +3,19 @@
  *
  * jose's remote set gives the key selection, the per-fetch timeout, `redirect: 'manual'`, "200 or error",
  * in-flight dedup and the unknown-kid cooldown (at most one refetch per cooldown after a *successful* fetch:
- * hostile case 45). What it does not give, and this module adds in its `customFetch`:
+ * threat model #45). What it does not give, and this module adds in its `customFetch`:
  *
  * - a bounded backoff while the endpoint fails: jose refetches on every sequential request once its copy is
- *   older than `cacheMaxAge` or absent (50 requests → 50 IdP hits, hostile case 46). Here, after a failure,
+ *   older than `cacheMaxAge` or absent (50 requests → 50 IdP hits, threat model #46). Here, after a failure,
  *   no fetch leaves the process until `now ≥ retryAt`; the wait doubles per consecutive failure from
  *   {@link BACKOFF_INITIAL_MS} up to {@link BACKOFF_MAX_MS}, and resets on the first success. Meanwhile the
  *   resolver fails fast with {@link KeySourceUnavailable} (→ 503);
  * - a body size cap ({@link MAX_JWKS_BYTES}) and a shape check (`{ keys: [object, ...] }`) before jose parses it
- *   (hostile case 47: a 10 MB answer);
+ *   (threat model #47: a 10 MB answer);
  * - an injected fetch and clock (the clock governs the backoff; jose's cooldown and max age read `Date.now()`).
  *
  * Fail closed: a key set older than `maxAgeMs` is not used once its refresh fails (jose's behaviour); keys are
- * never taken from the token (`jwk`, `jku`, `x5u` are ignored: hostile case 31).
+ * never taken from the token (`jwk`, `jku`, `x5u` are ignored: threat model #31).
  */
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, type JWTVerifyGetKey } from 'jose';
 import { describeFetchError, discardBody, readBodyCapped } from './http.js';

@@ -1,17 +1,17 @@
 /**
  * `type: jwt`: a JWT access token verified locally with jose against the IdP's JWKS (remote or file).
  *
- * Which tokens are "of its kind" (hostile case 58, one documented rule): a compact JWS (three base64url
+ * Which tokens are "of its kind" (threat model #58, one documented rule): a compact JWS (three base64url
  * segments, the last may be empty) whose *unverified* payload has `iss` equal to the configured issuer. Any
  * other token is `'not_applicable'` and goes to the next provider (so several issuers, or a JWT provider in
  * front of an introspection provider, can share a route). Once a token is claimed, any failure is
  * `ERR_AUTHN_INVALID_TOKEN` and the chain stops: a token that failed the JWT path is never tried elsewhere.
  * The unverified `iss` only routes; identity comes from jose's verified payload alone.
  *
- * Every jose check is always on (the jose table of hostile-cases §1): `algorithms` (asymmetric only, from
+ * Every jose check is always on (threat model #27–#39): `algorithms` (asymmetric only, from
  * config), `issuer`, `audience`, `requiredClaims: ['exp', ...]`, `clockTolerance`, `maxTokenAge` when set,
- * `typ` when set. Added here: `exp` at most `maxExpiresInSeconds` ahead (jose accepts `exp: 1e308`, case 36),
- * `iat` not in the future beyond the tolerance (case 34, even without `maxTokenAge`), `sub`/`scope` types.
+ * `typ` when set. Added here: `exp` at most `maxExpiresInSeconds` ahead (jose accepts `exp: 1e308`, threat model #36),
+ * `iat` not in the future beyond the tolerance (threat model #34, even without `maxTokenAge`), `sub`/`scope` types.
  *
  * Verified tokens are cached by SHA-256 (never the token) until min(exp, iat + maxTokenAge, now +
  * cacheMaxSeconds); every hit re-checks that bound. The cache holds at most `cacheMaxEntries`.
@@ -58,7 +58,7 @@ const nonEmpty = z.string().min(1);
 export const jwtProviderSchema = z
   .strictObject({
     type: z.literal('jwt'),
-    /** Required: jose skips the `iss` check when it is not passed (hostile case 37). */
+    /** Required: jose skips the `iss` check when it is not passed (threat model #37). */
     issuer: nonEmpty,
     /** Required: jose skips the `aud` check when it is not passed. A list means "any of these". */
     audience: z.union([nonEmpty, z.array(nonEmpty).min(1, 'at least one audience')], {
@@ -77,7 +77,7 @@ export const jwtProviderSchema = z
     clockToleranceSeconds: seconds('clock tolerance').min(0).max(300).default(30),
     /** When set, `iat` is required and the token may be at most this old (jose `maxTokenAge`). */
     maxTokenAgeSeconds: seconds('max token age').positive().optional(),
-    /** `exp` may be at most this far ahead: 24 h. Refuses `exp: 1e308` and ten-year tokens (hostile case 36). */
+    /** `exp` may be at most this far ahead: 24 h. Refuses `exp: 1e308` and ten-year tokens (threat model #36). */
     maxExpiresInSeconds: seconds('max lifetime ahead').positive().max(31_536_000).default(86_400),
     /** Longest a verified token is served from cache without re-verifying: 300 s (0 = no cache). */
     cacheMaxSeconds: seconds('cache lifetime').min(0).max(86_400).default(300),
@@ -85,11 +85,11 @@ export const jwtProviderSchema = z
     cacheMaxEntries: z.number().int().min(1).max(10_000_000).default(100_000),
     /** Claims that must be present besides `exp` (always required) and `iss`/`aud`. */
     requiredClaims: z.array(nonEmpty).optional(),
-    /** Required `typ` header, e.g. `at+jwt` (RFC 9068 §4), to refuse ID tokens as access tokens (case 38). */
+    /** Required `typ` header, e.g. `at+jwt` (RFC 9068 §4), to refuse ID tokens as access tokens (threat model #38). */
     typ: nonEmpty.optional(),
     /** JWKS fetch timeout: 2000 ms (a request waits at most this long for keys). */
     jwksTimeoutMs: z.number().int().min(100).max(60_000).default(2_000),
-    /** Minimum time between refetches caused by an unknown `kid`: 30 s (jose default; hostile case 45). */
+    /** Minimum time between refetches caused by an unknown `kid`: 30 s (jose default; threat model #45). */
     jwksCooldownSeconds: seconds('cooldown').min(1).max(3_600).default(30),
     /** A key set older than this is refreshed before use, and not used if the refresh fails: 600 s. */
     jwksMaxAgeSeconds: seconds('key set max age').min(30).max(86_400).default(600),
@@ -228,7 +228,7 @@ export function createJwtProvider(name: string, config: JwtProviderConfig, deps:
     name,
     type: 'jwt',
     async authenticate(token: string, hash: string): Promise<AuthnResult> {
-      // Length first: nothing longer is scanned, decoded or verified (hostile case 41).
+      // Length first: nothing longer is scanned, decoded or verified (threat model #41).
       if (token.length > MAX_TOKEN_LENGTH) throw invalid('token too long');
       if (!COMPACT_JWS.test(token)) return 'not_applicable';
       const now = d.clock.now();

@@ -22,7 +22,7 @@ export interface Principal {
   readonly clientId?: string;
   /**
    * The verified claims, exactly as the provider returned them (jose's payload, the introspection answer).
-   * Frozen. Never re-decode the raw token for identity (hostile case 39: duplicate keys).
+   * Frozen. Never re-decode the raw token for identity (threat model #39: duplicate keys).
    */
   readonly claims: Readonly<Record<string, unknown>>;
   /** When the credential stops being valid (epoch ms); undefined when it does not say. */
@@ -172,7 +172,7 @@ export function parseScope(value: unknown): readonly string[] | undefined {
   return Object.freeze(out);
 }
 
-/** A bounded, escaped rendering of an attacker-chosen value for a log line (hostile case 30: kid injection). */
+/** A bounded, escaped rendering of an attacker-chosen value for a log line (threat model #30: kid injection). */
 export function logSafe(value: unknown, max = 64): string {
   let text: string;
   try {

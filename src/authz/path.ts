@@ -1,7 +1,7 @@
 /**
  * The request-target normaliser: one canonical path, computed once per request, that is both matched
  * against the route table and forwarded upstream, so the path that was authorised is the path the upstream
- * sees (hostile case 67; Envoy `normalize_path` + `merge_slashes` + `path_with_escaped_slashes_action:
+ * sees (threat model #67; Envoy `normalize_path` + `merge_slashes` + `path_with_escaped_slashes_action:
  * REJECT_REQUEST`). Ambiguous targets that a backend could read differently are rejected, not repaired.
  */
 

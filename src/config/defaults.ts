@@ -8,7 +8,7 @@ export const DEFAULTS = {
 
   telemetry: {
     /** Strip tracing/telemetry headers in both directions: a gateway in front of a private service must
-     * not relay a client's forged trace context (W3C Trace Context §security, hostile case 98) nor leak
+     * not relay a client's forged trace context (W3C Trace Context §security, threat model #98) nor leak
      * the upstream's tracing identifiers to callers. */
     optOut: true,
     /** Header names stripped when optOut is on; a trailing `*` is a prefix. Sentry (sentry-trace, baggage),
@@ -59,17 +59,17 @@ export const DEFAULTS = {
 
   timeouts: {
     /** ms to complete the TLS handshake (and to send the first byte). Node's own default is 120 s,
-     * which lets silent sockets hold file descriptors for two minutes (hostile case 5). */
+     * which lets silent sockets hold file descriptors for two minutes (threat model #5). */
     tlsHandshakeMs: 10_000,
     /** ms from connection (or from the end of the previous response) until a request's headers are
      * complete on HTTP/1.1. Node's http2 server does not enforce headersTimeout on its HTTP/1
-     * fallback, so the gateway runs its own timer: slowloris is cut off after this (hostile case 101). */
+     * fallback, so the gateway runs its own timer: slowloris is cut off after this (threat model #101). */
     requestHeadersMs: 10_000,
     /** ms from a request's headers until its whole body has arrived, unless the upstream's response
      * started first (Envoy's `request_timeout` semantics). Past it, a request still waiting for its body
      * gets 408 and its upstream exchange is aborted, freeing the upstream connection: `idleMs` alone
      * lets a client that trickles one byte a minute hold a request, and an upstream socket, forever
-     * (R.U.D.Y., hostile case 102). 5 minutes is Node's own `requestTimeout`. */
+     * (R.U.D.Y., threat model #102). 5 minutes is Node's own `requestTimeout`. */
     requestBodyMs: 300_000,
     /** ms an idle keep-alive HTTP/1.1 connection is kept between requests. */
     keepAliveMs: 5_000,
@@ -84,7 +84,7 @@ export const DEFAULTS = {
     upstreamIdleMs: 60_000,
     /* `tunnelMaxMs` has no default: a WebSocket tunnel or a TCP-listener connection may stay open as long
      * as it is used (a Dask worker's connection lives for hours), as with ghostunnel's and Envoy's
-     * connection lifetimes, off unless set (hostile case 90d). */
+     * connection lifetimes, off unless set (threat model #90d). */
     /** ms a SIGTERM waits for in-flight requests before closing connections. */
     shutdownGraceMs: 10_000,
   },
@@ -123,7 +123,7 @@ export const DEFAULTS = {
 
 /**
  * TLS 1.2 suites offered: ECDHE key exchange with AEAD only (no RSA key exchange, no CBC, no 3DES/RC4),
- * per hostile case 3; TLS 1.3 suites are the standard three.
+ * per threat model #3; TLS 1.3 suites are the standard three.
  */
 export const TLS_CIPHERS = [
   'TLS_AES_128_GCM_SHA256',

@@ -4,7 +4,7 @@
  * Everything that can be checked before the first byte is served is checked here, once: key paths,
  * types, unknown keys, readable cert/key/CA/CRL files, a key that matches its certificate, a server
  * certificate that is valid now, a CA bundle that really holds certificates (Node silently trusts its
- * bundled public roots when `ca` is empty — hostile case 26), the require-encryption policy. Every
+ * bundled public roots when `ca` is empty — threat model #26), the require-encryption policy. Every
  * failure names the key path, the value and what was expected ({@link ConfigError}).
  *
  * The result is deep-frozen and never mutated: a reload builds a new one and swaps it in whole.
@@ -718,7 +718,7 @@ function readKey(ctx: Ctx, keyPath: string, value: string): { data: Buffer; key:
   const read = readAt(ctx, keyPath, value);
   if (read === undefined) return undefined;
   // An encrypted key is refused up front: there is no passphrase option, and nothing may ever prompt
-  // for one (hostile case 115). Node 20 reports a missing passphrase as "interrupted or cancelled".
+  // for one (threat model #115). Node 20 reports a missing passphrase as "interrupted or cancelled".
   const text = read.data.toString('latin1');
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type:\s*4,\s*ENCRYPTED/.test(text)) {
     ctx.errors.push(

@@ -56,7 +56,7 @@ const listenerTls = z.strictObject({
   key: nonEmpty,
   minVersion: tlsVersion.default(DEFAULTS.tls.minVersion),
   clientCertificate: z.enum(['require', 'optional', 'none']).default(DEFAULTS.tls.clientCertificate),
-  // An empty `ca` makes Node trust its ~140 bundled public roots (hostile case 26): never accepted.
+  // An empty `ca` makes Node trust its ~140 bundled public roots (threat model #26): never accepted.
   clientCa: z
     .string()
     .min(1, 'the path of a CA bundle file (an empty clientCa would make Node trust its public roots)')

@@ -25,7 +25,7 @@ export interface ClientAcl {
  *
  * - `CN=<name>`, `OU=<name>`: one subject CN / OU value equals `<name>` exactly: case-sensitive, code unit by
  *   code unit, no trimming, no Unicode normalisation (`client10`, `Client1`, `client1 `, a Cyrillic `с`: all
- *   fail against `CN=client1`, hostile case 19). No glob.
+ *   fail against `CN=client1`, threat model #19). No glob.
  * - `DNS=<name>`: one DNS SAN equals `<name>` (ASCII case-insensitive). `*.example.com` matches exactly one
  *   extra leftmost label (`a.example.com`; not `example.com`, not `a.b.example.com`). Only a whole leftmost
  *   label may be `*`.
@@ -36,7 +36,7 @@ export interface ClientAcl {
  *   URI SANs, one matching is enough, EXCEPT for `spiffe://` patterns: an X509-SVID carries exactly one URI
  *   SAN, so a certificate with more never matches them, and the SAN must be a valid SPIFFE ID (scheme and
  *   trust domain lower case, `[a-z0-9._-]` trust domain without port, `[A-Za-z0-9._-]` segments), so
- *   `SPIFFE://Example.org/ns/a` does not match `spiffe://example.org/ns/*` (hostile case 23).
+ *   `SPIFFE://Example.org/ns/a` does not match `spiffe://example.org/ns/*` (threat model #23).
  * - `SHA256=<hex>`: the certificate's SHA-256 fingerprint; colons optional, any case.
  *
  * @param entries the configured list; `[]` compiles to an ACL that allows nobody (fail closed).

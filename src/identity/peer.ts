@@ -45,7 +45,7 @@ export interface SubjectAltNameEntry {
  * string literal instead, e.g. `URI:"spiffe://evil.example/x\u002c URI:spiffe://example.org/admin"`; a bare
  * value never contains a comma. The parser therefore never splits inside a quoted value and decodes a quoted
  * value with `JSON.parse`, so the example above is ONE URI whose value contains `, URI:`. A naive
- * `split(', ')` or `includes('URI:...')` would read two (hostile case 20).
+ * `split(', ')` or `includes('URI:...')` would read two (threat model #20).
  *
  * For `DirName` and `othername`, Node puts the quote after the type (`othername:"XmppAddr:..."`): the value is
  * then the decoded literal including its inner prefix.
@@ -103,7 +103,7 @@ export function parseSubjectAltName(s: string): SubjectAltNameEntry[] {
  *   usually leads). Values are escaped per RFC 4514 §2.4: `,+"\<>;` get a backslash, as do a leading `#` or
  *   space and a trailing space; NUL and other control characters (0x01–0x1F, 0x7F) become `\XX` hex, as
  *   OpenSSL's RFC 2253 printer does, so the string stays on one line. A CN of `evil, O=admin` gives
- *   `CN=evil\, O=admin`, which no reader takes for an `O=admin` attribute (CVE-2021-44533, hostile case 21).
+ *   `CN=evil\, O=admin`, which no reader takes for an `O=admin` attribute (CVE-2021-44533, threat model #21).
  *   Node groups repeated attribute types into one array, so the interleaving of different types across RDNs
  *   is not recoverable and a multi-valued RDN (`CN=a+O=b`) is printed as separate RDNs.
  * - `commonNames`, `organizationalUnits`: the raw attribute values, unescaped, in certificate order.

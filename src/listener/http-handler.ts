@@ -97,7 +97,7 @@ const KEY_RE = /^[A-Za-z0-9+/]{22}==$/;
 /**
  * HTTP/1.1 connections whose last answer was a refusal that closes them (`Connection: close`). Node
  * keeps parsing what is already buffered and emits `request` for every pipelined request behind the
- * refused one before the refusal is even flushed; none of them may be acted on (hostile cases 59–67:
+ * refused one before the refusal is even flushed; none of them may be acted on (threat model #59–#67:
  * "a request pipelined behind it is never processed").
  */
 const closingConnections = new WeakSet<object>();
@@ -471,7 +471,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     }
     const conn = connectionStateOf(req.socket);
     const ctx: RequestContext = { started: clock.hrtime(), conn, upgrade: true };
-    // The client socket needs its error listener before anything can fail (hostile-cases §4 item 4).
+    // The client socket needs its error listener before anything can fail (threat model #92).
     socket.on('error', () => socket.destroy());
     const denyRaw = (err: GatewayError): void => {
       denialCounter(err.code).inc();
@@ -504,7 +504,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       ctx.rt = rt;
       ctx.path = r.pathname;
       checkClient(listener, conn, r.route);
-      // Only a well-formed WebSocket handshake is tunnelled (RFC 6455 §4.1; hostile cases 73, 87, 89):
+      // Only a well-formed WebSocket handshake is tunnelled (RFC 6455 §4.1; threat model #73, #87, #89):
       // h2c and every other upgrade token are refused with an answer, never a hang.
       const upgrade = (req.headers.upgrade ?? '').trim().toLowerCase();
       if (upgrade !== 'websocket')
@@ -550,7 +550,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
           (outcome) => {
             rt.requests.count('GET', outcome.status);
             if (outcome.reason !== undefined) tunnelClosed.get(outcome.reason)?.inc();
-            // Upgrades that failed upstream count like requests that did (hostile case 121).
+            // Upgrades that failed upstream count like requests that did (threat model #121).
             const failed = outcome.reason?.startsWith('ERR_UPSTREAM_') === true;
             if (failed) metrics.upstreamErrors.labels(routeId, outcome.reason as ErrorCode).inc();
             logAccess(req, ctx, {

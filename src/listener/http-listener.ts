@@ -6,7 +6,7 @@
  * verdicts turned into per-connection state (every refusal counted by reason, logged at a bounded
  * rate), HTTP/2 limits, and the gateway's own header/keep-alive
  * timers for HTTP/1.1 — Node's http2 server does not enforce headersTimeout on its HTTP/1 fallback, so
- * without them slowloris holds connections open forever (hostile case 101).
+ * without them slowloris holds connections open forever (threat model #101).
  */
 import { STATUS_CODES, createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import {
@@ -90,7 +90,7 @@ export interface HttpListenerDeps {
 /**
  * Connection refusals logged per listener per second. Every refusal is counted by the metric; past this
  * many a second, lines are dropped and the next line written says how many were (`suppressed`), so a
- * flood of plaintext or garbage connections cannot flood the log (hostile case 1).
+ * flood of plaintext or garbage connections cannot flood the log (threat model #1).
  */
 export const REFUSAL_LOG_LINES_PER_SECOND = 20;
 
@@ -291,7 +291,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         enablePush: false,
       },
     });
-    // Idle sockets (HTTP/1.1) and idle sessions (HTTP/2) are closed after idleMs (hostile case 85).
+    // Idle sockets (HTTP/1.1) and idle sessions (HTTP/2) are closed after idleMs (threat model #85).
     secure.setTimeout(timeouts.idleMs);
     if (deps.ticketKeys !== undefined) secure.setTicketKeys(deps.ticketKeys);
     secure.prependListener('secureConnection', (socket: TLSSocket) => {

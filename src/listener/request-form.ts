@@ -11,7 +11,7 @@ import { GatewayError } from '../errors.js';
 import type { ConnectionState } from './connection.js';
 
 /** Host header syntax (RFC 9110 §7.2, RFC 3986 §3.2.2): reg-name labels or a bracketed IPv6 literal,
- * optional port. Refuses `user@host`, paths, empty labels and control bytes (hostile case 69). */
+ * optional port. Refuses `user@host`, paths, empty labels and control bytes (threat model #69). */
 const HOST_RE =
   /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?)(?::\d{1,5})?$/;
 
@@ -59,7 +59,7 @@ function scanAuthority(raw: readonly string[], isH2: boolean): RequestFacts {
 
 /**
  * Node keeps at most 1000 headers in `req.headers` (http `maxHeadersCount`) but up to ~1023 in
- * `req.rawHeaders`, and drops the rest of either silently (hostile case 70). Past 1000 the two views
+ * `req.rawHeaders`, and drops the rest of either silently (threat model #70). Past 1000 the two views
  * disagree and the request the gateway checked may not be the one the client sent: refuse it (431).
  */
 const MAX_RAW_HEADER_ENTRIES = 2 * 1000;
@@ -80,7 +80,7 @@ export function resolveRequest(
   const facts = scanAuthority(rawHeaders, isH2);
   if (facts.hostCount > 1) throw new GatewayError('ERR_REQUEST_BAD_HOST', 'duplicate Host');
   if (isH2) {
-    // RFC 9113 §8.3.1: a Host that disagrees with :authority makes the request malformed (hostile case 81).
+    // RFC 9113 §8.3.1: a Host that disagrees with :authority makes the request malformed (threat model #81).
     if (
       facts.hasAuthority &&
       facts.host !== undefined &&
@@ -98,7 +98,7 @@ export function resolveRequest(
   let target = url ?? '';
   if (target.charCodeAt(0) !== 47 /* / */) {
     // Absolute-form (RFC 9112 §3.2.2): accepted only when it names the same host as Host; the path that
-    // is authorised is then the path that is forwarded (hostile case 66). Anything else is refused.
+    // is authorised is then the path that is forwarded (threat model #66). Anything else is refused.
     const m = /^https?:\/\/([^/?#]*)(\/[^#]*)?$/i.exec(target);
     if (m === null || (m[1] ?? '').toLowerCase() !== authority.toLowerCase()) {
       throw new GatewayError('ERR_REQUEST_BAD_PATH', 'request target not in origin-form');
@@ -110,7 +110,7 @@ export function resolveRequest(
   const host = routingHost(authority);
   // A request for another host than the TLS server name is misdirected (RFC 9110 §15.5.20): it would
   // let a client pick a route with another policy than the one its connection was set up for
-  // (hostile cases 8, 9).
+  // (threat model #8, #9).
   if (conn?.servername !== undefined && conn.servername !== host) {
     throw new GatewayError('ERR_REQUEST_MISDIRECTED', 'SNI and Host differ');
   }

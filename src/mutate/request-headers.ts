@@ -1,7 +1,7 @@
 /**
  * The header set the upstream receives, built in one pass over the client's raw headers.
  *
- * Hostile cases 94–97: client copies of every header the gateway owns are dropped, hop-by-hop headers
+ * Threat model #94–#97: client copies of every header the gateway owns are dropped, hop-by-hop headers
  * and every header the client nominated in `Connection` are dropped (RFC 9110 §7.6.1), and the
  * gateway's own identity headers are added apart from the client's, so a client can neither spoof them
  * nor get them removed by naming them in `Connection`. A header name with an
@@ -32,7 +32,7 @@ const DROPPED = new Set([
   'proxy-authorization',
   'proxy-authenticate',
   'http2-settings',
-  // The gateway answers `Expect: 100-continue` itself, after its checks (hostile case 71).
+  // The gateway answers `Expect: 100-continue` itself, after its checks (threat model #71).
   'expect',
   // Rebuilt from the validated authority.
   'host',
@@ -41,7 +41,7 @@ const DROPPED = new Set([
 /**
  * Headers only the gateway may set. Every client copy is removed, whatever the route: identity and
  * forwarding headers decide access upstream (Envoy XFCC SANITIZE, `use_remote_address`; oauth2-proxy
- * CVE-2025-64484; hostile cases 94–96).
+ * CVE-2025-64484; threat model #94–#96).
  */
 const OWNED = new Set([
   'x-forwarded-client-cert',
@@ -54,7 +54,7 @@ const OWNED = new Set([
   'true-client-ip',
   'x-cluster-client-ip',
   // URL / method rewrites some backends honour over the request line (IIS/Symfony, nginx
-  // auth_request): the gateway authorised the request line, so nothing may override it (case 96).
+  // auth_request): the gateway authorised the request line, so nothing may override it (threat model #96).
   'x-original-url',
   'x-original-uri',
   'x-rewrite-url',
@@ -136,11 +136,11 @@ export interface ScannedHeaders {
  * `x-forwarded-host`, `x-request-id`, then `x-forwarded-client-cert` when there is a certificate), each exactly once,
  * followed by the client's surviving headers in their original order, names lowercased. First, so that
  * an upstream which keeps only its first N header lines (Node keeps 1000 in `req.headers`) drops client
- * headers, never the identity the gateway vouches for (hostile case 70).
+ * headers, never the identity the gateway vouches for (threat model #70).
  *
  * Every `baggage` line of a request whose baggage, all lines together, is over the W3C limits (8192 bytes
  * or 180 list-members, telemetry.ts) is dropped and counted in `telemetryStripped`, whatever the telemetry
- * policy (hostile case 98). Only `baggage` values are looked at; other headers cost one string compare.
+ * policy (threat model #98). Only `baggage` values are looked at; other headers cost one string compare.
  */
 export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayHeaders): ScannedHeaders {
   const client: string[] = [];

@@ -2,7 +2,7 @@
  * The header set the client receives from an upstream's answer, built in one pass over undici's raw
  * response headers: hop-by-hop headers and every header the upstream nominated in `Connection` are
  * dropped (RFC 9110 §7.6.1; on HTTP/2 writing `transfer-encoding` would even throw, RFC 9113 §8.2.2,
- * hostile case 83), telemetry headers are dropped under the request's opt-out, and the request id is
+ * threat model #83), telemetry headers are dropped under the request's opt-out, and the request id is
  * added when the upstream set none.
  */
 import { isTelemetryHeader, type TelemetryPolicy } from './telemetry.js';

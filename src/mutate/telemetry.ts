@@ -1,7 +1,7 @@
 /**
  * Telemetry header matching (`telemetry.headers`), compiled once at load into an exact-name set and a
  * short prefix list, so the per-request check is one Set lookup plus, for names starting with a prefix's
- * first letter only, a `startsWith`. Hostile case 98: a client's forged trace context (`traceparent`,
+ * first letter only, a `startsWith`. Threat model #98: a client's forged trace context (`traceparent`,
  * `X-B3-Sampled: 1`, a 64 KB `baggage`) must not reach the upstream, and the upstream's tracing
  * identifiers must not reach callers.
  */
@@ -81,7 +81,7 @@ export function isOptOutSignal(name: string, value: string): boolean {
 /**
  * W3C Baggage §limits (https://www.w3.org/TR/baggage/#limits): a propagator need not pass on more than
  * 8192 bytes or 180 list-members, and when a request has several `baggage` lines the limits apply to all
- * of them together. Hostile case 98: a baggage over them is dropped whole, whatever `telemetry.optOut`
+ * of them together. Threat model #98: a baggage over them is dropped whole, whatever `telemetry.optOut`
  * says, so a client cannot make the gateway relay an arbitrarily large context (or one a W3C-conformant
  * upstream would cut at an arbitrary member) into the upstream's tracing and logs.
  */

@@ -1,7 +1,7 @@
 /**
  * The `X-Forwarded-Client-Cert` value the gateway sends upstream, in Envoy's format, computed from the
- * verified peer identity. (Any XFCC the client sent is removed elsewhere before this one is set: hostile
- * case 94.)
+ * verified peer identity. (Any XFCC the client sent is removed elsewhere before this one is set: threat
+ * model #94.)
  */
 
 import type { PeerIdentity } from '../identity/peer.js';
@@ -20,8 +20,8 @@ import type { PeerIdentity } from '../identity/peer.js';
  *
  * A reader undoes them in reverse order: unquote (drop `\` before the escaped character), then percent-decode.
  * The result contains only printable ASCII, so it is always a valid HTTP field value: a CN holding CR/LF can
- * never inject a header (hostile case 22) and `res.setHeader` / `http.validateHeaderValue` never throw. A URI
- * SAN holding `, URI=...` stays one quoted value (hostile case 20).
+ * never inject a header (threat model #22) and `res.setHeader` / `http.validateHeaderValue` never throw. A URI
+ * SAN holding `, URI=...` stays one quoted value (threat model #20).
  */
 export function formatXfcc(identity: PeerIdentity): string {
   let out = `Hash=${element(identity.fingerprint256)};Subject="${escapeQuoted(percentEncode(identity.subject))}"`;

@@ -2,7 +2,7 @@
  * The built-in echo upstream (`upstream: builtin:echo`): answers with a JSON view of the method, path
  * and headers the upstream would have received — the operator's view of what the gateway forwards.
  * The request body is read and counted, never stored; a body still arriving after `requestBodyMs` is
- * refused with 408, as a real upstream's would be (hostile case 102).
+ * refused with 408, as a real upstream's would be (threat model #102).
  */
 import { GatewayError } from '../errors.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from './types.js';

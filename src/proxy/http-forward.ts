@@ -3,10 +3,10 @@
  *
  * Why undici and not http-proxy: http-proxy 1.18.1 throws on HTTP/2 requests and costs about 1.5× the
  * CPU per request on this stack (CONVENTIONS.md). Bodies stream both ways with backpressure (no
- * buffering); a client that goes away aborts the upstream request, which frees its socket (hostile
- * case 108); upstream timeouts map to 504, connection failures to 502. A request whose body has not all
+ * buffering); a client that goes away aborts the upstream request, which frees its socket (threat
+ * model #108); upstream timeouts map to 504, connection failures to 502. A request whose body has not all
  * arrived within `requestBodyMs`, and whose upstream has not started answering, is aborted upstream and
- * refused with 408 (hostile case 102).
+ * refused with 408 (threat model #102).
  */
 import { Http2ServerResponse, constants as h2constants } from 'node:http2';
 import { isIP } from 'node:net';
@@ -69,7 +69,7 @@ export function createHttpForwarder(
     return new Promise<ForwardOutcome>((resolve, reject) => {
       const ex = new Exchange(fr, req, res, clock, timeouts.requestBodyMs, resolve, reject);
       if (res instanceof Http2ServerResponse) {
-        // Rapid reset (CVE-2023-44487, hostile case 74) sends HEADERS and RST_STREAM in one packet; the
+        // Rapid reset (CVE-2023-44487, threat model #74) sends HEADERS and RST_STREAM in one packet; the
         // reset is processed after this handler returns. One event-loop turn lets it land, so a stream
         // that is already cancelled opens no upstream connection and sends no request.
         setImmediate(() => ex.start(pool, reuseKey));
@@ -281,7 +281,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       return;
     }
     // Mid-body failure: the status line is out, so the only honest signal is a cut connection
-    // (HTTP/1.1: no final chunk; HTTP/2: RST_STREAM INTERNAL_ERROR, hostile case 123).
+    // (HTTP/1.1: no final chunk; HTTP/2: RST_STREAM INTERNAL_ERROR, threat model #123).
     this.aborted ??= toUpstreamError(err).code;
     cut(this.res);
   }

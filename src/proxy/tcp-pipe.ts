@@ -2,7 +2,7 @@
  * The raw TCP pipe of a `protocol: tcp` listener: one client stream (already TLS-terminated and allowed by
  * the listener ACL) joined to one upstream connection, `tcp://` or re-encrypted `tls://` (issue 5 points 1–3).
  *
- * What it guarantees, per connection (hostile case 110; ghostunnel's half-close, abortive-close, tiny-writes,
+ * What it guarantees, per connection (threat model #110; ghostunnel's half-close, abortive-close, tiny-writes,
  * large-transfer and backend-flapping tests):
  * - bounded memory: bytes are moved with pause/resume on `write() === false` / `'drain'`, so a reader that
  *   stops reading stops the writer on the other side; the gateway holds at most a few stream buffers

@@ -1,16 +1,16 @@
 /**
  * WebSocket upgrades (HTTP/1.1), proxied by http-proxy after the same checks as any request.
  *
- * http-proxy is sound on this path, but only with guards (hostile-cases §4 items 3, 4, 10): every error
+ * http-proxy is sound on this path, but only with guards (threat model #92, #87–#89): every error
  * is handled (a missing handler crashes the process), the client socket gets its error listener before
  * anything else, the upstream's 101 is verified (`Sec-WebSocket-Accept` = base64(SHA-1(key + GUID)),
  * RFC 6455 §4.2.2) before the tunnel opens — an upstream that fakes a 101 cannot turn the connection into
- * a raw tunnel (hostile case 88) — and the upgrade wait and the tunnel's idleness are bounded by timers.
+ * a raw tunnel (threat model #88) — and the upgrade wait and the tunnel's idleness are bounded by timers.
  *
- * A tunnel does not outlive the credentials it was opened with (hostile case 91): it is closed (TCP close
+ * A tunnel does not outlive the credentials it was opened with (threat model #91): it is closed (TCP close
  * on both sides) when the Bearer token's `exp` or the client certificate's notAfter passes, whichever
  * comes first. A tunnel is one request to HTTP: nothing else would ever check them again. With
- * `timeouts.tunnelMaxMs` it is also closed that long after it opened, however busy (hostile case 90d).
+ * `timeouts.tunnelMaxMs` it is also closed that long after it opened, however busy (threat model #90d).
  */
 import { createHash } from 'node:crypto';
 import type { ClientRequest, IncomingMessage } from 'node:http';
@@ -83,8 +83,8 @@ function statusText(status: number): string {
  * setupOutgoing copies `key`, `cert`, `ca` (and `pfx`, `passphrase`, `ciphers`) from the target only —
  * top-level `key`/`cert` are silently dropped, and so would be the gateway's client certificate to an
  * mTLS upstream. `servername` (SNI and the name the certificate is checked against) is not in that list:
- * it rides in `ssl`, the base object of the outgoing request options (hostile-cases §4 item 13).
- * `secure: true` keeps `rejectUnauthorized` on: no upstream certificate goes unverified (hostile case 130).
+ * it rides in `ssl`, the base object of the outgoing request options (threat model #130).
+ * `secure: true` keeps `rejectUnauthorized` on: no upstream certificate goes unverified (threat model #130).
  */
 function upstreamOptions(upstream: HttpUpstream): httpProxy.ServerOptions {
   const tls = upstream.tls;
@@ -152,7 +152,7 @@ export function createWebSocketProxy(timeouts: TimeoutsConfig, now: () => number
         let upstreamReq: ClientRequest | undefined;
         socket.on('close', () => {
           // The client left before the tunnel opened: drop the upstream request too, or its connection
-          // stays open until the upstream answers or the response timer fires (hostile cases 92, 108).
+          // stays open until the upstream answers or the response timer fires (threat model #92, #108).
           if (!upgraded) upstreamReq?.destroy();
           settle({ status: upgraded ? 101 : 499, reason: upgraded ? 'closed' : 'client_closed' });
         });
@@ -162,14 +162,14 @@ export function createWebSocketProxy(timeouts: TimeoutsConfig, now: () => number
 
         pending.set(req, (proxyReq) => {
           upstreamReq = proxyReq;
-          // The upstream must answer the upgrade in time (hostile case 90b).
+          // The upstream must answer the upgrade in time (threat model #90b).
           proxyReq.setTimeout(timeouts.upstreamResponseMs, () => {
             proxyReq.destroy(Object.assign(new Error('upgrade response timeout'), { code: 'UND_ERR_HEADERS_TIMEOUT' }));
           });
           proxyReq.prependListener('upgrade', (proxyRes: IncomingMessage, proxySocket: Socket) => {
             const upgradeHeader = (proxyRes.headers.upgrade ?? '').toLowerCase();
             if (upgradeHeader !== 'websocket' || proxyRes.headers['sec-websocket-accept'] !== expectedAccept) {
-              // A fake or broken 101: never open the tunnel (hostile case 88). http-proxy's own listener
+              // A fake or broken 101: never open the tunnel (threat model #88). http-proxy's own listener
               // still runs after this one; with both sockets destroyed its writes and pipes are no-ops.
               proxySocket.destroy();
               writeRawError(socket, new GatewayError('ERR_UPSTREAM_BAD_RESPONSE'));
@@ -204,7 +204,7 @@ export function createWebSocketProxy(timeouts: TimeoutsConfig, now: () => number
               proxySocket.once('close', () => clearTimeout(expiry));
             }
             // http-proxy's listener, which runs next, calls setupSocket(), which sets the socket's timeout
-            // to 0; arm the tunnel's idle timer after it (hostile case 90c). Socket timeouts count bytes
+            // to 0; arm the tunnel's idle timer after it (threat model #90c). Socket timeouts count bytes
             // in both directions, so one timer on the upstream half covers the tunnel.
             process.nextTick(() => {
               if (proxySocket.destroyed) return;

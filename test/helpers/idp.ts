@@ -1,5 +1,5 @@
 /**
- * A fake identity provider with fault knobs (hostile-cases §2 "Fake IdP"): one JWKS endpoint and one RFC 7662
+ * A fake identity provider with fault knobs: one JWKS endpoint and one RFC 7662
  * introspection endpoint, ES256 keys it can rotate, opaque tokens it can issue and revoke, and request counts.
  *
  * Two ways to reach it, same handlers and counters:

@@ -188,7 +188,7 @@ export interface SubjectAttr {
 /**
  * Mints a client certificate signed by `ca` with exactly the given subject and URI SANs, without the
  * input checks of `issueClientCert` (which rightly refuses a URI with a space or a comma): for hostile
- * certificate tests (hostile cases 20–22). EKU clientAuth, valid from one hour ago for `days`.
+ * certificate tests (threat model #20–#22). EKU clientAuth, valid from one hour ago for `days`.
  */
 export function mintClientCertificate(ca: CertAndKey, spec: { subject: readonly SubjectAttr[]; uris?: readonly string[]; days?: number }): CertAndKey {
   const caCert = forge.pki.certificateFromPem(ca.certPem);

@@ -5,7 +5,7 @@
  *
  *   /slow?ms=N        waits N ms before answering
  *   /download?bytes=N streams N bytes (chunked) in 64 KiB pieces, honouring backpressure
- *   /chunked          a chunked answer with Keep-Alive and Connection-named headers (hostile case 83)
+ *   /chunked          a chunked answer with Keep-Alive and Connection-named headers (threat model #83)
  *   /hold             answers headers, then never finishes (client-abort tests)
  *   /reset?bytes=N    answers headers and N bytes (chunked), then resets the TCP connection (RST)
  *   /ws               WebSocket echo (ws package)
@@ -104,7 +104,7 @@ function handle(req: IncomingMessage, res: ServerResponse, seen: SeenRequest[], 
     return;
   }
   if (path === '/reset') {
-    // Headers and some body, then a TCP RST (SO_LINGER 0): the upstream dies mid-response (hostile case 123).
+    // Headers and some body, then a TCP RST (SO_LINGER 0): the upstream dies mid-response (threat model #123).
     const bytes = Number(url.searchParams.get('bytes') ?? '65536');
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     res.write(Buffer.alloc(bytes, 0x62), () => {
@@ -188,7 +188,7 @@ async function serve(
       socket.on('data', (c: Buffer) => (counters.fake101Bytes += c.length));
       return;
     }
-    if (req.url?.startsWith('/ws-silent')) return; // holds the socket, never answers (hostile case 90b)
+    if (req.url?.startsWith('/ws-silent')) return; // holds the socket, never answers (threat model #90b)
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -377,7 +377,7 @@ describe('portcullis start', () => {
   });
 });
 
-describe('portcullis: unreadable files (hostile case 117)', () => {
+describe('portcullis: unreadable files (threat model #117)', () => {
   const isRoot = process.getuid?.() === 0;
   if (!isRoot) console.log('skipping the unreadable-key test: it needs root to run the child as uid 65534');
 

@@ -1,5 +1,5 @@
 /**
- * Connection policy end to end (hostile-cases §3 A: 1–3, 5, 6, 11; and the renegotiation guard): what
+ * Connection policy end to end (threat model #1–#3, #5, #6, #11; and the renegotiation guard): what
  * the gateway does with bytes that are not a well-behaved TLS client — plaintext, garbage, silence, old
  * protocol versions, weak suites, renegotiation, odd ALPN — on the real app, on loopback, with a
  * recording upstream that must see nothing, and with the rejection counter as evidence.
@@ -73,7 +73,7 @@ afterAll(async () => {
   await up?.close();
 });
 
-describe('TLS floor (hostile cases 2, 3)', () => {
+describe('TLS floor (threat model #2, #3)', () => {
   it.each([
     { name: 'TLS 1.1', minVersion: 'TLSv1', maxVersion: 'TLSv1.1' },
     { name: 'TLS 1.0', minVersion: 'TLSv1', maxVersion: 'TLSv1' },
@@ -137,7 +137,7 @@ describe('TLS floor (hostile cases 2, 3)', () => {
   });
 });
 
-describe('plaintext and garbage on the TLS port (hostile cases 1, 6)', () => {
+describe('plaintext and garbage on the TLS port (threat model #1, #6)', () => {
   it('plain HTTP gets exactly one 400 with a one-line body, then the server closes', async () => {
     const before = await rejected('main', 'plaintext');
     const total = up.seen.length;
@@ -189,7 +189,7 @@ describe('plaintext and garbage on the TLS port (hostile cases 1, 6)', () => {
   });
 });
 
-describe('a flood of refused connections (hostile case 1: one rate-limited log line)', () => {
+describe('a flood of refused connections (threat model #1: one rate-limited log line)', () => {
   it('60 plaintext connections: all counted, at most 20 log lines a second, then a line saying how many were suppressed', async () => {
     const N = 60;
     const PLAINTEXT_LINE = 'plaintext on a TLS port';
@@ -218,7 +218,7 @@ describe('a flood of refused connections (hostile case 1: one rate-limited log l
   });
 });
 
-describe(`silent and stalled sockets, tlsHandshakeMs ${HANDSHAKE_MS} (hostile case 5)`, () => {
+describe(`silent and stalled sockets, tlsHandshakeMs ${HANDSHAKE_MS} (threat model #5)`, () => {
   it.each([
     { name: 'send nothing', chunks: (): Buffer[] => [] },
     { name: 'send a partial ClientHello', chunks: (): Buffer[] => [partialClientHello()] },
@@ -267,7 +267,7 @@ describe(`silent and stalled sockets, tlsHandshakeMs ${HANDSHAKE_MS} (hostile ca
   });
 });
 
-describe(`slow HTTP/1.1 after the handshake, requestHeadersMs ${HEADERS_MS} (hostile case 101)`, () => {
+describe(`slow HTTP/1.1 after the handshake, requestHeadersMs ${HEADERS_MS} (threat model #101)`, () => {
   it.each([
     { name: 'sends no request at all', request: false as const, drip: false },
     { name: 'drips a request line one byte every 100 ms', request: false as const, drip: true },
@@ -353,7 +353,7 @@ describe('renegotiation', () => {
   });
 });
 
-describe('ALPN (hostile case 11)', () => {
+describe('ALPN (threat model #11)', () => {
   it('a client offering only http/1.1 is served over HTTP/1.1', async () => {
     const before = await gw.metric('portcullis_tls_handshakes_total', { listener: 'main', alpn: 'http/1.1' });
     const r = await attempt('main', { ALPNProtocols: ['http/1.1'], path: '/alpn-h1' });

@@ -5,7 +5,7 @@
  * query, UDP, child processes and threads) to a file. The tests then compare that file with what the
  * config allows: the configured upstreams and IdPs, nothing else.
  *
- * Also hostile case 98 where telemetry.test.ts leaves it open: an oversized `baggage` (W3C limits: 8192
+ * Also threat model #98 where telemetry.test.ts leaves it open: an oversized `baggage` (W3C limits: 8192
  * bytes, 180 members) and a forged `sampled=1` trace context, with telemetry.optOut on and off. A forged
  * trace context relayed upstream is egress of client data too, and `sampled=1` must not make the gateway
  * export anything anywhere.
@@ -30,7 +30,7 @@ const MONITOR = resolve('test/helpers/egress-monitor.mjs');
 /** How long the gateway idles (no client traffic, admin scrapes only) before the first check. */
 const IDLE_MS = 5_000;
 
-/** Hostile case 98: a forged, sampled trace context from the client. */
+/** Threat model #98: a forged, sampled trace context from the client. */
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
 /** Over both W3C baggage limits (8192 bytes, 180 members) yet under Node's 16 KB header block. */
 const OVERSIZED_BAGGAGE = Array.from({ length: 200 }, (_, i) => `member${i}=${'x'.repeat(36)}`).join(',');
@@ -412,7 +412,7 @@ describe('the gateway opens no outbound connection except to configured upstream
       expect([...named]).toEqual(['localhost']);
     });
 
-    it('hostile case 98: a forged sampled=1 trace context and a 9 KB / 200-member baggage make the gateway send nothing new', async () => {
+    it('threat model #98: a forged sampled=1 trace context and a 9 KB / 200-member baggage make the gateway send nothing new', async () => {
       const g = byOptOut(optOut);
       const before = readEgress(g.log).length;
       const idpBefore = { ...g.idp.counts };
@@ -441,10 +441,10 @@ describe('the gateway opens no outbound connection except to configured upstream
         expect(metrics.includes(v), v).toBe(false);
     });
 
-    // Hostile case 98 expects "Oversized baggage is dropped (the W3C limits are 8192 bytes and 180 members)".
+    // Threat model #98 expects "Oversized baggage is dropped (the W3C limits are 8192 bytes and 180 members)".
     // With optOut on the whole header is stripped; with it off the gateway still drops a baggage over the
     // W3C limits (src/mutate/request-headers.ts): a client cannot push an unbounded list upstream.
-    it('hostile case 98: a baggage over the W3C limits (9 KB, 200 members) does not reach the upstream', async () => {
+    it('threat model #98: a baggage over the W3C limits (9 KB, 200 members) does not reach the upstream', async () => {
       expect(Buffer.byteLength(OVERSIZED_BAGGAGE)).toBeGreaterThan(8192);
       expect(OVERSIZED_BAGGAGE.split(',').length).toBeGreaterThan(180);
       const g = byOptOut(optOut);
@@ -458,7 +458,7 @@ describe('the gateway opens no outbound connection except to configured upstream
       expect((up.seen[n] as (typeof up.seen)[number]).headers.baggage).toBeUndefined();
     });
 
-    it('hostile case 98: a 64 KB baggage never reaches the upstream', async () => {
+    it('threat model #98: a 64 KB baggage never reaches the upstream', async () => {
       const g = byOptOut(optOut);
       const n = up.seen.length;
       const big = Array.from({ length: 2_200 }, (_, i) => `k${i}=${'v'.repeat(24)}`).join(',');

@@ -1,7 +1,7 @@
 /**
- * Hostile case 107 (metrics exposure): `/metrics` is served only by the admin listener; on a data listener
+ * Threat model #107 (metrics exposure): `/metrics` is served only by the admin listener; on a data listener
  * it is an ordinary path, routed like any other (to the upstream, or 404 when no route matches).
- * Hostile case 109 (log injection): CR, LF, ANSI escapes and forged JSON in the request line or headers
+ * Threat model #109 (log injection): CR, LF, ANSI escapes and forged JSON in the request line or headers
  * never forge a log line: every line the gateway writes is one JSON object, and control bytes are escaped.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,7 +33,7 @@ afterAll(async () => {
   await up?.close();
 });
 
-describe('/metrics is not served on a data listener (hostile case 107)', () => {
+describe('/metrics is not served on a data listener (threat model #107)', () => {
   it('no route for /metrics: 404 ERR_ROUTE_NOT_FOUND, no exposition, nothing upstream', async () => {
     const before = up.seen.length;
     const r = await h1(gw.port(), gw.pki, { path: '/metrics' });
@@ -57,7 +57,7 @@ describe('/metrics is not served on a data listener (hostile case 107)', () => {
   });
 });
 
-describe('log injection (hostile case 109)', () => {
+describe('log injection (threat model #109)', () => {
   it('CR/LF, ANSI escapes and forged JSON in the target and headers never make a second log line', async () => {
     const port = gw.port();
     const forged = '{"level":30,"msg":"forged","listener":"main"}';

@@ -1,6 +1,6 @@
 /**
  * Faults and resource limits, end to end: upstream refused / slow / reset mid-response / unresolvable
- * (hostile cases 121, 122, 123, 129), client aborts that must free the upstream connection (108),
+ * (threat model #121, #122, #123, #129), client aborts that must free the upstream connection (108),
  * slowloris on the HTTP/1.1 fallback (101), idle HTTP/2 sessions (85), the HTTP/2 stream cap (77) and
  * rapid reset (74). Every loop is bounded in count and time; the gateway must stay alive throughout.
  */
@@ -58,7 +58,7 @@ async function alive(gw: TestGateway): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// A minimal raw HTTP/2 client (hostile-cases §2): frames written by hand, so the test, not a
+// A minimal raw HTTP/2 client: frames written by hand, so the test, not a
 // well-behaved client library, decides what reaches the gateway.
 
 /** GET https://<authority><path>, as a header block. */

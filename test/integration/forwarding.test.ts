@@ -48,7 +48,7 @@ describe('forwarding to a real upstream over HTTP/1.1 and HTTP/2', () => {
     }
   });
 
-  it('survives a chunked keep-alive upstream answer on HTTP/2 (hostile case 83)', async () => {
+  it('survives a chunked keep-alive upstream answer on HTTP/2 (threat model #83)', async () => {
     const s = h2session(gw.port(), gw.pki);
     try {
       const r = await h2(s, { ':path': '/chunked' });

@@ -1,5 +1,5 @@
 /**
- * HTTP/2 floods and ALPN edge cases, end to end against the real gateway (hostile cases 75, 78, 11):
+ * HTTP/2 floods and ALPN edge cases, end to end against the real gateway (threat model #75, #78, #11):
  * a CONTINUATION flood, PING / SETTINGS / empty-DATA floods, a WINDOW_UPDATE that overflows the
  * connection window, and TLS clients offering h2c, an unknown protocol, no ALPN, or h2 followed by
  * HTTP/1 bytes. Frames are written by hand so the test, not a client library, decides what reaches the
@@ -283,7 +283,7 @@ describe('control-frame floods (78)', () => {
   // trip. The gateway sets no PING rate limit on purpose (gRPC clients ping once per round trip while they
   // download; README "HTTP/2 abuse"): a client that reads pays for each PING with its own bandwidth, and one
   // that does not is stalled by backpressure (checked by hand with a separate client process: 430,000 PINGs,
-  // then the client's writes block and the gateway's RSS stays flat). Hostile case 78 asks for a close or a
+  // then the client's writes block and the gateway's RSS stays flat). Threat model #78 asks for a close or a
   // GOAWAY: this test pins the behaviour as it is, so a change in either direction shows up here.
   it(
     `PING flood: ${TOTAL} PINGs in batches of 5,000 without reading are all ACKed and the connection is NOT closed (no PING rate limit: README)`,

@@ -1,5 +1,5 @@
 /**
- * Request header hygiene end to end (hostile cases 94–99 and 71): what the recording upstream receives
+ * Request header hygiene end to end (threat model #94–#99 and #71): what the recording upstream receives
  * on HTTP/1.1 and HTTP/2, read from its raw header lines, never from a reconstructed map.
  */
 import { connect as tlsConnect } from 'node:tls';
@@ -30,7 +30,7 @@ function headerBlock(seen: SeenRequest): string {
   return seen.rawHeaders.join('\n');
 }
 
-describe('request header hygiene (hostile cases 94–99, 71)', () => {
+describe('request header hygiene (threat model #94–#99, #71)', () => {
   let up: TestUpstream;
   let gw: TestGateway;
   let port: number;

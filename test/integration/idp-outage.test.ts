@@ -1,9 +1,9 @@
 /**
- * Hostile cases 125 (IdP completely down under mixed traffic) and 126 (JWKS rotation under load), end to end:
+ * Threat model #125 (IdP completely down under mixed traffic) and #126 (JWKS rotation under load), end to end:
  * one gateway over real TLS (alice's client certificate, HTTP/2), a fake IdP over HTTP, a recording upstream.
  *
  * Routes: `/jwt` (JWT verified locally against the IdP's JWKS), `/opaque` (RFC 7662 introspection, cached) and
- * `/opaque-stale` (the same provider, with `staleIfErrorSeconds`: the contrast of case 55).
+ * `/opaque-stale` (the same provider, with `staleIfErrorSeconds`: the contrast of threat model #55).
  *
  * The JWKS reaches the gateway through a small front (`startJwksFront`) that forwards every fetch to the fake
  * IdP and can stop publishing a key: the fake IdP can add keys but not retire one while keeping the newer one.
@@ -332,9 +332,9 @@ afterAll(async () => {
   vi.restoreAllMocks();
 });
 
-// --- case 125 --------------------------------------------------------------------------------------------
+// --- threat model #125 -----------------------------------------------------------------------------------
 
-describe('hostile case 125: the IdP completely down under mixed traffic', () => {
+describe('threat model #125: the IdP completely down under mixed traffic', () => {
   it.each<[string, IdpFault]>([
     ['500 on both endpoints', '500'],
     ['connection reset on both endpoints', 'reset'],
@@ -431,7 +431,7 @@ describe('hostile case 125: the IdP completely down under mixed traffic', () => 
         expect(afterTtl.map((s) => s.status)).toEqual(afterTtl.map(() => 503));
         const firstDenied = cached.findIndex((s) => s.status !== 200);
         expect(cached.slice(firstDenied).every((s) => s.status === 503)).toBe(true); // no flapping back to 200
-        // ... while the route with staleIfErrorSeconds serves that same answer on (case 55's opt-in).
+        // ... while the route with staleIfErrorSeconds serves that same answer on (threat model #55's opt-in).
         expect(
           statusesOf(phase1, 'stale-route').every((s) => s === 200),
           JSON.stringify(tally(phase1, 'stale-route')),
@@ -563,7 +563,7 @@ describe('hostile case 125: the IdP completely down under mixed traffic', () => 
     40_000,
   );
 
-  describe('introspection retry rate while the IdP fails (case 125 "bounded IdP retry QPS")', () => {
+  describe('introspection retry rate while the IdP fails (threat model #125 "bounded IdP retry QPS")', () => {
     const TOKENS = 3;
     let calls = 0;
     let requests = 0;
@@ -602,7 +602,7 @@ describe('hostile case 125: the IdP completely down under mixed traffic', () => 
       }
     }, 15_000);
 
-    // Case 125 "bounded IdP retry QPS": after two failures in a row the provider pauses its calls and then
+    // Threat model #125 "bounded IdP retry QPS": after two failures in a row the provider pauses its calls and then
     // probes one at a time (introspection.ts), whatever the number of tokens or requests.
     it('asks the failing IdP a bounded number of times (the pause schedule), not once per request', () => {
       expect(requests).toBeGreaterThan(30);
@@ -612,9 +612,9 @@ describe('hostile case 125: the IdP completely down under mixed traffic', () => 
   });
 });
 
-// --- case 126 --------------------------------------------------------------------------------------------
+// --- threat model #126 -----------------------------------------------------------------------------------
 
-describe('hostile case 126: JWKS rotation under load', () => {
+describe('threat model #126: JWKS rotation under load', () => {
   it('k1+k2 published, then k2 issued, then k1 removed: no valid token refused in the overlap, one fetch picks up k2, k1 fails only after the max age, fetches bounded', async () => {
     const session = h2session(gw.port(), gw.pki);
     const seenFrom = up.seen.length;

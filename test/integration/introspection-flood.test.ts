@@ -1,5 +1,5 @@
 /**
- * Hostile case 57 over the wire: a flood of random opaque tokens (every one a cache miss) against a slow
+ * Threat model #57 over the wire: a flood of random opaque tokens (every one a cache miss) against a slow
  * IdP. The gateway holds at most `maxConcurrentCalls` introspection calls; every miss past it is refused
  * 503 `ERR_AUTHN_UNAVAILABLE` at once, without an IdP call and without reaching the upstream, while a token
  * already in the cache keeps working and the IdP is asked again as soon as the calls finish.
@@ -58,7 +58,7 @@ afterAll(async () => {
   if (files) await rm(files, { recursive: true, force: true });
 });
 
-describe(`introspection flood: maxConcurrentCalls ${CAP}, IdP answering after ${IDP_DELAY_MS} ms (hostile case 57)`, () => {
+describe(`introspection flood: maxConcurrentCalls ${CAP}, IdP answering after ${IDP_DELAY_MS} ms (threat model #57)`, () => {
   it('past the cap, random tokens get 503 at once and never reach the IdP or the upstream; a cached token still passes', async () => {
     const session = h2session(gw.port(), gw.pki);
     try {

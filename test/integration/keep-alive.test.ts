@@ -1,5 +1,5 @@
 /**
- * Hostile case 105 (keep-alive abuse), the parts a gateway owns: an idle HTTP/1.1 keep-alive connection is
+ * Threat model #105 (keep-alive abuse), the parts a gateway owns: an idle HTTP/1.1 keep-alive connection is
  * closed after `timeouts.keepAliveMs`, not kept for Node's defaults; and one connection may carry thousands
  * of requests, each checked and forwarded alone, with the gateway's active-connection gauge back to zero
  * once it ends.
@@ -89,7 +89,7 @@ function keepAliveClient(g: TestGateway = gw): Promise<{
   });
 }
 
-describe('keep-alive (hostile case 105)', () => {
+describe('keep-alive (threat model #105)', () => {
   it(`an idle keep-alive connection is closed after keepAliveMs (${KEEP_ALIVE_MS} ms)`, async () => {
     const c = await keepAliveClient();
     // The gateway's timer starts when it has sent the answer: after `sent`, before `answered`.

@@ -1,5 +1,5 @@
 /**
- * Hostile case 106 (metrics cardinality), CONVENTIONS rule 8: the number of metric series does not grow
+ * Threat model #106 (metrics cardinality), CONVENTIONS rule 8: the number of metric series does not grow
  * with the number of requests, however random their attacker-controlled parts are.
  *
  * metrics-labels.test.ts checks, with a handful of marked requests, that every label value is from a
@@ -219,7 +219,7 @@ function record(t: Tally, label: string, want: number, got: number): void {
   if (got !== want && t.mismatches.length < 20) t.mismatches.push(`${label}: want ${want}, got ${got}`);
 }
 
-describe('metrics cardinality under a flood of random requests (hostile case 106)', () => {
+describe('metrics cardinality under a flood of random requests (threat model #106)', () => {
   let gw: TestGateway;
   let port: number;
   let adminPort: number;
@@ -691,7 +691,7 @@ describe('metrics cardinality under a flood of random requests (hostile case 106
       (GC_KINDS.length * GC_SERIES_PER_KIND + MAX_ACTIVE_TYPE_SERIES) * 120 + 1_000,
     );
     expect(floodSnap.bytes).toBeLessThan(64 * 1024);
-    // Hostile case 106: under 1 s (median of 3); the scrape does no work per request seen.
+    // Threat model #106: under 1 s (median of 3); the scrape does no work per request seen.
     expect(floodSnap.medianMs).toBeLessThan(1_000);
   }, 10_000);
 });

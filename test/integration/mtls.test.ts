@@ -1,5 +1,5 @@
 /**
- * Client certificates end to end (hostile-cases §3 B: 13–15, 17–22, 25): the real gateway on loopback,
+ * Client certificates end to end (threat model #13–#15, #17–#22, #25): the real gateway on loopback,
  * a PKI minted per run, real TLS clients presenting real certificates, and a recording upstream — every
  * denial asserts that the upstream saw nothing and that the refusal was counted with its reason.
  */
@@ -121,7 +121,7 @@ afterAll(async () => {
   await up?.close();
 });
 
-describe('clientCertificate: require (hostile cases 13–15, 17)', () => {
+describe('clientCertificate: require (threat model #13–#15, #17)', () => {
   it('lets alice through, with her identity in X-Forwarded-Client-Cert', async () => {
     const path = uniquePath();
     const r = await attempt('req', 'alice', { path });
@@ -149,10 +149,10 @@ describe('clientCertificate: require (hostile cases 13–15, 17)', () => {
   });
 
   it.each([
-    { client: 'otherCaAlice', reason: 'bad_client_cert', why: 'same subject and CA name, another CA key (case 14)' },
-    { client: 'expired', reason: 'bad_client_cert', why: 'notAfter in the past (case 15)' },
+    { client: 'otherCaAlice', reason: 'bad_client_cert', why: 'same subject and CA name, another CA key (threat model #14)' },
+    { client: 'expired', reason: 'bad_client_cert', why: 'notAfter in the past (threat model #15)' },
     { client: 'notYetValid', reason: 'bad_client_cert', why: 'notBefore in the future' },
-    { client: 'revoked', reason: 'revoked', why: 'listed in the CRL (case 17)' },
+    { client: 'revoked', reason: 'revoked', why: 'listed in the CRL (threat model #17)' },
   ] as const)('refuses $client: $why — reason $reason', async ({ client, reason }) => {
     for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
       const before = await rejected('req', reason);
@@ -172,7 +172,7 @@ describe('clientCertificate: require (hostile cases 13–15, 17)', () => {
   });
 });
 
-describe('allowClients (hostile cases 18, 19)', () => {
+describe('allowClients (threat model #18, #19)', () => {
   it('listener ACL CN=alice: alice passes', async () => {
     const path = uniquePath();
     const r = await attempt('lacl', 'alice', { path });
@@ -273,7 +273,7 @@ describe('allowClients over HTTP/2: every stream of a connection is checked', ()
   });
 });
 
-describe('clientCertificate: optional and none (hostile case 25)', () => {
+describe('clientCertificate: optional and none (threat model #25)', () => {
   it('no certificate reaches a route without allowClients, with no XFCC upstream', async () => {
     const path = uniquePath();
     const r = await attempt('opt', undefined, { path, headerLines: ['X-Forwarded-Client-Cert: Hash=spoof;Subject="CN=admin"'] });
@@ -345,7 +345,7 @@ describe('clientCertificate: optional and none (hostile case 25)', () => {
   });
 });
 
-describe('hostile certificate fields (hostile cases 20–22)', () => {
+describe('hostile certificate fields (threat model #20–#22)', () => {
   const ADMIN = 'spiffe://portcullis.test/client/admin';
   let commaSan: CertAndKey;
   let rdnInjection: CertAndKey;
@@ -365,9 +365,9 @@ describe('hostile certificate fields (hostile cases 20–22)', () => {
   const xfccOf = (s: SeenRequest): string[] => s.rawHeaders.filter((_, i) => i % 2 === 1 && s.rawHeaders[i - 1]!.toLowerCase() === 'x-forwarded-client-cert');
 
   it.each([
-    { name: 'URI SAN with ", URI:" inside (case 20)', cert: () => commaSan, xfcc: /;URI="spiffe:\/\/evil\.example\/x, URI:spiffe:\/\/portcullis\.test\/client\/admin"$/ },
-    { name: 'CN "evil, O=admin" (case 21)', cert: () => rdnInjection, xfcc: /;Subject="CN=evil\\\\, O=admin"$/ },
-    { name: 'CN with a newline (case 22)', cert: () => newline, xfcc: /;Subject="CN=line1\\\\0AX-Injected: yes"$/ },
+    { name: 'URI SAN with ", URI:" inside (threat model #20)', cert: () => commaSan, xfcc: /;URI="spiffe:\/\/evil\.example\/x, URI:spiffe:\/\/portcullis\.test\/client\/admin"$/ },
+    { name: 'CN "evil, O=admin" (threat model #21)', cert: () => rdnInjection, xfcc: /;Subject="CN=evil\\\\, O=admin"$/ },
+    { name: 'CN with a newline (threat model #22)', cert: () => newline, xfcc: /;Subject="CN=line1\\\\0AX-Injected: yes"$/ },
   ])('$name: forwarded with one single-line XFCC, no injected header, no crash', async ({ cert, xfcc }) => {
     const path = uniquePath();
     const r = await attempt('req', cert(), { path });
@@ -403,7 +403,7 @@ describe('hostile certificate fields (hostile cases 20–22)', () => {
   });
 });
 
-describe('a CRL that goes stale while the gateway runs (hostile case 17)', () => {
+describe('a CRL that goes stale while the gateway runs (threat model #17)', () => {
   it('refuses every client once nextUpdate has passed, alice included: fail closed, reason in the log', async () => {
     const wait = staleAt + 1_100 - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));

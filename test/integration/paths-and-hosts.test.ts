@@ -1,5 +1,5 @@
 /**
- * Paths, hosts and routing end to end (hostile cases 66, 67, 69, 81, 8, 9): the decision the gateway
+ * Paths, hosts and routing end to end (threat model #66, #67, #69, #81, #8, #9): the decision the gateway
  * takes and the path the upstream sees must agree; malformed hosts are refused; a Host or :authority
  * other than the TLS server name is misdirected.
  */
@@ -80,7 +80,7 @@ function h1NoSni(port: number, gw: TestGateway, path: string, host: string): Pro
   });
 }
 
-describe('paths: the authorised path is the forwarded path (hostile cases 66, 67)', () => {
+describe('paths: the authorised path is the forwarded path (threat model #66, #67)', () => {
   let up: TestUpstream;
   let gw: TestGateway;
   let port: number;
@@ -112,7 +112,7 @@ describe('paths: the authorised path is the forwarded path (hostile cases 66, 67
 
   // [request line (method + target), expected outcome]
   const CASES: readonly [string, (port: number) => string, Outcome][] = [
-    // hostile case 67, every row
+    // threat model #67, every row
     ['/public/../admin', () => 'GET /public/../admin', ADMIN],
     ['/public/%2e%2e/admin', () => 'GET /public/%2e%2e/admin', ADMIN],
     ['/public/%2E%2E/admin', () => 'GET /public/%2E%2E/admin', ADMIN],
@@ -144,7 +144,7 @@ describe('paths: the authorised path is the forwarded path (hostile cases 66, 67
     ['/public/%2e%2e/%2e%2e/admin', () => 'GET /public/%2e%2e/%2e%2e/admin', BAD_PATH],
     ['/public/..%5cadmin', () => 'GET /public/..%5cadmin', BAD_PATH],
     ['/adminx', () => 'GET /adminx', deny(404, 'ERR_ROUTE_NOT_FOUND')],
-    // hostile case 66: absolute-form
+    // threat model #66: absolute-form
     ['absolute-form, same host, /admin/x', (p) => `GET http://localhost:${p}/admin/x`, ADMIN],
     [
       'absolute-form, same host, /public/x',
@@ -278,7 +278,7 @@ describe('paths: the authorised path is the forwarded path (hostile cases 66, 67
   });
 });
 
-describe('hosts: Host and :authority validation, SNI binding (hostile cases 69, 81, 8, 9)', () => {
+describe('hosts: Host and :authority validation, SNI binding (threat model #69, #81, #8, #9)', () => {
   let up: TestUpstream;
   let gw: TestGateway;
   let port: number;
@@ -351,7 +351,7 @@ describe('hosts: Host and :authority validation, SNI binding (hostile cases 69, 
     expect(up.seen.length - seenBefore).toBe(1);
   });
 
-  describe('SNI ≠ Host → 421 ERR_REQUEST_MISDIRECTED (hostile case 8)', () => {
+  describe('SNI ≠ Host → 421 ERR_REQUEST_MISDIRECTED (threat model #8)', () => {
     it.each<[string]>([['other.example'], ['127.0.0.1'], ['[::1]'], ['localhost.evil.example']])(
       'HTTP/1.1, SNI localhost, Host %s',
       async (host) => {
@@ -378,7 +378,7 @@ describe('hosts: Host and :authority validation, SNI binding (hostile cases 69, 
     });
   });
 
-  describe('HTTP/2 :authority (hostile cases 81, 9)', () => {
+  describe('HTTP/2 :authority (threat model #81, #9)', () => {
     let s: ClientHttp2Session;
     beforeAll(() => {
       s = h2session(port, gw.pki);

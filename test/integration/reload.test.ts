@@ -422,7 +422,7 @@ describe('a tcp listener on reload', () => {
   });
 });
 
-describe('a certificate rotated badly is refused and the old pair keeps serving (hostile case 127 b, c)', () => {
+describe('a certificate rotated badly is refused and the old pair keeps serving (threat model #127 b, c)', () => {
   it('the certificate file emptied: refused at listeners[0].tls.cert, counted and logged; new handshakes get the old certificate', async () => {
     const gw = await gateway((pki) => config(pki, { routes: [route('a', '/', upA.url)] }));
     const port = gw.port();
@@ -711,7 +711,7 @@ describe('the built binary on SIGHUP', () => {
     expect((await gw.exited).code).toBe(0);
   });
 
-  it('SIGHUP during a SIGTERM drain is skipped: the in-flight request finishes, new connections are refused, exit 0 (hostile case 131)', async () => {
+  it('SIGHUP during a SIGTERM drain is skipped: the in-flight request finishes, new connections are refused, exit 0 (threat model #131)', async () => {
     const file = join(dir, 'drain.yaml');
     const write = (upstream: string): Promise<void> =>
       writeFile(

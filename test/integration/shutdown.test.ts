@@ -1,5 +1,5 @@
 /**
- * Hostile case 131, graceful shutdown with work in flight (what SIGTERM runs: `app.close(shutdownGraceMs)`):
+ * Threat model #131, graceful shutdown with work in flight (what SIGTERM runs: `app.close(shutdownGraceMs)`):
  * the listener stops accepting at once, requests already running (HTTP/1.1 and HTTP/2) finish with their
  * full answers, and whatever is still open when the grace period ends is closed, so the stop is bounded.
  */
@@ -40,7 +40,7 @@ function tcpConnect(port: number): Promise<string> {
   });
 }
 
-describe('graceful shutdown with requests in flight (hostile case 131)', () => {
+describe('graceful shutdown with requests in flight (threat model #131)', () => {
   it('stops accepting at once, lets running HTTP/1.1 and HTTP/2 requests finish, then resolves', async () => {
     const { gw, up } = await start();
     const port = gw.port();

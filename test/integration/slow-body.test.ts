@@ -1,5 +1,5 @@
 /**
- * Hostile case 102 (slow body, R.U.D.Y.): a client that sends its headers, then trickles the body, must
+ * Threat model #102 (slow body, R.U.D.Y.): a client that sends its headers, then trickles the body, must
  * not hold a request — and the upstream connection behind it — for longer than `timeouts.requestBodyMs`.
  * Past it the gateway answers 408 `ERR_REQUEST_BODY_TIMEOUT` (HTTP/1.1: and closes the connection; HTTP/2:
  * and resets the stream with NO_ERROR, the session lives on), aborts the upstream exchange so the
@@ -121,7 +121,7 @@ function drip(
   });
 }
 
-describe(`a request body still arriving after requestBodyMs (${BODY_MS} ms) — hostile case 102`, () => {
+describe(`a request body still arriving after requestBodyMs (${BODY_MS} ms) — threat model #102`, () => {
   it.each([
     { framing: 'Content-Length', chunked: false, path: '/rudy-length' },
     { framing: 'chunked', chunked: true, path: '/rudy-chunked' },

@@ -1,5 +1,5 @@
 /**
- * Hostile cases 103 (slow read) and 79 (HTTP/2 zero window): a client that asks for a large response and
+ * Threat model #103 (slow read) and #79 (HTTP/2 zero window): a client that asks for a large response and
  * then never reads it must not make the gateway buffer that response, nor hold the connection (and the
  * upstream connection behind it) forever.
  *
@@ -240,7 +240,7 @@ function drain(socket: TLSSocket, timeoutMs = 10_000): Promise<{ closed: boolean
   });
 }
 
-describe(`slow read over HTTP/1.1 (hostile case 103), idleMs = ${IDLE_MS} ms`, () => {
+describe(`slow read over HTTP/1.1 (threat model #103), idleMs = ${IDLE_MS} ms`, () => {
   it(
     'a client that stops reading a 200 MB download: the upstream is held back, the connection is closed after idleMs, the upstream exchange is aborted',
     { timeout: 20_000 },
@@ -448,7 +448,7 @@ function rawH2(paths: readonly string[]): Promise<RawH2> {
   });
 }
 
-describe(`HTTP/2 zero window (hostile case 79), idleMs = ${IDLE_MS} ms`, () => {
+describe(`HTTP/2 zero window (threat model #79), idleMs = ${IDLE_MS} ms`, () => {
   it(
     '20 streams on a session with SETTINGS_INITIAL_WINDOW_SIZE = 0: upstream writes stall per stream, the session is closed after idleMs, the upstream exchanges are aborted, the gateway stays up',
     { timeout: 25_000 },

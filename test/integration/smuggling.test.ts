@@ -1,5 +1,5 @@
 /**
- * HTTP/1.1 framing and smuggling over real TLS (hostile cases 59, 61–63, 65, 70): every ambiguous
+ * HTTP/1.1 framing and smuggling over real TLS (threat model #59, #61–#63, #65, #70): every ambiguous
  * message is refused with 400 and a closed connection, and a request pipelined behind it never reaches
  * the upstream. Raw bytes only: no client library would send these.
  */
@@ -65,7 +65,7 @@ function values(seen: SeenRequest, name: string): string[] {
 
 const settle = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-describe('HTTP/1.1 smuggling and framing (hostile cases 59, 61–63, 65, 70)', () => {
+describe('HTTP/1.1 smuggling and framing (threat model #59, #61–#63, #65, #70)', () => {
   let up: TestUpstream;
   let gw: TestGateway;
   let port: number;
@@ -468,7 +468,7 @@ describe('HTTP/1.1 smuggling and framing (hostile cases 59, 61–63, 65, 70)', (
     });
   });
 
-  describe('HTTP/2 to HTTP/1 downgrade (hostile cases 81, 82), raw frames', () => {
+  describe('HTTP/2 to HTTP/1 downgrade (threat model #81, #82), raw frames', () => {
     /** Runs one raw HTTP/2 request and reports what the upstream saw of it. */
     async function h2attack(
       fields: [string, string][],

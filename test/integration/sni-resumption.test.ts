@@ -1,13 +1,13 @@
 /**
- * Missing or unknown SNI (hostile case 7) and TLS session resumption across a reload (hostile case 10), end
+ * Missing or unknown SNI (threat model #7) and TLS session resumption across a reload (threat model #10), end
  * to end: the real gateway on 127.0.0.1:0, real TLS clients (node:tls, one HTTP/1.1 request per connection
  * written by hand so the session, the resumption flag and the served certificate can all be read), and a
  * recording upstream, so every refusal also proves that nothing reached it.
  *
- * - Case 7: a client that sends no SNI, or a name the gateway has no certificate for, gets the listener's one
+ * - Threat model #7: a client that sends no SNI, or a name the gateway has no certificate for, gets the listener's one
  *   certificate and the same client-certificate policy as everyone else; its Host picks a route exactly as
- *   the route table says, never a laxer route (SNI ≠ Host itself is paths-and-hosts.test.ts, case 8).
- * - Case 10: a session saved before a CRL reload that revokes the client is not resumed after it (a new
+ *   the route table says, never a laxer route (SNI ≠ Host itself is paths-and-hosts.test.ts, threat model #8).
+ * - Threat model #10: a session saved before a CRL reload that revokes the client is not resumed after it (a new
  *   secure context has new ticket keys, derived from the new material, and an empty session cache: app.ts
  *   `secureContextSwap`); a reload that leaves the TLS material alone keeps the context, so sessions resume
  *   there by design (and the new route table and listener ACL still apply to the resumed connection). With a cluster's shared ticket
@@ -148,7 +148,7 @@ async function gateway(build: (pki: TestPkiPaths) => Obj): Promise<TestGateway> 
 const serverFingerprint = (pki: TestPkiPaths): string =>
   new X509Certificate(readFileSync(pki.server.cert)).fingerprint256;
 
-describe('missing or unknown SNI: the one certificate, the same client policy, no laxer route (hostile case 7)', () => {
+describe('missing or unknown SNI: the one certificate, the same client policy, no laxer route (threat model #7)', () => {
   let gw: TestGateway;
   let port: number;
   beforeAll(async () => {
@@ -331,7 +331,7 @@ async function crlRevokingAlice(gw: TestGateway): Promise<string> {
 }
 
 /**
- * Hostile case 10 on `gw`: alice saves a session, resumes it once (control), is revoked by a CRL reload, and
+ * Threat model #10 on `gw`: alice saves a session, resumes it once (control), is revoked by a CRL reload, and
  * then presents both saved sessions: neither resumes, both connections are refused as revoked, the upstream
  * sees nothing; bob is still served.
  */
@@ -371,7 +371,7 @@ async function revokedSessionsAreNotResumed(gw: TestGateway, version: SecureVers
   expect((await req('/bob-after', undefined, 'bob')).status).toBe(200);
 }
 
-describe('session resumption across a reload (hostile case 10)', () => {
+describe('session resumption across a reload (threat model #10)', () => {
   it.each(VERSIONS)(
     '%s: a session saved before a CRL that revokes alice is not resumed after the reload, and alice is refused',
     async (version) => {

@@ -1,10 +1,10 @@
 /**
- * Bodies stream through the gateway without being buffered (hostile cases 79, 103): a 200 MB upload
+ * Bodies stream through the gateway without being buffered (threat model #79, #103): a 200 MB upload
  * and a 200 MB download (HTTP/1.1 and HTTP/2) pass through the built `portcullis` binary, running as
  * its own process so that its RSS is its own, while the test samples /proc/<pid>/status.
  *
  * Also: an https:// upstream is verified against the configured CA, and a wrong CA is a 502
- * ERR_UPSTREAM_TLS, never a silent retry without verification (hostile case 130).
+ * ERR_UPSTREAM_TLS, never a silent retry without verification (threat model #130).
  */
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';

@@ -1,7 +1,7 @@
 /**
  * The TCP listener (src/listener/tcp-listener.ts) and its pipe (src/proxy/tcp-pipe.ts), end to end on
  * loopback port 0 with the per-run test PKI: real TLS clients, real upstreams that record what reached them
- * (accept count, PROXY header, bytes, how they were closed). Issue 5 points 1–4 and hostile case 110, in
+ * (accept count, PROXY header, bytes, how they were closed). Issue 5 points 1–4 and threat model #110, in
  * ghostunnel's style: every denial asserts the upstream accepted nothing.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -468,7 +468,7 @@ const accessLines = (g: Gateway): Record<string, unknown>[] =>
 
 // ---------------------------------------------------------------------------------------------------------
 
-describe('tcp listener: piping (issue 5 point 1, hostile case 110)', () => {
+describe('tcp listener: piping (issue 5 point 1, threat model #110)', () => {
   it('alice gets every byte back: 1 MiB in 1 KiB writes, checksum, then half-close still reads the reply', async () => {
     const up = await withUpstream();
     const gw = await startGateway(tcp(up));
@@ -657,7 +657,7 @@ describe('tcp listener: piping (issue 5 point 1, hostile case 110)', () => {
     expect(accessLines(gw)[0]).toMatchObject({ reason: 'idle_timeout', bytesIn: 1, bytesOut: 1 });
   });
 
-  it('tunnelMaxMs: a busy connection is closed on both sides once it is that old (hostile case 90d)', async () => {
+  it('tunnelMaxMs: a busy connection is closed on both sides once it is that old (threat model #90d)', async () => {
     const up = await withUpstream();
     const gw = await startGateway(tcp(up), { timeouts: { idleMs: 20_000, tunnelMaxMs: 800 } });
     const s = connectClient(gw.port);

@@ -1,5 +1,5 @@
 /**
- * Telemetry opt-out (issue 4 point 4, hostile case 98) and the certificate / CRL expiry gauges (issue 4
+ * Telemetry opt-out (issue 4 point 4, threat model #98) and the certificate / CRL expiry gauges (issue 4
  * point 2), end to end: the real gateway on loopback, real HTTP/1.1 and HTTP/2 clients, an upstream that
  * records the raw headers it received and answers with telemetry headers of its own, and /metrics scraped
  * from the admin listener.

@@ -1,5 +1,5 @@
 /**
- * Hostile case 91: a WebSocket tunnel does not outlive the credentials it was opened with. The gateway
+ * Threat model #91: a WebSocket tunnel does not outlive the credentials it was opened with. The gateway
  * closes it (TCP close, both sides) when the Bearer token's `exp` passes, or the client certificate's
  * notAfter, whichever is first; the access log line says `credential_expired` and
  * `portcullis_websocket_tunnels_closed_total{reason="credential_expired"}` counts it. A tunnel whose
@@ -93,7 +93,7 @@ const pem = (name: 'alice'): { cert: string; key: string } => ({
   key: readFileSync(gw.pki.clients[name].key, 'utf8'),
 });
 
-describe('a WebSocket tunnel closes when its credentials expire (hostile case 91)', () => {
+describe('a WebSocket tunnel closes when its credentials expire (threat model #91)', () => {
   it("closes at the token's exp, logs credential_expired, counts it, and frees the upstream socket", async () => {
     const before = await expiredClosures();
     const expSec = Math.floor(Date.now() / 1000) + 3;
@@ -151,7 +151,7 @@ describe('a WebSocket tunnel closes when its credentials expire (hostile case 91
   });
 });
 
-describe('timeouts.tunnelMaxMs: a busy tunnel is closed once it is that old (hostile case 90d)', () => {
+describe('timeouts.tunnelMaxMs: a busy tunnel is closed once it is that old (threat model #90d)', () => {
   let gw2: TestGateway;
   beforeAll(async () => {
     gw2 = await startGateway((pki) => ({

@@ -1,5 +1,5 @@
 /**
- * WebSocket upgrades (HTTP/1.1) through the gateway, hostile cases 73, 86–92: the upgrade walks the same
+ * WebSocket upgrades (HTTP/1.1) through the gateway, threat model #73, #86–#92: the upgrade walks the same
  * checks as a request, only a well-formed RFC 6455 handshake is tunnelled, the upstream's 101 is
  * verified, every error path answers and closes without crashing, and timers bound the handshake and
  * the tunnel's idleness. Every denial asserts that the upstream saw nothing.

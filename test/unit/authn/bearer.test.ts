@@ -17,7 +17,7 @@ function code(fn: () => unknown): string | undefined {
 describe('extractBearer: the Authorization header', () => {
   it.each([
     ['Bearer abc', 'abc'],
-    ['bearer abc', 'abc'], // RFC 9110 §11.1: the scheme is case-insensitive (hostile case 42)
+    ['bearer abc', 'abc'], // RFC 9110 §11.1: the scheme is case-insensitive (threat model #42)
     ['BEARER abc', 'abc'],
     ['Bearer abc==', 'abc=='],
     ['Bearer a-b.c_d~e+f/g', 'a-b.c_d~e+f/g'],
@@ -53,7 +53,7 @@ describe('extractBearer: the Authorization header', () => {
     ['non-base64url bytes', 'Bearer abc$'],
     ['non-ASCII', 'Bearer abcé'],
     ['quotes', 'Bearer "abc"'],
-  ])('%s → ERR_AUTHN_MALFORMED (hostile case 42)', (_name, value) => {
+  ])('%s → ERR_AUTHN_MALFORMED (threat model #42)', (_name, value) => {
     expect(code(() => extractBearer(h(value), '', false))).toBe('ERR_AUTHN_MALFORMED');
   });
 
@@ -62,11 +62,11 @@ describe('extractBearer: the Authorization header', () => {
     ['garbage then valid', ['Bearer garbage!', 'Bearer good']],
     ['two valid', ['Bearer a', 'Bearer a']],
     ['Bearer and Basic', ['Basic eA==', 'Bearer a']],
-  ])('two Authorization headers (%s) → malformed whatever the order (hostile case 43)', (_name, values) => {
+  ])('two Authorization headers (%s) → malformed whatever the order (threat model #43)', (_name, values) => {
     expect(code(() => extractBearer(h(...values), '', false))).toBe('ERR_AUTHN_MALFORMED');
   });
 
-  it('caps the token length before anything else (hostile case 41)', () => {
+  it('caps the token length before anything else (threat model #41)', () => {
     expect(extractBearer(h(`Bearer ${'a'.repeat(MAX_TOKEN_LENGTH)}`), '', false)).toEqual({
       token: 'a'.repeat(MAX_TOKEN_LENGTH),
     });

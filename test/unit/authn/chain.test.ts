@@ -54,7 +54,7 @@ describe('createAuthChain', () => {
   });
 
   it.each([['ERR_AUTHN_INVALID_TOKEN' as const], ['ERR_AUTHN_UNAVAILABLE' as const]])(
-    '%s stops the chain: never retried elsewhere (hostile case 58)',
+    '%s stops the chain: never retried elsewhere (threat model #58)',
     async (c) => {
       const a = provider('a', fail(c));
       const b = provider('b', ok('b'));

@@ -1,5 +1,5 @@
 /**
- * `type: introspection` against the in-memory fake IdP (injected fetch) with a fake clock: hostile-cases §D.
+ * `type: introspection` against the in-memory fake IdP (injected fetch) with a fake clock: threat model #49–#58.
  */
 import { beforeEach, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../../src/authn/bearer.js';
@@ -295,7 +295,7 @@ describe('introspection: an IdP that cannot answer → 503, never a pass, never 
   });
 });
 
-describe('introspection: the cache — hostile cases 49–57', () => {
+describe('introspection: the cache — threat model #49–#57', () => {
   it('49: an entry never outlives exp (TTL = min(exp − now, maxTtl), exp re-checked)', async () => {
     const token = idp.issueOpaque(active({ exp: NOW + 2 }));
     const p = provider({ cache: { maxTtlSeconds: 60 } });
@@ -538,7 +538,7 @@ describe('introspection: staleIfErrorSeconds (a route option, off by default)', 
   });
 });
 
-describe('introspection: at most maxConcurrentCalls IdP calls in flight (hostile case 57, load shedding)', () => {
+describe('introspection: at most maxConcurrentCalls IdP calls in flight (threat model #57, load shedding)', () => {
   /** An IdP whose answers wait until release(): every call it gets stays in flight until then. */
   function heldIdp(): { fetch: FetchLike; calls: () => number; release: () => void } {
     let calls = 0;
@@ -640,7 +640,7 @@ describe('introspection: at most maxConcurrentCalls IdP calls in flight (hostile
   });
 });
 
-describe('introspection: an IdP that keeps failing is paused, not asked by every request (hostile case 125)', () => {
+describe('introspection: an IdP that keeps failing is paused, not asked by every request (threat model #125)', () => {
   it('after two failures in a row a new token is refused at once; one probe per pause, doubling; an answer ends it', async () => {
     expect(PAUSE_AFTER_FAILURES).toBe(2);
     const good = idp.issueOpaque(active({ sub: 'bob' }));

@@ -105,17 +105,17 @@ describe('jwt: a valid token', () => {
     expect(await outcome(provider(), token)).toBe('ok:svc-1');
   });
 
-  it('an audience list containing ours passes (hostile case 37)', async () => {
+  it('an audience list containing ours passes (threat model #37)', async () => {
     expect(await outcome(provider(), await idp.sign(claims({ aud: ['other', 'gw'] })))).toBe('ok:alice');
   });
 
-  it('duplicate claim keys: identity is what jose returned, last wins (hostile case 39)', async () => {
+  it('duplicate claim keys: identity is what jose returned, last wins (threat model #39)', async () => {
     const payload = `{"iss":"${idp.issuer}","aud":"gw","sub":"admin","sub":"alice","exp":${NOW + 600}}`;
     expect(await outcome(provider(), await idp.signRaw(payload))).toBe('ok:alice');
   });
 });
 
-describe('jwt: hostile tokens are refused (401) — hostile-cases §C', () => {
+describe('jwt: hostile tokens are refused (401) — threat model #27–#43', () => {
   const evil = async (): Promise<{ key: CryptoKey; jwk: JWK }> => {
     const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
     return { key: privateKey, jwk: await exportJWK(publicKey) };
@@ -350,7 +350,7 @@ describe('jwt: the verified-token cache', () => {
     expect(p.stats()).toMatchObject({ cacheMisses: 1, cacheHits: 4, cacheEntries: 1 });
   });
 
-  it('never outlives exp: a hit is re-checked against exp (hostile case 49 for JWTs)', async () => {
+  it('never outlives exp: a hit is re-checked against exp (threat model #49 for JWTs)', async () => {
     const p = provider({ clockToleranceSeconds: 0 });
     const token = await idp.sign(claims({ exp: NOW + 10 }));
     expect(await outcome(p, token)).toBe('ok:alice');
@@ -413,7 +413,7 @@ describe('jwt: the verified-token cache', () => {
   });
 });
 
-describe('jwt: the remote JWKS — hostile cases 45–47', () => {
+describe('jwt: the remote JWKS — threat model #45–#47', () => {
   const randomKidToken = (): string =>
     craft({ alg: 'ES256', kid: randomBytes(8).toString('hex') }, claims(), 'AAAA');
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { normalizeRequestTarget } from '../../../src/authz/path.js';
 
-describe('normalizeRequestTarget: hostile case 67 matrix', () => {
+describe('normalizeRequestTarget: threat model #67 matrix', () => {
   it.each<[string, string]>([
     ['/public/../admin', '/admin'],
     ['/public/%2e%2e/admin', '/admin'],

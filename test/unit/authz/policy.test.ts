@@ -34,7 +34,7 @@ describe('compileRoutePolicy: scopes', () => {
     expect(policy.requiredScopes).toEqual(['read', 'write']);
   });
 
-  it('is checked per route, per call: a principal that passed one route fails another (hostile case 51)', () => {
+  it('is checked per route, per call: a principal that passed one route fails another (threat model #51)', () => {
     const readRoute = compileRoutePolicy({ scopes: ['read'] }, 'r');
     const writeRoute = compileRoutePolicy({ scopes: ['write'] }, 'w');
     const p = principal(['read']);

@@ -137,7 +137,7 @@ function load(text: string): RuntimeConfig {
 describe('loadConfigText: every bad config is refused with key path, value and expectation', () => {
   // [case, config text, key path, the value as it appears in the message, what was expected]
   const cases: [string, () => string, string, string | RegExp, string | RegExp][] = [
-    // unknown keys: a typo in a security key is an error, never ignored (hostile case 118)
+    // unknown keys: a typo in a security key is an error, never ignored (threat model #118)
     [
       'unknown top-level key',
       () => config({ requre_encryption: true }),
@@ -309,7 +309,7 @@ describe('loadConfigText: every bad config is refused with key path, value and e
       'got 5',
       'an upstream URL',
     ],
-    // certificate and key files (hostile cases 111, 113, 115)
+    // certificate and key files (threat model #111, #113, #115)
     [
       'missing certificate file',
       () => config({}, listener({ tls: { cert: 'nope.crt' } })),
@@ -373,7 +373,7 @@ describe('loadConfigText: every bad config is refused with key path, value and e
       f.futureCert,
       'not valid before',
     ],
-    // the client CA (hostile cases 26, 113, 114)
+    // the client CA (threat model #26, #113, #114)
     [
       'CA file with no certificate',
       () => config({}, listener({ tls: { clientCa: f.garbage } })),
@@ -460,7 +460,7 @@ describe('loadConfigText: every bad config is refused with key path, value and e
       f.pki.ca,
       'no clientCa when listeners[0].tls.clientCertificate is "none"',
     ],
-    // require-encryption (hostile case 119)
+    // require-encryption (threat model #119)
     [
       'plaintext listener under requireEncryption',
       () => config({}, listener({ tls: undefined })),
@@ -722,7 +722,7 @@ describe('loadConfigText: every bad config is refused with key path, value and e
       '"/a/../b"',
       'a normalized path prefix',
     ],
-    // YAML itself (hostile case 118)
+    // YAML itself (threat model #118)
     ['empty file', () => '', '', 'got null', 'a YAML mapping'],
     ['only a comment', () => '# nothing here\n', '', 'got null', 'a YAML mapping'],
     ['a scalar document', () => 'hello\n', '', '"hello"', 'a mapping (key: value)'],

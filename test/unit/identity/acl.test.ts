@@ -43,7 +43,7 @@ describe('compileClientAcl: fail closed', () => {
 
 describe('compileClientAcl: matching', () => {
   it.each<[string, string[], PeerIdentity, boolean]>([
-    // CN: exact and byte-wise (hostile case 19)
+    // CN: exact and byte-wise (threat model #19)
     ['CN exact', ['CN=client1'], cn('client1'), true],
     ['CN among several CNs', ['CN=client1'], cn('other', 'client1'), true],
     ['CN prefix match', ['CN=client1'], cn('client10'), false],
@@ -72,7 +72,7 @@ describe('compileClientAcl: matching', () => {
     ['DNS wildcard vs wildcard SAN', ['DNS=*.example.com'], dns('*.example.com'), false],
     ['DNS Kelvin sign does not fold to k', ['DNS=k.example.com'], dns('\u212a.example.com'), false],
     ['DNS any SAN', ['DNS=b.example.com'], dns('a.example.com', 'b.example.com'), true],
-    ['DNS: hostile case 20 second name', ['DNS=admin.internal'], dns('ok.example', 'admin.internal'), true],
+    ['DNS: threat model #20 second name', ['DNS=admin.internal'], dns('ok.example', 'admin.internal'), true],
     // URI glob
     ['URI exact', ['URI=spiffe://example.org/ns/a'], uri('spiffe://example.org/ns/a'), true],
     [
@@ -82,7 +82,7 @@ describe('compileClientAcl: matching', () => {
       false,
     ],
     ['URI * one segment', ['URI=spiffe://example.org/ns/*'], uri('spiffe://example.org/ns/a'), true],
-    ['URI * not two (case 23)', ['URI=spiffe://example.org/ns/*'], uri('spiffe://example.org/ns/a/b'), false],
+    ['URI * not two (threat model #23)', ['URI=spiffe://example.org/ns/*'], uri('spiffe://example.org/ns/a/b'), false],
     ['URI * not zero', ['URI=spiffe://example.org/ns/*'], uri('spiffe://example.org/ns'), false],
     ['URI * not empty', ['URI=spiffe://example.org/ns/*'], uri('spiffe://example.org/ns/'), false],
     ['URI * in the middle', ['URI=spiffe://example.org/*/sa/x'], uri('spiffe://example.org/n1/sa/x'), true],
@@ -91,7 +91,7 @@ describe('compileClientAcl: matching', () => {
     ['URI ** not zero', ['URI=spiffe://example.org/ns/**'], uri('spiffe://example.org/ns'), false],
     ['URI other trust domain', ['URI=spiffe://example.org/**'], uri('spiffe://example.com/a'), false],
     ['URI trust domain suffix', ['URI=spiffe://example.org/**'], uri('spiffe://example.org.evil/a'), false],
-    ['URI not on ACL (case 18)', ['URI=spiffe://example.org/ns/a'], uri('spiffe://example.org/other'), false],
+    ['URI not on ACL (threat model #18)', ['URI=spiffe://example.org/ns/a'], uri('spiffe://example.org/other'), false],
     ['URI no path', ['URI=spiffe://example.org'], uri('spiffe://example.org'), true],
     ['URI generic https', ['URI=https://svc.example.com/a/*'], uri('https://svc.example.com/a/b'), true],
     [
@@ -113,7 +113,7 @@ describe('compileClientAcl: matching', () => {
       false,
     ],
     ['URI generic: several SANs, one matches', ['URI=urn://x/y'], uri('urn://a/b', 'urn://x/y'), true],
-    // URI: non-canonical identities never match (hostile case 23)
+    // URI: non-canonical identities never match (threat model #23)
     ['URI upper-case SPIFFE ID', ['URI=spiffe://example.org/ns/*'], uri('SPIFFE://Example.org/ns/a'), false],
     [
       'URI upper-case trust domain',
@@ -136,7 +136,7 @@ describe('compileClientAcl: matching', () => {
     ['URI non-ASCII', ['URI=spiffe://example.org/ns/*'], uri('spiffe://example.org/ns/\u00e9'), false],
     // SPIFFE: exactly one URI SAN (X509-SVID §2)
     [
-      'SPIFFE with two URI SANs (case 23)',
+      'SPIFFE with two URI SANs (threat model #23)',
       ['URI=spiffe://example.org/ns/*'],
       uri('spiffe://example.org/ns/a', 'spiffe://example.org/ns/b'),
       false,

@@ -161,7 +161,7 @@ describe('peerIdentityFromCertificate (real handshake)', () => {
     expect(id.validToMs).toBe(Date.parse(x509.validTo));
   });
 
-  it('keeps a URI SAN containing ", URI:" as ONE uri (CVE-2021-44532, hostile case 20)', async () => {
+  it('keeps a URI SAN containing ", URI:" as ONE uri (CVE-2021-44532, threat model #20)', async () => {
     const evil = 'spiffe://evil.example/x, URI:spiffe://example.org/admin';
     const pem = clientCert(
       [{ shortName: 'CN', value: 'evil' }],
@@ -182,7 +182,7 @@ describe('peerIdentityFromCertificate (real handshake)', () => {
     expect(id.dnsNames).toEqual(['ok.example', 'admin.internal']);
   });
 
-  it('escapes a comma in the CN so the subject cannot be read as O=admin (CVE-2021-44533, case 21)', async () => {
+  it('escapes a comma in the CN so the subject cannot be read as O=admin (CVE-2021-44533, threat model #21)', async () => {
     const { peer } = await handshake(clientCert([{ shortName: 'CN', value: 'evil, O=admin' }], []));
     const id = peerIdentityFromCertificate(peer);
     expect(id.subject).toBe('CN=evil\\, O=admin');
@@ -191,7 +191,7 @@ describe('peerIdentityFromCertificate (real handshake)', () => {
     expect(id.subject.split(/(?<!\\),/)).toEqual(['CN=evil\\, O=admin']);
   });
 
-  it('keeps a newline in the CN raw in commonNames and hex-escaped in the one-line subject (case 22)', async () => {
+  it('keeps a newline in the CN raw in commonNames and hex-escaped in the one-line subject (threat model #22)', async () => {
     const { peer } = await handshake(clientCert([{ shortName: 'CN', value: 'line1\nX-Injected: yes' }], []));
     const id = peerIdentityFromCertificate(peer);
     expect(id.commonNames).toEqual(['line1\nX-Injected: yes']);
@@ -328,9 +328,9 @@ describe('peerIdentityFromX509 agrees with peerIdentityFromCertificate', () => {
         { type: 2, value: 'a.example' },
       ],
     },
-    { name: 'comma (case 21)', subject: [{ shortName: 'CN', value: 'evil, O=admin' }] },
+    { name: 'comma (threat model #21)', subject: [{ shortName: 'CN', value: 'evil, O=admin' }] },
     {
-      name: 'control characters (case 22)',
+      name: 'control characters (threat model #22)',
       subject: [{ shortName: 'CN', value: 'line1\nX-Injected: yes\r\tz\x7fy\x01' }],
     },
     { name: 'NUL', subject: [{ shortName: 'CN', value: 'nul\u0000byte' }] },

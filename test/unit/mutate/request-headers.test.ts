@@ -45,7 +45,7 @@ function count(headers: readonly string[], name: string): number {
   return headers.filter((h, i) => i % 2 === 0 && h === name).length;
 }
 
-describe('buildUpstreamHeaders: spoofed identity and forwarding headers are removed (hostile cases 94–96)', () => {
+describe('buildUpstreamHeaders: spoofed identity and forwarding headers are removed (threat model #94–#96)', () => {
   it.each<[string]>([
     ['X-Forwarded-Client-Cert'],
     ['x-forwarded-client-cert'],
@@ -152,7 +152,7 @@ describe('buildUpstreamHeaders: spoofed identity and forwarding headers are remo
   });
 });
 
-describe('buildUpstreamHeaders: hop-by-hop and Connection nomination (hostile case 97, RFC 9110 §7.6.1)', () => {
+describe('buildUpstreamHeaders: hop-by-hop and Connection nomination (threat model #97, RFC 9110 §7.6.1)', () => {
   it.each<[string, [string, string][], [string, string][]]>([
     [
       'close + XFCC: the client XFCC goes, the gateway XFCC stays',

@@ -19,7 +19,7 @@ const policy = (): TelemetryPolicy => {
   return { matcher, strip: true, honorClientSignals: false };
 };
 
-describe('buildResponseHeaders (RFC 9110 §7.6.1; RFC 9113 §8.2.2, hostile case 83)', () => {
+describe('buildResponseHeaders (RFC 9110 §7.6.1; RFC 9113 §8.2.2, threat model #83)', () => {
   it.each<[string, [string, string][], Record<string, string | string[]>]>([
     [
       'the upstream /chunked answer',

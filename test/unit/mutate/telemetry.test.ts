@@ -1,6 +1,6 @@
 /**
  * Telemetry header matching, stripping in the one request pass, response stripping, and the
- * `telemetry` config keys (hostile case 98).
+ * `telemetry` config keys (threat model #98).
  */
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
@@ -245,7 +245,7 @@ describe('telemetry config', () => {
   });
 });
 
-// Appended for hostile case 98 (W3C Baggage limits); mid-file ESM imports are hoisted like any other.
+// Appended for threat model #98 (W3C Baggage limits); mid-file ESM imports are hoisted like any other.
 import {
   BAGGAGE_MAX_BYTES,
   BAGGAGE_MAX_MEMBERS,

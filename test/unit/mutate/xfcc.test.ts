@@ -32,7 +32,7 @@ describe('formatXfcc', () => {
         'DNS=a.example.com;DNS=b.example.com',
     ],
     [
-      'CR/LF in the CN (hostile case 22)',
+      'CR/LF in the CN (threat model #22)',
       { subject: 'CN=line1\r\nX-Injected: yes' },
       `Hash=${FP};Subject="CN=line1%0D%0AX-Injected: yes"`,
     ],
@@ -47,7 +47,7 @@ describe('formatXfcc', () => {
     ['a percent sign', { subject: 'CN=100%' }, `Hash=${FP};Subject="CN=100%25"`],
     ['NUL and DEL', { subject: 'CN=a\u0000b\u007f' }, `Hash=${FP};Subject="CN=a%00b%7F"`],
     [
-      'a URI SAN with ", URI:" stays one quoted value (hostile case 20)',
+      'a URI SAN with ", URI:" stays one quoted value (threat model #20)',
       { uris: ['spiffe://evil.example/x, URI:spiffe://example.org/admin'] },
       `Hash=${FP};Subject="CN=client1,OU=dev";URI="spiffe://evil.example/x, URI:spiffe://example.org/admin"`,
     ],
