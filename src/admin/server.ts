@@ -12,12 +12,12 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Counter, Registry } from 'prom-client';
 import type { AdminRuntimeConfig } from '../config/load.js';
 import { bindListener } from '../listener/bind.js';
-import { createConnectionState } from '../listener/connection.js';
+import { createConnectionState, socketPeer, type ClientPeer } from '../listener/connection.js';
 import {
   createLogLimiter,
   REFUSAL_LOG_LINES_PER_SECOND,
@@ -35,9 +35,9 @@ export type TokenCachePurge = (sha256?: string) => number | Promise<number>;
 /** The Prometheus exposition: one registry's, or the sum over a cluster's workers. */
 export type MetricsSource = () => Promise<{ readonly contentType: string; readonly text: string }>;
 
-/** One refused admin connection or request: why (the data listeners' closed set of reasons), and the
- * detail for the log (a verify result or an error code — never a secret). */
-export interface AdminRefusal {
+/** One refused admin connection or request: why (the data listeners' closed set of reasons), the
+ * detail for the log (a verify result or an error code — never a secret), and who it was. */
+export interface AdminRefusal extends ClientPeer {
   readonly reason: ConnectionRejectReason;
   readonly detail: string;
 }
@@ -69,11 +69,18 @@ export function adminRefusalReporter(
   now: () => number = Date.now,
 ): (refusal: AdminRefusal) => void {
   const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, now);
-  return ({ reason, detail }) => {
+  return ({ reason, detail, clientAddress, clientPort }) => {
     counter.labels('admin', reason).inc();
     limit((suppressed) =>
       logger.info(
-        { listener: 'admin', reason, detail, ...(suppressed === undefined ? {} : { suppressed }) },
+        {
+          listener: 'admin',
+          reason,
+          detail,
+          clientAddress,
+          clientPort,
+          ...(suppressed === undefined ? {} : { suppressed }),
+        },
         'admin connection refused',
       ),
     );
@@ -249,11 +256,11 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
 
   /** Sockets already reported: a connection refused for its ACL is reported once, not per request. */
   const reported = new WeakSet<object>();
-  const refuseOnce = (socket: object, reason: ConnectionRejectReason, detail: string): void => {
+  const refuseOnce = (socket: Socket, reason: ConnectionRejectReason, detail: string): void => {
     if (reported.has(socket)) return;
     reported.add(socket);
     try {
-      deps.onRefusal?.({ reason, detail });
+      deps.onRefusal?.({ reason, detail, ...socketPeer(socket) });
     } catch {
       // Counting or logging a refusal must never turn it into a crash.
     }

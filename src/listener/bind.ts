@@ -2,6 +2,7 @@
 import type { Server } from 'node:net';
 import type { ListenAddress } from '../config/load.js';
 import { ConfigError } from '../errors.js';
+import { socketPeer, type ClientPeer } from './connection.js';
 
 /** Binds `server` to the listener's address; a failure (EADDRINUSE, EACCES) is a ConfigError naming
  * `<keyPath>.listen`, so start-up fails before anything half-listens. Shared by every listener kind. */
@@ -35,10 +36,15 @@ export function bindListener(
  * connection as soon as it is accepted, before a byte of it is read (no TLS handshake is paid for it), and
  * emits `drop`; `onDrop` counts and logs it. `setMax` changes the cap for connections from now on (reload).
  */
-export function capConnections(server: Server, max: number, onDrop: () => void): { setMax(n: number): void } {
+export function capConnections(
+  server: Server,
+  max: number,
+  onDrop: (peer: ClientPeer) => void,
+): { setMax(n: number): void } {
   server.maxConnections = max;
-  // 'drop' (Node ≥ 18.6) is missing from @types/node's Server events: the string overload takes it.
-  server.on('drop', onDrop);
+  // 'drop' (Node ≥ 18.6) is missing from @types/node's Server events: the string overload takes it. Its
+  // argument describes the dropped connection (remoteAddress, remotePort, ...).
+  server.on('drop', (data?: { remoteAddress?: string; remotePort?: number }) => onDrop(socketPeer(data ?? {})));
   return {
     setMax(n: number): void {
       server.maxConnections = n;

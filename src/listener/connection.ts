@@ -13,8 +13,28 @@ import type { Logger } from '../observability/logger.js';
 
 const kConn = Symbol('portcullis.connection');
 
+/**
+ * Where a connection comes from, as every access-log and refusal line carries it (`clientAddress`,
+ * `clientPort`): the address alone cannot tell two connections of one host (or of one NAT) apart, the port
+ * matches the line with the client's own logs and a packet capture.
+ */
+export interface ClientPeer {
+  /** The TCP peer address ('' when the socket never had one). */
+  readonly clientAddress: string;
+  /** The TCP peer port; undefined when the socket never had one (pino then leaves the field out). */
+  readonly clientPort: number | undefined;
+}
+
+/**
+ * The peer of `socket`. Read it while the socket is connected (at accept, or at the end of the handshake):
+ * Node caches the answer on the socket, so it stays readable after a destroy, and not before.
+ */
+export function socketPeer(socket: { readonly remoteAddress?: string | undefined; readonly remotePort?: number | undefined }): ClientPeer {
+  return { clientAddress: socket.remoteAddress ?? '', clientPort: socket.remotePort };
+}
+
 /** What every request on one connection shares. */
-export interface ConnectionState {
+export interface ConnectionState extends ClientPeer {
   /** The verified client certificate's identity, if the peer presented one that verified. */
   readonly identity: PeerIdentity | undefined;
   /** `X-Forwarded-Client-Cert` value for `identity`. */
@@ -23,8 +43,6 @@ export interface ConnectionState {
   readonly servername: string | undefined;
   /** The listener ACL's decision (true when the listener has no ACL). */
   readonly listenerAllowed: boolean;
-  /** The TCP peer address. */
-  readonly clientAddress: string;
 }
 
 /** Computes the state of a TLS connection whose handshake just completed. Call only if `socket.authorized`
@@ -44,6 +62,7 @@ export function createConnectionState(socket: TLSSocket, acl: ClientAcl | undefi
     servername: typeof sni === 'string' && sni !== '' ? sni.toLowerCase() : undefined,
     listenerAllowed: acl === undefined ? true : acl.allows(identity),
     clientAddress: socket.remoteAddress ?? '',
+    clientPort: socket.remotePort,
   };
 }
 
@@ -98,6 +117,7 @@ export function createVerifiedConnections(
             clientSubject: id?.subject,
             clientSerial: id?.serialNumber,
             clientAddress: state.clientAddress,
+            clientPort: state.clientPort,
           },
           'connection closed: the new CRL revokes its client certificate',
         );

@@ -40,7 +40,7 @@ import { randomRequestId, requestIdOf, type RequestIdSource } from '../mutate/re
 import type { Metrics } from '../observability/metrics.js';
 import { createRequestCounter, type RequestCounter } from '../observability/request-counter.js';
 import type { Clock } from '../clock.js';
-import { connectionStateOf, type ConnectionState } from './connection.js';
+import { connectionStateOf, socketPeer, type ClientPeer, type ConnectionState } from './connection.js';
 import { checkClient, resolveRequest } from './request-form.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
 import { TUNNEL_CLOSE_REASONS, writeRawError, type WebSocketProxy } from '../proxy/websocket.js';
@@ -116,6 +116,9 @@ function clientGone(req: ClientRequest, res: ClientResponse): boolean {
 interface RequestContext {
   readonly started: bigint;
   readonly conn: ConnectionState | undefined;
+  /** Who sent it: the connection's peer (read once at its handshake), or the socket's on a plaintext listener,
+   * read when the request starts (a client that leaves takes its address with it). */
+  readonly peer: ClientPeer;
   /** Normalized path once the target was checked (else the raw one is logged). */
   path?: string;
   /** The route's runtime once the router found it. */
@@ -216,6 +219,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       route: ctx.rt?.id,
       method: req.method,
       path: ctx.path ?? loggablePath(req.url),
+      clientAddress: ctx.peer.clientAddress,
+      clientPort: ctx.peer.clientPort,
       status: end.status,
       durationMs: Number(clock.hrtime() - ctx.started) / 1e6,
       bytesIn: end.bytesIn ?? 0,
@@ -357,7 +362,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
 
   function handle(req: ClientRequest, res: ClientResponse, expectContinue: boolean): void {
     const conn = connectionStateOf(req.socket);
-    const ctx: RequestContext = { started: clock.hrtime(), conn };
+    const ctx: RequestContext = { started: clock.hrtime(), conn, peer: conn ?? socketPeer(req.socket) };
     if (req.httpVersionMajor === 1 && closingConnections.has(req.socket)) {
       // Pipelined behind a refusal on a connection that Node closes once that refusal is written:
       // left unanswered (its response would be queued behind the close) and never forwarded.
@@ -381,7 +386,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       const telemetry = rt.telemetry;
       const scanned = buildUpstreamHeaders(req.rawHeaders, {
         host: r.authority,
-        clientAddress: conn?.clientAddress ?? req.socket.remoteAddress ?? '',
+        clientAddress: ctx.peer.clientAddress,
         proto,
         xfcc: conn?.xfcc,
         dropAuthorization: stage !== undefined && !stage.forwardToken,
@@ -470,7 +475,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       return;
     }
     const conn = connectionStateOf(req.socket);
-    const ctx: RequestContext = { started: clock.hrtime(), conn, upgrade: true };
+    const ctx: RequestContext = { started: clock.hrtime(), conn, peer: conn ?? socketPeer(req.socket), upgrade: true };
     // The client socket needs its error listener before anything can fail (threat model #92).
     socket.on('error', () => socket.destroy());
     const denyRaw = (err: GatewayError): void => {
@@ -525,7 +530,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       const cred = stage === undefined ? undefined : credentialOf(stage, req.rawHeaders, r);
       const scanned = buildUpstreamHeaders(req.rawHeaders, {
         host: r.authority,
-        clientAddress: conn?.clientAddress ?? req.socket.remoteAddress ?? '',
+        clientAddress: ctx.peer.clientAddress,
         proto,
         xfcc: conn?.xfcc,
         upgrade: true,

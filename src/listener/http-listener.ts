@@ -29,7 +29,13 @@ import type { ConnectionRejectReason, Metrics } from '../observability/metrics.j
 import { sniffConnection } from '../policy/plaintext.js';
 import { bindListener, capConnections } from './bind.js';
 import { admitSocket, createClientCap } from './client-cap.js';
-import { attachConnectionState, createConnectionState, createVerifiedConnections } from './connection.js';
+import {
+  attachConnectionState,
+  createConnectionState,
+  createVerifiedConnections,
+  socketPeer,
+  type ClientPeer,
+} from './connection.js';
 import type { HttpHandler } from './http-handler.js';
 
 /** A bound listener. */
@@ -198,10 +204,10 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   const h1Sockets = new Set<H1Socket>();
   const verified = createVerifiedConnections(logger, name);
   const perClient = createClientCap(listener.maxConnectionsPerClient);
-  const refuseClient = (clientAddress: string): void => {
+  const refuseClient = (peer: ClientPeer): void => {
     reject('client_connection_limit');
     logRefusal(
-      { reason: 'client_connection_limit', clientAddress, maxConnectionsPerClient: current.maxConnectionsPerClient },
+      { reason: 'client_connection_limit', ...peer, maxConnectionsPerClient: current.maxConnectionsPerClient },
       'connection refused',
     );
   };
@@ -252,7 +258,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         // Pipelined behind a request still in flight: run it when that one is answered.
         const queue = (s[kPipeline] ??= []);
         if (queue.length >= PIPELINE_MAX) {
-          logger.info({ listener: name, reason: 'pipeline_flood', queued: queue.length }, 'connection cut');
+          logger.info({ listener: name, reason: 'pipeline_flood', queued: queue.length, ...socketPeer(s) }, 'connection cut');
           s.destroy();
           return;
         }
@@ -309,7 +315,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
           const detail = String(socket.authorizationError ?? 'no certificate');
           const reason: ConnectionRejectReason = !presented ? 'no_client_cert' : detail.includes('REVOKED') ? 'revoked' : 'bad_client_cert';
           reject(reason);
-          logRefusal({ reason, detail }, 'connection refused');
+          logRefusal({ reason, detail, ...socketPeer(socket) }, 'connection refused');
           socket.destroy();
           return;
         }
@@ -321,7 +327,10 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
       } catch (err) {
         // A certificate the identity parser cannot read exactly is refused, never half-trusted.
         reject('bad_client_cert');
-        logRefusal({ reason: 'bad_client_cert', detail: err instanceof Error ? err.message : 'unreadable' }, 'connection refused');
+        logRefusal(
+          { reason: 'bad_client_cert', detail: err instanceof Error ? err.message : 'unreadable', ...socketPeer(socket) },
+          'connection refused',
+        );
         socket.destroy();
         return;
       }
@@ -346,7 +355,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
       // error is then a bare ECONNRESET and the real reason (CERT_REVOKED, CRL_HAS_EXPIRED, ...) is the
       // socket's verify result, which is what the operator needs to read.
       const detail = typeof verify === 'string' && verify !== '' ? verify : (err.code ?? err.message);
-      logRefusal({ reason, detail }, 'tls handshake refused');
+      logRefusal({ reason, detail, ...socketPeer(socket) }, 'tls handshake refused');
     });
     secure.on('session', (session: Http2Session) => {
       sessions.add(session);
@@ -376,16 +385,18 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         socket.destroy();
         return;
       }
-      if (!admitSocket(perClient, socket, refuseClient)) return;
+      // Read while connected: the refusal lines below are written after the socket is destroyed.
+      const peer = socketPeer(socket);
+      if (!admitSocket(perClient, socket, () => refuseClient(peer))) return;
       sniffConnection(socket, timeouts.tlsHandshakeMs, {
         onTls: (s) => secure.emit('connection', s),
         onPlaintext: () => {
           reject('plaintext');
-          logRefusal({ reason: 'plaintext' }, 'plaintext on a TLS port');
+          logRefusal({ reason: 'plaintext', ...peer }, 'plaintext on a TLS port');
         },
         onTimeout: () => {
           reject('handshake_timeout');
-          logRefusal({ reason: 'handshake_timeout', detail: 'no byte before the handshake timeout' }, 'tls handshake refused');
+          logRefusal({ reason: 'handshake_timeout', detail: 'no byte before the handshake timeout', ...peer }, 'tls handshake refused');
         },
       });
     });
@@ -402,7 +413,8 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     plain.on('upgrade', onUpgrade);
     plain.on('connect', onUpgrade);
     plain.on('connection', (socket: Socket) => {
-      if (!admitSocket(perClient, socket, refuseClient)) return;
+      const peer = socketPeer(socket);
+      if (!admitSocket(perClient, socket, () => refuseClient(peer))) return;
       sockets.add(socket);
       h1Sockets.add(socket);
       socket.once('close', () => {
@@ -431,7 +443,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     const parseError = code.startsWith('HPE_');
     if (!parseError && code !== 'ERR_HTTP_REQUEST_TIMEOUT') {
       if (code === 'ERR_TLS_RENEGOTIATION_DISABLED' || code === 'ERR_TLS_SESSION_ATTACK') {
-        logRefusal({ reason: 'protocol', detail: code }, 'connection closed');
+        logRefusal({ reason: 'protocol', detail: code, ...socketPeer(socket as Partial<Pick<Socket, 'remoteAddress' | 'remotePort'>>) }, 'connection closed');
       }
       socket.destroy();
       return;
@@ -441,7 +453,10 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
       const gcode = parseErrorCode(code);
       const spec = ERRORS[gcode];
       metrics.denials.labels(name, gcode).inc();
-      logRefusal({ status: spec.status, reason: gcode, detail: code }, 'request refused by the HTTP/1.1 parser');
+      logRefusal(
+        { status: spec.status, reason: gcode, detail: code, ...socketPeer(socket as Partial<Pick<Socket, 'remoteAddress' | 'remotePort'>>) },
+        'request refused by the HTTP/1.1 parser',
+      );
       const body = `${spec.message}\n`;
       answer =
         `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
@@ -480,9 +495,9 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     send();
   });
 
-  const cap = capConnections(front, listener.maxConnections, () => {
+  const cap = capConnections(front, listener.maxConnections, (peer) => {
     reject('connection_limit');
-    logRefusal({ reason: 'connection_limit', maxConnections: current.maxConnections }, 'connection refused');
+    logRefusal({ reason: 'connection_limit', ...peer, maxConnections: current.maxConnections }, 'connection refused');
   });
   await bindListener(front, listener);
   // After the bind, a server 'error' (an accept failure) must be logged, never thrown: an EventEmitter

@@ -39,7 +39,13 @@ import {
   type TcpUpstream,
 } from '../proxy/tcp-pipe.js';
 import { admitSocket, createClientCap } from './client-cap.js';
-import { createConnectionState, createVerifiedConnections, type ConnectionState } from './connection.js';
+import {
+  createConnectionState,
+  createVerifiedConnections,
+  socketPeer,
+  type ClientPeer,
+  type ConnectionState,
+} from './connection.js';
 import {
   createLogLimiter,
   REFUSAL_LOG_LINES_PER_SECOND,
@@ -170,7 +176,7 @@ export async function startTcpListener(
     // Node verifies a required certificate after the handshake and destroys the socket: the error is then
     // a bare ECONNRESET and the reason (CERT_REVOKED, CERT_HAS_EXPIRED, ...) is the socket's verify result.
     const detail = typeof verify === 'string' && verify !== '' ? verify : (err.code ?? err.message);
-    logRefusal({ reason, detail }, 'tls handshake refused');
+    logRefusal({ reason, detail, ...socketPeer(socket) }, 'tls handshake refused');
   });
   secure.on('secureConnection', (socket: TLSSocket) => {
     // TLS 1.2 renegotiation is a CPU-exhaustion and confusion vector; a byte pipe never needs it.
@@ -178,7 +184,7 @@ export async function startTcpListener(
     socket.on('error', noop);
     const refuse = (reason: ConnectionRejectReason, fields: Record<string, unknown>): void => {
       reject(reason);
-      logRefusal({ reason, ...fields }, 'connection refused');
+      logRefusal({ reason, ...fields, ...socketPeer(socket) }, 'connection refused');
       socket.destroy();
     };
     const clientCertificate = current.tls.clientCertificate;
@@ -233,6 +239,7 @@ export async function startTcpListener(
         // One id per connection, like an HTTP request's X-Request-Id (nothing to forward it in: raw TCP).
         connectionId: randomRequestId(),
         clientAddress: state.clientAddress,
+        clientPort: state.clientPort,
         ...who,
         ...(state.servername !== undefined ? { servername: state.servername } : {}),
         bytesIn: result.bytesIn,
@@ -265,35 +272,37 @@ export async function startTcpListener(
       socket.destroy();
       return;
     }
-    if (!admitSocket(perClient, socket, refuseClient)) return;
+    // Read while connected: the refusal lines below are written after the socket is destroyed.
+    const peer = socketPeer(socket);
+    if (!admitSocket(perClient, socket, () => refuseClient(peer))) return;
     // DESIGN: "a TCP listener closes" on plaintext — no HTTP 400, not a byte in answer.
     sniffConnection(socket, timeouts.tlsHandshakeMs, {
       plaintextAnswer: 'none',
       onTls: (s) => secure.emit('connection', s),
       onPlaintext: () => {
         reject('plaintext');
-        logRefusal({ reason: 'plaintext' }, 'plaintext on a TLS port');
+        logRefusal({ reason: 'plaintext', ...peer }, 'plaintext on a TLS port');
       },
       onTimeout: () => {
         reject('handshake_timeout');
         logRefusal(
-          { reason: 'handshake_timeout', detail: 'no byte before the handshake timeout' },
+          { reason: 'handshake_timeout', detail: 'no byte before the handshake timeout', ...peer },
           'tls handshake refused',
         );
       },
     });
   });
 
-  const cap = capConnections(front, listener.maxConnections ?? DEFAULTS.maxConnections, () => {
+  const cap = capConnections(front, listener.maxConnections ?? DEFAULTS.maxConnections, (peer) => {
     reject('connection_limit');
-    logRefusal({ reason: 'connection_limit' }, 'connection refused');
+    logRefusal({ reason: 'connection_limit', ...peer }, 'connection refused');
   });
-  function refuseClient(clientAddress: string): void {
+  function refuseClient(peer: ClientPeer): void {
     reject('client_connection_limit');
     logRefusal(
       {
         reason: 'client_connection_limit',
-        clientAddress,
+        ...peer,
         maxConnectionsPerClient: current.maxConnectionsPerClient,
       },
       'connection refused',

@@ -3,7 +3,8 @@
  * (`msg: "tcp connection"`), the record an operator uses to prove who got in and who did not.
  *
  * What a line holds is fixed here, in one type, so that nothing else reaches it by accident: the path
- * without its query (a query may carry `access_token`), the client certificate's subject and SHA-256
+ * without its query (a query may carry `access_token`), the client's address and port, the client
+ * certificate's subject and SHA-256
  * fingerprint, the authenticated principal and its provider, the outcome and its reason code, and the
  * request id that also went upstream as `X-Request-Id`. Authorization, cookies, tokens and query strings
  * are never fields; a token is named only by the first 12 hex digits of its SHA-256 (`tokenHash`, what
@@ -34,6 +35,9 @@ export interface AccessEntry {
   readonly method: string | undefined;
   /** The normalized path (or, when the target was refused, its raw path part), never the query. */
   readonly path: string;
+  /** The TCP peer's address and port (the connection's, as refusal lines carry them too). */
+  readonly clientAddress: string;
+  readonly clientPort: number | undefined;
   /** Status sent to the client; 0 when none was (the client left first). */
   readonly status: number;
   readonly durationMs: number;

@@ -261,9 +261,10 @@ describe('aggregateMetrics', () => {
       { info: (o: object, msg: string) => lines.push(`${msg} ${JSON.stringify(o)}`) } as never,
       createRejectedConnectionsCounter(primary),
     );
-    report({ reason: 'no_client_cert', detail: 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' });
-    report({ reason: 'acl', detail: 'not on admin.allowClients' });
-    report({ reason: 'acl', detail: 'not on admin.allowClients' });
+    const peer = { clientAddress: '10.0.0.9', clientPort: 41_000 };
+    report({ reason: 'no_client_cert', detail: 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE', ...peer });
+    report({ reason: 'acl', detail: 'not on admin.allowClients', ...peer });
+    report({ reason: 'acl', detail: 'not on admin.allowClients', ...peer });
     // What each worker's data listener counts.
     const workers = [new Registry(), new Registry()];
     createMetrics(workers[0]!).rejectedConnections.labels('main', 'no_client_cert').inc(2);
@@ -281,6 +282,7 @@ describe('aggregateMetrics', () => {
     );
     expect(lines).toHaveLength(3);
     expect(lines[0]).toMatch(/^admin connection refused .*"listener":"admin","reason":"no_client_cert"/);
+    expect(lines[0]).toContain('"clientAddress":"10.0.0.9","clientPort":41000');
   });
 
   it('sums counters and connection gauges, and takes the minimum of timestamps every worker shares', async () => {

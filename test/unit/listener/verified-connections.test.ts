@@ -25,6 +25,7 @@ const state = (serialNumber: string | undefined): ConnectionState => ({
   servername: undefined,
   listenerAllowed: true,
   clientAddress: '127.0.0.1',
+  clientPort: 50_000,
 });
 
 describe('createVerifiedConnections', () => {
@@ -43,9 +44,9 @@ describe('createVerifiedConnections', () => {
     // CRL serials as certs/pki.ts normalizes them: uppercase, no leading zero byte.
     expect(v.closeRevoked(new Set(['AB12', 'CD34']))).toBe(2);
     expect([revoked.destroyed, padded.destroyed, other.destroyed]).toEqual([true, true, false]);
-    expect(warned.map((w) => [w.listener, w.clientSerial])).toEqual([
-      ['main', 'AB12'],
-      ['main', '00CD34'],
+    expect(warned.map((w) => [w.listener, w.clientSerial, w.clientAddress, w.clientPort])).toEqual([
+      ['main', 'AB12', '127.0.0.1', 50_000],
+      ['main', '00CD34', '127.0.0.1', 50_000],
     ]);
     // Closed ones are gone: a second pass closes nothing.
     expect(v.closeRevoked(new Set(['AB12', 'CD34']))).toBe(0);
