@@ -26,6 +26,7 @@ import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import { ConfigError, GatewayError } from '../errors.js';
 import { MAX_TOKEN_LENGTH } from './bearer.js';
+import type { Credential } from './credential.js';
 import {
   describeFetchError,
   discardBody,
@@ -447,7 +448,9 @@ export function createIntrospectionProvider(
   return {
     name,
     type: 'introspection',
-    async authenticate(token: string, hash: string, opts?: AuthenticateOptions): Promise<AuthnResult> {
+    async authenticate(credential: Credential, opts?: AuthenticateOptions): Promise<AuthnResult> {
+      if (credential.kind !== 'bearer') return 'not_applicable';
+      const { token, hash } = credential;
       if (token.length > MAX_TOKEN_LENGTH)
         throw new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${name}: token too long`);
       const now = d.clock.now();

@@ -21,6 +21,7 @@ import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
 import { ConfigError, GatewayError } from '../errors.js';
 import { MAX_TOKEN_LENGTH } from './bearer.js';
+import type { Credential } from './credential.js';
 import { endpointUrlSchema } from './http.js';
 import { createLocalKeySource, createRemoteKeySource, KeySourceUnavailable, type KeySource } from './jwks.js';
 import {
@@ -227,7 +228,9 @@ export function createJwtProvider(name: string, config: JwtProviderConfig, deps:
   return {
     name,
     type: 'jwt',
-    async authenticate(token: string, hash: string): Promise<AuthnResult> {
+    async authenticate(credential: Credential): Promise<AuthnResult> {
+      if (credential.kind !== 'bearer') return 'not_applicable';
+      const { token, hash } = credential;
       // Length first: nothing longer is scanned, decoded or verified (threat model #41).
       if (token.length > MAX_TOKEN_LENGTH) throw invalid('token too long');
       if (!COMPACT_JWS.test(token)) return 'not_applicable';

@@ -1,7 +1,7 @@
 /**
  * What authentication produces, and the one shape every authentication provider has.
  *
- * A provider looks at a Bearer token and answers one of three things (the Oathkeeper contract):
+ * A provider looks at a credential (credential.ts) and answers one of three things (the Oathkeeper contract):
  * `'not_applicable'` (not a credential of my kind: ask the next provider), a {@link Principal} (valid: done),
  * or it throws a `GatewayError`: `ERR_AUTHN_INVALID_TOKEN` for a credential of its kind that is wrong (the
  * chain stops), `ERR_AUTHN_UNAVAILABLE` when its identity provider or key set cannot answer (503, never a
@@ -9,6 +9,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import type { Clock } from '../clock.js';
+import type { Credential } from './credential.js';
 
 /** The authenticated caller. Immutable; route policy (`authz/policy.ts`) reads it on every request. */
 export interface Principal {
@@ -82,11 +83,13 @@ export interface Authenticator {
   readonly name: string;
   readonly type: 'jwt' | 'introspection' | 'static';
   /**
-   * Authenticates one token. `hash` is `tokenHash(token)` (the only cache key ever used).
+   * Authenticates one credential: `'not_applicable'` for a kind this provider does not read (every provider
+   * of today reads Bearer tokens only), else the principal. A credential's `hash` is the SHA-256 of its
+   * secret: the only cache key ever used.
    * @throws GatewayError `ERR_AUTHN_INVALID_TOKEN` (a credential of this kind that is wrong) or
    *   `ERR_AUTHN_UNAVAILABLE` (the IdP or key set cannot answer). Never anything else.
    */
-  authenticate(token: string, hash: string, opts?: AuthenticateOptions): Promise<AuthnResult>;
+  authenticate(credential: Credential, opts?: AuthenticateOptions): Promise<AuthnResult>;
   /** Why this provider cannot serve yet (e.g. "jwks not fetched yet"), or undefined when it can. */
   readiness(): string | undefined;
   /** Fetches what the provider needs before the first request (the remote JWKS). Never rejects. */

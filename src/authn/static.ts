@@ -18,6 +18,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { ConfigError, GatewayError } from '../errors.js';
 import { tokenHash } from './bearer.js';
+import type { Credential } from './credential.js';
 import {
   resolveDeps,
   type Authenticator,
@@ -120,7 +121,9 @@ export function createStaticProvider(
   return {
     name,
     type: 'static',
-    authenticate(token: string, hash: string): Promise<AuthnResult> {
+    authenticate(credential: Credential): Promise<AuthnResult> {
+      if (credential.kind !== 'bearer') return Promise.resolve('not_applicable');
+      const { token, hash } = credential;
       const now = d.clock.now();
       maybeReload(now);
       const presented = Buffer.from(HEX64.test(hash) ? hash : tokenHash(token), 'hex');

@@ -8,7 +8,7 @@
  * timers for HTTP/1.1 — Node's http2 server does not enforce headersTimeout on its HTTP/1 fallback, so
  * without them slowloris holds connections open forever (threat model #101).
  */
-import { STATUS_CODES, createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import {
   createSecureServer,
   type Http2ServerRequest,
@@ -23,7 +23,8 @@ import type { TLSSocket } from 'node:tls';
 import type { Http2Config, TimeoutsConfig } from '../config/schema.js';
 import type { HttpRuntimeListener } from '../config/load.js';
 import { systemClock, type Clock } from '../clock.js';
-import { ERRORS, type ErrorCode } from '../errors.js';
+import { ERRORS, GatewayError, type ErrorCode } from '../errors.js';
+import { rawAnswer, refusal } from '../pipeline/respond.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
 import { sniffConnection } from '../policy/plaintext.js';
@@ -130,6 +131,8 @@ export function createLogLimiter(
 const kTimer = Symbol('portcullis.h1timer');
 /** Set on a socket once its HTTP/1.1 parse error has been answered. */
 const kRefused = Symbol('portcullis.refused');
+/** What a connection whose request did not arrive in time gets (Node's `requestTimeout`). */
+const REQUEST_TIMEOUT_ANSWER = rawAnswer({ status: 408, headers: {}, body: '' });
 /** ms a refused HTTP/1.1 connection keeps draining the client's bytes before it is destroyed. */
 const LINGER_MS = 1_000;
 
@@ -451,18 +454,19 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     let answer: string;
     if (parseError) {
       const gcode = parseErrorCode(code);
-      const spec = ERRORS[gcode];
       metrics.denials.labels(name, gcode).inc();
       logRefusal(
-        { status: spec.status, reason: gcode, detail: code, ...socketPeer(socket as Partial<Pick<Socket, 'remoteAddress' | 'remotePort'>>) },
+        {
+          status: ERRORS[gcode].status,
+          reason: gcode,
+          detail: code,
+          ...socketPeer(socket as Partial<Pick<Socket, 'remoteAddress' | 'remotePort'>>),
+        },
         'request refused by the HTTP/1.1 parser',
       );
-      const body = `${spec.message}\n`;
-      answer =
-        `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status] ?? ''}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`;
+      answer = rawAnswer(refusal(new GatewayError(gcode)));
     } else {
-      answer = 'HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
+      answer = REQUEST_TIMEOUT_ANSWER;
     }
     const send = (): void => {
       if (!socket.writable || socket.destroyed) {

@@ -1,8 +1,8 @@
 /**
  * The first stages of an HTTP request, before any credential is looked at: its form (method, header count,
- * one well-formed authority, an origin-form target normalized once), SNI against Host, the route, and the
- * client-certificate policy of the listener and the route. Pure functions of the request and the
- * connection: each failure is a GatewayError carrying its status (http-handler.ts answers it).
+ * one well-formed authority, an origin-form target normalized once), SNI against Host, and the
+ * route. Pure functions of the request and the connection: each failure is a GatewayError carrying its status
+ * (the pipeline's responder answers it).
  */
 import type { HttpRuntimeListener } from '../config/load.js';
 import type { Route } from '../authz/routes.js';
@@ -135,22 +135,4 @@ export interface ResolvedRequest {
   /** The raw query with its leading `?`, or ''. */
   readonly query: string;
   readonly authority: string;
-}
-
-/** The client certificate policy of the listener and the route. Throws GatewayError. */
-export function checkClient(
-  listener: HttpRuntimeListener,
-  conn: ConnectionState | undefined,
-  route: Route,
-): void {
-  if (listener.acl !== undefined && conn?.listenerAllowed !== true) {
-    throw new GatewayError(
-      conn?.identity === undefined ? 'ERR_IDENTITY_NO_CLIENT_CERT' : 'ERR_IDENTITY_LISTENER_ACL',
-    );
-  }
-  if (route.acl !== undefined) {
-    if (conn?.identity === undefined)
-      throw new GatewayError('ERR_IDENTITY_NO_CLIENT_CERT', 'route needs a client certificate');
-    if (!route.acl.allows(conn.identity)) throw new GatewayError('ERR_AUTHZ_ROUTE_ACL');
-  }
 }

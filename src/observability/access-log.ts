@@ -25,7 +25,9 @@ export type AccessOutcome =
   /** The upstream failed (502/504), before or during its answer. */
   | 'upstream_error'
   /** The client went away before the answer was complete. */
-  | 'aborted';
+  | 'aborted'
+  /** Answered by the gateway itself (a redirect, a page of its own), not forwarded. */
+  | 'answered';
 
 /** One access-log line of an HTTP request. Optional fields are left out of the line when absent. */
 export interface AccessEntry {

@@ -8,19 +8,14 @@
  * the socket's buffer, so ALPN h2 and http/1.1 both keep working (CONVENTIONS.md, known traps).
  */
 import type { Socket } from 'node:net';
-import { ERRORS } from '../errors.js';
+import { GatewayError } from '../errors.js';
+import { rawAnswer, refusal } from '../pipeline/respond.js';
 
 /** First byte of a TLS record carrying a handshake message (RFC 8446 §5.1, ContentType.handshake). */
 const TLS_HANDSHAKE = 0x16;
 
 /** The answer written on a TLS port to a client that spoke plaintext. */
-export const PLAINTEXT_ANSWER = (() => {
-  const body = `${ERRORS.ERR_POLICY_PLAINTEXT.message}\n`;
-  return (
-    'HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n' +
-    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`
-  );
-})();
+export const PLAINTEXT_ANSWER = rawAnswer(refusal(new GatewayError('ERR_POLICY_PLAINTEXT')));
 
 /** What the sniffer decided about one connection. */
 export interface SniffHandlers {

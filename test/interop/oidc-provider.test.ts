@@ -78,7 +78,7 @@ describe.skipIf(Provider === undefined)('interop: oidc-provider 9', () => {
 
   async function outcome(p: Authenticator, t: string): Promise<string> {
     try {
-      const r = await p.authenticate(t, tokenHash(t));
+      const r = await p.authenticate({ kind: 'bearer', token: t, hash: tokenHash(t) });
       return r === 'not_applicable' ? r : `ok:${r.subject}`;
     } catch (err) {
       return err instanceof GatewayError ? err.code : `other: ${String(err)}`;
@@ -131,7 +131,7 @@ describe.skipIf(Provider === undefined)('interop: oidc-provider 9', () => {
     expect(jwtProvider.readiness()).toBeUndefined();
     const t = await token('urn:portcullis:jwt', 'read');
     expect(decodeProtectedHeader(t)).toMatchObject({ alg: 'ES256', kid: 'k1', typ: 'at+jwt' });
-    const p = (await jwtProvider.authenticate(t, tokenHash(t))) as Principal;
+    const p = (await jwtProvider.authenticate({ kind: 'bearer', token: t, hash: tokenHash(t) })) as Principal;
     expect(p).toMatchObject({ subject: APP.id, clientId: APP.id, scopes: ['read'], provider: 'oidc-jwt' });
     expect(() => compileRoutePolicy({ scopes: ['read'] }, 'r').check(p)).not.toThrow();
     expect(() => compileRoutePolicy({ scopes: ['write'] }, 'w').check(p)).toThrow(GatewayError);
@@ -172,7 +172,7 @@ describe.skipIf(Provider === undefined)('interop: oidc-provider 9', () => {
     );
     const a = await token('urn:portcullis:opaque', 'read');
     expect(a.split('.')).toHaveLength(1);
-    const p = (await opaque.authenticate(a, tokenHash(a))) as Principal;
+    const p = (await opaque.authenticate({ kind: 'bearer', token: a, hash: tokenHash(a) })) as Principal;
     expect(p).toMatchObject({ subject: APP.id, clientId: APP.id, scopes: ['read'], provider: 'oidc-opaque' });
     expect(p.claims).toMatchObject({ active: true, iss: issuer, aud: AUDIENCE, token_type: 'Bearer' });
 

@@ -49,7 +49,7 @@ describe('createAuthChain', () => {
     const b = provider('b', ok('b'));
     const c = provider('c', ok('c'));
     const chain = createAuthChain([a, b, c]);
-    await expect(chain('t', 'h')).resolves.toMatchObject({ provider: 'b' });
+    await expect(chain({ kind: 'bearer', token: 't', hash: 'h' })).resolves.toMatchObject({ provider: 'b' });
     expect([a.calls, b.calls, c.calls]).toEqual([1, 1, 0]);
   });
 
@@ -58,20 +58,20 @@ describe('createAuthChain', () => {
     async (c) => {
       const a = provider('a', fail(c));
       const b = provider('b', ok('b'));
-      await expect(createAuthChain([a, b])('t', 'h')).rejects.toMatchObject({ code: c });
+      await expect(createAuthChain([a, b])({ kind: 'bearer', token: 't', hash: 'h' })).rejects.toMatchObject({ code: c });
       expect(b.calls).toBe(0);
     },
   );
 
   it('all not_applicable → invalid token', async () => {
-    await expect(createAuthChain([provider('a', na), provider('b', na)])('t', 'h')).rejects.toMatchObject({
+    await expect(createAuthChain([provider('a', na), provider('b', na)])({ kind: 'bearer', token: 't', hash: 'h' })).rejects.toMatchObject({
       code: 'ERR_AUTHN_INVALID_TOKEN',
     });
   });
 
   it('a provider bug is a denial (ERR_INTERNAL), never a pass', async () => {
     const bad = provider('a', () => Promise.reject(new TypeError('boom')));
-    await expect(createAuthChain([bad, provider('b', ok('b'))])('t', 'h')).rejects.toMatchObject({
+    await expect(createAuthChain([bad, provider('b', ok('b'))])({ kind: 'bearer', token: 't', hash: 'h' })).rejects.toMatchObject({
       code: 'ERR_INTERNAL',
     });
   });
@@ -79,11 +79,21 @@ describe('createAuthChain', () => {
   it('passes the per-route options down', async () => {
     const a = provider('a', ok('a'));
     const spy = vi.spyOn(a, 'authenticate');
-    await createAuthChain([a])('t', 'h', { staleIfErrorSeconds: 5 });
-    expect(spy).toHaveBeenCalledWith('t', 'h', { staleIfErrorSeconds: 5 });
+    await createAuthChain([a])({ kind: 'bearer', token: 't', hash: 'h' }, { staleIfErrorSeconds: 5 });
+    expect(spy).toHaveBeenCalledWith({ kind: 'bearer', token: 't', hash: 'h' }, { staleIfErrorSeconds: 5 });
   });
 
   it('refuses an empty chain', () => {
     expect(() => createAuthChain([])).toThrow(TypeError);
+  });
+});
+
+describe('credential kinds', () => {
+  it('a kind no provider reads is refused as invalid, never passed', async () => {
+    // The real providers of today read Bearer tokens only: each says not_applicable to a session.
+    const a = provider('a', na);
+    await expect(createAuthChain([a])({ kind: 'session', hash: 'h' })).rejects.toMatchObject({
+      code: 'ERR_AUTHN_INVALID_TOKEN',
+    });
   });
 });

@@ -54,7 +54,7 @@ async function outcome(
   opts?: { staleIfErrorSeconds?: number },
 ): Promise<string> {
   try {
-    const r = await p.authenticate(token, tokenHash(token), opts);
+    const r = await p.authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) }, opts);
     return r === 'not_applicable' ? r : `ok:${r.subject}`;
   } catch (err) {
     return err instanceof GatewayError ? err.code : `other: ${String(err)}`;
@@ -114,7 +114,7 @@ describe('introspection: the request (RFC 7662 §2.1)', () => {
 
   it('builds the principal from the answer', async () => {
     const token = idp.issueOpaque(active({ scope: 'read  write read', aud: ['gw'], iss: 'https://idp' }));
-    const p = (await provider().authenticate(token, tokenHash(token))) as Principal;
+    const p = (await provider().authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) })) as Principal;
     expect(p).toMatchObject({
       subject: 'alice',
       scopes: ['read', 'write'],
@@ -129,7 +129,7 @@ describe('introspection: the request (RFC 7662 §2.1)', () => {
   it('53: a claim echoing the token is not kept in the principal (nor the cache)', async () => {
     const token = idp.issueOpaque();
     idp.setAnswer(token, active({ jti: token }));
-    const p = (await provider().authenticate(token, tokenHash(token))) as Principal;
+    const p = (await provider().authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) })) as Principal;
     expect(p.claims).not.toHaveProperty('jti');
     expect(JSON.stringify(p)).not.toContain(token);
   });
@@ -356,7 +356,7 @@ describe('introspection: the cache — threat model #49–#57', () => {
     const writeRoute = compileRoutePolicy({ scopes: ['write'] }, 'w');
     const request = async (policy: typeof readRoute): Promise<string> => {
       try {
-        const principal = await p.authenticate(token, tokenHash(token));
+        const principal = await p.authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) });
         if (principal === 'not_applicable') return principal;
         policy.check(principal);
         return 'pass';
@@ -596,7 +596,7 @@ describe('introspection: at most maxConcurrentCalls IdP calls in flight (threat 
     const secret = 'shed-token-4f1c9e';
     let caught: unknown;
     try {
-      await p.authenticate(secret, tokenHash(secret));
+      await p.authenticate({ kind: 'bearer', token: secret, hash: tokenHash(secret) });
     } catch (err) {
       caught = err;
     }
@@ -678,7 +678,7 @@ describe('introspection: an IdP that keeps failing is paused, not asked by every
     await outcome(p, 'a');
     await outcome(p, 'b');
     try {
-      await p.authenticate('secret-token-value', tokenHash('secret-token-value'));
+      await p.authenticate({ kind: 'bearer', token: 'secret-token-value', hash: tokenHash('secret-token-value') });
       expect.unreachable();
     } catch (err) {
       expect(err).toBeInstanceOf(GatewayError);

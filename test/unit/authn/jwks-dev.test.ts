@@ -44,7 +44,7 @@ describe('dev signing key and dev JWTs', () => {
         now: NOW,
       });
       expect(decodeProtectedHeader(token)).toEqual({ alg: 'ES256', kid: key.kid, typ: 'at+jwt' });
-      const p = (await provider.authenticate(token, tokenHash(token))) as Principal;
+      const p = (await provider.authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) })) as Principal;
       expect(p).toMatchObject({
         subject: 'alice',
         scopes: ['a', 'b'],

@@ -8,6 +8,7 @@ import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'j
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokenHash } from '../../../src/authn/bearer.js';
 import { createAuthChain } from '../../../src/authn/chain.js';
+import { bearerCredential } from '../../../src/authn/credential.js';
 import { createJwtProvider, jwtProviderSchema } from '../../../src/authn/jwt.js';
 import type { Authenticator, AuthnLogger } from '../../../src/authn/principal.js';
 import type { Clock } from '../../../src/clock.js';
@@ -57,7 +58,7 @@ function provider(over: Record<string, unknown> = {}): Authenticator {
 /** A token's outcome through a one-provider chain, as a route sees it. */
 async function outcome(p: Authenticator, token: string): Promise<string> {
   try {
-    const principal = await createAuthChain([p])(token, tokenHash(token));
+    const principal = await createAuthChain([p])(bearerCredential(token));
     return `ok:${principal.subject}`;
   } catch (err) {
     return err instanceof GatewayError ? err.code : `other: ${String(err)}`;
@@ -89,7 +90,7 @@ describe('jwt: a valid token', () => {
   it('→ the principal from the verified payload', async () => {
     const p = provider();
     const token = await idp.sign(claims({ client_id: 'app' }));
-    const principal = await p.authenticate(token, tokenHash(token));
+    const principal = await p.authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) });
     expect(principal).toMatchObject({
       subject: 'alice',
       scopes: ['read', 'write'],
@@ -162,7 +163,7 @@ describe('jwt: hostile tokens are refused (401) — threat model #27–#43', () 
     let detail = '';
     let code = 'pass';
     try {
-      await createAuthChain([p])(token, tokenHash(token));
+      await createAuthChain([p])(bearerCredential(token));
     } catch (err) {
       detail = (err as GatewayError).detail ?? '';
       code = (err as GatewayError).code;
@@ -243,7 +244,7 @@ describe('jwt: hostile tokens are refused (401) — threat model #27–#43', () 
   ])('37: %s is not this provider’s kind; alone in a chain → 401', async (_n, over) => {
     const p = provider();
     const token = await idp.sign(claims(over));
-    await expect(p.authenticate(token, tokenHash(token))).resolves.toBe('not_applicable');
+    await expect(p.authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) })).resolves.toBe('not_applicable');
     expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
   });
 
@@ -268,7 +269,7 @@ describe('jwt: hostile tokens are refused (401) — threat model #27–#43', () 
     ['an empty segment', 'a..b'],
   ])('42/58: %s is not_applicable (→ 401 alone in a chain)', async (_n, token) => {
     const p = provider();
-    await expect(p.authenticate(token, tokenHash(token))).resolves.toBe('not_applicable');
+    await expect(p.authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) })).resolves.toBe('not_applicable');
     expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
   });
 
@@ -300,13 +301,13 @@ describe('jwt: hostile tokens are refused (401) — threat model #27–#43', () 
       },
     };
     const bad = await idp.sign(claims({ aud: 'other' }));
-    await expect(createAuthChain([p, next])(bad, tokenHash(bad))).rejects.toMatchObject({
+    await expect(createAuthChain([p, next])(bearerCredential(bad))).rejects.toMatchObject({
       code: 'ERR_AUTHN_INVALID_TOKEN',
     });
     expect(nextCalled).toBe(0);
     // A JWT of another issuer is the next provider's business.
     const foreign = await idp.sign(claims({ iss: 'https://other-idp.example' }));
-    await expect(createAuthChain([p, next])(foreign, tokenHash(foreign))).resolves.toMatchObject({
+    await expect(createAuthChain([p, next])(bearerCredential(foreign))).resolves.toMatchObject({
       provider: 'opaque',
     });
   });
@@ -321,7 +322,7 @@ describe('jwt: hostile tokens are refused (401) — threat model #27–#43', () 
     const details: string[] = [];
     for (const t of tokens) {
       try {
-        await p.authenticate(t, tokenHash(t));
+        await p.authenticate({ kind: 'bearer', token: t, hash: tokenHash(t) });
       } catch (err) {
         details.push((err as GatewayError).message);
       }
@@ -329,7 +330,7 @@ describe('jwt: hostile tokens are refused (401) — threat model #27–#43', () 
     idp.setFault('500');
     advance(700_000);
     const t = await idp.sign(claims());
-    await p.authenticate(t, tokenHash(t)).catch((err: unknown) => details.push((err as Error).message));
+    await p.authenticate({ kind: 'bearer', token: t, hash: tokenHash(t) }).catch((err: unknown) => details.push((err as Error).message));
     tokens.push(t);
     for (const token of tokens) {
       for (const line of [...details, ...logs]) {

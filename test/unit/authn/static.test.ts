@@ -64,7 +64,7 @@ describe('static provider', () => {
 
   it('a known, live token → principal with its name and scopes', async () => {
     const { provider } = setup(text);
-    await expect(provider.authenticate(alice.token, tokenHash(alice.token))).resolves.toEqual({
+    await expect(provider.authenticate({ kind: 'bearer', token: alice.token, hash: tokenHash(alice.token) })).resolves.toEqual({
       subject: 'alice',
       scopes: ['read'],
       provider: 'team',
@@ -81,29 +81,29 @@ describe('static provider', () => {
   ])('%s → %s', async (_name, token, want) => {
     const { provider } = setup(text);
     const t = token();
-    expect(await outcome(provider.authenticate(t, tokenHash(t)))).toBe(want);
+    expect(await outcome(provider.authenticate({ kind: 'bearer', token: t, hash: tokenHash(t) }))).toBe(want);
   });
 
   it('expires at expiresAt by the injected clock', async () => {
     const { provider, advance } = setup(text);
     const h = tokenHash(alice.token);
-    expect(await outcome(provider.authenticate(alice.token, h))).toBe('principal');
+    expect(await outcome(provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }))).toBe('principal');
     advance(3_600_000);
-    expect(await outcome(provider.authenticate(alice.token, h))).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(await outcome(provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }))).toBe('ERR_AUTHN_INVALID_TOKEN');
   });
 
   it('picks up a revocation when the file changes, within a second, without re-reading more than once a second', async () => {
     const { provider, file, write, advance } = setup(text);
     const h = tokenHash(alice.token);
-    expect(await outcome(provider.authenticate(alice.token, h))).toBe('principal');
+    expect(await outcome(provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }))).toBe('principal');
     write(revokeToken(file.text, 'alice', T0).text);
-    expect(await outcome(provider.authenticate(alice.token, h))).toBe('principal'); // same second: not checked yet
+    expect(await outcome(provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }))).toBe('principal'); // same second: not checked yet
     advance(1000);
-    expect(await outcome(provider.authenticate(alice.token, h))).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(await outcome(provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }))).toBe('ERR_AUTHN_INVALID_TOKEN');
     const reads = file.reads;
-    for (let i = 0; i < 100; i++) await provider.authenticate(alice.token, h).catch(() => undefined);
+    for (let i = 0; i < 100; i++) await provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }).catch(() => undefined);
     advance(1000);
-    await provider.authenticate(alice.token, h).catch(() => undefined);
+    await provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }).catch(() => undefined);
     expect(file.reads).toBe(reads); // unchanged mtime: no re-read
     expect(provider.stats().reloads).toBe(1);
   });
@@ -114,22 +114,22 @@ describe('static provider', () => {
     const full = revokeToken(file.text, 'alice', T0).text;
     write(full.slice(0, 40));
     advance(1000);
-    expect(await outcome(provider.authenticate(alice.token, h))).toBe('principal');
+    expect(await outcome(provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }))).toBe('principal');
     expect(warnings.at(-1)).toContain('keeping the last good set');
     file.gone = true;
     advance(1000);
-    expect(await outcome(provider.authenticate(alice.token, h))).toBe('principal');
+    expect(await outcome(provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }))).toBe('principal');
     file.gone = false;
     write(full);
     advance(1000);
-    expect(await outcome(provider.authenticate(alice.token, h))).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(await outcome(provider.authenticate({ kind: 'bearer', token: alice.token, hash: h }))).toBe('ERR_AUTHN_INVALID_TOKEN');
   });
 
   it('never logs a token', async () => {
     const { provider, write, advance, warnings } = setup(text);
     write('{"tokens":');
     advance(1000);
-    await provider.authenticate(alice.token, tokenHash(alice.token));
+    await provider.authenticate({ kind: 'bearer', token: alice.token, hash: tokenHash(alice.token) });
     expect(JSON.stringify(warnings)).not.toContain(alice.token);
   });
 
@@ -149,7 +149,7 @@ describe('static provider', () => {
     const { provider } = setup(many!);
     const compares = async (tok: string): Promise<number> => {
       const before = safeEqual.mock.calls.length;
-      await provider.authenticate(tok, tokenHash(tok)).catch(() => undefined);
+      await provider.authenticate({ kind: 'bearer', token: tok, hash: tokenHash(tok) }).catch(() => undefined);
       return safeEqual.mock.calls.length - before;
     };
     expect(await compares(tokens[0]!.token)).toBe(50);

@@ -56,10 +56,10 @@ describe('token create | list | revoke', () => {
       { type: 'static', tokensFile: file },
       { clock: { now: () => now, hrtime: () => 0n } },
     );
-    expect(((await p.authenticate(token, tokenHash(token))) as Principal).subject).toBe('bob');
+    expect(((await p.authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) })) as Principal).subject).toBe('bob');
     expect(await tokenRevoke({ file, name: 'bob' })).toEqual({ revoked: 1 });
     now += 1_001; // the provider re-checks the file at most once a second
-    await expect(p.authenticate(token, tokenHash(token))).rejects.toMatchObject({
+    await expect(p.authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) })).rejects.toMatchObject({
       code: 'ERR_AUTHN_INVALID_TOKEN',
     });
   });
@@ -108,7 +108,7 @@ describe('token mint', () => {
       }),
       { clock: { now: () => Date.now(), hrtime: () => 0n }, readFile: () => JSON.stringify(key.publicJwks) },
     );
-    const p = (await provider.authenticate(jwt, tokenHash(jwt))) as Principal;
+    const p = (await provider.authenticate({ kind: 'bearer', token: jwt, hash: tokenHash(jwt) })) as Principal;
     expect(p).toMatchObject({ subject: 'alice', scopes: ['a', 'b'], provider: 'dev-jwt' });
   });
 
