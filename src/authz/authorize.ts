@@ -54,6 +54,8 @@ export function authorize(
   route: RouteRequirements,
   peer: PeerIdentity | undefined,
   principal: Principal | undefined,
+  // What a route may demand of the request itself (its method, its path) is decided here too, not in authn.
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars -- part of the contract; no rule reads it yet
   _request: AuthorizationRequest,
 ): void {
   authorizeClient(route, peer);

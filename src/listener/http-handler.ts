@@ -201,7 +201,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
 
   /** Ends a request with the gateway's own refusal (or upstream failure). Never throws. */
   function deny(ctx: RequestContext, res: ClientResponse, err: GatewayError): void {
-    const req = ctx.req as ClientRequest;
+    const req = ctx.req;
     const answer = refusalOf(ctx, err);
     // A malformed request may be a smuggling attempt: do not reuse an HTTP/1.1 connection after it,
     // and never act on what the client pipelined behind it.
@@ -218,7 +218,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
 
   /** Hands a request that passed every stage to its route's terminal. Never throws. */
   function dispatch(ctx: RequestContext, res: ClientResponse): void {
-    const req = ctx.req as ClientRequest;
+    const req = ctx.req;
     const rt = ctx.rt;
     const scanned = ctx.headers;
     const target = ctx.target;

@@ -112,7 +112,7 @@ export function writeAnswer(res: ClientResponse, answer: Answer, close = false):
 
 function isGone(res: ClientResponse): boolean {
   if ('stream' in res) {
-    const stream = (res as Http2ServerResponse).stream;
+    const stream = (res).stream;
     return stream.destroyed || stream.closed;
   }
   return res.destroyed;
