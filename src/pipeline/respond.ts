@@ -7,7 +7,6 @@
  * (errors.ts): the peer learns the status and a generic sentence, never the reason (that goes to the log).
  */
 import { STATUS_CODES } from 'node:http';
-import type { Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import { bearerChallenge, ERRORS, type GatewayError } from '../errors.js';
 import type { ClientResponse } from '../proxy/types.js';
@@ -112,7 +111,7 @@ export function writeAnswer(res: ClientResponse, answer: Answer, close = false):
 
 function isGone(res: ClientResponse): boolean {
   if ('stream' in res) {
-    const stream = (res).stream;
+    const stream = res.stream;
     return stream.destroyed || stream.closed;
   }
   return res.destroyed;
