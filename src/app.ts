@@ -12,7 +12,6 @@ import { Registry } from 'prom-client';
 import {
   loadConfigFile,
   ConfigInvalid,
-  PROVIDER_FILE_KEYS,
   type ListenerTls,
   type RuntimeConfig,
 } from './config/load.js';
@@ -40,7 +39,7 @@ import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js
 import { createEchoForwarder } from './proxy/echo.js';
 import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
 import { adminRefusalReporter, registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
-import { createAuthenticator } from './authn/providers.js';
+import { createAuthenticator, providerFiles } from './authn/providers.js';
 import type { Authenticator, FetchLike } from './authn/principal.js';
 import { createAuthMetrics, createAuthnObserver, type AuthMetrics } from './observability/auth-metrics.js';
 
@@ -176,10 +175,7 @@ function buildGeneration(
       const fingerprint = stableDigest([
         JSON.stringify(pc),
         // A change of a file's content (a rotated secret, a new tokens file) makes a new provider.
-        ...PROVIDER_FILE_KEYS.map((k) => {
-          const file = (pc as Partial<Record<(typeof PROVIDER_FILE_KEYS)[number], string>>)[k];
-          return file === undefined ? '' : (config.files[file] ?? 'unread');
-        }),
+        ...providerFiles(pc).map(([, file]) => config.files[file] ?? 'unread'),
       ]);
       const before = previous?.providers.get(name);
       let entry: ProviderEntry;

@@ -10,6 +10,8 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { Clock } from '../clock.js';
 import type { Credential } from './credential.js';
+import type { ProviderTypeName } from './providers.js';
+import type { AuthnObserver, AuthnStats } from '../observability/auth-stats.js';
 
 /** The authenticated caller. Immutable; route policy (`authz/policy.ts`) reads it on every request. */
 export interface Principal {
@@ -40,39 +42,9 @@ export interface AuthenticateOptions {
   readonly staleIfErrorSeconds?: number;
 }
 
-/** Monotonic counters and gauges a provider exposes for metrics (read by a prom-client `collect()`). */
-export interface AuthnStats {
-  /** Entries in the verified-token cache now. */
-  readonly cacheEntries: number;
-  readonly cacheHits: number;
-  readonly cacheMisses: number;
-  /** Entries pushed out because the cache was full (its bound held). */
-  readonly cacheEvictions: number;
-  /** Requests sent to the IdP (introspection calls, JWKS fetches); 0 for static tokens. */
-  readonly idpRequests: number;
-  /** Of those, the ones that failed (network, timeout, status, body). */
-  readonly idpFailures: number;
-  /** Answers served stale because the IdP was unavailable (introspection `staleIfErrorSeconds`). */
-  readonly staleServed: number;
-  /** Successful reloads of a local file (static tokens file, or the JWKS after a successful fetch). */
-  readonly reloads: number;
-}
-
-/**
- * `result` of one introspection call (RFC 7662): `active` / `inactive` (a well-formed answer, `active` true or
- * false), `invalid` (an answer the checks refused: bad field types, expired, wrong issuer or audience,
- * `unsupported_token_type`), `error` (no usable answer: network, timeout, status, content type, body).
- */
-export type IntrospectionCallResult = 'active' | 'inactive' | 'invalid' | 'error';
-
-/**
- * Where providers report their remote calls, for metrics (`observability/auth-metrics.ts`). Called once per
- * call, after it ended; must not throw. Never given a token, a hash or a subject.
- */
-export interface AuthnObserver {
-  /** One introspection call of `provider`, its result and its duration in seconds (from the injected clock). */
-  introspection(provider: string, result: IntrospectionCallResult, seconds: number): void;
-}
+// What a provider reports for metrics is defined by the metrics (observability/auth-stats.ts): authn depends on
+// observability, never the other way round.
+export type { AuthnStats, AuthnObserver, IntrospectionCallResult } from '../observability/auth-stats.js';
 
 /** The outcome of one provider: not its kind, or the principal. Invalid and unavailable are thrown. */
 export type AuthnResult = Principal | 'not_applicable';
@@ -81,7 +53,7 @@ export type AuthnResult = Principal | 'not_applicable';
 export interface Authenticator {
   /** The configured name (`authProviders.<name>`); also {@link Principal.provider}. */
   readonly name: string;
-  readonly type: 'jwt' | 'introspection' | 'static';
+  readonly type: ProviderTypeName;
   /**
    * Authenticates one credential: `'not_applicable'` for a kind this provider does not read (every provider
    * of today reads Bearer tokens only), else the principal. A credential's `hash` is the SHA-256 of its

@@ -28,7 +28,7 @@ import { z, type core } from 'zod';
 import { ConfigError } from '../errors.js';
 import { parseCrl } from '../certs/pki.js';
 import { compileTelemetryHeaders, type TelemetryMatcher } from '../mutate/telemetry.js';
-import { createAuthenticator, type AuthProviderConfig } from '../authn/providers.js';
+import { createAuthenticator, providerFiles, type AuthProviderConfig } from '../authn/providers.js';
 import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
 import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
 import { compileRouteTable, type Route, type RouteTable, type UpstreamSpec } from '../authz/routes.js';
@@ -1457,9 +1457,6 @@ function resolveAdmin(ctx: Ctx, a: AdminFile): AdminRuntimeConfig | undefined {
   return { enabled: a.enabled, keyPath: 'admin', address, tls, acl };
 }
 
-/** The file keys of each provider type: relative paths resolve against the config file's folder. */
-export const PROVIDER_FILE_KEYS = ['jwksFile', 'tokensFile', 'clientSecretFile'] as const;
-
 /**
  * `authProviders` with their file paths made absolute, each provider built once and closed again so that a
  * file it cannot use (an unreadable JWKS, a malformed tokens file, an empty secret) is a config error now,
@@ -1476,9 +1473,8 @@ function resolveAuthProviders(
   for (const [name, config] of Object.entries(map)) {
     const resolved: Record<string, unknown> = { ...config };
     let readable = true;
-    for (const key of PROVIDER_FILE_KEYS) {
-      const value = resolved[key];
-      if (typeof value !== 'string') continue;
+    // The provider table names each type's file keys: relative paths resolve against the config's folder.
+    for (const [key, value] of providerFiles(config)) {
       const file = resolve(baseDir, value);
       resolved[key] = file;
       try {

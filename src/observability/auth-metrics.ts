@@ -10,7 +10,7 @@
  * Label values come from closed sets: provider names and route ids from the config, `result` from the
  * error-code registry or a fixed list — never a token, a hash or a subject.
  */
-import type { Authenticator, AuthnObserver } from '../authn/principal.js';
+import type { AuthnObserver, AuthStatsSource } from './auth-stats.js';
 import type { AuthResult, IntrospectionCallResult, Metrics } from './metrics.js';
 
 export type { AuthResult } from './metrics.js';
@@ -27,7 +27,7 @@ export interface AuthMetrics {
  */
 export function createAuthMetrics(
   metrics: Metrics,
-  providers: ReadonlyMap<string, Authenticator>,
+  providers: ReadonlyMap<string, AuthStatsSource>,
 ): AuthMetrics {
   metrics.bindAuthProviders(providers);
   const decisions = metrics.authDecisions;

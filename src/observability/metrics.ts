@@ -4,7 +4,7 @@
  * codes, method enum, status class) — never a raw path, host, token or subject.
  */
 import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
-import type { AuthnStats } from '../authn/principal.js';
+import type { AuthnStats, AuthStatsSource } from './auth-stats.js';
 import type { ErrorCode } from '../errors.js';
 
 /** Every `method` label value, in a fixed order: the seven common methods, then `OTHER` for the rest. */
@@ -51,7 +51,7 @@ export const CONNECTION_REJECT_REASONS: readonly ConnectionRejectReason[] = [
 /** `result` of an authentication decision: `allow`, or the code that ended the request. */
 export type AuthResult = 'allow' | ErrorCode;
 
-export type { IntrospectionCallResult } from '../authn/principal.js';
+export type { IntrospectionCallResult } from './auth-stats.js';
 
 /** `result` of a JWKS fetch: `success` (a JWK set was read), `failure` (network, status, body, shape). */
 export type JwksRefreshResult = 'success' | 'failure';
@@ -59,11 +59,7 @@ export type JwksRefreshResult = 'success' | 'failure';
 /** `result` of a config reload: it replaced the running config, or it was refused and the old one kept. */
 export type ConfigReloadResult = 'success' | 'failure';
 
-/** What the auth metrics read from each provider at scrape time (an `Authenticator` is one). */
-export interface AuthStatsSource {
-  readonly type: 'jwt' | 'introspection' | 'static';
-  stats(): AuthnStats;
-}
+export type { AuthStatsSource } from './auth-stats.js';
 
 /** Latency buckets in seconds: 100 µs to 10 s. */
 const LATENCY_BUCKETS = [
