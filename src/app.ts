@@ -36,7 +36,7 @@ import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { createAccessLog } from './observability/access-log.js';
 import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js';
-import { createEchoForwarder } from './proxy/echo.js';
+import { createEndpoints, isEndpointName } from './endpoints/registry.js';
 import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
 import { adminRefusalReporter, registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
 import { createAuthenticator, providerFiles } from './authn/providers.js';
@@ -190,14 +190,17 @@ function buildGeneration(
     const authMetrics: AuthMetrics = createAuthMetrics(metrics, authenticators);
     const accessLog = createAccessLog(logger, config.log.access);
     const handlers = new Map<string, HttpHandler>();
-    const echo = createEchoForwarder(config.timeouts.requestBodyMs);
+    const endpoints = createEndpoints(config.timeouts);
     for (const l of config.listeners) {
       if (l.protocol === 'tcp') continue;
       const forwarders = new Map<string, RouteForwarder>();
       for (const route of l.routes.routes) {
         const up = route.upstream;
-        if (up.kind === 'echo') {
-          forwarders.set(route.id, echo);
+        if (up.kind === 'gateway') {
+          // The loader only accepts endpoint names; a miss is a wiring bug, refused before anything serves.
+          const endpoint = isEndpointName(up.endpoint) ? endpoints.get(up.endpoint) : undefined;
+          if (endpoint === undefined) throw new Error(`route ${route.id}: no gateway endpoint ${up.endpoint}`);
+          forwarders.set(route.id, endpoint);
           continue;
         }
         // One pool per distinct upstream (origin + TLS identity), shared by every route using it.

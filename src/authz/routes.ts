@@ -7,25 +7,7 @@
  * a 404 (`ERR_ROUTE_NOT_FOUND`): nothing falls through to a default.
  */
 import type { ClientAcl } from '../identity/acl.js';
-
-/** Where a route sends its requests. */
-export type UpstreamSpec =
-  | { readonly kind: 'echo' }
-  | {
-      readonly kind: 'http';
-      /** `http://host:port` or `https://host:port`, no path. */
-      readonly origin: string;
-      readonly protocol: 'http:' | 'https:';
-      readonly hostname: string;
-      readonly port: number;
-      readonly loopback: boolean;
-      readonly tls?: {
-        readonly ca?: Buffer;
-        readonly cert?: Buffer;
-        readonly key?: Buffer;
-        readonly servername?: string;
-      };
-    };
+import type { UpstreamSpec } from '../proxy/upstream.js';
 
 /** One compiled route. */
 export interface Route {
@@ -35,6 +17,7 @@ export interface Route {
   readonly host: string | undefined;
   /** Path prefix, without a trailing slash unless it is `/`. */
   readonly pathPrefix: string;
+  /** Where its requests go: an upstream, or an endpoint the gateway answers itself. */
   readonly upstream: UpstreamSpec;
   /** Route-level client allow-list; undefined means the listener's decision stands. */
   readonly acl: ClientAcl | undefined;

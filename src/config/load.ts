@@ -31,7 +31,8 @@ import { compileTelemetryHeaders, type TelemetryMatcher } from '../mutate/teleme
 import { createAuthenticator, providerFiles, type AuthProviderConfig } from '../authn/providers.js';
 import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
 import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
-import { compileRouteTable, type Route, type RouteTable, type UpstreamSpec } from '../authz/routes.js';
+import { compileRouteTable, type Route, type RouteTable } from '../authz/routes.js';
+import type { UpstreamSpec } from '../proxy/upstream.js';
 import { DEFAULTS, TLS_CIPHERS } from './defaults.js';
 import {
   configSchema,
@@ -1016,7 +1017,7 @@ function resolveUpstream(ctx: Ctx, u: UpstreamFile, p: string): UpstreamSpec | u
   if (spec.url === 'builtin:echo') {
     if (typeof u !== 'string')
       ctx.errors.push(new ConfigError(p, u, 'the string "builtin:echo" (it takes no TLS options)'));
-    return { kind: 'echo' };
+    return { kind: 'gateway', endpoint: 'echo' };
   }
   let url: URL;
   try {

@@ -12,7 +12,7 @@ import { Http2ServerResponse, constants as h2constants } from 'node:http2';
 import { isIP } from 'node:net';
 import { Pool, buildConnector, type Dispatcher } from 'undici';
 import type { TimeoutsConfig } from '../config/schema.js';
-import type { UpstreamSpec } from '../authz/routes.js';
+import type { HttpUpstream } from './upstream.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { GatewayError } from '../errors.js';
 import { buildResponseHeaders } from '../mutate/response-headers.js';
@@ -20,7 +20,6 @@ import type { Clock } from '../clock.js';
 import { toUpstreamError } from './upstream-errors.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from './types.js';
 
-type HttpUpstream = Extract<UpstreamSpec, { kind: 'http' }>;
 
 /** A forwarder bound to one upstream origin. */
 export interface HttpForwarder {

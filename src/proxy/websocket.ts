@@ -17,7 +17,7 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
-import type { UpstreamSpec } from '../authz/routes.js';
+import type { HttpUpstream } from './upstream.js';
 import type { TimeoutsConfig } from '../config/schema.js';
 import { ERRORS, GatewayError } from '../errors.js';
 import { toUpstreamError } from './upstream-errors.js';
@@ -30,7 +30,6 @@ export interface UpgradeOutcome {
   readonly reason?: string;
 }
 
-type HttpUpstream = Extract<UpstreamSpec, { kind: 'http' }>;
 
 /** Proxies validated upgrade requests. */
 export interface WebSocketProxy {

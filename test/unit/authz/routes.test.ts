@@ -3,7 +3,7 @@ import { compileRouteTable, type Route } from '../../../src/authz/routes.js';
 
 /** A route as load.ts produces it: host lowercased (or a `*.` wildcard), prefix without a trailing slash. */
 function route(id: string, pathPrefix: string, host?: string): Route {
-  return { id, host, pathPrefix, upstream: { kind: 'echo' }, acl: undefined };
+  return { id, host, pathPrefix, upstream: { kind: 'gateway', endpoint: 'echo' }, acl: undefined };
 }
 
 describe('compileRouteTable: host precedence', () => {

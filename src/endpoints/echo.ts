@@ -1,11 +1,11 @@
 /**
- * The built-in echo upstream (`upstream: builtin:echo`): answers with a JSON view of the method, path
+ * The built-in echo endpoint (`upstream: builtin:echo`), a gateway endpoint: answers with a JSON view of the method, path
  * and headers the upstream would have received — the operator's view of what the gateway forwards.
  * The request body is read and counted, never stored; a body still arriving after `requestBodyMs` is
  * refused with 408, as a real upstream's would be (threat model #102).
  */
 import { GatewayError } from '../errors.js';
-import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from './types.js';
+import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
 
 /** The JSON document the echo upstream answers with. */
 export interface EchoBody {

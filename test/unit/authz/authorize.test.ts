@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { authorize, authorizeClient } from '../../../src/authz/authorize.js';
+import { compileRoutePolicy } from '../../../src/authz/policy.js';
+import { compileClientAcl } from '../../../src/identity/acl.js';
+import type { Principal } from '../../../src/authn/principal.js';
+import type { PeerIdentity } from '../../../src/identity/peer.js';
+
+const principal = (scopes: string[]): Principal => ({
+  subject: 'alice',
+  scopes,
+  provider: 'p',
+  claims: {},
+  expiresAtMs: undefined,
+});
+const req = { method: 'GET', path: '/' };
+
+describe('authorize', () => {
+  const policy = compileRoutePolicy({ scopes: ['read'] }, 'r.auth');
+
+  it('a route without requirements allows anyone', () => {
+    expect(() => authorize({ acl: undefined, policy: undefined }, undefined, undefined, req)).not.toThrow();
+  });
+
+  it('scopes are checked on the principal', () => {
+    const route = { acl: undefined, policy };
+    expect(() => authorize(route, undefined, principal(['read']), req)).not.toThrow();
+    expect(() => authorize(route, undefined, principal([]), req)).toThrow(
+      expect.objectContaining({ code: 'ERR_AUTHZ_INSUFFICIENT_SCOPE' }),
+    );
+  });
+
+  it('a route with auth and no principal is refused (fail closed)', () => {
+    expect(() => authorize({ acl: undefined, policy }, undefined, undefined, req)).toThrow(
+      expect.objectContaining({ code: 'ERR_AUTHN_MISSING' }),
+    );
+  });
+
+  it('a route allow-list needs a verified certificate it names', () => {
+    const acl = compileClientAcl(['CN=alice'], 'r.allowClients');
+    const route = { acl, policy: undefined };
+    expect(() => authorizeClient(route, undefined)).toThrow(
+      expect.objectContaining({ code: 'ERR_IDENTITY_NO_CLIENT_CERT' }),
+    );
+    const bob: PeerIdentity = {
+      subject: 'CN=bob',
+      commonNames: ['bob'],
+      organizationalUnits: [],
+      dnsNames: [],
+      uris: [],
+      fingerprint256: 'ab'.repeat(32),
+      serialNumber: '01',
+      validToMs: Date.now() + 60_000,
+    };
+    expect(() => authorize(route, { ...bob, subject: 'CN=alice', commonNames: ['alice'] }, undefined, req)).not.toThrow();
+    expect(() => authorize(route, bob, undefined, req)).toThrow(
+      expect.objectContaining({ code: 'ERR_AUTHZ_ROUTE_ACL' }),
+    );
+  });
+});
