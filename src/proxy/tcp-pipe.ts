@@ -4,15 +4,16 @@
  *
  * What it guarantees, per connection (threat model #110; ghostunnel's half-close, abortive-close, tiny-writes,
  * large-transfer and backend-flapping tests):
- * - bounded memory: bytes are moved with pause/resume on `write() === false` / `'drain'`, so a reader that
- *   stops reading stops the writer on the other side; the gateway holds at most a few stream buffers
- *   (highWaterMark, 16 KiB each) per direction, never the whole transfer;
+ * - bounded memory: a side is paused once the other side's write buffer holds {@link PIPE_BUFFER_BYTES} or
+ *   more, and resumed at its `'drain'`, so a reader that stops reading stops the writer on the other side;
+ *   the gateway holds at most that plus one read (64 KiB) per direction, never the whole transfer;
  * - half-close: a FIN from one side becomes `end()` on the other, and the opposite direction stays open
  *   until its own FIN (a client may `shutdown(SHUT_WR)` and still read the answer);
  * - an abortive close (RST, or any socket error) on one side resets the other side too (`SO_LINGER 0`
  *   where the TCP socket is reachable), so a truncated stream never looks like a complete one;
  * - timeouts: connecting (TCP + PROXY header + TLS) is bounded by `connectTimeoutMs`; a connection with no
- *   byte in either direction for `idleMs` (a stalled reader included) is closed on both sides;
+ *   byte in either direction for `idleMs` (a stalled reader included) is closed on both sides, at most
+ *   `idleMs / 4` later;
  * - the upstream's certificate is verified against `ca` (the system roots when absent) and its name
  *   (`servername`, else the host; an IP literal is checked against the certificate's IP SANs and no SNI is
  *   sent); `cert`/`key` are the gateway's own client certificate for upstreams that require one;
@@ -22,6 +23,22 @@ import { connect as netConnect, isIP, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import { encodeProxyV2, type ProxyEndpoint } from './proxy-protocol.js';
+
+/**
+ * Bytes one direction may hold in the gateway's write buffer before the other side is paused (16 KiB,
+ * Node's default highWaterMark, before issue 18). Why larger: every chunk from the upstream is a 64 KiB
+ * read, so with a 16 KiB mark every TLS write "failed" and the upstream was paused and resumed once per
+ * 64 KiB (two epoll_ctl calls and a 'drain' per chunk); 256 KiB lets the reads run ahead of TLS by up to
+ * four chunks. Per tunnel this bounds the gateway at about 2 × (256 + 64) KiB with both directions stalled.
+ */
+export const PIPE_BUFFER_BYTES = 256 * 1024;
+
+/**
+ * ms between two live byte-metric updates of a busy connection: `onBytes` gets the bytes moved since the
+ * last call, at most this often, and the rest when the connection ends. (Before issue 18 it was called per
+ * chunk: one prom-client label hash per 16 KiB.)
+ */
+export const BYTES_REPORT_MS = 1_000;
 
 /** Where the bytes go. `tls` upstreams get a new TLS session from the gateway (re-encryption). */
 export type TcpUpstream =
@@ -75,7 +92,11 @@ export interface PipeOptions {
   readonly proxyProtocol?: { readonly source: ProxyEndpoint; readonly destination: ProxyEndpoint };
   /** Aborting it closes both sides at once, reason `shutdown`. */
   readonly signal?: AbortSignal;
-  /** Called for every chunk moved: `in` client → upstream, `out` upstream → client (live byte metrics). */
+  /**
+   * Live byte metrics: called with the bytes moved since the last call in that direction (`in` client →
+   * upstream, `out` upstream → client), at most every {@link BYTES_REPORT_MS} while bytes flow and once more
+   * when the connection ends, so the calls of a connection add up to its `bytesIn` / `bytesOut`.
+   */
   readonly onBytes?: (direction: 'in' | 'out', bytes: number) => void;
 }
 
@@ -165,6 +186,11 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
   return new Promise<PipeResult>((resolve) => {
     let bytesIn = 0;
     let bytesOut = 0;
+    /** What `onBytes` has been told so far. */
+    let reportedIn = 0;
+    let reportedOut = 0;
+    /** A byte moved (either way) since the idle timer last looked. */
+    let moved = false;
     let connected = false;
     let done = false;
     let raw: Socket | undefined;
@@ -172,8 +198,31 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
     let up: Duplex | undefined;
     const clientTcp = tcpSocketOf(client);
 
-    const idle = setTimeout(() => finish('idle_timeout', undefined, 'none'), opts.idleMs);
+    // The idle timer is not pushed back per chunk (a timer-list move per 16 KiB): it looks every quarter of
+    // idleMs whether a byte moved, and closes after idleMs without one (so between idleMs and 1.25 × idleMs
+    // after the last byte).
+    const idleTick = Math.max(1, Math.ceil(opts.idleMs / 4));
+    let quietMs = 0;
+    const idle = setInterval(() => {
+      if (moved) {
+        moved = false;
+        quietMs = 0;
+        return;
+      }
+      quietMs += idleTick;
+      if (quietMs >= opts.idleMs) finish('idle_timeout', undefined, 'none');
+    }, idleTick);
     idle.unref();
+    /** Armed while bytes wait to be reported (so an idle connection has no report timer). */
+    let report: NodeJS.Timeout | undefined;
+    const reportBytes = (): void => {
+      report = undefined;
+      if (opts.onBytes === undefined) return;
+      if (bytesIn > reportedIn) opts.onBytes('in', bytesIn - reportedIn);
+      if (bytesOut > reportedOut) opts.onBytes('out', bytesOut - reportedOut);
+      reportedIn = bytesIn;
+      reportedOut = bytesOut;
+    };
     const connectTimer = setTimeout(
       () => finish('connect_timeout', undefined, 'none'),
       opts.connectTimeoutMs,
@@ -197,7 +246,9 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
     ): void {
       if (done) return;
       done = true;
-      clearTimeout(idle);
+      clearInterval(idle);
+      clearTimeout(report);
+      reportBytes();
       clearTimeout(connectTimer);
       clearTimeout(lifetime);
       opts.signal?.removeEventListener('abort', onAbort);
@@ -257,27 +308,31 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
       if (done) return;
       connected = true;
       clearTimeout(connectTimer);
-      idle.refresh();
-      pump(client, stream, (n) => {
-        bytesIn += n;
-        opts.onBytes?.('in', n);
-      });
-      pump(stream, client, (n) => {
-        bytesOut += n;
-        opts.onBytes?.('out', n);
-      });
+      // The idle clock starts now: connecting took time without a byte moving.
+      moved = true;
+      pump(client, stream, (n) => (bytesIn += n));
+      pump(stream, client, (n) => (bytesOut += n));
     };
 
-    /** src → dst with backpressure and half-close. */
+    /**
+     * src → dst with backpressure and half-close. Per chunk: a count, a flag, the write; nothing else (no
+     * timer moved, no metric touched: see the idle timer and `reportBytes`).
+     */
     const pump = (src: Duplex, dst: Duplex, count: (n: number) => void): void => {
       src.on('data', (chunk: Buffer) => {
         count(chunk.length);
-        idle.refresh();
-        if (!dst.write(chunk)) src.pause();
+        moved = true;
+        if (report === undefined && opts.onBytes !== undefined) {
+          report = setTimeout(reportBytes, BYTES_REPORT_MS);
+          report.unref();
+        }
+        // write() is false whenever a write did not finish at once, which TLS writes rarely do: pausing
+        // only past PIPE_BUFFER_BYTES keeps the bound without a pause/resume per chunk.
+        if (!dst.write(chunk) && dst.writableLength >= PIPE_BUFFER_BYTES) src.pause();
       });
       dst.on('drain', () => {
-        idle.refresh();
-        src.resume();
+        moved = true;
+        if (src.isPaused()) src.resume();
       });
       // FIN from src: finish our writes to dst and send its FIN; dst → src stays open (half-close).
       src.on('end', () => dst.end());

@@ -34,7 +34,7 @@ import type { RunningListener } from '../../src/listener/http-listener.js';
 import { startTcpListener, type TcpListenerDeps } from '../../src/listener/tcp-listener.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import type { TcpUpstream } from '../../src/proxy/tcp-pipe.js';
+import { PIPE_BUFFER_BYTES, type TcpUpstream } from '../../src/proxy/tcp-pipe.js';
 import { tlsOptions } from '../helpers/clients.js';
 import { writePki, type TestClientName, type TestPkiPaths } from '../helpers/pki.js';
 
@@ -61,6 +61,8 @@ interface UpstreamConnection {
   peerCn?: string;
   /** `flood`: bytes whose write completed (handed to the kernel). */
   flushed: number;
+  /** `slow`: SHA-256 of everything received, once the gateway's FIN arrived. */
+  digest?: string;
 }
 
 interface TestUpstream {
@@ -72,13 +74,14 @@ interface TestUpstream {
   close(): Promise<void>;
 }
 
-type UpstreamMode = 'echo' | 'sink' | 'silent' | 'reset' | 'flood';
+type UpstreamMode = 'echo' | 'sink' | 'silent' | 'reset' | 'flood' | 'slow';
 
 /**
  * An upstream: `echo` echoes every byte and, after the gateway's FIN, writes `<<EOF n>>` (n = bytes it
  * received) before its own FIN — so every test also checks that half-close works; `sink` accepts and never
  * reads; `silent` reads and never answers; `reset` answers the first chunk with a RST; `flood` writes as
- * fast as the connection takes it (honouring its own backpressure) and counts what it flushed.
+ * fast as the connection takes it (honouring its own backpressure) and counts what it flushed; `slow` reads
+ * one chunk, then nothing for 10 ms, and hashes what it read.
  */
 async function startUpstream(
   opts: {
@@ -136,8 +139,16 @@ async function startUpstream(
       pump();
       return;
     }
+    const hash = mode === 'slow' ? createHash('sha256') : undefined;
+    if (hash !== undefined) socket.on('end', () => (conn.digest = hash.digest('hex')));
     const onData = (chunk: Buffer): void => {
       conn.received += chunk.length;
+      if (hash !== undefined) {
+        hash.update(chunk);
+        socket.pause();
+        setTimeout(() => socket.resume(), 10);
+        return;
+      }
       if (mode === 'reset') {
         socket.resetAndDestroy();
         return;
@@ -639,6 +650,49 @@ describe('tcp listener: piping (issue 5 point 1, threat model #110)', () => {
     expect(conn.flushed).toBeGreaterThan(0);
     expect(s.socket.destroyed).toBe(false);
   }, 30_000);
+
+  it('backpressure at the pipe buffer size (issue 18): a slow upstream reader keeps what the gateway holds for it within PIPE_BUFFER_BYTES plus one read', async () => {
+    const up = await withUpstream({ mode: 'slow' });
+    const gw = await startGateway(tcp(up));
+    const s = connectClient(gw.port, 'alice', { collect: false });
+    await new Promise((r) => s.socket.once('secureConnect', r));
+    const total = 8 * 1024 * 1024;
+    const writing = writeAll(s.socket, total, 64 * 1024);
+    await eventually(() => up.connections.length === 1);
+    const conn = up.connections[0]!;
+    // The gateway's own socket to the upstream (same process): what it holds for the upstream is its
+    // write buffer (the kernel's socket buffers are not the gateway's memory, and are bounded by the kernel).
+    const gatewaySide = (): Socket | undefined =>
+      (process as unknown as { _getActiveHandles(): unknown[] })
+        ._getActiveHandles()
+        .find(
+          (h): h is Socket =>
+            h instanceof Object &&
+            'remotePort' in h &&
+            (h as Socket).remotePort === up.port &&
+            (h as Socket).localPort === conn.socket.remotePort,
+        );
+    await eventually(() => gatewaySide() !== undefined);
+    const gwUp = gatewaySide()!;
+    let most = 0;
+    const sample = setInterval(() => (most = Math.max(most, gwUp.writableLength)), 2);
+    let digest: string;
+    try {
+      digest = await writing;
+      s.socket.end();
+      await eventually(() => conn.digest !== undefined, 30_000);
+    } finally {
+      clearInterval(sample);
+    }
+    expect(conn.received).toBe(total);
+    expect(conn.digest).toBe(digest);
+    // Paused once the buffer reached the mark: it never holds more than the mark plus the chunk that
+    // crossed it (a TLS record: 16 KiB) ...
+    expect(most).toBeLessThan(PIPE_BUFFER_BYTES + 64 * 1024);
+    // ... and the reader really was slower than the writer: the buffer filled up to the mark.
+    expect(most).toBeGreaterThanOrEqual(PIPE_BUFFER_BYTES);
+    await s.done;
+  }, 60_000);
 
   it('idle timeout: no byte either way for idleMs closes both sides', async () => {
     const up = await withUpstream();
