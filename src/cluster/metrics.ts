@@ -32,6 +32,8 @@ export const AGGREGATOR_OVERRIDES: Readonly<Record<string, Aggregator>> = {
   // A per-process limit: the tightest one is what matters.
   portcullis_process_max_fds: 'min',
   portcullis_nodejs_version_info: 'first',
+  // Always 1, with the same labels in every process: the sum would say 3 gateways for one with 2 workers.
+  portcullis_build_info: 'first',
 };
 
 /**

@@ -9,12 +9,16 @@
  * here) it accepts the connections and passes each to a worker in turn; the workers do all TLS and HTTP.
  */
 import type { Worker } from 'node:cluster';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { adminRefusalReporter, type AdminDeps, type AdminServer } from '../admin/server.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { RuntimeConfig } from '../config/load.js';
 import type { Logger } from '../observability/logger.js';
-import { createRejectedConnectionsCounter } from '../observability/metrics.js';
+import {
+  collectProcessMetrics,
+  createBuildInfo,
+  createRejectedConnectionsCounter,
+} from '../observability/metrics.js';
 import { parseToPrimary, type Question } from './messages.js';
 import { aggregateMetrics, type MetricsJson } from './metrics.js';
 import { createRestartBudget, RESTART_DEFAULTS, type RestartBudgetConfig } from './policy.js';
@@ -114,7 +118,8 @@ export async function startClusterPrimary(
   let adminRotation: TicketKeyRotation | undefined;
 
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
+  collectProcessMetrics(registry);
+  createBuildInfo(registry);
   const slots: Slot[] = Array.from({ length: count }, (_, i) => ({
     n: i + 1,
     worker: undefined,

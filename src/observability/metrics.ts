@@ -6,6 +6,7 @@
 import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
 import type { AuthnStats, AuthStatsSource } from './auth-stats.js';
 import type { ErrorCode } from '../errors.js';
+import { readBuildInfo, type BuildInfo } from './build-info.js';
 
 /** Every `method` label value, in a fixed order: the seven common methods, then `OTHER` for the rest. */
 export const METHOD_LABELS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'OTHER'] as const;
@@ -67,11 +68,48 @@ const LATENCY_BUCKETS = [
 ];
 
 /**
- * Creates (and registers in `registry`) every metric; one instance per process. The provider-fed auth
- * series read the providers given to `bindAuthProviders` when Prometheus scrapes (nothing on the request
- * path); until then they are empty. Process metrics are prom-client's defaults, prefixed `portcullis_`
- * (`portcullis_process_*`, `portcullis_nodejs_*`).
+ * prom-client's default metrics that are gauges although their names end in `_total` (the number of open
+ * handles, requests and resources right now). `promtool check metrics` flags them ("non-counter metrics
+ * should not have \"_total\" suffix") and `rate()` on them is meaningless, so Portcullis does not expose
+ * them: the per-`type` gauges of the same families stay (`sum(portcullis_nodejs_active_handles)` is the
+ * dropped total).
  */
+export const DROPPED_DEFAULT_METRICS = [
+  'portcullis_nodejs_active_handles_total',
+  'portcullis_nodejs_active_requests_total',
+  'portcullis_nodejs_active_resources_total',
+] as const;
+
+/**
+ * Registers prom-client's default process and Node.js metrics in `registry`, prefixed `portcullis_`
+ * (`portcullis_process_*`, `portcullis_nodejs_*`), less {@link DROPPED_DEFAULT_METRICS}. Used by every
+ * process that serves or feeds `/metrics` (a single gateway, each cluster worker, the cluster primary), so
+ * every exposition passes `promtool check metrics`.
+ */
+export function collectProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
+  for (const name of DROPPED_DEFAULT_METRICS) registry.removeSingleMetric(name);
+}
+
+/**
+ * `portcullis_build_info{version,node}`, always 1: the version running and its Node.js release, for
+ * dashboards (`group by (version, node)`) and for alerts joined on it. The cluster primary registers it
+ * too; the aggregation takes one value, not the sum (cluster/metrics.ts AGGREGATOR_OVERRIDES).
+ */
+export function createBuildInfo(
+  registry: Registry,
+  info: BuildInfo = readBuildInfo(),
+): Gauge<'version' | 'node'> {
+  const gauge = new Gauge({
+    name: 'portcullis_build_info',
+    help: 'Always 1; labels: the Portcullis version and the Node.js release running it.',
+    labelNames: ['version', 'node'] as const,
+    registers: [registry],
+  });
+  gauge.labels(info.version, info.node).set(1);
+  return gauge;
+}
+
 /**
  * `portcullis_tls_rejected_connections_total`, on its own: the cluster primary, which serves the admin
  * listener for its workers, counts the admin listener's refusals in its own registry, summed with the
@@ -86,8 +124,18 @@ export function createRejectedConnectionsCounter(registry: Registry): Counter<'l
   });
 }
 
-export function createMetrics(registry: Registry, opts: { processMetrics?: boolean } = {}) {
-  if (opts.processMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'portcullis_' });
+/**
+ * Creates (and registers in `registry`) every metric; one instance per process. The provider-fed auth
+ * series read the providers given to `bindAuthProviders` when Prometheus scrapes (nothing on the request
+ * path); until then they are empty. Process metrics ({@link collectProcessMetrics}) unless
+ * `processMetrics: false`; `portcullis_build_info` always.
+ */
+export function createMetrics(
+  registry: Registry,
+  opts: { processMetrics?: boolean; build?: BuildInfo } = {},
+) {
+  if (opts.processMetrics !== false) collectProcessMetrics(registry);
+  const buildInfo = createBuildInfo(registry, opts.build);
   let authProviders: ReadonlyMap<string, AuthStatsSource> = new Map();
   /** A counter that mirrors one monotonic `stats()` field of every provider (of `type`, if given) at scrape. */
   const statCounter = (name: string, help: string, field: keyof AuthnStats): Counter<'provider'> =>
@@ -111,6 +159,7 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
   // Both series exist from the start: an alert on failure > 0 needs a 0 to compare to.
   for (const r of ['success', 'failure'] as const) configReloads.inc({ result: r }, 0);
   return {
+    buildInfo,
     /** Points the provider-fed auth series at this set of providers (replacing any earlier set). */
     bindAuthProviders(providers: ReadonlyMap<string, AuthStatsSource>): void {
       authProviders = providers;

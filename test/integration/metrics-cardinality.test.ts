@@ -59,7 +59,8 @@ const TEXT_SAMPLE = 500;
  *   `..._active_resources{type="Immediate"}`): the libuv / Node class names of what is open at the instant
  *   of the scrape (this test's own clients share the process), e.g. an `Immediate` present in one scrape
  *   and not in the next. Their values must be class names, never a string the requests carried, and few.
- *   (Their unlabelled `_total` gauges are compared like the rest.)
+ *   (prom-client's unlabelled `_total` gauges of these families are not exposed: metrics.ts
+ *   DROPPED_DEFAULT_METRICS.)
  */
 const GC_FAMILY = /^portcullis_nodejs_gc_duration_seconds(_bucket|_sum|_count)?$/;
 const GC_KINDS = ['minor', 'major', 'incremental', 'weakcb'];
