@@ -74,6 +74,9 @@ const CLOSED: Record<string, readonly string[] | ((v: string) => boolean)> = {
   alpn: ['h2', 'http/1.1', 'none'],
   kind: ['server', 'ca', 'upstream_ca', 'upstream_client'],
   index: (v) => /^\d{1,3}$/.test(v),
+  // portcullis_build_info: the package's version and this Node.js release, nothing else.
+  version: [(JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version],
+  node: [process.version.slice(1)],
 };
 
 /** Every `portcullis_` family (histograms by base name): its label names, and the values of `reason`,
@@ -134,6 +137,7 @@ const FAMILIES: Record<
   },
   portcullis_config_reloads_total: { labels: ['result'], result: ['success', 'failure'] },
   portcullis_config_last_reload_success_timestamp_seconds: { labels: [] },
+  portcullis_build_info: { labels: ['version', 'node'] },
 };
 
 /** The family of a sample name: histogram series carry `_bucket`, `_count`, `_sum`. */
