@@ -315,9 +315,10 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
       }
       try {
         allowed.set(socket, createConnectionState(socket, admin.acl).listenerAllowed);
-      } catch {
-        // A certificate the identity parser cannot read exactly is refused, never half-trusted.
-        refuseOnce(socket, 'bad_client_cert', 'client certificate subject not readable');
+      } catch (err) {
+        // A certificate that is not a client's, or that the identity parser cannot read exactly, is
+        // refused, never half-trusted.
+        refuseOnce(socket, 'bad_client_cert', err instanceof Error ? err.message : 'client certificate not readable');
         socket.destroy();
       }
     });

@@ -27,6 +27,7 @@ import {
 import { z, type core } from 'zod';
 import { ConfigError } from '../errors.js';
 import { parseCrl } from '../certs/pki.js';
+import { serverCertificateProblem } from '../identity/purpose.js';
 import { compileTelemetryHeaders, type TelemetryMatcher } from '../mutate/telemetry.js';
 import { createAuthenticator, providerFiles, type AuthProviderConfig } from '../authn/providers.js';
 import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
@@ -770,6 +771,9 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
   const leaf = cert?.certs[0];
   if (cert && leaf) {
     checkValidNow(ctx, `${p}.tls.cert`, t.cert, leaf);
+    const purpose = serverCertificateProblem(leaf);
+    if (purpose !== undefined)
+      ctx.errors.push(new ConfigError(`${p}.tls.cert`, t.cert, `a TLS server certificate (${purpose}: ${cert.file})`));
     if (key && !leaf.checkPrivateKey(key.key)) {
       ctx.errors.push(
         new ConfigError(`${p}.tls.key`, t.key, `the private key of the certificate in ${p}.tls.cert`),

@@ -8,6 +8,7 @@ import type { TLSSocket } from 'node:tls';
 import { normalizeSerialHex } from '../certs/pki.js';
 import type { ClientAcl } from '../identity/acl.js';
 import { peerIdentityFromX509, type PeerIdentity } from '../identity/peer.js';
+import { assertClientCertificatePurpose } from '../identity/purpose.js';
 import { formatXfcc } from '../mutate/xfcc.js';
 import type { Logger } from '../observability/logger.js';
 
@@ -45,15 +46,24 @@ export interface ConnectionState extends ClientPeer {
   readonly listenerAllowed: boolean;
 }
 
-/** Computes the state of a TLS connection whose handshake just completed. Call only if `socket.authorized`
- * or no certificate was presented: an unverified certificate must never become an identity. */
+/**
+ * Computes the state of a TLS connection whose handshake just completed. Call only if `socket.authorized`
+ * or no certificate was presented: an unverified certificate must never become an identity.
+ *
+ * @throws GatewayError `ERR_IDENTITY_BAD_CLIENT_CERT` when the verified certificate is not a client's (a CA,
+ *   a keyUsage or extendedKeyUsage that excludes TLS client authentication: identity/purpose.ts) or cannot
+ *   be read exactly. Every listener refuses the connection then, counted as `bad_client_cert`.
+ */
 export function createConnectionState(socket: TLSSocket, acl: ClientAcl | undefined): ConnectionState {
   let identity: PeerIdentity | undefined;
   if (socket.authorized) {
     // Not getPeerCertificate(): that builds the whole legacy object on every handshake (bench: about a
     // tenth of a handshake's CPU); the X509Certificate wrapper computes only the fields read.
     const cert = socket.getPeerX509Certificate();
-    if (cert !== undefined) identity = peerIdentityFromX509(cert);
+    if (cert !== undefined) {
+      assertClientCertificatePurpose(cert);
+      identity = peerIdentityFromX509(cert);
+    }
   }
   const sni = (socket as TLSSocket & { servername?: string | false }).servername;
   return {

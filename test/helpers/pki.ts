@@ -11,10 +11,15 @@
  *   (CN=Portcullis Test CA) equals `ca`'s, so only the signature tells them apart.
  *
  * The server certificate covers localhost, 127.0.0.1 and ::1.
+ *
+ * {@link mintMisusedClients} mints, on demand, certificates that chain to a CA but are not meant to be TLS
+ * clients (a CA, a CRL-signing key, a server certificate): src/certs/pki.ts never makes those on purpose.
  */
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect as connectTls, createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import forge from 'node-forge';
 import {
   createCa,
   createCrl,
@@ -242,4 +247,66 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, message: string):
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Certificates that chain to the client CA but must never be a client identity (each is what its name says;
+ * every other field is a normal client's: CN, validity of 30 days from an hour ago):
+ * - `caTrue`: basicConstraints CA:TRUE with keyUsage digitalSignature + keyCertSign + cRLSign and EKU
+ *   clientAuth: a sub-CA that OpenSSL accepts as a TLS client;
+ * - `caTrueBare`: basicConstraints CA:TRUE and no keyUsage or EKU at all (OpenSSL accepts it too);
+ * - `certSignOnly`: not a CA, keyUsage keyCertSign + cRLSign only, no EKU;
+ * - `serverAuthOnly`: a server certificate (EKU serverAuth, keyUsage digitalSignature);
+ * - `codeSigningOnly`: EKU codeSigning, no keyUsage.
+ */
+export type MisusedClientName = 'caTrue' | 'caTrueBare' | 'certSignOnly' | 'serverAuthOnly' | 'codeSigningOnly';
+
+/** Mints the {@link MisusedClientName} certificates, signed by `ca` (RSA-2048 keys, a second or so in all). */
+export function mintMisusedClients(ca: CertAndKey): Record<MisusedClientName, CertAndKey> {
+  const notClient = { name: 'basicConstraints', cA: false };
+  return {
+    caTrue: mintLeafWithExtensions(ca, 'sub-ca', [
+      { name: 'basicConstraints', cA: true, critical: true },
+      { name: 'keyUsage', critical: true, digitalSignature: true, keyCertSign: true, cRLSign: true },
+      { name: 'extKeyUsage', clientAuth: true },
+    ]),
+    caTrueBare: mintLeafWithExtensions(ca, 'bare-ca', [{ name: 'basicConstraints', cA: true, critical: true }]),
+    certSignOnly: mintLeafWithExtensions(ca, 'cert-signer', [
+      notClient,
+      { name: 'keyUsage', critical: true, keyCertSign: true, cRLSign: true },
+    ]),
+    serverAuthOnly: mintLeafWithExtensions(ca, 'a-server', [
+      notClient,
+      { name: 'keyUsage', critical: true, digitalSignature: true },
+      { name: 'extKeyUsage', serverAuth: true },
+    ]),
+    codeSigningOnly: mintLeafWithExtensions(ca, 'code-signer', [notClient, { name: 'extKeyUsage', codeSigning: true }]),
+  };
+}
+
+/** A certificate signed by `ca` with CN=`commonName` and exactly `extensions` (plus SKI and AKI). */
+function mintLeafWithExtensions(ca: CertAndKey, commonName: string, extensions: object[]): CertAndKey {
+  const caCert = forge.pki.certificateFromPem(ca.certPem);
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+  });
+  const cert = forge.pki.createCertificate();
+  const serial = randomBytes(16);
+  serial[0] = ((serial[0] ?? 1) & 0x7f) | 0x01;
+  cert.serialNumber = serial.toString('hex');
+  cert.publicKey = forge.pki.publicKeyFromPem(publicKey);
+  const now = Date.now();
+  cert.validity.notBefore = new Date(Math.floor((now - 3_600_000) / 1000) * 1000);
+  cert.validity.notAfter = new Date(Math.floor((now + 30 * DAY_MS) / 1000) * 1000);
+  cert.setSubject([{ shortName: 'CN', value: commonName }]);
+  cert.setIssuer(caCert.subject.attributes);
+  cert.setExtensions([
+    ...extensions,
+    { name: 'subjectKeyIdentifier' },
+    { name: 'authorityKeyIdentifier', keyIdentifier: caCert.generateSubjectKeyIdentifier().getBytes() },
+  ]);
+  cert.sign(forge.pki.privateKeyFromPem(ca.keyPem), forge.md.sha256.create());
+  return { certPem: forge.pki.certificateToPem(cert), keyPem: privateKey, serialHex: serial.toString('hex').toUpperCase() };
 }
