@@ -695,7 +695,7 @@ export async function reloadFromFile(
 
 /**
  * Sets the certificate expiry and CRL nextUpdate gauges from the loaded config (at start and at each reload). Labels are the
- * listener name, the certificate's kind and its position in its PEM bundle: never a subject or a path.
+ * listener name, the certificate's kind and its position in its PEM bundle (a CRL's position in its file): never a subject or a path.
  */
 function setCertificateGauges(config: RuntimeConfig, metrics: Metrics): void {
   // The admin listener's own TLS material is labelled listener="admin" (load.ts keeps that name free).
@@ -718,7 +718,8 @@ function setCertificateGauges(config: RuntimeConfig, metrics: Metrics): void {
     }
     for (const e of earliest.values())
       metrics.certificateExpiry.labels(l.name, e.kind, String(e.index)).set(e.ms / 1000);
-    if (l.tls?.crlNextUpdateMs !== undefined)
-      metrics.crlNextUpdate.labels(l.name).set(l.tls.crlNextUpdateMs / 1000);
+    for (const crl of l.tls?.crls ?? [])
+      if (crl.nextUpdateMs !== undefined)
+        metrics.crlNextUpdate.labels(l.name, String(crl.index)).set(crl.nextUpdateMs / 1000);
   }
 }

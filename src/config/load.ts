@@ -26,8 +26,8 @@ import {
 } from 'yaml';
 import { z, type core } from 'zod';
 import { ConfigError } from '../errors.js';
-import { parseCrl } from '../certs/pki.js';
 import { serverCertificateProblem } from '../identity/purpose.js';
+import { readCrlFile } from '../listener/crl.js';
 import { compileTelemetryHeaders, type TelemetryMatcher } from '../mutate/telemetry.js';
 import { createAuthenticator, providerFiles, type AuthProviderConfig } from '../authn/providers.js';
 import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
@@ -96,11 +96,14 @@ export interface ListenerTls {
     readonly rejectUnauthorized: boolean;
   };
   readonly certificates: readonly CertInfo[];
-  /** `tls.crl`'s nextUpdate (ms since the epoch), when there is a CRL and it carries one. */
-  readonly crlNextUpdateMs?: number;
   /**
-   * The serial numbers `tls.crl` revokes (uppercase hex without leading zero bytes, certs/pki.ts
-   * `normalizeSerialHex`): a reload closes the open connections of these clients (app.ts).
+   * Each CRL of `tls.crl` (one per client CA, listener/crl.ts): its position in the file, the metric label,
+   * and its nextUpdate (ms since the epoch) when it carries one.
+   */
+  readonly crls?: readonly { readonly index: number; readonly nextUpdateMs: number | undefined }[];
+  /**
+   * The serial numbers the CRLs of `tls.crl` revoke, all of them (uppercase hex without leading zero bytes,
+   * certs/pki.ts `normalizeSerialHex`): a reload closes the open connections of these clients (app.ts).
    */
   readonly revokedSerials?: readonly string[];
 }
@@ -747,16 +750,6 @@ function readKey(ctx: Ctx, keyPath: string, value: string): { data: Buffer; key:
   }
 }
 
-/** The CRL's nextUpdate and revoked serials, when it parses (Node already accepted it as a CRL). */
-function crlFacts(data: Buffer): { nextUpdate: Date | undefined; revoked: string[] } | undefined {
-  try {
-    const crl = parseCrl(data.toString('latin1'));
-    return { nextUpdate: crl.nextUpdate, revoked: crl.revoked.map((r) => r.serialHex) };
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * Resolves a `tls` section (a listener's, or `admin.tls`) whose parent key path is `p`: errors are named
  * `${p}.tls.cert`, `${p}.tls.clientCa`, ... Reads and checks every file (key matches cert, certificate
@@ -781,6 +774,7 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
     }
   }
   let ca: Buffer | undefined;
+  let caCerts: X509Certificate[] | undefined;
   const certificates: CertInfo[] = [];
   if (leaf && cert)
     certificates.push({
@@ -804,6 +798,7 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
       const bundle = readCertificates(ctx, `${p}.tls.clientCa`, t.clientCa);
       if (bundle) {
         ca = bundle.data;
+        caCerts = bundle.certs;
         for (const [index, c] of bundle.certs.entries()) {
           if (!c.ca)
             ctx.errors.push(
@@ -835,43 +830,7 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
       ),
     );
   }
-  let crl: Buffer | undefined;
-  let crlNextUpdateMs: number | undefined;
-  let revokedSerials: string[] | undefined;
-  if (t.crl !== undefined) {
-    if (t.clientCertificate === 'none') {
-      ctx.errors.push(
-        new ConfigError(`${p}.tls.crl`, t.crl, `no crl when ${p}.tls.clientCertificate is "none"`),
-      );
-    } else {
-      const read = readAt(ctx, `${p}.tls.crl`, t.crl);
-      if (read) {
-        try {
-          createSecureContext({ crl: read.data });
-          crl = read.data;
-          const facts = crlFacts(read.data);
-          const nextUpdate = facts?.nextUpdate;
-          if (nextUpdate !== undefined) crlNextUpdateMs = nextUpdate.getTime();
-          revokedSerials = facts?.revoked;
-          // A CRL past its nextUpdate makes OpenSSL refuse every client (CRL_HAS_EXPIRED): refuse to
-          // start with a clear message instead of serving an outage.
-          if (nextUpdate !== undefined && nextUpdate.getTime() <= ctx.deps.now()) {
-            ctx.errors.push(
-              new ConfigError(
-                `${p}.tls.crl`,
-                t.crl,
-                `a current CRL (its nextUpdate passed at ${nextUpdate.toISOString()}; OpenSSL would refuse every client: re-sign it)`,
-              ),
-            );
-          }
-        } catch {
-          ctx.errors.push(
-            new ConfigError(`${p}.tls.crl`, t.crl, `a PEM X.509 CRL (${read.file} does not parse)`),
-          );
-        }
-      }
-    }
-  }
+  const crl = t.crl === undefined ? undefined : resolveCrl(ctx, t.clientCertificate, t.crl, p, caCerts);
   if (ctx.errors.length > errorsBefore || !cert || !key) return undefined;
   const options = {
     cert: cert.data,
@@ -880,7 +839,7 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
     ciphers: TLS_CIPHERS,
     honorCipherOrder: true,
     ...(ca ? { ca } : {}),
-    ...(crl ? { crl } : {}),
+    ...(crl ? { crl: crl.crls.map((c) => c.pem) } : {}),
     requestCert: t.clientCertificate !== 'none',
     // `optional` completes the handshake without a certificate; the listener then closes connections
     // that presented a certificate which failed verification, and routes that need one answer 403.
@@ -902,9 +861,36 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
     clientCertificate: t.clientCertificate,
     options,
     certificates,
-    ...(crlNextUpdateMs !== undefined ? { crlNextUpdateMs } : {}),
-    ...(revokedSerials !== undefined ? { revokedSerials } : {}),
+    ...(crl
+      ? {
+          crls: crl.crls.map((c) => ({ index: c.index, nextUpdateMs: c.nextUpdateMs })),
+          revokedSerials: [...new Set(crl.crls.flatMap((c) => c.revoked))],
+        }
+      : {}),
   };
+}
+
+/**
+ * `${p}.tls.crl`: every CRL of the file, split and checked against the client CA bundle (listener/crl.ts).
+ * Each problem is a config error at `${p}.tls.crl`; undefined then, or when the bundle itself failed (its
+ * own errors say why).
+ */
+function resolveCrl(
+  ctx: Ctx,
+  mode: ListenerTlsFile['clientCertificate'],
+  value: string,
+  p: string,
+  cas: readonly X509Certificate[] | undefined,
+): ReturnType<typeof readCrlFile> | undefined {
+  if (mode === 'none') {
+    ctx.errors.push(new ConfigError(`${p}.tls.crl`, value, `no crl when ${p}.tls.clientCertificate is "none"`));
+    return undefined;
+  }
+  const read = readAt(ctx, `${p}.tls.crl`, value);
+  if (read === undefined || cas === undefined) return undefined;
+  const result = readCrlFile(read.data.toString('latin1'), read.file, cas, ctx.deps.now());
+  for (const problem of result.problems) ctx.errors.push(new ConfigError(`${p}.tls.crl`, value, problem));
+  return result.problems.length === 0 ? result : undefined;
 }
 
 /** The TLS options of an upstream mapping (`https://` or `tls://`): CA bundle, client cert + key, servername. */

@@ -341,8 +341,8 @@ export function createMetrics(
     }),
     crlNextUpdate: new Gauge({
       name: 'portcullis_crl_next_update_timestamp_seconds',
-      help: "nextUpdate of each listener's CRL (Unix seconds): past it OpenSSL refuses every client certificate.",
-      labelNames: ['listener'] as const,
+      help: "nextUpdate of each CRL of a listener's tls.crl (Unix seconds), by listener and position of the CRL in the file: past it OpenSSL refuses every client certificate of that CRL's CA. Never the issuer.",
+      labelNames: ['listener', 'index'] as const,
       registers: [registry],
     }),
   };

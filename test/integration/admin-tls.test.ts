@@ -113,7 +113,7 @@ describe('admin over TLS, client certificates required, allowClients: [CN=alice]
       /^portcullis_certificate_expiry_timestamp_seconds\{listener="admin",kind="server",index="0"\} \d+/m,
     );
     expect(r.body).toMatch(/listener="admin",kind="ca",index="0"/);
-    expect(r.body).toMatch(/portcullis_crl_next_update_timestamp_seconds\{listener="admin"\}/);
+    expect(r.body).toMatch(/portcullis_crl_next_update_timestamp_seconds\{listener="admin",index="0"\}/);
   });
 
   it('serves /healthz and /readyz over TLS', async () => {

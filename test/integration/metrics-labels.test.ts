@@ -112,7 +112,7 @@ const FAMILIES: Record<
   portcullis_tcp_connection_duration_seconds: { labels: ['listener'], le: TCP_LE },
   portcullis_telemetry_headers_stripped_total: { labels: ['direction'], direction: ['request', 'response'] },
   portcullis_certificate_expiry_timestamp_seconds: { labels: ['listener', 'kind', 'index'] },
-  portcullis_crl_next_update_timestamp_seconds: { labels: ['listener'] },
+  portcullis_crl_next_update_timestamp_seconds: { labels: ['listener', 'index'] },
   portcullis_auth_decisions_total: {
     labels: ['route', 'provider', 'result'],
     result: ['allow', ...ERR_CODES],

@@ -279,7 +279,7 @@ describe('admin: what loads', () => {
       ['server', 'admin.tls.cert'],
       ['ca', 'admin.tls.clientCa'],
     ]);
-    expect(t?.crlNextUpdateMs).toBeGreaterThan(Date.now());
+    expect(t?.crls?.[0]?.nextUpdateMs).toBeGreaterThan(Date.now());
     expect(cfg.admin.acl?.entries).toEqual(['CN=alice', 'OU=ops']);
     expect(cfg.warnings).toEqual([]);
   });
