@@ -566,6 +566,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
       if (next.log.level !== from.config.log.level) logger.level = next.log.level;
       metrics.certificateExpiry.reset();
       metrics.crlNextUpdate.reset();
+      metrics.certificateNameMismatch.reset();
       setCertificateGauges(next, metrics);
       for (const w of next.warnings) logger.warn(w);
       if (tlsMaterialDigest(from.config.admin.tls) !== tlsMaterialDigest(next.admin.tls))
@@ -694,8 +695,9 @@ export async function reloadFromFile(
 }
 
 /**
- * Sets the certificate expiry and CRL nextUpdate gauges from the loaded config (at start and at each reload). Labels are the
- * listener name, the certificate's kind and its position in its PEM bundle (a CRL's position in its file): never a subject or a path.
+ * Sets the certificate expiry, CRL nextUpdate and certificate name mismatch gauges from the loaded config (at
+ * start and at each reload). Labels are the listener name, the certificate's kind and its position in its PEM
+ * bundle (a CRL's position in its file): never a subject or a path.
  */
 function setCertificateGauges(config: RuntimeConfig, metrics: Metrics): void {
   // The admin listener's own TLS material is labelled listener="admin" (load.ts keeps that name free).
@@ -721,5 +723,6 @@ function setCertificateGauges(config: RuntimeConfig, metrics: Metrics): void {
     for (const crl of l.tls?.crls ?? [])
       if (crl.nextUpdateMs !== undefined)
         metrics.crlNextUpdate.labels(l.name, String(crl.index)).set(crl.nextUpdateMs / 1000);
+    if (l.tls !== undefined) metrics.certificateNameMismatch.labels(l.name).set(l.tls.serverNameMismatch === true ? 1 : 0);
   }
 }

@@ -25,6 +25,8 @@ export const AGGREGATOR_OVERRIDES: Readonly<Record<string, Aggregator>> = {
   // The earliest notAfter / nextUpdate is the one an alert must fire on; all workers load the same files.
   portcullis_certificate_expiry_timestamp_seconds: 'min',
   portcullis_crl_next_update_timestamp_seconds: 'min',
+  // A 0/1 flag every worker computes from the same files: any 1 is the one to see.
+  portcullis_tls_certificate_name_mismatch: 'max',
   // Each worker reloads on its own: the oldest successful load is the one an alert must see.
   portcullis_config_last_reload_success_timestamp_seconds: 'min',
   // The gateway started when the primary did (prom-client omits this one in aggregates by default).

@@ -28,6 +28,7 @@ import { z, type core } from 'zod';
 import { ConfigError } from '../errors.js';
 import { serverCertificateProblem } from '../identity/purpose.js';
 import { readCrlFile } from '../listener/crl.js';
+import { checkServerNames, serverNameProblem } from '../listener/server-names.js';
 import { compileTelemetryHeaders, type TelemetryMatcher } from '../mutate/telemetry.js';
 import { createAuthenticator, providerFiles, type AuthProviderConfig } from '../authn/providers.js';
 import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
@@ -106,6 +107,13 @@ export interface ListenerTls {
    * certs/pki.ts `normalizeSerialHex`): a reload closes the open connections of these clients (app.ts).
    */
   readonly revokedSerials?: readonly string[];
+  /**
+   * The names clients use to reach the listener (`serverNames`, or the listen host when it is a DNS name),
+   * lowercased; empty when there is nothing to check the certificate against.
+   */
+  readonly serverNames?: readonly string[];
+  /** True when {@link serverNames} is not empty and the server certificate's SANs cover none of them. */
+  readonly serverNameMismatch?: boolean;
 }
 
 /**
@@ -893,6 +901,50 @@ function resolveCrl(
   return result.problems.length === 0 ? result : undefined;
 }
 
+/**
+ * `${p}.serverNames` (or, when absent, the listen host if it is a DNS name) against the server certificate
+ * of `tls` (listener/server-names.ts). A certificate whose SANs cover none of them is a warning naming the
+ * listener and the names, and `serverNameMismatch` on the returned TLS settings (the metric): it loads,
+ * because a client that checks only the CA still connects. An invalid entry, or `serverNames` on a
+ * listener without TLS, is an error.
+ */
+function withServerNames(
+  ctx: Ctx,
+  tls: ListenerTls | undefined,
+  tlsFile: ListenerTlsFile | undefined,
+  names: readonly string[] | undefined,
+  address: ListenAddress | undefined,
+  p: string,
+  label: string,
+): ListenerTls | undefined {
+  if (names !== undefined) {
+    if (tlsFile === undefined) {
+      ctx.errors.push(
+        new ConfigError(`${p}.serverNames`, names, `no serverNames without ${p}.tls (they are checked against its certificate)`),
+      );
+    }
+    names.forEach((n, i) => {
+      const problem = serverNameProblem(n);
+      if (problem !== undefined) ctx.errors.push(new ConfigError(`${p}.serverNames[${i}]`, n, problem));
+    });
+  }
+  if (tls === undefined) return undefined;
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(tls.options.cert as Buffer);
+  } catch {
+    return tls; // resolveListenerTls parsed it already; nothing better to say here
+  }
+  const check = checkServerNames(leaf, names, address?.host);
+  if (check.mismatch)
+    ctx.warnings.push(
+      `${label}: the server certificate (${p}.tls.cert) covers none of the names clients use, ${check.names.join(', ')} ` +
+        `(${names !== undefined ? `${p}.serverNames` : `the listen host; set ${p}.serverNames to the names clients use`}); ` +
+        `its subjectAltNames: ${check.subjectAltNames || 'none'}. Clients that check the host name will refuse the handshake`,
+    );
+  return { ...tls, serverNames: check.names, serverNameMismatch: check.mismatch };
+}
+
 /** The TLS options of an upstream mapping (`https://` or `tls://`): CA bundle, client cert + key, servername. */
 function resolveUpstreamTls(
   ctx: Ctx,
@@ -1124,7 +1176,7 @@ function resolveListener(
 function resolveTcpListener(ctx: Ctx, l: TcpListenerFile, i: number): TcpRuntimeListener | undefined {
   const p = `listeners[${i}]`;
   const address = parseListen(l.listen, `${p}.listen`, ctx.errors);
-  const tls = resolveListenerTls(ctx, l.tls, p);
+  const tls = withServerNames(ctx, resolveListenerTls(ctx, l.tls, p), l.tls, l.serverNames, address, p, `listener "${l.name}"`);
   const mode = l.tls.clientCertificate;
   if (mode === 'optional' && l.allowClients === undefined) {
     ctx.errors.push(
@@ -1213,7 +1265,7 @@ function resolveHttpListener(
       );
     }
   }
-  const tls = resolveListenerTls(ctx, l.tls, p);
+  const tls = withServerNames(ctx, resolveListenerTls(ctx, l.tls, p), l.tls, l.serverNames, address, p, `listener "${l.name}"`);
   const mode = l.tls?.clientCertificate ?? 'none';
   if (mode === 'none' && l.allowClients !== undefined) {
     ctx.errors.push(
@@ -1398,7 +1450,7 @@ function resolveAdmin(ctx: Ctx, a: AdminFile): AdminRuntimeConfig | undefined {
   const { errors } = ctx;
   const errorsBefore = errors.length;
   const address = parseListen(a.listen, 'admin.listen', errors);
-  const tls = resolveListenerTls(ctx, a.tls, 'admin');
+  const tls = withServerNames(ctx, resolveListenerTls(ctx, a.tls, 'admin'), a.tls, a.serverNames, address, 'admin', 'the admin listener');
   const mode = a.tls?.clientCertificate;
   const offLoopback = address !== undefined && !isLoopbackHost(address.host);
   const anonymous = mode === 'none' || (mode === 'optional' && a.allowClients === undefined);

@@ -84,6 +84,13 @@ const upstream = z.union(
 
 const allowClients = z.array(z.string());
 
+/**
+ * The names clients use to reach a listener (DNS names or IP addresses; checked in load.ts): the server
+ * certificate should cover one of them, else `check` and `start` warn. Absent: the listen host, when it is
+ * a DNS name.
+ */
+const serverNames = z.array(nonEmpty).min(1, 'at least one name (or leave the key out)').max(100);
+
 const route = z.strictObject({
   id: z
     .string()
@@ -111,6 +118,7 @@ const httpListener = z.strictObject({
   listen: listenAddress,
   protocol: z.literal('http').default('http'),
   tls: listenerTls.optional(),
+  serverNames: serverNames.optional(),
   /** With requireEncryption: false only. Named so that nobody turns it on by accident. */
   plaintext: z.literal(true, { error: 'true (or leave the key out: TLS is the default)' }).optional(),
   allowClients: allowClients.optional(),
@@ -147,6 +155,7 @@ const tcpListener = z.strictObject({
   listen: listenAddress,
   protocol: z.literal('tcp'),
   tls: listenerTls,
+  serverNames: serverNames.optional(),
   allowClients: allowClients.optional(),
   /** Open client connections this listener accepts (per process); more are closed before the handshake. */
   maxConnections: z.int().min(1).max(1_000_000).default(DEFAULTS.maxConnections),
@@ -176,6 +185,7 @@ export const configSchema = z.strictObject({
       listen: listenAddress.default(DEFAULTS.admin.listen),
       enabled: z.boolean().default(true),
       tls: listenerTls.optional(),
+      serverNames: serverNames.optional(),
       allowClients: allowClients.optional(),
     })
     .default({ listen: DEFAULTS.admin.listen, enabled: true }),

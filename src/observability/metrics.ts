@@ -345,6 +345,12 @@ export function createMetrics(
       labelNames: ['listener', 'index'] as const,
       registers: [registry],
     }),
+    certificateNameMismatch: new Gauge({
+      name: 'portcullis_tls_certificate_name_mismatch',
+      help: "1 when a listener's server certificate covers none of its serverNames (clients that check the host name refuse it), else 0; by listener. Set at start and at each reload.",
+      labelNames: ['listener'] as const,
+      registers: [registry],
+    }),
   };
 }
 

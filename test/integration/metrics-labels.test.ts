@@ -113,6 +113,7 @@ const FAMILIES: Record<
   portcullis_telemetry_headers_stripped_total: { labels: ['direction'], direction: ['request', 'response'] },
   portcullis_certificate_expiry_timestamp_seconds: { labels: ['listener', 'kind', 'index'] },
   portcullis_crl_next_update_timestamp_seconds: { labels: ['listener', 'index'] },
+  portcullis_tls_certificate_name_mismatch: { labels: ['listener'] },
   portcullis_auth_decisions_total: {
     labels: ['route', 'provider', 'result'],
     result: ['allow', ...ERR_CODES],

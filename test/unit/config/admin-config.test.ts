@@ -219,7 +219,7 @@ describe('admin: every bad admin block is refused with key path, value and expec
       () => config({ allowClient: ['CN=alice'] }),
       'admin.allowClient',
       '["CN=alice"]',
-      /did you mean "allowClients"\?.*keys here: listen, enabled, tls, allowClients\)/,
+      /did you mean "allowClients"\?.*keys here: listen, enabled, tls, serverNames, allowClients\)/,
     ],
     [
       'a data listener named "admin" while admin.tls is set (metric label clash)',

@@ -84,7 +84,7 @@ function load(text: string): RuntimeConfig {
 }
 
 const TCP_KEYS =
-  'name, listen, protocol, tls, allowClients, maxConnections, maxConnectionsPerClient, upstream, proxyProtocol';
+  'name, listen, protocol, tls, serverNames, allowClients, maxConnections, maxConnectionsPerClient, upstream, proxyProtocol';
 
 describe('tcp listeners: every bad one is refused with key path, value and expectation', () => {
   // [case, config text, key path, the value as it appears in the message, what was expected]
@@ -295,7 +295,7 @@ describe('tcp listeners: every bad one is refused with key path, value and expec
   it('an unknown key on an http listener still lists the http keys', () => {
     const err = refusal(() => load(config({}, httpListener({ upstream: 'tcp://127.0.0.1:1' }))));
     expect(errorAt(err, 'listeners[0].upstream').message).toContain(
-      'keys here: name, listen, protocol, tls, plaintext, allowClients, maxConnections, maxConnectionsPerClient, routes)',
+      'keys here: name, listen, protocol, tls, serverNames, plaintext, allowClients, maxConnections, maxConnectionsPerClient, routes)',
     );
   });
 });
