@@ -18,11 +18,7 @@ import type { Counter, Registry } from 'prom-client';
 import type { AdminRuntimeConfig } from '../config/load.js';
 import { bindListener } from '../listener/bind.js';
 import { createConnectionState, socketPeer, type ClientPeer } from '../listener/connection.js';
-import {
-  createLogLimiter,
-  REFUSAL_LOG_LINES_PER_SECOND,
-  tlsRejectReason,
-} from '../listener/http-listener.js';
+import { createLogLimiter, REFUSAL_LOG_LINES_PER_SECOND, tlsRejectReason } from '../listener/front-door.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason } from '../observability/metrics.js';
 

@@ -17,7 +17,7 @@ import {
   type Http2SecureServer,
   type ServerHttp2Stream,
 } from 'node:http2';
-import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Http2Config, TimeoutsConfig } from '../config/schema.js';
@@ -27,15 +27,12 @@ import { ERRORS, GatewayError, type ErrorCode } from '../errors.js';
 import { rawAnswer, refusal } from '../pipeline/respond.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
-import { sniffConnection } from '../policy/plaintext.js';
-import { bindListener, capConnections } from './bind.js';
-import { admitSocket, createClientCap } from './client-cap.js';
+import { openFrontDoor, tlsRejectReason, type FrontDoor } from './front-door.js';
 import {
   attachConnectionState,
   createConnectionState,
   createVerifiedConnections,
   socketPeer,
-  type ClientPeer,
 } from './connection.js';
 import type { HttpHandler } from './http-handler.js';
 
@@ -94,40 +91,6 @@ export interface HttpListenerDeps {
   readonly ticketKeys?: Buffer;
 }
 
-/**
- * Connection refusals logged per listener per second. Every refusal is counted by the metric; past this
- * many a second, lines are dropped and the next line written says how many were (`suppressed`), so a
- * flood of plaintext or garbage connections cannot flood the log (threat model #1).
- */
-export const REFUSAL_LOG_LINES_PER_SECOND = 20;
-
-/** A fixed-window limiter: `write` runs at most `perWindow` times per `windowMs`; the count of
- * dropped calls is handed to the next call that runs. */
-export function createLogLimiter(
-  perWindow: number,
-  windowMs: number,
-  now: () => number,
-): (write: (suppressed: number | undefined) => void) => void {
-  let windowStart = Number.NEGATIVE_INFINITY;
-  let used = 0;
-  let suppressed = 0;
-  return (write) => {
-    const t = now();
-    if (t - windowStart >= windowMs) {
-      windowStart = t;
-      used = 0;
-    }
-    if (used >= perWindow) {
-      suppressed += 1;
-      return;
-    }
-    used += 1;
-    const dropped = suppressed;
-    suppressed = 0;
-    write(dropped > 0 ? dropped : undefined);
-  };
-}
-
 const kTimer = Symbol('portcullis.h1timer');
 /** Set on a socket once its HTTP/1.1 parse error has been answered. */
 const kRefused = Symbol('portcullis.refused');
@@ -165,23 +128,6 @@ type H1Socket = Socket & {
 const PIPELINE_PAUSE_AT = 8;
 const PIPELINE_MAX = 64;
 
-/**
- * Maps a TLS handshake failure to a bounded reason label. Node verifies the client certificate after
- * the handshake and destroys the socket, so the verify result is on the socket (`authorizationError`:
- * CERT_REVOKED, CERT_HAS_EXPIRED, ...), not in the error.
- */
-export function tlsRejectReason(err: Error & { code?: string }, authorizationError: unknown): ConnectionRejectReason {
-  const code = err.code ?? '';
-  const msg = err.message.toLowerCase();
-  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'handshake_timeout';
-  if (code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' || msg.includes('peer did not return a certificate')) return 'no_client_cert';
-  const verify = typeof authorizationError === 'string' ? authorizationError : authorizationError instanceof Error ? authorizationError.message : '';
-  if (verify.includes('REVOKED') || msg.includes('revoked')) return 'revoked';
-  if (verify !== '' || msg.includes('certificate') || code.includes('CERT')) return 'bad_client_cert';
-  return 'protocol';
-}
-
-
 /** Creates and binds the listener. Rejects with a ConfigError when the address cannot be bound. */
 export async function startHttpListener(listener: HttpRuntimeListener, deps: HttpListenerDeps): Promise<RunningHttpListener> {
   const { logger, metrics, timeouts } = deps;
@@ -197,24 +143,15 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   const handshakesNone = metrics.handshakes.labels(name, 'none');
   const reject = (reason: ConnectionRejectReason): void => metrics.rejectedConnections.labels(name, reason).inc();
   const clock = deps.clock ?? systemClock;
-  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => clock.now());
-  /** One info line about a refused connection, rate-limited (see REFUSAL_LOG_LINES_PER_SECOND). */
-  const logRefusal = (fields: Record<string, unknown>, msg: string): void =>
-    limit((suppressed) => logger.info({ listener: name, ...fields, ...(suppressed === undefined ? {} : { suppressed }) }, msg));
-  const sockets = new Set<Socket>();
+  // Set once the front door is open (at the end); nothing is refused before that.
+  let door: FrontDoor | undefined = undefined;
+  /** One info line about a refused connection, rate-limited (front-door.ts REFUSAL_LOG_LINES_PER_SECOND). */
+  const logRefusal = (fields: Record<string, unknown>, msg: string): void => door?.logRefusal(fields, msg);
+  const isClosing = (): boolean => door?.closing === true;
   const sessions = new Set<Http2Session>();
   /** HTTP/1.1 connections past the handshake (drained one by one at close). */
   const h1Sockets = new Set<H1Socket>();
   const verified = createVerifiedConnections(logger, name);
-  const perClient = createClientCap(listener.maxConnectionsPerClient);
-  const refuseClient = (peer: ClientPeer): void => {
-    reject('client_connection_limit');
-    logRefusal(
-      { reason: 'client_connection_limit', ...peer, maxConnectionsPerClient: current.maxConnectionsPerClient },
-      'connection refused',
-    );
-  };
-  let closing = false;
 
   const clearTimer = (s: H1Socket): void => {
     const t = s[kTimer];
@@ -253,7 +190,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
           return;
         }
         if (left === 0 && !s.destroyed) {
-          if (closing) s.destroySoon();
+          if (isClosing()) s.destroySoon();
           else armTimer(s, timeouts.keepAliveMs, undefined);
         }
       });
@@ -282,7 +219,8 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   };
 
   let server: Http2SecureServer | ReturnType<typeof createHttpServer>;
-  let front: Server;
+  let onAdmitted: (socket: Socket) => void;
+  let plainServer: Server | undefined;
   let secureServer: Http2SecureServer | undefined;
   if (listener.tls) {
     const tls = listener.tls;
@@ -368,7 +306,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         streams.inc();
         stream.once('close', () => streams.dec());
       });
-      if (closing) session.close();
+      if (isClosing()) session.close();
     });
     secure.on('sessionError', noop);
     secure.on('request', (req: Http2ServerRequest, res: Http2ServerResponse) => onRequest(req, res, false));
@@ -377,32 +315,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     secure.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head));
     server = secure;
     secureServer = secure;
-    front = createNetServer({ noDelay: true }, (socket) => {
-      sockets.add(socket);
-      active.inc();
-      socket.once('close', () => {
-        sockets.delete(socket);
-        active.dec();
-      });
-      if (closing) {
-        socket.destroy();
-        return;
-      }
-      // Read while connected: the refusal lines below are written after the socket is destroyed.
-      const peer = socketPeer(socket);
-      if (!admitSocket(perClient, socket, () => refuseClient(peer))) return;
-      sniffConnection(socket, timeouts.tlsHandshakeMs, {
-        onTls: (s) => secure.emit('connection', s),
-        onPlaintext: () => {
-          reject('plaintext');
-          logRefusal({ reason: 'plaintext', ...peer }, 'plaintext on a TLS port');
-        },
-        onTimeout: () => {
-          reject('handshake_timeout');
-          logRefusal({ reason: 'handshake_timeout', detail: 'no byte before the handshake timeout', ...peer }, 'tls handshake refused');
-        },
-      });
-    });
+    onAdmitted = (socket) => secure.emit('connection', socket);
   } else {
     // Plaintext on purpose (requireEncryption: false + plaintext: true): Node's own HTTP timers apply.
     const plain = createHttpServer({
@@ -415,23 +328,15 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     plain.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => onRequest(req, res, true));
     plain.on('upgrade', onUpgrade);
     plain.on('connect', onUpgrade);
-    plain.on('connection', (socket: Socket) => {
-      const peer = socketPeer(socket);
-      if (!admitSocket(perClient, socket, () => refuseClient(peer))) return;
-      sockets.add(socket);
+    onAdmitted = (socket) => {
       h1Sockets.add(socket);
       socket.once('close', () => {
         h1Sockets.delete(socket);
         clearTimer(socket);
       });
-      active.inc();
-      socket.once('close', () => {
-        sockets.delete(socket);
-        active.dec();
-      });
-    });
+    };
     server = plain;
-    front = plain;
+    plainServer = plain;
   }
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
     // Malformed HTTP/1 (llhttp refused it, code HPE_*): one short answer from the error registry, then
@@ -499,20 +404,22 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     send();
   });
 
-  const cap = capConnections(front, listener.maxConnections, (peer) => {
-    reject('connection_limit');
-    logRefusal({ reason: 'connection_limit', ...peer, maxConnections: current.maxConnections }, 'connection refused');
+  const front = await openFrontDoor(listener, {
+    logger,
+    clock,
+    reject,
+    active,
+    firstByteMs: timeouts.tlsHandshakeMs,
+    // Plaintext on a TLS port gets a one-line 400 (policy/plaintext.ts), so the first byte is read here.
+    firstByte: 'http-400',
+    onAdmitted,
+    ...(plainServer !== undefined ? { server: plainServer } : {}),
   });
-  await bindListener(front, listener);
-  // After the bind, a server 'error' (an accept failure) must be logged, never thrown: an EventEmitter
-  // without an 'error' listener would take the whole process down.
-  front.on('error', (err: NodeJS.ErrnoException) => {
-    logger.error({ listener: name, detail: err.code ?? err.message }, 'listener error');
-  });
+  door = front;
 
   return {
     name,
-    address: () => front.address() as AddressInfo,
+    address: () => front.address(),
     setTicketKeys(keys: Buffer): void {
       secureServer?.setTicketKeys(keys);
     },
@@ -522,19 +429,15 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
         secureServer.setSecureContext({ ...next.tls.options, ...(swap.ticketKeys !== undefined ? { ticketKeys: swap.ticketKeys } : {}) });
       current = next;
       handler = nextHandler;
-      cap.setMax(next.maxConnections);
-      perClient.setMax(next.maxConnectionsPerClient);
+      front.update(next);
     },
     close(graceMs: number): Promise<void> {
-      closing = true;
-      const closed = new Promise<void>((resolve) => front.close(() => resolve()));
-      if (front !== server) server.close();
+      const closed = front.stopAccepting();
+      if (front.server !== server) server.close();
       for (const session of sessions) session.close();
       // Idle HTTP/1.1 connections close now; busy ones after their response (see onRequest).
       for (const s of h1Sockets) if ((s[kInflight] ?? 0) === 0) s.destroy();
-      const force = setTimeout(() => {
-        for (const s of sockets) s.destroy();
-      }, graceMs);
+      const force = setTimeout(() => front.destroyAll(), graceMs);
       force.unref();
       return closed.finally(() => clearTimeout(force));
     },

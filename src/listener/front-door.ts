@@ -1,0 +1,230 @@
+/**
+ * The front door every data listener shares (HTTP and TCP): the accepting `net.Server`, the connection
+ * caps (all clients, and per client address), the plaintext sniff on the first byte where the listener
+ * answers plaintext (policy/plaintext.ts),
+ * the count of open connections, the refusal log (rate-limited: a flood of refused connections cannot flood
+ * the log, threat model #1), the bind, and the drain at shutdown. What happens past the first TLS byte is
+ * the listener's own (`onTls`).
+ */
+import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { ListenAddress } from '../config/load.js';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../observability/logger.js';
+import type { ConnectionRejectReason } from '../observability/metrics.js';
+import { sniffConnection } from '../policy/plaintext.js';
+import { bindListener, capConnections } from './bind.js';
+import { admitSocket, createClientCap } from './client-cap.js';
+import { socketPeer, type ClientPeer } from './connection.js';
+
+/**
+ * Connection refusals logged per listener per second. Every refusal is counted by the metric; past this
+ * many a second, lines are dropped and the next line written says how many were (`suppressed`), so a
+ * flood of plaintext or garbage connections cannot flood the log (threat model #1).
+ */
+export const REFUSAL_LOG_LINES_PER_SECOND = 20;
+
+/** A fixed-window limiter: `write` runs at most `perWindow` times per `windowMs`; the count of
+ * dropped calls is handed to the next call that runs. */
+export function createLogLimiter(
+  perWindow: number,
+  windowMs: number,
+  now: () => number,
+): (write: (suppressed: number | undefined) => void) => void {
+  let windowStart = Number.NEGATIVE_INFINITY;
+  let used = 0;
+  let suppressed = 0;
+  return (write) => {
+    const t = now();
+    if (t - windowStart >= windowMs) {
+      windowStart = t;
+      used = 0;
+    }
+    if (used >= perWindow) {
+      suppressed += 1;
+      return;
+    }
+    used += 1;
+    const dropped = suppressed;
+    suppressed = 0;
+    write(dropped > 0 ? dropped : undefined);
+  };
+}
+
+/**
+ * Maps a TLS handshake failure to a bounded reason label. Node verifies the client certificate after
+ * the handshake and destroys the socket, so the verify result is on the socket (`authorizationError`:
+ * CERT_REVOKED, CERT_HAS_EXPIRED, ...), not in the error.
+ */
+export function tlsRejectReason(err: Error & { code?: string }, authorizationError: unknown): ConnectionRejectReason {
+  const code = err.code ?? '';
+  const msg = err.message.toLowerCase();
+  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'handshake_timeout';
+  if (code === 'ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE' || msg.includes('peer did not return a certificate')) return 'no_client_cert';
+  const verify = typeof authorizationError === 'string' ? authorizationError : authorizationError instanceof Error ? authorizationError.message : '';
+  if (verify.includes('REVOKED') || msg.includes('revoked')) return 'revoked';
+  if (verify !== '' || msg.includes('certificate') || code.includes('CERT')) return 'bad_client_cert';
+  return 'protocol';
+}
+
+/** What the front door of one listener is set up with (reloadable: the two caps). */
+export interface FrontDoorConfig {
+  readonly name: string;
+  readonly keyPath: string;
+  readonly address: ListenAddress;
+  /** Open client connections accepted at once; more are closed at accept, before the handshake. */
+  readonly maxConnections: number;
+  /** Open connections one client address may hold; undefined: no such cap. */
+  readonly maxConnectionsPerClient?: number | undefined;
+}
+
+export interface FrontDoorDeps {
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** Counts one refused connection by reason (`portcullis_tls_rejected_connections_total`). */
+  readonly reject: (reason: ConnectionRejectReason) => void;
+  /** The open-connections gauge of the listener. */
+  readonly active: { inc(): void; dec(): void };
+  /** How long the first byte may take (the TLS handshake timeout), where the front door reads it. */
+  readonly firstByteMs: number;
+  /**
+   * What the front door does with the first byte. `http-400` (an HTTP listener): read it in JS, answer
+   * plaintext with a 400 (policy/plaintext.ts), hand TLS on. `tls-layer` (a TCP listener): read nothing and
+   * hand every socket to the TLS server, whose handshake refuses plaintext without a byte in answer; a socket
+   * whose first bytes were read in JS and pushed back is read in small pieces by the TLS layer for its whole
+   * life (issue 18: 4.7× more reads per MiB), which a byte pipe cannot afford.
+   */
+  readonly firstByte: 'http-400' | 'tls-layer';
+  /**
+   * Guard this server instead of making one (a plaintext HTTP listener: Node's HTTP server is the front and
+   * reads the bytes itself); `firstByte` and `onAdmitted`'s hand-over then do not apply.
+   */
+  readonly server?: Server;
+  /** Keep a half-closed client connection open (a TCP pipe forwards the FIN). */
+  readonly allowHalfOpen?: boolean;
+  /**
+   * A connection past the caps (and, with `http-400`, whose first byte is a TLS handshake: the socket is
+   * paused, its chunk pushed back): the listener's from here.
+   */
+  readonly onAdmitted: (socket: Socket) => void;
+}
+
+/** A bound front door. */
+export interface FrontDoor {
+  readonly server: Server;
+  /** Every accepted client socket, until it closes. */
+  readonly sockets: ReadonlySet<Socket>;
+  /** True once {@link FrontDoor.stopAccepting} was called: new connections are closed at accept. */
+  readonly closing: boolean;
+  /** One info line about a refused connection or request, rate-limited per listener. */
+  logRefusal(fields: Record<string, unknown>, msg: string): void;
+  /** Counts, logs (with the socket's peer) and closes a connection refused after its handshake. */
+  refuse(socket: Socket, reason: ConnectionRejectReason, fields?: Record<string, unknown>): void;
+  /** Applies the caps of a reloaded config to connections from now on. */
+  update(config: FrontDoorConfig): void;
+  address(): AddressInfo;
+  /** Stops accepting; resolves when the server has closed (every accepted socket gone). */
+  stopAccepting(): Promise<void>;
+  /** Destroys every open client socket. */
+  destroyAll(): void;
+}
+
+/**
+ * Creates the front door and binds it. Rejects with a ConfigError naming `<keyPath>.listen` when the address
+ * cannot be bound; after that, an accept failure is logged, never thrown.
+ */
+export async function openFrontDoor(config: FrontDoorConfig, deps: FrontDoorDeps): Promise<FrontDoor> {
+  const { logger, reject } = deps;
+  const name = config.name;
+  let current = config;
+  let closing = false;
+  const sockets = new Set<Socket>();
+  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => deps.clock.now());
+  const logRefusal = (fields: Record<string, unknown>, msg: string): void =>
+    limit((suppressed) =>
+      logger.info({ listener: name, ...fields, ...(suppressed === undefined ? {} : { suppressed }) }, msg),
+    );
+  const perClient = createClientCap(config.maxConnectionsPerClient);
+  const refuseClient = (peer: ClientPeer): void => {
+    reject('client_connection_limit');
+    logRefusal(
+      { reason: 'client_connection_limit', ...peer, maxConnectionsPerClient: current.maxConnectionsPerClient },
+      'connection refused',
+    );
+  };
+
+  const accept = (socket: Socket): void => {
+    sockets.add(socket);
+    deps.active.inc();
+    socket.once('close', () => {
+      sockets.delete(socket);
+      deps.active.dec();
+    });
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    // Read while connected: the refusal lines below are written after the socket is destroyed.
+    const peer = socketPeer(socket);
+    if (!admitSocket(perClient, socket, () => refuseClient(peer))) return;
+    if (deps.firstByte === 'tls-layer' || deps.server !== undefined) {
+      deps.onAdmitted(socket);
+      return;
+    }
+    sniffConnection(socket, deps.firstByteMs, {
+      onTls: deps.onAdmitted,
+      onPlaintext: () => {
+        reject('plaintext');
+        logRefusal({ reason: 'plaintext', ...peer }, 'plaintext on a TLS port');
+      },
+      onTimeout: () => {
+        reject('handshake_timeout');
+        logRefusal(
+          { reason: 'handshake_timeout', detail: 'no byte before the handshake timeout', ...peer },
+          'tls handshake refused',
+        );
+      },
+    });
+  };
+  let server: Server;
+  if (deps.server !== undefined) {
+    server = deps.server;
+    server.on('connection', accept);
+  } else server = createNetServer({ noDelay: true, allowHalfOpen: deps.allowHalfOpen === true }, accept);
+  const cap = capConnections(server, config.maxConnections, (peer) => {
+    reject('connection_limit');
+    logRefusal({ reason: 'connection_limit', ...peer, maxConnections: current.maxConnections }, 'connection refused');
+  });
+  await bindListener(server, config);
+  // After the bind, a server 'error' (an accept failure such as EMFILE) must be logged, never thrown: an
+  // EventEmitter without an 'error' listener would take the whole process down.
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    logger.error({ listener: name, detail: err.code ?? err.message }, 'listener error');
+  });
+
+  return {
+    server,
+    sockets,
+    get closing() {
+      return closing;
+    },
+    logRefusal,
+    refuse(socket, reason, fields = {}) {
+      reject(reason);
+      logRefusal({ reason, ...fields, ...socketPeer(socket) }, 'connection refused');
+      socket.destroy();
+    },
+    update(next) {
+      current = next;
+      cap.setMax(next.maxConnections);
+      perClient.setMax(next.maxConnectionsPerClient);
+    },
+    address: () => server.address() as AddressInfo,
+    stopAccepting() {
+      closing = true;
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+    destroyAll() {
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
