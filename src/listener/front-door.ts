@@ -1,5 +1,5 @@
 /**
- * The front door every data listener shares (HTTP and TCP): the accepting `net.Server`, the connection
+ * The front door of a data listener: the accepting `net.Server`, the connection
  * caps (all clients, and per client address), the plaintext sniff on the first byte where the listener
  * answers plaintext (policy/plaintext.ts),
  * the count of open connections, the refusal log (rate-limited: a flood of refused connections cannot flood

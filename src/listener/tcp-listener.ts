@@ -26,8 +26,10 @@
  * SHA-256 fingerprint, bytes each way, duration, close reason — issue 5 point 4) and the `portcullis_tcp_*` metrics
  * (observability/metrics.ts).
  */
+import { bindListener, capConnections } from './bind.js';
 import { randomRequestId } from '../mutate/request-id.js';
 import { DEFAULTS } from '../config/defaults.js';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock.js';
 import type { TcpRuntimeListener } from '../config/load.js';
@@ -41,13 +43,15 @@ import {
   type PipeResult,
   type TcpUpstream,
 } from '../proxy/tcp-pipe.js';
+import { admitSocket, createClientCap } from './client-cap.js';
 import {
   createConnectionState,
   createVerifiedConnections,
   socketPeer,
+  type ClientPeer,
   type ConnectionState,
 } from './connection.js';
-import { openFrontDoor, tlsRejectReason, type FrontDoor } from './front-door.js';
+import { createLogLimiter, REFUSAL_LOG_LINES_PER_SECOND, tlsRejectReason } from './front-door.js';
 import type { RunningListener, SecureContextSwap } from './http-listener.js';
 
 /**
@@ -157,12 +161,18 @@ export async function startTcpListener(
   for (const reason of CLOSE_REASONS) metrics.tcpConnections.labels(name, reason).inc(0);
   const reject = (reason: ConnectionRejectReason): void =>
     metrics.rejectedConnections.labels(name, reason).inc();
-  // Set once the front door is open (below); refusals before that cannot happen.
-  let door: FrontDoor | undefined = undefined;
-  const logRefusal = (fields: Record<string, unknown>, msg: string): void => door?.logRefusal(fields, msg);
+  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => clock.now());
+  const logRefusal = (fields: Record<string, unknown>, msg: string): void =>
+    limit((suppressed) =>
+      logger.info({ listener: name, ...fields, ...(suppressed === undefined ? {} : { suppressed }) }, msg),
+    );
+  /** Raw client sockets (every accepted connection until it closes). */
+  const sockets = new Set<Socket>();
   /** Aborts every pipe at the end of the shutdown grace period. */
   const shutdown = new AbortController();
+  let closing = false;
   const verified = createVerifiedConnections(logger, name);
+  const perClient = createClientCap(listener.maxConnectionsPerClient);
 
   const secure = createTlsServer({
     ...tls.options,
@@ -229,7 +239,7 @@ export async function startTcpListener(
       refuse('acl', who);
       return;
     }
-    if (front.closing) {
+    if (closing) {
       socket.destroy();
       return;
     }
@@ -272,26 +282,49 @@ export async function startTcpListener(
     }).then(done);
   }
 
-  const front = await openFrontDoor(
-    { ...listener, maxConnections: listener.maxConnections ?? DEFAULTS.maxConnections },
-    {
-      logger,
-      clock,
-      reject,
-      active,
-      firstByteMs: timeouts.tlsHandshakeMs,
-      // Not a byte read in JS (see the file comment): plaintext and silence are the TLS server's to refuse
-      // ('tlsClientError': PLAINTEXT_TLS_ERRORS, ERR_TLS_HANDSHAKE_TIMEOUT).
-      firstByte: 'tls-layer',
-      allowHalfOpen: true,
-      onAdmitted: (socket) => secure.emit('connection', socket),
-    },
-  );
-  door = front;
+  const front = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    active.inc();
+    socket.once('close', () => {
+      sockets.delete(socket);
+      active.dec();
+    });
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    // Read while connected: the refusal lines below are written after the socket is destroyed.
+    const peer = socketPeer(socket);
+    if (!admitSocket(perClient, socket, () => refuseClient(peer))) return;
+    // Not a byte read here (see the file comment): plaintext and silence are the TLS server's to refuse
+    // ('tlsClientError': PLAINTEXT_TLS_ERRORS, ERR_TLS_HANDSHAKE_TIMEOUT).
+    secure.emit('connection', socket);
+  });
+
+  const cap = capConnections(front, listener.maxConnections ?? DEFAULTS.maxConnections, (peer) => {
+    reject('connection_limit');
+    logRefusal({ reason: 'connection_limit', ...peer }, 'connection refused');
+  });
+  function refuseClient(peer: ClientPeer): void {
+    reject('client_connection_limit');
+    logRefusal(
+      {
+        reason: 'client_connection_limit',
+        ...peer,
+        maxConnectionsPerClient: current.maxConnectionsPerClient,
+      },
+      'connection refused',
+    );
+  }
+  await bindListener(front, listener);
+  // After the bind, a server 'error' (an accept failure such as EMFILE) is logged, never thrown.
+  front.on('error', (err: NodeJS.ErrnoException) => {
+    logger.error({ listener: name, detail: err.code ?? err.message }, 'listener error');
+  });
 
   return {
     name,
-    address: () => front.address(),
+    address: () => front.address() as AddressInfo,
     setTicketKeys(keys: Buffer): void {
       secure.setTicketKeys(keys);
     },
@@ -303,7 +336,8 @@ export async function startTcpListener(
           ...(opts.tls.ticketKeys !== undefined ? { ticketKeys: opts.tls.ticketKeys } : {}),
         });
       current = next;
-      front.update({ ...next, maxConnections: next.maxConnections ?? DEFAULTS.maxConnections });
+      cap.setMax(next.maxConnections ?? DEFAULTS.maxConnections);
+      perClient.setMax(next.maxConnectionsPerClient);
       currentUpstream = nextUpstream;
       proxyProtocol = opts.proxyProtocol;
       accessLog = opts.accessLog;
@@ -314,10 +348,11 @@ export async function startTcpListener(
      * socket is closed.
      */
     close(graceMs: number): Promise<void> {
-      const closed = front.stopAccepting();
+      closing = true;
+      const closed = new Promise<void>((resolve) => front.close(() => resolve()));
       const stop = (): void => {
         shutdown.abort();
-        front.destroyAll();
+        for (const s of sockets) s.destroy();
       };
       // Connections still handshaking end by themselves within the handshake timeout (and are refused
       // at secureConnection); piped ones are cut when the grace period is over.
