@@ -182,13 +182,12 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
   }
 
   /** Counts and logs a refusal (or an upstream failure) and returns its answer. */
-  function refusalOf(ctx: RequestContext, err: GatewayError, bytes?: (a: Answer) => void): Answer {
+  function refusalOf(ctx: RequestContext, err: GatewayError): Answer {
     denialCounter(err.code).inc();
     // Denials after routing (client ACL, auth) count under their route id; earlier ones under `none`.
     (ctx.rt?.requests ?? unrouted).count(ctx.req.method, err.status);
     ctx.requestId ??= requestIdOf(ctx.req.rawHeaders, newRequestId);
     const answer = refusal(err, { scope: ctx.scope, requestId: ctx.requestId });
-    bytes?.(answer);
     logAccess(ctx, {
       status: answer.status,
       outcome: err.code.startsWith('ERR_UPSTREAM_') ? 'upstream_error' : 'denied',
