@@ -12,7 +12,11 @@
  *
  * Cache (CONVENTIONS rule 7; threat model #49–#57): key SHA-256(token); filled only after every check passed;
  * a positive answer is fresh for min(exp − now, maxTtlSeconds), and `exp` is re-checked on every hit; a clean
- * `active: false` is cached for negativeTtlSeconds; at most maxEntries entries (LRU, evictions counted);
+ * `active: false` is cached for negativeTtlSeconds. Lifetimes run on the monotonic clock from the moment the
+ * answer was stored; `exp` and `nbf` are compared with the wall clock on every hit (issue 12 point 7): a wall
+ * clock stepped back cannot keep an answer past its lifetime, one stepped forward past `exp` ends it, and an
+ * answer whose `nbf` is ahead of the wall clock is refused even from the cache. The pause below is timed on
+ * the monotonic clock too; at most maxEntries entries (LRU, evictions counted);
  * concurrent misses for one hash share one IdP call (single-flight), and at most `maxConcurrentCalls` calls run
  * at once (past it a miss is refused with 503 at once: load shedding, not a queue). An IdP that keeps failing is
  * not asked by every request (threat model #125): after {@link PAUSE_AFTER_FAILURES} failed calls in a row, new
@@ -24,6 +28,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
+import { monotonicMs } from '../clock.js';
 import { ConfigError, GatewayError } from '../errors.js';
 import { MAX_TOKEN_LENGTH } from './bearer.js';
 import type { Credential } from './credential.js';
@@ -289,16 +294,25 @@ async function oauthError(response: Response): Promise<string | undefined> {
   }
 }
 
-/** One cached answer. */
+/**
+ * One cached answer. `storedAtMs` and `freshForMs` are monotonic (the answer is trusted without asking while
+ * less than `freshForMs` has elapsed since it was stored); `expMs` and `nbfMs` are the token's own wall-clock
+ * bounds, checked on every hit.
+ */
 type Entry =
   | {
       readonly active: true;
       readonly principal: Principal;
-      /** Trusted without asking while now < freshUntilMs (≤ exp). */
-      readonly freshUntilMs: number;
+      readonly storedAtMs: number;
+      /** min(exp − now, maxTtl) at the time it was stored. */
+      readonly freshForMs: number;
       readonly expMs: number | undefined;
+      readonly nbfMs: number | undefined;
     }
-  | { readonly active: false; readonly freshUntilMs: number };
+  | { readonly active: false; readonly storedAtMs: number; readonly freshForMs: number };
+
+/** Whether `entry` is still within its lifetime at monotonic time `mono`. */
+const isFresh = (entry: Entry, mono: number): boolean => mono - entry.storedAtMs < entry.freshForMs;
 
 /**
  * Creates a `type: introspection` provider. Reads `clientSecretFile` now (through `deps.readFile`).
@@ -354,12 +368,13 @@ export function createIntrospectionProvider(
   let idpRequests = 0;
   let idpFailures = 0;
   let staleServed = 0;
-  // The LRU bounds memory (max) and frees entries after their retention (ttl); freshness is checked here.
+  // The LRU bounds memory (max) and frees entries after their retention (ttl, monotonic); freshness and the
+  // token's own exp/nbf are checked here.
   const cache = new LRUCache<string, Entry>({
     max: config.cache.maxEntries,
     ttl: Math.max(maxTtlMs + staleKeepMs, 1),
     ttlResolution: 0,
-    perf: { now: () => d.clock.now() },
+    perf: { now: () => monotonicMs(d.clock) },
     dispose: (_v, _k, reason) => {
       if (reason === 'evict') evictions++;
     },
@@ -377,7 +392,7 @@ export function createIntrospectionProvider(
   let failures = 0;
   /** Counted failures since the start: a call that began under an older value was running when one was known. */
   let failureSeq = 0;
-  /** When the last counted failure was known (clock ms). */
+  /** When the last counted failure was known (monotonic ms). */
   let lastFailureMs = -Infinity;
   /** A probe call is running while the IdP is paused: no other new call starts. */
   let probing = false;
@@ -412,7 +427,7 @@ export function createIntrospectionProvider(
         if (seqAtStart === failureSeq) {
           failures++;
           failureSeq++;
-          lastFailureMs = d.clock.now();
+          lastFailureMs = monotonicMs(d.clock);
         }
         observe('error');
         d.logger.warn(
@@ -429,18 +444,22 @@ export function createIntrospectionProvider(
     observe(outcome.active ? 'active' : 'inactive');
     failures = 0;
     const now = d.clock.now();
+    const storedAtMs = monotonicMs(d.clock);
     const storable = startedIn === generation;
     if (!outcome.active) {
-      const entry: Entry = { active: false, freshUntilMs: now + negativeTtlMs };
+      const entry: Entry = { active: false, storedAtMs, freshForMs: negativeTtlMs };
       if (storable && negativeTtlMs > 0) cache.set(hash, entry, { ttl: negativeTtlMs });
       return entry;
     }
     const expMs = outcome.principal.expiresAtMs;
-    const freshUntilMs = Math.min(expMs ?? Infinity, now + maxTtlMs);
-    const entry: Entry = { active: true, principal: outcome.principal, freshUntilMs, expMs };
+    // processIntrospectionResponse checked that nbf, when present, is a finite number not in the future.
+    const nbf = outcome.principal.claims['nbf'];
+    const nbfMs = typeof nbf === 'number' ? nbf * 1000 : undefined;
+    const freshForMs = Math.min((expMs ?? Infinity) - now, maxTtlMs);
+    const entry: Entry = { active: true, principal: outcome.principal, storedAtMs, freshForMs, expMs, nbfMs };
     // Kept past freshness only for staleIfError, and never past exp.
     const retainMs = Math.floor(Math.min((expMs ?? Infinity) - now, maxTtlMs + staleKeepMs));
-    if (storable && maxTtlMs > 0 && freshUntilMs > now && retainMs >= 1)
+    if (storable && maxTtlMs > 0 && freshForMs > 0 && retainMs >= 1)
       cache.set(hash, entry, { ttl: retainMs });
     return entry;
   }
@@ -454,13 +473,25 @@ export function createIntrospectionProvider(
       if (token.length > MAX_TOKEN_LENGTH)
         throw new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${name}: token too long`);
       const now = d.clock.now();
+      const mono = monotonicMs(d.clock);
       const cached = cache.get(hash);
-      if (cached !== undefined && now < cached.freshUntilMs) {
+      if (cached !== undefined && isFresh(cached, mono)) {
         if (!cached.active) {
           hits++;
           throw new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${name}: token inactive (cached answer)`);
         }
-        // exp re-checked on every hit (threat model #49), though freshUntil ≤ exp already.
+        // The answer was checked against the wall clock when it came; a clock stepped back since then puts
+        // nbf ahead again, and the token is no more valid now than it would be on a fresh call.
+        if (cached.nbfMs !== undefined && now < cached.nbfMs) {
+          hits++;
+          cache.delete(hash);
+          throw new GatewayError(
+            'ERR_AUTHN_INVALID_TOKEN',
+            `${name}: introspection "nbf" is in the future (cached answer; the wall clock went back)`,
+          );
+        }
+        // exp re-checked on every hit against the wall clock (threat model #49): the monotonic lifetime
+        // cannot see a wall clock stepped forward past exp.
         if (cached.expMs === undefined || now < cached.expMs) {
           hits++;
           return cached.principal;
@@ -482,7 +513,7 @@ export function createIntrospectionProvider(
       const paused = pauseMs();
       if (call === undefined && paused > 0) {
         // The IdP keeps failing: no new call before the pause ends, then one probe at a time.
-        const waitMs = lastFailureMs + paused - now;
+        const waitMs = lastFailureMs + paused - mono;
         if (waitMs > 0 || probing) {
           const refused = new GatewayError(
             'ERR_AUTHN_UNAVAILABLE',
@@ -550,7 +581,8 @@ export function createIntrospectionProvider(
 
   /**
    * The stale positive answer to serve when the IdP is unavailable and the route allows it: still the entry in
-   * the cache (not purged, not replaced), fresh until at most `staleIfErrorSeconds` ago, and before `exp`.
+   * the cache (not purged, not replaced), fresh until at most `staleIfErrorSeconds` ago (monotonic), and
+   * within its `nbf`..`exp` by the wall clock.
    */
   function staleAnswer(
     err: unknown,
@@ -562,9 +594,10 @@ export function createIntrospectionProvider(
     if (window <= 0 || cached === undefined || !cached.active) return undefined;
     if (!(err instanceof GatewayError) || err.code !== 'ERR_AUTHN_UNAVAILABLE') return undefined;
     if (cache.peek(hash, { allowStale: true }) !== cached) return undefined;
+    if (monotonicMs(d.clock) - (cached.storedAtMs + cached.freshForMs) > window) return undefined;
     const now = d.clock.now();
-    if (now - cached.freshUntilMs > window) return undefined;
     if (cached.expMs !== undefined && now >= cached.expMs) return undefined;
+    if (cached.nbfMs !== undefined && now < cached.nbfMs) return undefined;
     staleServed++;
     d.logger.warn(
       { provider: name, tokenHash: hash.slice(0, 12) },

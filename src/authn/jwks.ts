@@ -1,23 +1,27 @@
 /**
- * Key sources for the JWT provider: a remote JWKS (jose's `createRemoteJWKSet`, guarded) or a local file.
+ * Key sources for the JWT provider: a remote JWKS or a local file.
  *
- * jose's remote set gives the key selection, the per-fetch timeout, `redirect: 'manual'`, "200 or error",
- * in-flight dedup and the unknown-kid cooldown (at most one refetch per cooldown after a *successful* fetch:
- * threat model #45). What it does not give, and this module adds in its `customFetch`:
+ * The remote set keeps jose's rules (`createRemoteJWKSet`): key selection by jose's local set, a per-fetch
+ * timeout, `redirect: 'manual'`, "200 or error", concurrent reloads shared, a set older than `maxAgeMs`
+ * refreshed before use (and not used if the refresh fails: fail closed), and an unknown `kid` refetching at
+ * most once per `cooldownMs` after a successful fetch (threat model #45). It is written here rather than taken
+ * from jose because jose times the max age and the cooldown with `Date.now()`: a wall clock stepped back an
+ * hour would keep a set "fresh" (a removed key still trusted) and new kids "cooling down" (a rotated key
+ * refused) for an hour. Here every duration runs on the injected monotonic clock (issue 12 point 7). Added:
  *
- * - a bounded backoff while the endpoint fails: jose refetches on every sequential request once its copy is
- *   older than `cacheMaxAge` or absent (50 requests → 50 IdP hits, threat model #46). Here, after a failure,
- *   no fetch leaves the process until `now ≥ retryAt`; the wait doubles per consecutive failure from
+ * - a bounded backoff while the endpoint fails: jose alone refetches on every sequential request once its copy
+ *   is older than the max age or absent (50 requests → 50 IdP hits, threat model #46). After a failure, no
+ *   fetch leaves the process until the wait has elapsed; it doubles per consecutive failure from
  *   {@link BACKOFF_INITIAL_MS} up to {@link BACKOFF_MAX_MS}, and resets on the first success. Meanwhile the
  *   resolver fails fast with {@link KeySourceUnavailable} (→ 503);
  * - a body size cap ({@link MAX_JWKS_BYTES}) and a shape check (`{ keys: [object, ...] }`) before jose parses it
  *   (threat model #47: a 10 MB answer);
- * - an injected fetch and clock (the clock governs the backoff; jose's cooldown and max age read `Date.now()`).
+ * - an injected fetch and clock.
  *
- * Fail closed: a key set older than `maxAgeMs` is not used once its refresh fails (jose's behaviour); keys are
- * never taken from the token (`jwk`, `jku`, `x5u` are ignored: threat model #31).
+ * Keys are never taken from the token (`jwk`, `jku`, `x5u` are ignored: threat model #31).
  */
-import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { monotonicMs } from '../clock.js';
 import { describeFetchError, discardBody, readBodyCapped } from './http.js';
 import type { ResolvedAuthnDeps } from './principal.js';
 
@@ -54,9 +58,9 @@ export interface KeySource {
 /** Options of {@link createRemoteKeySource}. */
 export interface RemoteKeySourceOptions {
   readonly timeoutMs: number;
-  /** jose `cooldownDuration`: minimum time between refetches triggered by an unknown kid. */
+  /** Minimum time between refetches triggered by an unknown kid (jose `cooldownDuration`). */
   readonly cooldownMs: number;
-  /** jose `cacheMaxAge`: a set older than this is refreshed before use. */
+  /** A set older than this is refreshed before use (jose `cacheMaxAge`). */
   readonly maxAgeMs: number;
   readonly backoffInitialMs?: number;
   readonly backoffMaxMs?: number;
@@ -70,21 +74,31 @@ export function createRemoteKeySource(
   deps: Pick<ResolvedAuthnDeps, 'clock' | 'fetch' | 'logger'>,
   providerName: string,
 ): KeySource {
+  const href = url.href;
   const backoffInitial = opts.backoffInitialMs ?? BACKOFF_INITIAL_MS;
   const backoffMax = opts.backoffMaxMs ?? BACKOFF_MAX_MS;
   const maxBytes = opts.maxBytes ?? MAX_JWKS_BYTES;
+  const mono = (): number => monotonicMs(deps.clock);
   let consecutiveFailures = 0;
-  let retryAtMs = 0;
+  /** Monotonic ms before which no fetch is attempted (backoff). */
+  let retryAtMs = -Infinity;
   let lastError: string | undefined;
   let requests = 0;
   let failures = 0;
   let successes = 0;
+  /** The current set, and when it was fetched (monotonic ms). */
+  let local: ReturnType<typeof createLocalJWKSet> | undefined;
+  let fetchedAtMs = -Infinity;
+  /** The reload in flight: concurrent callers share it. */
+  let pending: Promise<void> | undefined;
+
+  const age = (): number => mono() - fetchedAtMs;
 
   const fail = (detail: string): never => {
     failures++;
     consecutiveFailures++;
     const wait = Math.min(backoffInitial * 2 ** Math.min(consecutiveFailures - 1, 30), backoffMax);
-    retryAtMs = deps.clock.now() + wait;
+    retryAtMs = mono() + wait;
     lastError = detail;
     deps.logger.warn(
       { provider: providerName, jwksHost: url.host, reason: detail, retryInMs: wait },
@@ -93,15 +107,12 @@ export function createRemoteKeySource(
     throw new KeySourceUnavailable(`jwks fetch failed: ${detail}`);
   };
 
-  // jose calls this for every (deduplicated) reload; it is the one place bytes leave the process.
-  const guardedFetch = async (
-    href: string,
-    init: { headers: Headers; signal: AbortSignal },
-  ): Promise<Response> => {
-    const now = deps.clock.now();
-    if (now < retryAtMs) {
+  /** One fetch; the one place bytes leave the process. Resolves with a checked JWK set. */
+  const fetchSet = async (): Promise<JSONWebKeySet> => {
+    const waitMs = retryAtMs - mono();
+    if (waitMs > 0) {
       throw new KeySourceUnavailable(
-        `jwks backing off for ${retryAtMs - now} ms after ${consecutiveFailures} failure(s)`,
+        `jwks backing off for ${Math.ceil(waitMs)} ms after ${consecutiveFailures} failure(s)`,
       );
     }
     requests++;
@@ -109,9 +120,9 @@ export function createRemoteKeySource(
     try {
       response = await deps.fetch(href, {
         method: 'GET',
-        headers: init.headers,
+        headers: { accept: 'application/json, application/jwk-set+json' },
         redirect: 'manual',
-        signal: init.signal,
+        signal: AbortSignal.timeout(opts.timeoutMs),
       });
     } catch (err) {
       return fail(describeFetchError(err));
@@ -133,47 +144,73 @@ export function createRemoteKeySource(
       return fail('body is not JSON');
     }
     if (!isJwkSet(json)) return fail('body is not a JWK set ({"keys":[{...}]})');
-    consecutiveFailures = 0;
-    retryAtMs = 0;
-    lastError = undefined;
-    successes++;
-    return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
+    return json;
   };
 
-  const remote = createRemoteJWKSet(url, {
-    timeoutDuration: opts.timeoutMs,
-    cooldownDuration: opts.cooldownMs,
-    cacheMaxAge: opts.maxAgeMs,
-    [customFetch]: guardedFetch,
-  });
+  const reload = (): Promise<void> => {
+    pending ??= (async () => {
+      try {
+        const json = await fetchSet();
+        let next: ReturnType<typeof createLocalJWKSet>;
+        try {
+          next = createLocalJWKSet(json);
+        } catch (err) {
+          return fail(describeFetchError(err));
+        }
+        local = next;
+        fetchedAtMs = mono();
+        consecutiveFailures = 0;
+        retryAtMs = -Infinity;
+        lastError = undefined;
+        successes++;
+      } finally {
+        pending = undefined;
+      }
+    })();
+    return pending;
+  };
+
+  const resolveKey: JWTVerifyGetKey = async (header, token) => {
+    if (local === undefined || age() >= opts.maxAgeMs) await reload();
+    const set = local;
+    if (set === undefined) throw new KeySourceUnavailable('jwks not fetched yet');
+    try {
+      return await set(header, token);
+    } catch (err) {
+      // An unknown kid may be a rotated-in key: refetch, at most once per cooldown.
+      if (err instanceof errors.JWKSNoMatchingKey && age() >= opts.cooldownMs) {
+        await reload();
+        return (local ?? set)(header, token);
+      }
+      throw err;
+    }
+  };
 
   return {
     getKey: async (header, token) => {
       try {
-        return await remote(header, token);
+        return await resolveKey(header, token);
       } catch (err) {
         if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys)
           throw err;
         if (err instanceof KeySourceUnavailable) throw err;
-        if (err instanceof errors.JWKSTimeout)
-          throw new KeySourceUnavailable('jwks fetch timed out', { cause: err });
         throw new KeySourceUnavailable(`jwks: ${describeFetchError(err)}`, { cause: err });
       }
     },
     readiness() {
-      if (remote.jwks() === undefined) {
+      if (local === undefined) {
         return lastError === undefined
           ? 'jwks not fetched yet'
           : `jwks not fetched yet (last attempt: ${lastError})`;
       }
-      if (!remote.fresh && lastError !== undefined)
+      if (age() >= opts.maxAgeMs && lastError !== undefined)
         return `jwks older than its max age and refresh failing (${lastError})`;
       return undefined;
     },
     async warmUp() {
-      if (remote.jwks() !== undefined && remote.fresh) return;
+      if (local !== undefined && age() < opts.maxAgeMs) return;
       try {
-        await remote.reload();
+        await reload();
       } catch {
         // Logged by fail(); readiness() reports it.
       }

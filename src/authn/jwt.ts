@@ -14,11 +14,16 @@
  * `iat` not in the future beyond the tolerance (threat model #34, even without `maxTokenAge`), `sub`/`scope` types.
  *
  * Verified tokens are cached by SHA-256 (never the token) until min(exp, iat + maxTokenAge, now +
- * cacheMaxSeconds); every hit re-checks that bound. The cache holds at most `cacheMaxEntries`.
+ * cacheMaxSeconds); every hit re-checks that bound. The cache holds at most `cacheMaxEntries`. An entry's
+ * lifetime runs on the monotonic clock from the moment it was stored; the token's own times are compared with
+ * the wall clock on every hit (issue 12 point 7): a hit is served only while `exp` (and iat + maxTokenAge) is
+ * ahead and `nbf`/`iat` are not ahead beyond the tolerance — what a fresh verification would decide — so a
+ * wall clock stepped back or forward neither extends nor cuts a cached decision.
  */
 import { decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { z } from 'zod';
+import { monotonicMs } from '../clock.js';
 import { ConfigError, GatewayError } from '../errors.js';
 import { MAX_TOKEN_LENGTH } from './bearer.js';
 import type { Credential } from './credential.js';
@@ -118,8 +123,14 @@ const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 interface CacheEntry {
   readonly principal: Principal;
-  /** The entry is usable while now < notAfterMs: min(exp, iat + maxTokenAge). */
+  /** Monotonic ms when the entry was stored. */
+  readonly storedAtMs: number;
+  /** Monotonic lifetime: min(notAfter − now, cacheMaxSeconds) when stored. */
+  readonly ttlMs: number;
+  /** Wall clock: usable while now < notAfterMs, min(exp, iat + maxTokenAge). */
   readonly notAfterMs: number;
+  /** Wall clock: refused while now < notBeforeMs, max(nbf, iat) − clock tolerance. */
+  readonly notBeforeMs: number;
 }
 
 /**
@@ -173,7 +184,7 @@ export function createJwtProvider(name: string, config: JwtProviderConfig, deps:
     max: config.cacheMaxEntries,
     ttl: Math.max(cacheMaxMs, 1),
     ttlResolution: 0,
-    perf: { now: () => d.clock.now() },
+    perf: { now: () => monotonicMs(d.clock) },
     dispose: (_v, _k, reason) => {
       if (reason === 'evict') evictions++;
     },
@@ -209,19 +220,32 @@ export function createJwtProvider(name: string, config: JwtProviderConfig, deps:
       throw invalid(`exp more than ${config.maxExpiresInSeconds} s ahead`);
     }
     let notAfterMs = expMs;
+    // jose checked nbf (≤ now + tolerance); a hit must not be served while it is ahead either.
+    let notBeforeMs = typeof payload.nbf === 'number' ? payload.nbf * 1000 : -Infinity;
     if (payload.iat !== undefined) {
       const iatMs = payload.iat * 1000;
       if (iatMs > now + toleranceMs) throw invalid('iat in the future');
+      notBeforeMs = Math.max(notBeforeMs, iatMs);
       if (config.maxTokenAgeSeconds !== undefined) {
         notAfterMs = Math.min(notAfterMs, iatMs + config.maxTokenAgeSeconds * 1000 + toleranceMs);
       }
     }
+    notBeforeMs -= toleranceMs;
     const principal = toPrincipal(payload, name, expMs);
     if (typeof principal === 'string') throw invalid(principal);
 
     // Filled last (rule 7): only a token that passed every check above is cached.
-    const ttl = Math.floor(Math.min(notAfterMs - now, cacheMaxMs));
-    if (cacheEnabled && ttl >= 1) cache.set(hash, { principal, notAfterMs }, { ttl });
+    const ttlMs = Math.floor(Math.min(notAfterMs - now, cacheMaxMs));
+    if (cacheEnabled && ttlMs >= 1) {
+      const entry: CacheEntry = {
+        principal,
+        storedAtMs: monotonicMs(d.clock),
+        ttlMs,
+        notAfterMs,
+        notBeforeMs,
+      };
+      cache.set(hash, entry, { ttl: ttlMs });
+    }
     return principal;
   }
 
@@ -238,8 +262,14 @@ export function createJwtProvider(name: string, config: JwtProviderConfig, deps:
       if (cacheEnabled) {
         const hit = cache.get(hash);
         if (hit !== undefined) {
-          // Re-checked on every hit: the entry's ttl is ≤ notAfter, but the clock is the authority.
-          if (now < hit.notAfterMs) {
+          // Re-checked on every hit: the lifetime on the monotonic clock, the token's times on the wall clock
+          // (which may have been stepped since the entry was stored).
+          if (now < hit.notBeforeMs) {
+            hits++;
+            cache.delete(hash);
+            throw invalid('nbf or iat in the future (cached token; the wall clock went back)');
+          }
+          if (now < hit.notAfterMs && monotonicMs(d.clock) - hit.storedAtMs < hit.ttlMs) {
             hits++;
             return hit.principal;
           }

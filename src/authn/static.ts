@@ -10,12 +10,13 @@
  * them, without stopping at the first match, so the time taken does not depend on which record (or which
  * leading bytes) matched.
  *
- * Reload: at most once a second (by the injected clock), on a request, the file's mtime and size are checked;
+ * Reload: at most once a second (by the injected monotonic clock), on a request, the file's mtime and size are checked;
  * when they changed, it is re-read. A file that does not parse (half-written) or has vanished keeps the last
  * good set, with a warning, and is retried a second later.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
+import { monotonicMs } from '../clock.js';
 import { ConfigError, GatewayError } from '../errors.js';
 import { tokenHash } from './bearer.js';
 import type { Credential } from './credential.js';
@@ -90,12 +91,14 @@ export function createStaticProvider(
       cause: err,
     });
   }
-  let lastCheckMs = d.clock.now();
+  /** Monotonic ms of the last mtime check. */
+  let lastCheckMs = monotonicMs(d.clock);
   let reloads = 0;
 
-  function maybeReload(now: number): void {
-    if (now - lastCheckMs < STATIC_RELOAD_INTERVAL_MS && now >= lastCheckMs) return;
-    lastCheckMs = now;
+  function maybeReload(): void {
+    const mono = monotonicMs(d.clock);
+    if (mono - lastCheckMs < STATIC_RELOAD_INTERVAL_MS) return;
+    lastCheckMs = mono;
     let current: FileStamp;
     try {
       current = d.statFile(path);
@@ -124,8 +127,9 @@ export function createStaticProvider(
     authenticate(credential: Credential): Promise<AuthnResult> {
       if (credential.kind !== 'bearer') return Promise.resolve('not_applicable');
       const { token, hash } = credential;
+      maybeReload();
+      // expiresAt is a wall-clock instant.
       const now = d.clock.now();
-      maybeReload(now);
       const presented = Buffer.from(HEX64.test(hash) ? hash : tokenHash(token), 'hex');
       let match: LoadedRecord | undefined;
       // Every record is compared; no early exit.

@@ -156,7 +156,11 @@ describe.skipIf(Provider === undefined)('interop: oidc-provider 9', () => {
 
   it('an opaque token verifies through the real introspection endpoint; revoked → refused after purge', async () => {
     let offset = 0;
-    const clock: Clock = { now: () => Date.now() + offset, hrtime: () => process.hrtime.bigint() };
+    // Both readings move with `offset`: the cache lifetime runs on the monotonic one.
+    const clock: Clock = {
+      now: () => Date.now() + offset,
+      hrtime: () => process.hrtime.bigint() + BigInt(offset) * 1_000_000n,
+    };
     const opaque = createIntrospectionProvider(
       'oidc-opaque',
       introspectionProviderSchema.parse({

@@ -1,5 +1,7 @@
 /**
  * `type: introspection` against the in-memory fake IdP (injected fetch) with a fake clock: threat model #49–#58.
+ * The fake clock has a wall reading (`t`) and a monotonic one (`m`, from another origin): `advance` moves
+ * both, `stepWall` only the wall clock, as NTP or a resumed VM does (issue 12 point 7).
  */
 import { beforeEach, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../../src/authn/bearer.js';
@@ -19,11 +21,19 @@ import { createFakeIdp, type FakeIdp } from '../../helpers/idp.js';
 
 const T0 = Date.parse('2025-06-01T00:00:00Z');
 const NOW = T0 / 1000;
+const M0 = 7_000_000;
 let t = T0;
-const clock: Clock = { now: () => t, hrtime: () => BigInt(t) * 1_000_000n };
+let m = M0;
+const clock: Clock = { now: () => t, hrtime: () => BigInt(m) * 1_000_000n };
 const advance = (ms: number): void => {
   t += ms;
+  m += ms;
 };
+/** The wall clock is stepped; no time passes. */
+const stepWall = (ms: number): void => {
+  t += ms;
+};
+const HOUR = 3_600_000;
 
 let idp: FakeIdp;
 let logs: string[];
@@ -72,6 +82,7 @@ const active = (over: Record<string, unknown> = {}): Record<string, unknown> => 
 
 beforeEach(async () => {
   t = T0;
+  m = M0;
   idp = await createFakeIdp({ now: () => t });
   logs = [];
 });
@@ -824,5 +835,114 @@ describe('introspection: config', () => {
     }
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).path).toBe('authProviders.opaque.clientSecretFile');
+  });
+});
+
+describe('introspection: a wall clock stepped back or forward an hour (issue 12 point 7)', () => {
+  it('(a) stepped back: an answer cached for 60 s expires after 60 s of monotonic time, not an hour later', async () => {
+    const token = idp.issueOpaque(active({ exp: NOW + 3 * 3600 }));
+    const p = provider({ cache: { maxTtlSeconds: 60 } });
+    expect(await outcome(p, token)).toBe('ok:alice');
+    stepWall(-HOUR);
+    advance(59_000);
+    expect(await outcome(p, token)).toBe('ok:alice');
+    expect(idp.counts.introspection).toBe(1);
+    advance(2_000);
+    expect(await outcome(p, token)).toBe('ok:alice');
+    expect(idp.counts.introspection).toBe(2);
+    expect(p.stats()).toMatchObject({ cacheHits: 1, cacheMisses: 2 });
+  });
+
+  it('(a) stepped back: a cached "inactive" lasts negativeTtlSeconds of monotonic time', async () => {
+    const token = idp.issueOpaque(active({ exp: NOW + 3 * 3600 }));
+    idp.revoke(token);
+    const p = provider({ cache: { negativeTtlSeconds: 10 } });
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+    idp.setAnswer(token, active({ exp: NOW + 3 * 3600 }));
+    stepWall(-HOUR);
+    advance(11_000);
+    expect(await outcome(p, token)).toBe('ok:alice');
+    expect(idp.counts.introspection).toBe(2);
+  });
+
+  it('(b) stepped forward past exp: the cached answer is not served, and not as a stale one either', async () => {
+    const token = idp.issueOpaque(active({ exp: NOW + 1800 }));
+    const p = provider({ cache: { maxTtlSeconds: 300 } });
+    expect(await outcome(p, token)).toBe('ok:alice');
+    stepWall(HOUR);
+    advance(1_000);
+    // The IdP is asked again, and its answer (exp now past) is refused.
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(idp.counts.introspection).toBe(2);
+    expect(p.stats().cacheHits).toBe(0);
+    // With the IdP down and staleIfError allowed: still not served.
+    const other = idp.issueOpaque(active({ sub: 'bob', exp: Math.floor(t / 1000) + 1800 }));
+    expect(await outcome(p, other)).toBe('ok:bob');
+    idp.setFault('500', 'introspection');
+    stepWall(HOUR);
+    advance(1_000);
+    expect(await outcome(p, other, { staleIfErrorSeconds: 300 })).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(p.stats().staleServed).toBe(0);
+  });
+
+  it('(c) nbf ahead of the wall clock: refused on a cache hit, without serving or asking', async () => {
+    const token = idp.issueOpaque(active({ nbf: NOW - 10, exp: NOW + 3 * 3600 }));
+    const p = provider({ cache: { maxTtlSeconds: 300 } });
+    expect(await outcome(p, token)).toBe('ok:alice');
+    stepWall(-HOUR);
+    advance(1_000);
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(idp.counts.introspection).toBe(1);
+    expect(p.stats().cacheEntries).toBe(0);
+    // Asked afresh, the IdP's answer (nbf ahead) is refused too, and nothing is cached.
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(idp.counts.introspection).toBe(2);
+    expect(p.stats().cacheEntries).toBe(0);
+  });
+
+  it('(c) nbf ahead of the wall clock: never served as a stale answer while the IdP is down', async () => {
+    const token = idp.issueOpaque(active({ nbf: NOW - 10, exp: NOW + 3 * 3600 }));
+    const p = provider({ cache: { maxTtlSeconds: 60 } });
+    expect(await outcome(p, token)).toBe('ok:alice');
+    idp.setFault('500', 'introspection');
+    stepWall(-HOUR);
+    advance(61_000);
+    expect(await outcome(p, token, { staleIfErrorSeconds: 300 })).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(p.stats().staleServed).toBe(0);
+  });
+
+  it('(d) stepped forward, still within the lifetime and before exp: served from the cache', async () => {
+    const token = idp.issueOpaque(active({ exp: NOW + 3 * 3600 }));
+    const p = provider({ cache: { maxTtlSeconds: 300 } });
+    expect(await outcome(p, token)).toBe('ok:alice');
+    stepWall(HOUR);
+    advance(10_000);
+    expect(await outcome(p, token)).toBe('ok:alice');
+    expect(idp.counts.introspection).toBe(1);
+    expect(p.stats()).toMatchObject({ cacheHits: 1, cacheMisses: 1 });
+  });
+
+  it('staleIfError counts its window on the monotonic clock (a step forward does not cut it)', async () => {
+    const token = idp.issueOpaque(active({ exp: NOW + 3 * 3600 }));
+    const p = provider({ cache: { maxTtlSeconds: 60 } });
+    expect(await outcome(p, token)).toBe('ok:alice');
+    idp.setFault('500', 'introspection');
+    stepWall(HOUR);
+    advance(80_000); // 20 s past freshness
+    expect(await outcome(p, token, { staleIfErrorSeconds: 30 })).toBe('ok:alice');
+    expect(p.stats().staleServed).toBe(1);
+  });
+
+  it('the pause of a failing IdP lasts its monotonic duration: a step back does not stretch it to an hour', async () => {
+    const good = idp.issueOpaque(active({ exp: NOW + 3 * 3600 }));
+    const p = provider();
+    idp.setFault('500', 'introspection');
+    expect(await outcome(p, 'n1')).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(await outcome(p, 'n2')).toBe('ERR_AUTHN_UNAVAILABLE');
+    idp.setFault('ok', 'introspection');
+    stepWall(-HOUR);
+    advance(PAUSE_INITIAL_MS);
+    expect(await outcome(p, good)).toBe('ok:alice');
+    expect(idp.counts.introspection).toBe(3);
   });
 });

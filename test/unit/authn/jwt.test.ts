@@ -1,7 +1,8 @@
 /**
- * `type: jwt` against an in-memory fake IdP (injected fetch). jose's JWKS cooldown and max age read
- * `Date.now()`, so the fake clock is vitest's fake Date (only Date is faked: timers, and so the fetch
- * timeout, stay real); the provider's clock reads the same Date.
+ * `type: jwt` against an in-memory fake IdP (injected fetch). The fake wall clock is vitest's fake Date (only
+ * Date is faked: timers, and so the fetch timeout, stay real), which the IdP's `iat`/`exp` defaults and any
+ * library reading `Date.now()` also see; the provider's monotonic clock is a separate counter, so the
+ * clock-step tests can move the wall clock alone (issue 12 point 7).
  */
 import { createHmac, createPublicKey, randomBytes } from 'node:crypto';
 import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
@@ -17,10 +18,19 @@ import { createFakeIdp, type FakeIdp } from '../../helpers/idp.js';
 
 const T0 = Date.parse('2025-06-01T00:00:00Z');
 const NOW = T0 / 1000;
-const clock: Clock = { now: () => Date.now(), hrtime: () => process.hrtime.bigint() };
+/** Monotonic ms, from another origin than the wall clock: `advance` moves both, `stepWall` only the wall. */
+const M0 = 7_000_000;
+let mono = M0;
+const clock: Clock = { now: () => Date.now(), hrtime: () => BigInt(mono) * 1_000_000n };
 const advance = (ms: number): void => {
   vi.setSystemTime(Date.now() + ms);
+  mono += ms;
 };
+/** The wall clock is stepped (NTP, a resumed VM); no time passes. */
+const stepWall = (ms: number): void => {
+  vi.setSystemTime(Date.now() + ms);
+};
+const HOUR = 3_600_000;
 const nowS = (): number => Math.floor(Date.now() / 1000);
 
 const b64 = (v: unknown): string =>
@@ -78,6 +88,7 @@ const claims = (over: Record<string, unknown> = {}): Record<string, unknown> => 
 beforeEach(async () => {
   vi.useFakeTimers({ toFake: ['Date'] });
   vi.setSystemTime(T0);
+  mono = M0;
   idp = await createFakeIdp();
   fetched = [];
   logs = [];
@@ -653,5 +664,105 @@ describe('jwt: config schema', () => {
     );
     expect(jwtProviderSchema.safeParse({ ...base, jwksUri: 'http://[::1]:8080/jwks' }).success).toBe(true);
     expect(jwtProviderSchema.safeParse({ ...base, jwksUri: 'http://localhost/jwks' }).success).toBe(true);
+  });
+});
+
+describe('jwt: a wall clock stepped back or forward an hour (issue 12 point 7)', () => {
+  // iat two hours back, so that a step back of one hour leaves it in the past.
+  const longLived = (over: Record<string, unknown> = {}): Record<string, unknown> =>
+    claims({ iat: NOW - 7200, exp: NOW + 3 * 3600, ...over });
+
+  it('(a) stepped back: a token cached for 60 s is re-verified after 60 s of monotonic time', async () => {
+    const p = provider({ cacheMaxSeconds: 60 });
+    const token = await idp.sign(longLived());
+    expect(await outcome(p, token)).toBe('ok:alice');
+    stepWall(-HOUR);
+    advance(59_000);
+    expect(await outcome(p, token)).toBe('ok:alice');
+    expect(p.stats()).toMatchObject({ cacheHits: 1, cacheMisses: 1 });
+    advance(2_000);
+    expect(await outcome(p, token)).toBe('ok:alice');
+    expect(p.stats()).toMatchObject({ cacheHits: 1, cacheMisses: 2 });
+  });
+
+  it('(b) stepped forward past exp: the cached token is not served', async () => {
+    const p = provider();
+    const token = await idp.sign(longLived({ exp: NOW + 1800 }));
+    expect(await outcome(p, token)).toBe('ok:alice');
+    stepWall(HOUR);
+    advance(1_000);
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(p.stats().cacheHits).toBe(0);
+  });
+
+  it.each([
+    ['nbf', { nbf: NOW - 10 }],
+    ['iat', { iat: NOW - 10 }],
+  ])('(c) %s ahead of the wall clock (beyond the tolerance): refused on a cache hit', async (_n, over) => {
+    const p = provider();
+    const token = await idp.sign(longLived(over));
+    expect(await outcome(p, token)).toBe('ok:alice');
+    stepWall(-HOUR);
+    advance(1_000);
+    await expect(p.authenticate(token, tokenHash(token))).rejects.toMatchObject({
+      code: 'ERR_AUTHN_INVALID_TOKEN',
+      detail: expect.stringMatching(/cached token/) as unknown,
+    });
+    expect(p.stats()).toMatchObject({ cacheMisses: 1, cacheEntries: 0 });
+    // Verified afresh it is refused too (jose's nbf check, or ours on iat).
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(p.stats()).toMatchObject({ cacheMisses: 2, cacheEntries: 0 });
+  });
+
+  it('(c) within the tolerance (30 s) a step back changes nothing', async () => {
+    const p = provider();
+    const token = await idp.sign(longLived({ nbf: NOW - 10 }));
+    expect(await outcome(p, token)).toBe('ok:alice');
+    stepWall(-35_000);
+    expect(await outcome(p, token)).toBe('ok:alice');
+    expect(p.stats().cacheHits).toBe(1);
+  });
+
+  it('(d) stepped forward, still within the lifetime and before exp: served from the cache', async () => {
+    const p = provider({ cacheMaxSeconds: 300 });
+    const token = await idp.sign(longLived());
+    expect(await outcome(p, token)).toBe('ok:alice');
+    stepWall(HOUR);
+    advance(10_000);
+    expect(await outcome(p, token)).toBe('ok:alice');
+    expect(p.stats()).toMatchObject({ cacheHits: 1, cacheMisses: 1 });
+  });
+
+  it('stepped back: the key set is refreshed after its max age of monotonic time', async () => {
+    const p = provider({ jwksMaxAgeSeconds: 600, cacheMaxSeconds: 0 });
+    await p.warmUp();
+    expect(idp.counts.jwks).toBe(1);
+    stepWall(-HOUR);
+    advance(601_000);
+    expect(await outcome(p, await idp.sign(longLived()))).toBe('ok:alice');
+    expect(idp.counts.jwks).toBe(2);
+  });
+
+  it('stepped back: a rotated-in kid is fetched once the cooldown has elapsed, not an hour later', async () => {
+    const p = provider({ jwksCooldownSeconds: 30 });
+    await p.warmUp();
+    await idp.rotate();
+    stepWall(-HOUR);
+    advance(31_000);
+    expect(await outcome(p, await idp.sign(longLived()))).toBe('ok:alice');
+    expect(idp.counts.jwks).toBe(2);
+  });
+
+  it('stepped back: a failing JWKS is retried after its backoff, not an hour later', async () => {
+    idp.setFault('500', 'jwks');
+    const p = provider();
+    const token = await idp.sign(longLived());
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_UNAVAILABLE');
+    expect(idp.counts.jwks).toBe(1);
+    idp.setFault('ok', 'jwks');
+    stepWall(-HOUR);
+    advance(1_000);
+    expect(await outcome(p, token)).toBe('ok:alice');
+    expect(idp.counts.jwks).toBe(2);
   });
 });

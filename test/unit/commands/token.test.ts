@@ -54,7 +54,7 @@ describe('token create | list | revoke', () => {
     const p = createStaticProvider(
       'team',
       { type: 'static', tokensFile: file },
-      { clock: { now: () => now, hrtime: () => 0n } },
+      { clock: { now: () => now, hrtime: () => BigInt(now) * 1_000_000n } },
     );
     expect(((await p.authenticate({ kind: 'bearer', token: token, hash: tokenHash(token) })) as Principal).subject).toBe('bob');
     expect(await tokenRevoke({ file, name: 'bob' })).toEqual({ revoked: 1 });
