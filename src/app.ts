@@ -16,7 +16,7 @@ import {
   type RuntimeConfig,
 } from './config/load.js';
 import type { Clock } from './clock.js';
-import { systemClock } from './clock.js';
+import { monotonicMs, systemClock } from './clock.js';
 import { ConfigError } from './errors.js';
 import { createHttpHandler, type HttpHandler, type RouteForwarder } from './listener/http-handler.js';
 import {
@@ -373,7 +373,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   setCertificateGauges(config, metrics);
 
   // Shared by every generation: it depends only on `timeouts`, which a reload never changes.
-  const websocket = createWebSocketProxy(config.timeouts, () => clock.now());
+  const websocket = createWebSocketProxy(config.timeouts, clock);
   const shared: Shared = { logger, metrics, clock, websocket, fetch: deps.fetch };
   let gen = buildGeneration(config, shared, undefined);
   /** Generations replaced by a reload whose grace period is still running: closed at once by close(). */
@@ -472,7 +472,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
         metrics: registryMetrics(registry),
         notReady,
         ...(config.admin.tls !== undefined ? { ticketKeys: ticketKeysOf(config.admin.tls) } : {}),
-        onRefusal: adminRefusalReporter(logger, metrics.rejectedConnections),
+        onRefusal: adminRefusalReporter(logger, metrics.rejectedConnections, () => monotonicMs(clock)),
         purge: (sha256) => {
           const purged = purgeTokenCache(sha256);
           logger.info(

@@ -15,6 +15,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Counter, Registry } from 'prom-client';
+import { monotonicMs, systemClock } from '../clock.js';
 import type { AdminRuntimeConfig } from '../config/load.js';
 import { bindListener } from '../listener/bind.js';
 import { createConnectionState, socketPeer, type ClientPeer } from '../listener/connection.js';
@@ -62,7 +63,7 @@ export interface AdminDeps {
 export function adminRefusalReporter(
   logger: Pick<Logger, 'info'>,
   counter: Counter<'listener' | 'reason'>,
-  now: () => number = Date.now,
+  now: () => number = () => monotonicMs(systemClock),
 ): (refusal: AdminRefusal) => void {
   const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, now);
   return ({ reason, detail, clientAddress, clientPort }) => {

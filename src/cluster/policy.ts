@@ -2,7 +2,7 @@
  * The pure decisions of a `workers` cluster: how many worker processes to run, and whether (and after how
  * long) a worker that died may be restarted. No I/O: the primary (cluster/primary.ts) acts on the answers.
  */
-import type { Clock } from '../clock.js';
+import { monotonicMs, type Clock } from '../clock.js';
 
 /** What {@link resolveWorkerCount} reads from the machine. */
 export interface WorkerCountDeps {
@@ -58,16 +58,17 @@ export interface RestartBudget {
 
 /**
  * A restart budget shared by every worker slot of one primary (a bug that kills all workers counts once
- * per death, not once per slot). Times come from `deps.clock` (wall-clock ms).
+ * per death, not once per slot). The window runs on `deps.clock`'s monotonic reading: a wall clock stepped
+ * back would keep old deaths in the window (no restarts) until it caught up.
  */
 export function createRestartBudget(
   config: RestartBudgetConfig = RESTART_DEFAULTS,
-  deps: { readonly clock: Pick<Clock, 'now'> },
+  deps: { readonly clock: Pick<Clock, 'hrtime'> },
 ): RestartBudget {
   const restarts: number[] = [];
   return {
     next(): RestartDecision {
-      const now = deps.clock.now();
+      const now = monotonicMs(deps.clock);
       while (restarts.length > 0 && (restarts[0] ?? 0) <= now - config.windowMs) restarts.shift();
       if (restarts.length >= config.maxRestarts) return { restart: false, restartsInWindow: restarts.length };
       const delayMs = Math.min(config.maxDelayMs, config.baseDelayMs * 2 ** restarts.length);

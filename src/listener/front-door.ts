@@ -8,7 +8,7 @@
  */
 import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { ListenAddress } from '../config/load.js';
-import type { Clock } from '../clock.js';
+import { monotonicMs, type Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason } from '../observability/metrics.js';
 import { sniffConnection } from '../policy/plaintext.js';
@@ -24,7 +24,8 @@ import { socketPeer, type ClientPeer } from './connection.js';
 export const REFUSAL_LOG_LINES_PER_SECOND = 20;
 
 /** A fixed-window limiter: `write` runs at most `perWindow` times per `windowMs`; the count of
- * dropped calls is handed to the next call that runs. */
+ * dropped calls is handed to the next call that runs. `now` is a monotonic reading in ms: a wall clock
+ * stepped back would hold the window shut (and the log silent) until it caught up. */
 export function createLogLimiter(
   perWindow: number,
   windowMs: number,
@@ -138,7 +139,7 @@ export async function openFrontDoor(config: FrontDoorConfig, deps: FrontDoorDeps
   let current = config;
   let closing = false;
   const sockets = new Set<Socket>();
-  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => deps.clock.now());
+  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => monotonicMs(deps.clock));
   const logRefusal = (fields: Record<string, unknown>, msg: string): void =>
     limit((suppressed) =>
       logger.info({ listener: name, ...fields, ...(suppressed === undefined ? {} : { suppressed }) }, msg),

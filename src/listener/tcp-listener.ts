@@ -31,7 +31,7 @@ import { randomRequestId } from '../mutate/request-id.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { systemClock, type Clock } from '../clock.js';
+import { monotonicMs, systemClock, type Clock } from '../clock.js';
 import type { TcpRuntimeListener } from '../config/load.js';
 import type { TimeoutsConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
@@ -161,7 +161,7 @@ export async function startTcpListener(
   for (const reason of CLOSE_REASONS) metrics.tcpConnections.labels(name, reason).inc(0);
   const reject = (reason: ConnectionRejectReason): void =>
     metrics.rejectedConnections.labels(name, reason).inc();
-  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => clock.now());
+  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => monotonicMs(clock));
   const logRefusal = (fields: Record<string, unknown>, msg: string): void =>
     limit((suppressed) =>
       logger.info({ listener: name, ...fields, ...(suppressed === undefined ? {} : { suppressed }) }, msg),

@@ -11,12 +11,18 @@
  * on both sides) when the Bearer token's `exp` or the client certificate's notAfter passes, whichever
  * comes first. A tunnel is one request to HTTP: nothing else would ever check them again. With
  * `timeouts.tunnelMaxMs` it is also closed that long after it opened, however busy (threat model #90d).
+ *
+ * Clocks (issue 12 point 7): the expiry is a wall-clock instant and is compared with the wall clock, re-read
+ * at least every {@link EXPIRY_RECHECK_MS} (a wall clock stepped forward past it closes the tunnel within
+ * that; one stepped back keeps it open only as long as the credentials still say). The lifetime limit is a
+ * duration and runs on the monotonic clock.
  */
 import { createHash } from 'node:crypto';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
+import { monotonicMs, systemClock, type Clock } from '../clock.js';
 import type { HttpUpstream } from './upstream.js';
 import type { TimeoutsConfig } from '../config/schema.js';
 import { ERRORS, GatewayError } from '../errors.js';
@@ -116,9 +122,16 @@ export type TunnelCloseReason = (typeof TUNNEL_CLOSE_REASONS)[number];
 /** Longest delay setTimeout takes (2^31 − 1 ms, about 24.8 days); longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * How often, at most, an open tunnel re-reads the wall clock against its credentials' expiry: 1 s. Timers run
+ * on the monotonic clock, so without it a wall clock stepped forward past `exp` would go unnoticed until the
+ * timer set before the step fired.
+ */
+export const EXPIRY_RECHECK_MS = 1_000;
+
 /** Creates the WebSocket proxy. One http-proxy server is shared; per-upgrade state lives in closures.
- * `now` (epoch ms) is what `closeAtMs` is compared with. */
-export function createWebSocketProxy(timeouts: TimeoutsConfig, now: () => number = Date.now): WebSocketProxy {
+ * `clock.now()` (epoch ms) is what `closeAtMs` is compared with; `tunnelMaxMs` runs on its monotonic reading. */
+export function createWebSocketProxy(timeouts: TimeoutsConfig, clock: Clock = systemClock): WebSocketProxy {
   const proxy = httpProxy.createProxyServer({ ws: true, xfwd: false, secure: true, prependPath: false, followRedirects: false });
   // Without an 'error' listener http-proxy rethrows and the process dies (§4 item 3). Per-call callbacks
   // below handle each error; this one is the backstop.
@@ -185,19 +198,24 @@ export function createWebSocketProxy(timeouts: TimeoutsConfig, now: () => number
               proxySocket.destroy();
               socket.destroy();
             };
-            // The earlier of the credentials' expiry and the lifetime limit closes the tunnel.
+            // The earlier of the credentials' expiry (wall clock) and the lifetime limit (monotonic) closes
+            // the tunnel.
             const expiresAtMs = forward.closeAtMs;
-            const lifetimeEndMs = timeouts.tunnelMaxMs === undefined ? undefined : now() + timeouts.tunnelMaxMs;
-            const byLifetime =
-              lifetimeEndMs !== undefined && (expiresAtMs === undefined || lifetimeEndMs < expiresAtMs);
-            const closeAtMs = byLifetime ? lifetimeEndMs : expiresAtMs;
-            if (closeAtMs !== undefined) {
-              // Re-armed in steps: a certificate's notAfter is often months away, past setTimeout's range.
+            const lifetimeEndMs =
+              timeouts.tunnelMaxMs === undefined ? undefined : monotonicMs(clock) + timeouts.tunnelMaxMs;
+            if (expiresAtMs !== undefined || lifetimeEndMs !== undefined) {
+              // Re-armed in steps: a certificate's notAfter is often months away, past setTimeout's range,
+              // and the wall clock is re-read at least every EXPIRY_RECHECK_MS.
               let expiry: NodeJS.Timeout | undefined;
               const arm = (): void => {
-                const left = closeAtMs - now();
-                if (left <= 0) end(byLifetime ? 'max_lifetime' : 'credential_expired');
-                else expiry = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+                const byLifetime = lifetimeEndMs === undefined ? Infinity : lifetimeEndMs - monotonicMs(clock);
+                const byExpiry = expiresAtMs === undefined ? Infinity : expiresAtMs - clock.now();
+                if (byLifetime <= 0 || byExpiry <= 0) {
+                  end(byLifetime < byExpiry ? 'max_lifetime' : 'credential_expired');
+                  return;
+                }
+                const wallStep = expiresAtMs === undefined ? Infinity : Math.min(byExpiry, EXPIRY_RECHECK_MS);
+                expiry = setTimeout(arm, Math.min(byLifetime, wallStep, MAX_TIMER_MS));
               };
               arm();
               proxySocket.once('close', () => clearTimeout(expiry));

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
 import { reloadFromFile, startApp, type App, type ReloadResult } from '../../src/app.js';
+import type { Clock } from '../../src/clock.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { writePki, type TestPkiPaths } from './pki.js';
@@ -40,9 +41,13 @@ export function tlsListener(pki: TestPkiPaths, overrides: Record<string, unknown
 
 /**
  * Starts a gateway. `build` gets the PKI paths and returns the config object (written as YAML);
- * `admin.enabled` defaults to false so parallel tests do not fight over port 9090.
+ * `admin.enabled` defaults to false so parallel tests do not fight over port 9090. `opts.clock` replaces the
+ * system clock (a test that steps the wall clock).
  */
-export async function startGateway(build: (pki: TestPkiPaths) => Record<string, unknown>): Promise<TestGateway> {
+export async function startGateway(
+  build: (pki: TestPkiPaths) => Record<string, unknown>,
+  opts: { readonly clock?: Clock } = {},
+): Promise<TestGateway> {
   const dir = await mkdtemp(join(tmpdir(), 'portcullis-it-'));
   const pki = await writePki(join(dir, 'pki'));
   const config = { admin: { enabled: false, listen: '127.0.0.1:0' }, ...build(pki) };
@@ -58,7 +63,7 @@ export async function startGateway(build: (pki: TestPkiPaths) => Record<string, 
   const logger = createLogger('debug', sink);
   let app: App;
   try {
-    app = await startApp(loadConfigFile(file), { logger });
+    app = await startApp(loadConfigFile(file), { logger, ...(opts.clock !== undefined ? { clock: opts.clock } : {}) });
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
     throw err;

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { issueClientCert } from '../../src/certs/pki.js';
+import type { Clock } from '../../src/clock.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import { createFakeIdp, type FakeIdp } from '../helpers/idp.js';
 import { mintTestPki } from '../helpers/pki.js';
@@ -209,5 +210,98 @@ describe('timeouts.tunnelMaxMs: a busy tunnel is closed once it is that old (thr
           .map((l) => l.reason),
       )
       .toEqual(['max_lifetime']);
+  });
+});
+
+describe('a tunnel under a stepped wall clock (issue 12 point 7)', () => {
+  /** The gateway's wall clock is the real one plus `offset`; its monotonic clock is the real one. */
+  let offset = 0;
+  const clock: Clock = { now: () => Date.now() + offset, hrtime: () => process.hrtime.bigint() };
+  let gw3: TestGateway;
+  beforeAll(async () => {
+    gw3 = await startGateway(
+      (pki) => ({
+        timeouts: { tunnelMaxMs: 2_500, idleMs: 20_000 },
+        authProviders: {
+          idp: {
+            type: 'jwt',
+            issuer: idp.issuer,
+            audience: AUD,
+            jwksUri: idp.jwksUri,
+            algorithms: ['ES256'],
+          },
+        },
+        listeners: [
+          tlsListener(pki, {
+            routes: [
+              { id: 'authed', match: { pathPrefix: '/ws' }, upstream: up.url, auth: { providers: ['idp'] } },
+              { id: 'open', match: { pathPrefix: '/' }, upstream: up.url },
+            ],
+          }),
+        ],
+      }),
+      { clock },
+    );
+  });
+  afterAll(async () => {
+    offset = 0;
+    await gw3?.close();
+  });
+
+  /** Opens a tunnel on gw3; resolves once open, with a promise of the close time (or -1 after `guardMs`). */
+  async function tunnel(path: string, token?: string, guardMs = 6_000): Promise<{ closed: Promise<number> }> {
+    const ws = new WebSocket(`wss://localhost:${gw3.port()}${path}`, {
+      ca: readFileSync(gw3.pki.ca),
+      cert: readFileSync(gw3.pki.clients.alice.cert),
+      key: readFileSync(gw3.pki.clients.alice.key),
+      ...(token !== undefined ? { headers: { authorization: `Bearer ${token}` } } : {}),
+    });
+    ws.on('error', () => undefined);
+    const closed = new Promise<number>((resolve) => {
+      const guard = setTimeout(() => {
+        ws.terminate();
+        resolve(-1);
+      }, guardMs);
+      ws.once('close', () => {
+        clearTimeout(guard);
+        resolve(Date.now());
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`upgrade refused: ${res.statusCode}`)));
+    });
+    return { closed };
+  }
+
+  const closures = (reason: string): Promise<number> =>
+    gw3.metric('portcullis_websocket_tunnels_closed_total', { listener: 'main', reason });
+
+  it("stepped forward past the token's exp: the tunnel closes within a second, as credential_expired", async () => {
+    offset = 0;
+    const before = await closures('credential_expired');
+    const token = await idp.sign({ sub: 'alice', aud: AUD, exp: Math.floor(Date.now() / 1000) + 3600 });
+    const { closed } = await tunnel('/ws', token);
+    const steppedAt = Date.now();
+    offset = 2 * 3_600_000;
+    const closedAt = await closed;
+    offset = 0;
+    expect(closedAt).toBeGreaterThan(0);
+    expect(closedAt - steppedAt).toBeLessThan(1_000 + 500);
+    await expect.poll(() => closures('credential_expired')).toBe(before + 1);
+  });
+
+  it('stepped back an hour: tunnelMaxMs still closes the tunnel on time, as max_lifetime', async () => {
+    offset = 0;
+    const before = await closures('max_lifetime');
+    const openedAfter = Date.now();
+    const { closed } = await tunnel('/chat');
+    offset = -3_600_000;
+    const closedAt = await closed;
+    offset = 0;
+    expect(closedAt).toBeGreaterThan(0);
+    expect(closedAt - openedAfter).toBeGreaterThanOrEqual(2_400);
+    expect(closedAt - openedAfter).toBeLessThan(4_000);
+    await expect.poll(() => closures('max_lifetime')).toBe(before + 1);
   });
 });

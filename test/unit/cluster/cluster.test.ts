@@ -1,5 +1,5 @@
 /**
- * The cluster units in memory: worker-count resolution, the restart budget (fake clock), the worker's
+ * The cluster units in memory: worker-count resolution, the restart budget (fake monotonic clock), the worker's
  * config (admin disabled, nothing mutated), the worker's handshake with its primary over a fake channel,
  * the IPC message guards, and the metric aggregation rules (sums, and the gauges that must not be summed).
  */
@@ -31,7 +31,7 @@ describe('resolveWorkerCount', () => {
 describe('createRestartBudget', () => {
   it('allows 5 restarts a minute with doubling delays, refuses the 6th, and allows again once the window slid', () => {
     let now = 1_000_000;
-    const budget = createRestartBudget(RESTART_DEFAULTS, { clock: { now: () => now } });
+    const budget = createRestartBudget(RESTART_DEFAULTS, { clock: { hrtime: () => BigInt(now) * 1_000_000n } });
     const delays: number[] = [];
     for (let i = 0; i < 5; i++) {
       const d = budget.next();
@@ -50,7 +50,7 @@ describe('createRestartBudget', () => {
   it('caps the delay', () => {
     const budget = createRestartBudget(
       { maxRestarts: 20, windowMs: 60_000, baseDelayMs: 100, maxDelayMs: 5_000 },
-      { clock: { now: () => 0 } },
+      { clock: { hrtime: () => 0n } },
     );
     const delays: number[] = [];
     for (let i = 0; i < 10; i++) {
