@@ -19,6 +19,11 @@
  * the wall clock on every hit (issue 12 point 7): a hit is served only while `exp` (and iat + maxTokenAge) is
  * ahead and `nbf`/`iat` are not ahead beyond the tolerance — what a fresh verification would decide — so a
  * wall clock stepped back or forward neither extends nor cuts a cached decision.
+ *
+ * Token format (issue 12 point 8), checked on the protected header before verification: `b64` other than
+ * `true` (RFC 7797 unencoded payload, with or without `crit`) and any `crit` at all (RFC 7515 §4.1.11: the
+ * gateway implements no JWS extension) are refused, `ERR_AUTHN_INVALID_TOKEN` (401 invalid_token), whatever
+ * the signature. See {@link unsupportedFormat}.
  */
 import { decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from 'jose';
 import { LRUCache } from 'lru-cache';
@@ -194,6 +199,8 @@ export function createJwtProvider(name: string, config: JwtProviderConfig, deps:
     new GatewayError('ERR_AUTHN_INVALID_TOKEN', `${name}: ${detail}`);
 
   async function verify(token: string, hash: string, now: number): Promise<Principal> {
+    const format = unsupportedFormat(token);
+    if (format !== undefined) throw invalid(format);
     let payload: JWTPayload;
     try {
       const result = await jwtVerify(token, keys.getKey, {
@@ -307,6 +314,33 @@ export function createJwtProvider(name: string, config: JwtProviderConfig, deps:
       cache.clear();
     },
   };
+}
+
+/**
+ * Why the token's protected header asks for a JWS form this gateway does not accept, or undefined. Checked
+ * before verification (issue 12 point 8):
+ *
+ * - `b64` present and not `true`: an RFC 7797 unencoded payload. jose refuses `b64: false` in a JWT when
+ *   `crit` lists it, but ignores `b64` when `crit` does not (RFC 7797 §6 requires it there) and would then
+ *   base64url-decode a payload its signer may have signed as raw bytes. Refused either way.
+ * - `crit` present, whatever it lists: the gateway implements no JWS extension, and RFC 7515 §4.1.11 makes
+ *   a JWS whose critical extensions the recipient does not support invalid. jose would accept `crit: ["b64"]`
+ *   (an extension it knows) and, unchecked, duplicate names; the one rule here is simpler to state.
+ *
+ * A header that does not decode is left to jose, which refuses it.
+ */
+function unsupportedFormat(token: string): string | undefined {
+  let header: Record<string, unknown>;
+  try {
+    header = decodeProtectedHeader(token);
+  } catch {
+    return undefined;
+  }
+  if (header['b64'] !== undefined && header['b64'] !== true)
+    return `b64 header ${logSafe(header['b64'], 16)}: unencoded payloads (RFC 7797) are not accepted`;
+  if (header['crit'] !== undefined)
+    return `crit header ${logSafe(header['crit'])}: no JWS extension is supported (RFC 7515 §4.1.11)`;
+  return undefined;
 }
 
 /**

@@ -70,6 +70,12 @@ export interface FakeIdp {
   sign(claims: JWTPayload, header?: Record<string, unknown>, kid?: string): Promise<string>;
   /** Signs raw payload bytes (e.g. JSON with duplicate keys) with the current key. */
   signRaw(payload: string, header?: Record<string, unknown>): Promise<string>;
+  /**
+   * `<header>.<payloadSegment>.<ES256 signature>` with the current key and no check of the header at all
+   * (jose refuses to sign a malformed `crit`): a signature-valid token whose header is the test's subject.
+   * `alg` defaults to ES256 and `kid` to the current key's.
+   */
+  signUnchecked(header: Record<string, unknown>, payloadSegment: string): Promise<string>;
   /** Adds a new key and makes it current; with `dropOld`, the JWKS serves only the new key. Returns its kid. */
   rotate(opts?: { dropOld?: boolean; reuseKid?: string }): Promise<string>;
   /** Registers a new random opaque token with its answer (default: active, sub alice, scope read, exp +1 h). */
@@ -231,6 +237,15 @@ export async function createFakeIdp(opts: FakeIdpOptions = {}): Promise<FakeIdp>
       return new CompactSign(new TextEncoder().encode(payload))
         .setProtectedHeader({ alg: 'ES256', kid: current.kid, ...header })
         .sign(current.privateKey, critOption(header));
+    },
+    async signUnchecked(header, payloadSegment) {
+      const h = Buffer.from(JSON.stringify({ alg: 'ES256', kid: current.kid, ...header })).toString(
+        'base64url',
+      );
+      const input = new TextEncoder().encode(`${h}.${payloadSegment}`);
+      // WebCrypto ECDSA gives r || s, which is the JWS form (RFC 7518 §3.4).
+      const sig = await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, current.privateKey, input);
+      return `${h}.${payloadSegment}.${Buffer.from(sig).toString('base64url')}`;
     },
     async rotate(o = {}) {
       const next = await newKey(o.reuseKid);

@@ -5,7 +5,16 @@
  * clock-step tests can move the wall clock alone (issue 12 point 7).
  */
 import { createHmac, createPublicKey, randomBytes } from 'node:crypto';
-import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'jose';
+import {
+  compactVerify,
+  exportJWK,
+  generateKeyPair,
+  importJWK,
+  jwtVerify,
+  SignJWT,
+  type CryptoKey,
+  type JWK,
+} from 'jose';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { tokenHash } from '../../../src/authn/bearer.js';
 import { createAuthChain } from '../../../src/authn/chain.js';
@@ -764,5 +773,79 @@ describe('jwt: a wall clock stepped back or forward an hour (issue 12 point 7)',
     advance(1_000);
     expect(await outcome(p, token)).toBe('ok:alice');
     expect(idp.counts.jwks).toBe(2);
+  });
+});
+
+describe('jwt: JWS forms the gateway does not accept → 401, never accepted (issue 12 point 8)', () => {
+  /** The token's signature checks out against the IdP's published key (jose's plain JWS verify, b64 honoured). */
+  const signatureValid = async (token: string): Promise<boolean> => {
+    const key = await importJWK(idp.jwks().keys[0]!, 'ES256');
+    try {
+      await compactVerify(token, key, { crit: { b64: true } });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  it('b64:false with crit ["b64"] (RFC 7797), signed with the right key: refused and not cached', async () => {
+    // The unencoded payload is the base64url text of the claims: a compact JWS the provider claims (iss matches).
+    const token = await idp.signUnchecked({ b64: false, crit: ['b64'] }, b64(claims()));
+    expect(await signatureValid(token)).toBe(true);
+    const p = provider();
+    await expect(p.authenticate(token, tokenHash(token))).rejects.toMatchObject({
+      code: 'ERR_AUTHN_INVALID_TOKEN',
+      detail: expect.stringMatching(/b64/) as unknown,
+    });
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(p.stats().cacheEntries).toBe(0);
+  });
+
+  it.each<[string, Record<string, unknown>, RegExp]>([
+    ['b64:false without crit (jose would ignore b64 and decode the payload)', { b64: false }, /b64/],
+    ['b64 "false" (a string)', { b64: 'false' }, /b64/],
+    ['b64 0', { b64: 0 }, /b64/],
+    [
+      'b64:true and crit ["b64"] (an extension jose knows; the gateway supports none)',
+      { b64: true, crit: ['b64'] },
+      /crit/,
+    ],
+    ['an unknown crit parameter', { crit: ['urn:x'], 'urn:x': 1 }, /crit/],
+    ['crit naming a claim', { crit: ['exp'], exp: 1 }, /crit/],
+    ['crit naming a parameter that is absent', { crit: ['b64'] }, /crit/],
+    ['an empty crit', { crit: [] }, /crit/],
+    ['crit as a string', { crit: 'b64', b64: true }, /crit/],
+    ['crit with a duplicate (jose does not check that)', { crit: ['b64', 'b64'], b64: true }, /crit/],
+  ])('%s, signature valid → 401', async (_n, header, why) => {
+    const token = await idp.signUnchecked(header, b64(claims()));
+    const p = provider();
+    await expect(p.authenticate(token, tokenHash(token))).rejects.toMatchObject({
+      code: 'ERR_AUTHN_INVALID_TOKEN',
+      detail: expect.stringMatching(why) as unknown,
+    });
+    expect(await outcome(p, token)).toBe('ERR_AUTHN_INVALID_TOKEN');
+    expect(p.stats().cacheEntries).toBe(0);
+  });
+
+  it('the control: the same signing path with an ordinary header (or b64:true alone, RFC 7797 §3) is accepted', async () => {
+    const p = provider();
+    expect(await outcome(p, await idp.signUnchecked({}, b64(claims())))).toBe('ok:alice');
+    expect(await outcome(p, await idp.signUnchecked({ b64: true }, b64(claims({ sub: 'bob' }))))).toBe(
+      'ok:bob',
+    );
+  });
+
+  it('jose alone would accept b64:false without crit and crit ["b64"] with b64:true (why the gateway checks first)', async () => {
+    const key = await importJWK(idp.jwks().keys[0]!, 'ES256');
+    for (const header of [
+      { b64: false },
+      { b64: true, crit: ['b64'] },
+      { b64: true, crit: ['b64', 'b64'] },
+    ]) {
+      const token = await idp.signUnchecked(header, b64(claims()));
+      await expect(jwtVerify(token, key, { algorithms: ['ES256'] })).resolves.toMatchObject({
+        payload: { sub: 'alice' },
+      });
+    }
   });
 });
