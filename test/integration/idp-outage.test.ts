@@ -9,11 +9,12 @@
  * IdP and can stop publishing a key: the fake IdP can add keys but not retire one while keeping the newer one.
  * IdP faults pass through it unchanged (a 500 stays a 500, a reset stays a reset).
  *
- * Time: `jwksMaxAgeSeconds` cannot be set under 30 s, and jose reads `Date.now()` for the key set's age and the
- * unknown-kid cooldown. Instead of sleeping 30 s, the tests move the process's wall clock forward
- * (`advanceWallClock`: `Date.now` is offset; timers, sockets and TLS keep real time). The gateway runs in this
- * process, so its clock, jose's and the fake IdP's all move together, as if the time had passed.
- * Every other deadline (cache TTLs, cooldown, backoff) is waited for in real time.
+ * Time: `jwksMaxAgeSeconds` cannot be set under 30 s. Instead of sleeping 30 s, the tests move time forward
+ * (`advanceClocks`): `Date.now()` is offset for the whole process (the gateway's wall clock, jose's token
+ * checks, the fake IdP's `iat`/`exp`), and the gateway is given a clock whose monotonic reading carries the
+ * same offset (the key set's age, the cooldown and every other duration run on it), as if the time had
+ * passed; timers, sockets and TLS keep real time. Every other deadline (cache TTLs, cooldown, backoff) is
+ * waited for in real time.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -28,6 +29,7 @@ import type { JWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BACKOFF_INITIAL_MS, BACKOFF_MAX_MS } from '../../src/authn/jwks.js';
 import { PAUSE_AFTER_FAILURES, PAUSE_INITIAL_MS, PAUSE_MAX_MS } from '../../src/authn/introspection.js';
+import type { Clock } from '../../src/clock.js';
 import { adminGet } from '../helpers/admin.js';
 import { h2session } from '../helpers/clients.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
@@ -98,10 +100,15 @@ function backoffWait(failures: number): number {
 
 const realDateNow = Date.now.bind(Date);
 let clockOffsetMs = 0;
-/** Moves `Date.now()` forward for everything in this process (gateway, jose, fake IdP). */
-function advanceWallClock(ms: number): void {
+/** Moves time forward: `Date.now()` for everything in this process, and the gateway's monotonic clock. */
+function advanceClocks(ms: number): void {
   clockOffsetMs += ms;
 }
+/** The gateway's clock: the (offset) `Date.now()`, and a monotonic reading offset alike. */
+const gatewayClock: Clock = {
+  now: () => Date.now(),
+  hrtime: () => process.hrtime.bigint() + BigInt(Math.round(clockOffsetMs * 1e6)),
+};
 
 // --- JWKS front ------------------------------------------------------------------------------------------
 
@@ -286,40 +293,43 @@ beforeAll(async () => {
     upstream: up.url,
     auth: { scopes: ['read'], ...auth },
   });
-  gw = await startGateway((pki) => ({
-    admin: { enabled: true, listen: '127.0.0.1:0' },
-    authProviders: {
-      'idp-jwt': {
-        type: 'jwt',
-        issuer: idp.issuer,
-        audience: AUD,
-        jwksUri: front.url,
-        algorithms: ['ES256'],
-        cacheMaxSeconds: JWT_CACHE_MS / 1000,
-        jwksTimeoutMs: 1_000,
-        jwksCooldownSeconds: COOLDOWN_MS / 1000,
-        jwksMaxAgeSeconds: MAX_AGE_MS / 1000,
+  gw = await startGateway(
+    (pki) => ({
+      admin: { enabled: true, listen: '127.0.0.1:0' },
+      authProviders: {
+        'idp-jwt': {
+          type: 'jwt',
+          issuer: idp.issuer,
+          audience: AUD,
+          jwksUri: front.url,
+          algorithms: ['ES256'],
+          cacheMaxSeconds: JWT_CACHE_MS / 1000,
+          jwksTimeoutMs: 1_000,
+          jwksCooldownSeconds: COOLDOWN_MS / 1000,
+          jwksMaxAgeSeconds: MAX_AGE_MS / 1000,
+        },
+        'idp-opaque': {
+          type: 'introspection',
+          endpoint: idp.introspectionUri,
+          clientId: idp.clientId,
+          clientSecretFile: secretFile,
+          timeoutMs: 1_000,
+          maxConcurrentCalls: 32,
+          cache: { maxTtlSeconds: OPAQUE_TTL_MS / 1000, negativeTtlSeconds: 1 },
+        },
       },
-      'idp-opaque': {
-        type: 'introspection',
-        endpoint: idp.introspectionUri,
-        clientId: idp.clientId,
-        clientSecretFile: secretFile,
-        timeoutMs: 1_000,
-        maxConcurrentCalls: 32,
-        cache: { maxTtlSeconds: OPAQUE_TTL_MS / 1000, negativeTtlSeconds: 1 },
-      },
-    },
-    listeners: [
-      tlsListener(pki, {
-        routes: [
-          route('jwt', { providers: ['idp-jwt'] }),
-          route('opaque', { providers: ['idp-opaque'] }),
-          route('opaque-stale', { providers: ['idp-opaque'], staleIfErrorSeconds: STALE_MS / 1000 }),
-        ],
-      }),
-    ],
-  }));
+      listeners: [
+        tlsListener(pki, {
+          routes: [
+            route('jwt', { providers: ['idp-jwt'] }),
+            route('opaque', { providers: ['idp-opaque'] }),
+            route('opaque-stale', { providers: ['idp-opaque'], staleIfErrorSeconds: STALE_MS / 1000 }),
+          ],
+        }),
+      ],
+    }),
+    { clock: gatewayClock },
+  );
   adminPort = gw.app.adminPort() as number;
 }, 60_000);
 
@@ -454,7 +464,7 @@ describe('threat model #125: the IdP completely down under mixed traffic', () =>
         // ---- outage, key set past its max age (the wall clock moves past jwksMaxAgeSeconds) --------------
         const jwksAt1 = front.fetches.length;
         const phase2Start = performance.now();
-        advanceWallClock(MAX_AGE_MS + 1_000);
+        advanceClocks(MAX_AGE_MS + 1_000);
         const phase2 = await runLoad(session, {
           ratePerSec: 40,
           durationMs: 600,
@@ -660,7 +670,7 @@ describe('threat model #126: JWKS rotation under load', () => {
       const d = await phase('d', 1_200, ['k1', 'k2']);
       // E: the set reaches its max age (measured from its fetch in C): k1 is gone, k2 stays.
       const lastFetch = front.fetches.at(-1) as number;
-      advanceWallClock(MAX_AGE_MS - (performance.now() - lastFetch) + 1_000);
+      advanceClocks(MAX_AGE_MS - (performance.now() - lastFetch) + 1_000);
       const e = await phase('e', 1_500, ['k1', 'k2', 'k1-cached']);
 
       const figures = Object.entries({ a, b, c, d, e }).map(
