@@ -15,13 +15,14 @@
  * `active: false` is cached for negativeTtlSeconds. Lifetimes run on the monotonic clock from the moment the
  * answer was stored; `exp` and `nbf` are compared with the wall clock on every hit (issue 12 point 7): a wall
  * clock stepped back cannot keep an answer past its lifetime, one stepped forward past `exp` ends it, and an
- * answer whose `nbf` is ahead of the wall clock is refused even from the cache. The pause below is timed on
- * the monotonic clock too; at most maxEntries entries (LRU, evictions counted);
+ * answer whose `nbf` is ahead of the wall clock is refused even from the cache. At most maxEntries entries
+ * (LRU, evictions counted);
  * concurrent misses for one hash share one IdP call (single-flight), and at most `maxConcurrentCalls` calls run
  * at once (past it a miss is refused with 503 at once: load shedding, not a queue). An IdP that keeps failing is
  * not asked by every request (threat model #125): after {@link PAUSE_AFTER_FAILURES} failed calls in a row, new
  * calls wait {@link PAUSE_INITIAL_MS}, doubling up to {@link PAUSE_MAX_MS}, and then one call at a time
- * probes; meanwhile a miss is refused with 503 at once. The first answer from the IdP ends the pause. No
+ * probes (timed on the monotonic clock); meanwhile a miss is refused with 503 at once. The first answer from
+ * the IdP ends the pause. No
  * stale answer is ever served unless the
  * caller passes `staleIfErrorSeconds` (a route option, off by default; capped at
  * {@link MAX_STALE_IF_ERROR_SECONDS}). Route policy is not cached here: it runs on every request, hit or miss.
