@@ -27,6 +27,9 @@ export const ERRORS = {
   ERR_REQUEST_BAD_PATH: { status: 400, message: 'Bad request: the request target is not acceptable.' },
   ERR_REQUEST_BAD_HOST: { status: 400, message: 'Bad request: the Host header is missing or malformed.' },
   ERR_REQUEST_BAD_HEADER: { status: 400, message: 'Bad request: a header name or value is not acceptable.' },
+  ERR_REQUEST_BAD_METHOD: { status: 400, message: 'Bad request: the request method is malformed.' },
+  // CONNECT, TRACE and methods the gateway does not know: never forwarded (authz/methods.ts)
+  ERR_REQUEST_METHOD_REFUSED: { status: 405, message: 'Method not allowed.' },
   ERR_REQUEST_HEADERS_TOO_LARGE: { status: 431, message: 'Request header fields too large.' },
   ERR_REQUEST_UPGRADE_REFUSED: { status: 400, message: 'Bad request: this protocol upgrade is not supported.' },
   ERR_REQUEST_BAD_WEBSOCKET: { status: 400, message: 'Bad request: invalid WebSocket handshake.' },
@@ -58,6 +61,8 @@ export const ERRORS = {
   ERR_AUTHN_UNAVAILABLE: { status: 503, message: 'Service unavailable: the identity provider did not answer.' },
   // authorization
   ERR_AUTHZ_ROUTE_ACL: { status: 403, message: 'Forbidden: this client is not allowed on this route.' },
+  // a method outside the route's `methods:` list
+  ERR_AUTHZ_METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed on this route.' },
   ERR_AUTHZ_INSUFFICIENT_SCOPE: {
     status: 403,
     message: 'Forbidden: the token lacks a required scope or claim.',
@@ -86,12 +91,15 @@ export const ERROR_CODES = Object.keys(ERRORS) as readonly ErrorCode[];
 export class GatewayError extends Error {
   readonly code: ErrorCode;
   readonly detail: string | undefined;
+  /** The `Allow` header of a 405 answer (RFC 9110 §15.5.6: a 405 MUST carry one). */
+  readonly allow: string | undefined;
 
-  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown; allow?: string }) {
     super(detail === undefined ? code : `${code}: ${detail}`, options);
     this.name = 'GatewayError';
     this.code = code;
     this.detail = detail;
+    this.allow = options?.allow;
   }
 
   /** The HTTP status for this error. */

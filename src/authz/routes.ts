@@ -8,6 +8,7 @@
  */
 import type { ClientAcl } from '../identity/acl.js';
 import type { UpstreamSpec } from '../proxy/upstream.js';
+import type { MethodPolicy } from './methods.js';
 
 /** One compiled route. */
 export interface Route {
@@ -21,6 +22,8 @@ export interface Route {
   readonly upstream: UpstreamSpec;
   /** Route-level client allow-list; undefined means the listener's decision stands. */
   readonly acl: ClientAcl | undefined;
+  /** The methods this route forwards (`methods:`, else the default set; authz/methods.ts). */
+  readonly methods: MethodPolicy;
 }
 
 /** Finds the route for a normalized host (lowercase, no port, no trailing dot) and a normalized path. */

@@ -34,6 +34,7 @@ import { createAuthenticator, providerFiles, type AuthProviderConfig } from '../
 import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
 import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
 import { compileRouteTable, type Route, type RouteTable } from '../authz/routes.js';
+import { compileMethodPolicy, DEFAULT_METHOD_POLICY, type MethodPolicy } from '../authz/methods.js';
 import type { UpstreamSpec } from '../proxy/upstream.js';
 import { DEFAULTS, TLS_CIPHERS } from './defaults.js';
 import {
@@ -1314,11 +1315,18 @@ function resolveHttpListener(
     }
     const pathPrefix = prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
     const racl = compileAcl(ctx, r.allowClients, `${rp}.allowClients`);
+    let methods: MethodPolicy = DEFAULT_METHOD_POLICY;
+    try {
+      methods = compileMethodPolicy(r.methods, `${rp}.methods`);
+    } catch (err) {
+      if (err instanceof ConfigError) ctx.errors.push(err);
+      else throw err;
+    }
     if (r.auth !== undefined) {
       const auth = resolveRouteAuth(ctx, r.auth, `${rp}.auth`, id);
       if (auth !== undefined) routeAuth[id] = auth;
     }
-    if (upstream) routes.push({ id, host, pathPrefix, upstream, acl: racl });
+    if (upstream) routes.push({ id, host, pathPrefix, upstream, acl: racl, methods });
   });
   if (!address) return undefined;
   return {

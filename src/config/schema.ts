@@ -102,6 +102,8 @@ const route = z.strictObject({
   }),
   upstream,
   allowClients: allowClients.optional(),
+  /** The methods this route forwards (checked in load.ts: authz/methods.ts); absent: every method but CONNECT and TRACE. */
+  methods: z.array(z.string()).optional(),
   /** Bearer authentication and policy (providers from `authProviders`, scopes, claims). Absent: no token needed. */
   auth: routeAuthSchema.optional(),
   /** Overrides the top-level `telemetry.optOut` for this route. */

@@ -100,13 +100,15 @@ const REQUEST_TIMEOUT_ANSWER = rawAnswer({ status: 408, headers: {}, body: '' })
 const LINGER_MS = 1_000;
 
 /**
- * The registry code for an llhttp error: the request line (method, target, version) is a bad target,
- * a header section over the limit is 431, anything else (header syntax, Content-Length and
- * Transfer-Encoding framing, chunk syntax) is a bad header.
+ * The registry code for an llhttp error: a method llhttp does not know (or that is not a token) is a bad
+ * method, the rest of the request line (target, version) a bad target, a header section over the limit
+ * is 431, anything else (header syntax, Content-Length and Transfer-Encoding framing, chunk syntax) is a
+ * bad header.
  */
 export function parseErrorCode(hpeCode: string): ErrorCode {
   if (hpeCode === 'HPE_HEADER_OVERFLOW') return 'ERR_REQUEST_HEADERS_TOO_LARGE';
-  if (hpeCode === 'HPE_INVALID_METHOD' || hpeCode === 'HPE_INVALID_URL' || hpeCode === 'HPE_INVALID_VERSION') return 'ERR_REQUEST_BAD_PATH';
+  if (hpeCode === 'HPE_INVALID_METHOD') return 'ERR_REQUEST_BAD_METHOD';
+  if (hpeCode === 'HPE_INVALID_URL' || hpeCode === 'HPE_INVALID_VERSION') return 'ERR_REQUEST_BAD_PATH';
   return 'ERR_REQUEST_BAD_HEADER';
 }
 const kInflight = Symbol('portcullis.inflight');

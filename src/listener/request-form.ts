@@ -1,5 +1,5 @@
 /**
- * The first stages of an HTTP request, before any credential is looked at: its form (method, header count,
+ * The first stages of an HTTP request, before any credential is looked at: its form (method syntax, header count,
  * one well-formed authority, an origin-form target normalized once), SNI against Host, and the
  * route. Pure functions of the request and the connection: each failure is a GatewayError carrying its status
  * (the pipeline's responder answers it).
@@ -7,6 +7,7 @@
 import type { HttpRuntimeListener } from '../config/load.js';
 import type { Route } from '../authz/routes.js';
 import { normalizeRequestTarget } from '../authz/path.js';
+import { checkMethodForm } from '../authz/methods.js';
 import { GatewayError } from '../errors.js';
 import type { ConnectionState } from './connection.js';
 
@@ -73,8 +74,8 @@ export function resolveRequest(
   rawHeaders: readonly string[],
   isH2: boolean,
 ): ResolvedRequest {
-  if (method === undefined || method === 'CONNECT')
-    throw new GatewayError('ERR_REQUEST_BAD_PATH', 'CONNECT method');
+  // A malformed method is 400; CONNECT (which names no path, so no route) 405 (authz/methods.ts).
+  checkMethodForm(method);
   if (rawHeaders.length > MAX_RAW_HEADER_ENTRIES)
     throw new GatewayError('ERR_REQUEST_HEADERS_TOO_LARGE', 'more than 1000 headers');
   const facts = scanAuthority(rawHeaders, isH2);

@@ -3,6 +3,7 @@
  *
  *   form        method, header count, one well-formed authority, origin-form target, SNI = Host, route
  *   client      the listener's allow-list, and the route's (before any credential costs an IdP call)
+ *   method      TRACE, an unknown method, or one outside the route's `methods`: 405 (before any credential too)
  *   [websocket] a well-formed RFC 6455 handshake to an upstream that can upgrade (upgrades only)
  *   credential  the credential the route's `auth` reads (Bearer today), or 401/400 at once
  *   headers     the upstream request headers: hop-by-hop, spoofed identity, telemetry removed
@@ -14,7 +15,7 @@
  * call; a route without `auth` runs every stage synchronously.
  */
 import type { IncomingMessage } from 'node:http';
-import { authorize, authorizeClient } from '../authz/authorize.js';
+import { authorize, authorizeClient, authorizeMethod } from '../authz/authorize.js';
 import { credentialOf } from '../authn/credential.js';
 import type { HttpRuntimeListener } from '../config/load.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
@@ -76,6 +77,12 @@ export function createHttpStages(listener: HttpRuntimeListener, deps: HttpStageD
       );
     }
     authorizeClient(routeOf(ctx).requirements, conn?.identity);
+    return undefined;
+  };
+
+  const method: Stage<RequestContext> = (ctx) => {
+    // The form stage checked it is a token (never undefined past it).
+    authorizeMethod(routeOf(ctx).requirements, ctx.req.method ?? '');
     return undefined;
   };
 
@@ -180,7 +187,7 @@ export function createHttpStages(listener: HttpRuntimeListener, deps: HttpStageD
   };
 
   return {
-    request: [form, client, credential, headers(false), authenticate, authorizeStage],
-    upgrade: [form, client, websocket, credential, headers(true), authenticate, authorizeStage],
+    request: [form, client, method, credential, headers(false), authenticate, authorizeStage],
+    upgrade: [form, client, method, websocket, credential, headers(true), authenticate, authorizeStage],
   };
 }

@@ -26,8 +26,8 @@ export interface RefusalOptions {
 }
 
 /**
- * The answer to a refusal: the registry's status and message, `no-store`, the request id, and the RFC 6750
- * challenge where the code has one.
+ * The answer to a refusal: the registry's status and message, `no-store`, the request id, the RFC 6750
+ * challenge where the code has one, and `Allow` on a 405.
  */
 export function refusal(err: GatewayError, opts: RefusalOptions = {}): Answer {
   const headers: Record<string, string> = {
@@ -37,6 +37,8 @@ export function refusal(err: GatewayError, opts: RefusalOptions = {}): Answer {
   if (opts.requestId !== undefined) headers['x-request-id'] = opts.requestId;
   const challenge = bearerChallenge(err.code, opts.scope);
   if (challenge !== undefined) headers['www-authenticate'] = challenge;
+  // RFC 9110 §15.5.6: a 405 lists the methods the target allows.
+  if (err.allow !== undefined) headers.allow = err.allow;
   return { status: ERRORS[err.code].status, headers, body: `${ERRORS[err.code].message}\n` };
 }
 

@@ -98,7 +98,7 @@ export function buildRouteRuntimes(
       route: r,
       terminal: deps.terminals.get(r.id),
       auth: auth === undefined ? undefined : authRuntime(auth, deps.authenticators),
-      requirements: { acl: r.acl, policy: auth?.policy },
+      requirements: { acl: r.acl, policy: auth?.policy, methods: r.methods },
       telemetry,
       requests: createRequestCounter(metrics, listener.name, r.id),
       duration: metrics.requestDuration.labels(listener.name, r.id),

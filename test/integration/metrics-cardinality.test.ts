@@ -7,7 +7,7 @@
  * by a small warm-up that sends every kind of request once, then by a flood of the same kinds — tens of
  * thousands of requests over HTTP/2 (multiplexed) and HTTP/1.1 (keep-alive) with random paths (routed,
  * 404, refused as malformed), random Host / :authority values, random methods (`FOO123`-style: over
- * HTTP/2 as :method, over HTTP/1.1 refused by the parser), random SNI (or none), client certificates with
+ * HTTP/2 as :method, 405; over HTTP/1.1 refused by the parser), random SNI (or none), client certificates with
  * random CNs and OUs (some on a route allow-list, some not: 403), and refused connections (a stranger
  * CA's certificate with a random CN, no certificate, plaintext). Then `/metrics` is scraped and:
  * - every `portcullis_` series is exactly one that existed after the warm-up, and the exposition minus
@@ -165,12 +165,14 @@ interface ClientCert {
   readonly allowed: boolean;
 }
 
-/** The status the gateway must answer `spec` with (see resolveRequest / checkClient in http-handler.ts). */
+/** The status the gateway must answer `spec` with (the form, client and method stages, pipeline/http-stages.ts). */
 function expectedStatus(spec: Spec, mode: SniMode, client: ClientCert): number {
   if (spec.path === 'bad-path') return 400;
   if (spec.host === 'random' && mode !== 'no-sni') return 421;
   if (spec.path === 'not-found') return 404;
-  if (spec.path === 'acl') return client.allowed ? 200 : 403;
+  if (spec.path === 'acl' && !client.allowed) return 403;
+  // A method the gateway does not know is never forwarded (threat model #132).
+  if (spec.method === 'random') return 405;
   return 200;
 }
 

@@ -192,7 +192,7 @@ describe('paths: the authorised path is the forwarded path (threat model #66, #6
     }
   });
 
-  it('CONNECT host:443 → refused (400 or closed), never forwarded', async () => {
+  it('CONNECT host:443 → refused (405), never forwarded', async () => {
     const seenBefore = up.seen.length;
     const logsBefore = gw.logs().length;
     const r = await rawTls(
@@ -201,10 +201,10 @@ describe('paths: the authorised path is the forwarded path (threat model #66, #6
       `CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\nGET /public/tunnelled HTTP/1.1\r\nHost: localhost:${port}\r\n\r\n`,
     );
     expect(r.closed).toBe(true);
-    expect([0, 400]).toContain(firstStatus(r.text));
+    expect(firstStatus(r.text)).toBe(405);
     expect(r.text).not.toContain('200');
     expect(up.seen.length).toBe(seenBefore);
-    expect(logsSince(gw, logsBefore).filter((l) => l.reason === 'ERR_REQUEST_BAD_PATH')).toHaveLength(1);
+    expect(logsSince(gw, logsBefore).filter((l) => l.reason === 'ERR_REQUEST_METHOD_REFUSED')).toHaveLength(1);
   });
 
   describe('HTTP/2 :path', () => {
@@ -255,7 +255,7 @@ describe('paths: the authorised path is the forwarded path (threat model #66, #6
       }
     });
 
-    it('CONNECT → 400 ERR_REQUEST_BAD_PATH as an HTTP/2 answer, never a 200', async () => {
+    it('CONNECT → 405 ERR_REQUEST_METHOD_REFUSED as an HTTP/2 answer, never a 200', async () => {
       const seenBefore = up.seen.length;
       const logsBefore = gw.logs().length;
       const r = await new Promise<{ status: number; body: string }>((resolve) => {
@@ -268,11 +268,11 @@ describe('paths: the authorised path is the forwarded path (threat model #66, #6
         st.on('close', () => resolve({ status, body: Buffer.concat(chunks).toString('utf8') }));
         st.end();
       });
-      expect(r.status).toBe(400);
+      expect(r.status).toBe(405);
       expect(r.body).not.toContain('HTTP/1.1');
       expect(up.seen.length).toBe(seenBefore);
       expect(
-        logsSince(gw, logsBefore).filter((l) => l.reason === 'ERR_REQUEST_BAD_PATH' && l.status === 400),
+        logsSince(gw, logsBefore).filter((l) => l.reason === 'ERR_REQUEST_METHOD_REFUSED' && l.status === 405),
       ).toHaveLength(1);
     });
   });

@@ -190,7 +190,7 @@ describe('HTTP/1.1 smuggling and framing (threat model #59, #61–#63, #65, #70)
         BAD_HEADER,
       ],
       // request line
-      ['lower-case method', () => `get /x HTTP/1.1\r\n${H}\r\n`, BAD_PATH],
+      ['lower-case method', () => `get /x HTTP/1.1\r\n${H}\r\n`, 'ERR_REQUEST_BAD_METHOD'],
       ['HTTP/1.10', () => `GET /x HTTP/1.10\r\n${H}\r\n`, BAD_PATH],
       ['target without a leading slash', () => `GET x HTTP/1.1\r\n${H}\r\n`, BAD_PATH],
     ])('%s', async (_label, bytes, reason) => {
@@ -239,12 +239,13 @@ describe('HTTP/1.1 smuggling and framing (threat model #59, #61–#63, #65, #70)
       expect(r.logs.filter((l) => l.reason === reason && l.status === 400)).toHaveLength(1);
     });
 
-    it('CONNECT: refused, the bytes after it are not a request', async () => {
+    it('CONNECT: refused (405), the bytes after it are not a request', async () => {
       const r = await attack(`CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\n\r\n`);
-      expect(r.responses.map((x) => x.status)).toEqual([400]);
+      expect(r.responses.map((x) => x.status)).toEqual([405]);
+      expect(r.responses[0]!.headers.allow).toMatch(/^GET, HEAD, POST/);
       expect(r.closed).toBe(true);
       expect(r.seen).toEqual([]);
-      expect(r.logs.filter((l) => l.reason === 'ERR_REQUEST_BAD_PATH')).toHaveLength(1);
+      expect(r.logs.filter((l) => l.reason === 'ERR_REQUEST_METHOD_REFUSED')).toHaveLength(1);
     });
   });
 

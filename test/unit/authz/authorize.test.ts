@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { authorize, authorizeClient } from '../../../src/authz/authorize.js';
+import { authorize, authorizeClient, authorizeMethod } from '../../../src/authz/authorize.js';
+import { compileMethodPolicy, DEFAULT_METHOD_POLICY } from '../../../src/authz/methods.js';
 import { compileRoutePolicy } from '../../../src/authz/policy.js';
 import { compileClientAcl } from '../../../src/identity/acl.js';
 import type { Principal } from '../../../src/authn/principal.js';
@@ -18,11 +19,11 @@ describe('authorize', () => {
   const policy = compileRoutePolicy({ scopes: ['read'] }, 'r.auth');
 
   it('a route without requirements allows anyone', () => {
-    expect(() => authorize({ acl: undefined, policy: undefined }, undefined, undefined, req)).not.toThrow();
+    expect(() => authorize({ acl: undefined, policy: undefined, methods: DEFAULT_METHOD_POLICY }, undefined, undefined, req)).not.toThrow();
   });
 
   it('scopes are checked on the principal', () => {
-    const route = { acl: undefined, policy };
+    const route = { acl: undefined, policy, methods: DEFAULT_METHOD_POLICY };
     expect(() => authorize(route, undefined, principal(['read']), req)).not.toThrow();
     expect(() => authorize(route, undefined, principal([]), req)).toThrow(
       expect.objectContaining({ code: 'ERR_AUTHZ_INSUFFICIENT_SCOPE' }),
@@ -30,14 +31,14 @@ describe('authorize', () => {
   });
 
   it('a route with auth and no principal is refused (fail closed)', () => {
-    expect(() => authorize({ acl: undefined, policy }, undefined, undefined, req)).toThrow(
+    expect(() => authorize({ acl: undefined, policy, methods: DEFAULT_METHOD_POLICY }, undefined, undefined, req)).toThrow(
       expect.objectContaining({ code: 'ERR_AUTHN_MISSING' }),
     );
   });
 
   it('a route allow-list needs a verified certificate it names', () => {
     const acl = compileClientAcl(['CN=alice'], 'r.allowClients');
-    const route = { acl, policy: undefined };
+    const route = { acl, policy: undefined, methods: DEFAULT_METHOD_POLICY };
     expect(() => authorizeClient(route, undefined)).toThrow(
       expect.objectContaining({ code: 'ERR_IDENTITY_NO_CLIENT_CERT' }),
     );
@@ -54,6 +55,20 @@ describe('authorize', () => {
     expect(() => authorize(route, { ...bob, subject: 'CN=alice', commonNames: ['alice'] }, undefined, req)).not.toThrow();
     expect(() => authorize(route, bob, undefined, req)).toThrow(
       expect.objectContaining({ code: 'ERR_AUTHZ_ROUTE_ACL' }),
+    );
+  });
+
+  it("the route's methods are checked, before and after authentication alike", () => {
+    const route = { acl: undefined, policy, methods: compileMethodPolicy(['GET'], 'r.methods') };
+    expect(() => authorizeMethod(route, 'HEAD')).not.toThrow();
+    expect(() => authorizeMethod(route, 'POST')).toThrow(
+      expect.objectContaining({ code: 'ERR_AUTHZ_METHOD_NOT_ALLOWED', allow: 'GET, HEAD' }),
+    );
+    expect(() => authorize(route, undefined, principal(['read']), { method: 'POST', path: '/' })).toThrow(
+      expect.objectContaining({ code: 'ERR_AUTHZ_METHOD_NOT_ALLOWED' }),
+    );
+    expect(() => authorize(route, undefined, principal(['read']), { method: 'TRACE', path: '/' })).toThrow(
+      expect.objectContaining({ code: 'ERR_REQUEST_METHOD_REFUSED' }),
     );
   });
 });

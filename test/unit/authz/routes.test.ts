@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_METHOD_POLICY } from '../../../src/authz/methods.js';
 import { compileRouteTable, type Route } from '../../../src/authz/routes.js';
 
 /** A route as load.ts produces it: host lowercased (or a `*.` wildcard), prefix without a trailing slash. */
 function route(id: string, pathPrefix: string, host?: string): Route {
-  return { id, host, pathPrefix, upstream: { kind: 'gateway', endpoint: 'echo' }, acl: undefined };
+  return { id, host, pathPrefix, upstream: { kind: 'gateway', endpoint: 'echo' }, acl: undefined, methods: DEFAULT_METHOD_POLICY };
 }
 
 describe('compileRouteTable: host precedence', () => {

@@ -722,6 +722,37 @@ describe('loadConfigText: every bad config is refused with key path, value and e
       '"/a/../b"',
       'a normalized path prefix',
     ],
+    // route methods (authz/methods.ts): known uppercase tokens, never CONNECT or TRACE
+    ...(
+      [
+        ['lowercase', ['GET', 'post'], 1, '"post"', 'an uppercase method ("POST"): methods are case-sensitive'],
+        ['TRACE', ['TRACE'], 0, '"TRACE"', 'a method other than CONNECT and TRACE (never forwarded)'],
+        ['CONNECT', ['GET', 'CONNECT'], 1, '"CONNECT"', 'a method other than CONNECT and TRACE (never forwarded)'],
+        ['not a token', ['GET', 'G T'], 1, '"G T"', 'an HTTP method token (RFC 9110 §5.6.2), e.g. "GET"'],
+        ['unknown', ['FOO'], 0, '"FOO"', /^one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, ACL/],
+        ['listed twice', ['GET', 'POST', 'GET'], 2, '"GET"', 'each method listed once'],
+      ] as const
+    ).map(([what, methods, i, value, expected]): [string, () => string, string, string, string | RegExp] => [
+      `route methods: ${what}`,
+      () => config({}, listener({ routes: [{ id: 'm', upstream: 'builtin:echo', match: {}, methods }] })),
+      `listeners[0].routes[0].methods[${i}]`,
+      value,
+      expected,
+    ]),
+    [
+      'route methods: an empty list',
+      () => config({}, listener({ routes: [{ id: 'm', upstream: 'builtin:echo', match: {}, methods: [] }] })),
+      'listeners[0].routes[0].methods',
+      '[]',
+      'a non-empty list of methods (leave the key out to allow every method)',
+    ],
+    [
+      'route methods: not a list',
+      () => config({}, listener({ routes: [{ id: 'm', upstream: 'builtin:echo', match: {}, methods: 'GET' }] })),
+      'listeners[0].routes[0].methods',
+      '"GET"',
+      /list|array/,
+    ],
     // YAML itself (threat model #118)
     ['empty file', () => '', '', 'got null', 'a YAML mapping'],
     ['only a comment', () => '# nothing here\n', '', 'got null', 'a YAML mapping'],

@@ -18,6 +18,14 @@ describe('the responder', () => {
     expect(a.body).not.toContain('missing scope');
   });
 
+  it('a 405 carries Allow (RFC 9110 §15.5.6), also as raw bytes', () => {
+    const a = refusal(new GatewayError('ERR_AUTHZ_METHOD_NOT_ALLOWED', 'PUT', { allow: 'GET, HEAD' }));
+    expect(a.status).toBe(405);
+    expect(a.headers.allow).toBe('GET, HEAD');
+    expect(rawAnswer(a)).toMatch(/^Allow: GET, HEAD\r$/m);
+    expect(refusal(new GatewayError('ERR_AUTHN_MISSING')).headers.allow).toBeUndefined();
+  });
+
   it('status texts come from node:http', () => {
     expect(statusText(421)).toBe('Misdirected Request');
     expect(statusText(405)).toBe('Method Not Allowed');
