@@ -11,7 +11,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { constants as h2constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { HttpRuntimeListener } from '../config/load.js';
 import type { Authenticator } from '../authn/principal.js';
 import { GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
@@ -30,10 +30,9 @@ import { bodyBytes, refusal, writeAnswer, writeRawAnswer, type Answer } from '..
 import { buildRouteRuntimes, type RouteTerminal } from '../pipeline/route-runtime.js';
 import { runStages, type StageEnds } from '../pipeline/run.js';
 import { connectionStateOf, socketPeer } from './connection.js';
+import { bodyPending, lingeringClose, stopReadingBody } from './refused-body.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
 import { TUNNEL_CLOSE_REASONS, type WebSocketProxy } from '../proxy/websocket.js';
-
-const H2_NO_ERROR = h2constants.NGHTTP2_NO_ERROR;
 
 /** Answers a request that passed every check (route id → terminal map built at start). */
 export type RouteForwarder = RouteTerminal;
@@ -92,22 +91,6 @@ function clientGone(req: ClientRequest, res: ClientResponse): boolean {
     return stream.closed || stream.destroyed;
   }
   return (res as { destroyed: boolean }).destroyed || req.errored !== null;
-}
-
-/**
- * After a complete refusal of an HTTP/2 request whose body is still coming, RST_STREAM NO_ERROR asks the
- * client to stop sending it (RFC 9113 §8.1) and frees the stream's slot. Node does this itself only for a
- * body nobody started reading; it waits for the stream's writable side to finish, then one turn, as here.
- */
-function resetAfterAnswer(res: Http2ServerResponse): void {
-  const stream = res.stream;
-  const close = (): void => {
-    setImmediate(() => {
-      if (!stream.destroyed && !stream.closed) stream.close(H2_NO_ERROR);
-    });
-  };
-  if (stream.writableFinished) close();
-  else stream.once('finish', close);
 }
 
 /** Creates the handler of one listener. */
@@ -202,17 +185,19 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
   function deny(ctx: RequestContext, res: ClientResponse, err: GatewayError): void {
     const req = ctx.req;
     const answer = refusalOf(ctx, err);
+    // The rest of a body still arriving is not read: the connection closes (HTTP/1.1) or the stream is
+    // reset (HTTP/2) after the answer (refused-body.ts).
+    const unreadBody = bodyPending(req);
     // A malformed request may be a smuggling attempt: do not reuse an HTTP/1.1 connection after it,
     // and never act on what the client pipelined behind it.
-    const close = req.httpVersionMajor === 1 && err.code.startsWith('ERR_REQUEST_');
+    const close = req.httpVersionMajor === 1 && (unreadBody || err.code.startsWith('ERR_REQUEST_'));
     if (close) closingConnections.add(req.socket);
     if (res.headersSent) {
       res.destroy();
       return;
     }
     writeAnswer(res, answer, close);
-    if (req.httpVersionMajor === 2 && err.code === 'ERR_REQUEST_BODY_TIMEOUT')
-      resetAfterAnswer(res as Http2ServerResponse);
+    if (unreadBody) stopReadingBody(req, res);
   }
 
   /** Hands a request that passed every stage to its route's terminal. Never throws. */
@@ -374,6 +359,8 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
 
   function refuseUpgrade(ctx: RequestContext, socket: Duplex, err: GatewayError): void {
     writeRawAnswer(socket, refusalOf(ctx, err));
+    // Nothing after the refused handshake is read: FIN, at most a bounded linger, then the socket is gone.
+    lingeringClose(socket);
   }
 
   function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -401,6 +388,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       answer: (c, a) => {
         (c.rt?.requests ?? unrouted).count(req.method, a.status);
         writeRawAnswer(socket, a);
+        lingeringClose(socket);
         logAccess(c, { status: a.status, outcome: 'answered', bytesOut: bodyBytes(a) });
       },
       refuse: (c, err) => refuseUpgrade(c, socket, err),

@@ -35,6 +35,7 @@ import {
   socketPeer,
 } from './connection.js';
 import type { HttpHandler } from './http-handler.js';
+import { isDroppingInput, lingeringClose } from './refused-body.js';
 
 /** A bound listener. */
 export interface RunningListener {
@@ -96,8 +97,6 @@ const kTimer = Symbol('portcullis.h1timer');
 const kRefused = Symbol('portcullis.refused');
 /** What a connection whose request did not arrive in time gets (Node's `requestTimeout`). */
 const REQUEST_TIMEOUT_ANSWER = rawAnswer({ status: 408, headers: {}, body: '' });
-/** ms a refused HTTP/1.1 connection keeps draining the client's bytes before it is destroyed. */
-const LINGER_MS = 1_000;
 
 /**
  * The registry code for an llhttp error: a method llhttp does not know (or that is not a token) is a bad
@@ -349,6 +348,12 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     // The parser stays in its error state: every later chunk would report the same error again.
     if (s[kRefused]) return;
     s[kRefused] = true;
+    if (isDroppingInput(socket)) {
+      // Already answered, now dropping the rest of a refused request's body: the client closing in the
+      // middle of it (HPE_INVALID_EOF_STATE) or sending garbage is not a second request to refuse.
+      socket.destroy();
+      return;
+    }
     const code = err.code ?? '';
     const parseError = code.startsWith('HPE_');
     if (!parseError && code !== 'ERR_HTTP_REQUEST_TIMEOUT') {
@@ -382,12 +387,9 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
       }
       socket.end(answer);
       // Lingering close (as nginx does): keep reading and dropping what the client is still sending for
-      // a moment. Closing with unread bytes makes the kernel send a RST, and a RST makes the client's
-      // kernel discard the answer before the client has read it.
-      socket.on('data', noop);
-      socket.resume();
-      socket.once('end', () => socket.destroy());
-      setTimeout(() => socket.destroy(), LINGER_MS).unref();
+      // a moment, within a bound (refused-body.ts). Closing with unread bytes makes the kernel send a
+      // RST, and a RST makes the client's kernel discard the answer before the client has read it.
+      lingeringClose(socket);
     };
     const inflight = s._httpMessage;
     if (inflight && !inflight.writableFinished && !inflight.destroyed) {
