@@ -7,6 +7,14 @@
  * model #108); upstream timeouts map to 504, connection failures to 502. A request whose body has not all
  * arrived within `requestBodyMs`, and whose upstream has not started answering, is aborted upstream and
  * refused with 408 (threat model #102).
+ *
+ * Interim responses (1xx) from the upstream are not relayed: the gateway answers `Expect: 100-continue`
+ * itself, and a 103 Early Hints repeats what the final response says. They do not stop the clock either:
+ * undici restarts its headers timer on each one, so an upstream that sends a 102 or 103 every few seconds
+ * would hold a request forever (threat model #134); the first one arms the gateway's own deadline,
+ * `upstreamResponseMs` after the request went out, which later ones do not move. Past it the answer is 504
+ * and the upstream connection is destroyed, never returned to the pool. (undici itself refuses a
+ * `100 Continue` to a request that did not ask for one: the connection is destroyed and the answer is 502.)
  */
 import { Http2ServerResponse, constants as h2constants } from 'node:http2';
 import { isIP } from 'node:net';
@@ -66,7 +74,7 @@ export function createHttpForwarder(
 
   function forward(fr: ForwardRequest, req: ClientRequest, res: ClientResponse): Promise<ForwardOutcome> {
     return new Promise<ForwardOutcome>((resolve, reject) => {
-      const ex = new Exchange(fr, req, res, clock, timeouts.requestBodyMs, resolve, reject);
+      const ex = new Exchange(fr, req, res, clock, timeouts, resolve, reject);
       if (res instanceof Http2ServerResponse) {
         // Rapid reset (CVE-2023-44487, threat model #74) sends HEADERS and RST_STREAM in one packet; the
         // reset is processed after this handler returns. One event-loop turn lets it land, so a stream
@@ -116,6 +124,12 @@ class Exchange implements Dispatcher.DispatchHandler {
   private bodyTimer: NodeJS.Timeout | undefined;
   /** The body deadline passed before undici connected the request: abort it as soon as it does. */
   private abortOnConnect: Error | undefined;
+  /** When the whole request had gone upstream (undici's headers timer starts there); undefined before. */
+  private waitingSince: bigint | undefined;
+  /** `upstreamResponseMs` from `waitingSince`, armed by the first interim response (see the module comment). */
+  private interimTimer: NodeJS.Timeout | undefined;
+  /** Interim (1xx) responses the upstream sent for this request; none is relayed. */
+  private interim = 0;
   private resumeUpstream: (() => void) | undefined;
   /** The client's side is gone (see onClientClose): neither stream flag says so reliably on HTTP/2. */
   private clientGone = false;
@@ -134,7 +148,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     private readonly req: ClientRequest,
     private readonly res: ClientResponse,
     private readonly clock: Clock,
-    private readonly bodyMs: number,
+    private readonly timeouts: Pick<TimeoutsConfig, 'requestBodyMs' | 'upstreamResponseMs'>,
     private readonly resolve: (o: ForwardOutcome) => void,
     private readonly reject: (e: Error) => void,
   ) {
@@ -158,11 +172,11 @@ class Exchange implements Dispatcher.DispatchHandler {
       method: fr.method,
       path: fr.path,
       headers: fr.headers,
-      body: fr.hasBody ? countedBody(this.req, this.counts, this.disarmBody) : null,
+      body: fr.hasBody ? countedBody(this.req, this.counts, this.bodyHandedOver) : null,
       servername,
     };
     if (fr.hasBody) {
-      this.bodyTimer = setTimeout(this.onBodyTimeout, this.bodyMs);
+      this.bodyTimer = setTimeout(this.onBodyTimeout, this.timeouts.requestBodyMs);
       this.bodyTimer.unref();
     }
     this.sentAt = this.clock.hrtime();
@@ -173,6 +187,51 @@ class Exchange implements Dispatcher.DispatchHandler {
   private readonly disarmBody = (): void => {
     if (this.bodyTimer !== undefined) clearTimeout(this.bodyTimer);
     this.bodyTimer = undefined;
+  };
+
+  /** The client's body has all been handed to undici: from now the upstream has everything to answer. */
+  private readonly bodyHandedOver = (): void => {
+    this.disarmBody();
+    this.startWaiting();
+  };
+
+  /** The request is complete upstream: the `upstreamResponseMs` clock starts (interim responses count
+   * from here; an interim response that came during the upload arms the deadline now). */
+  private startWaiting(): void {
+    this.waitingSince ??= this.clock.hrtime();
+    if (this.interim > 0) this.armInterimDeadline();
+  }
+
+  /** Arms, once, the final-response deadline that interim responses cannot move. */
+  private armInterimDeadline(): void {
+    if (this.interimTimer !== undefined || this.waitingSince === undefined || this.settled || this.started) return;
+    const elapsedMs = Number(this.clock.hrtime() - this.waitingSince) / 1e6;
+    this.interimTimer = setTimeout(this.onInterimTimeout, Math.max(0, this.timeouts.upstreamResponseMs - elapsedMs));
+    this.interimTimer.unref();
+  }
+
+  private disarmInterim(): void {
+    if (this.interimTimer !== undefined) clearTimeout(this.interimTimer);
+    this.interimTimer = undefined;
+  }
+
+  /**
+   * `upstreamResponseMs` passed since the request went out, with interim responses and no final one:
+   * 504 now, and the upstream request is aborted, which destroys its connection (it is not reused: the
+   * upstream is still in the middle of an answer).
+   */
+  private readonly onInterimTimeout = (): void => {
+    this.interimTimer = undefined;
+    if (this.settled || this.started || this.complete) return;
+    const err = new GatewayError(
+      'ERR_UPSTREAM_TIMEOUT',
+      `no final response ${this.timeouts.upstreamResponseMs} ms after the request (${this.interim} interim responses)`,
+    );
+    this.disarmBody();
+    this.res.off('close', this.onClientClose);
+    this.settled = true;
+    this.reject(err);
+    this.abortUpstream?.(err);
   };
 
   /**
@@ -186,7 +245,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.settled || this.started || this.complete) return;
     const err = new GatewayError(
       'ERR_REQUEST_BODY_TIMEOUT',
-      `request body incomplete after ${this.bodyMs} ms (${this.counts.in} bytes read)`,
+      `request body incomplete after ${this.timeouts.requestBodyMs} ms (${this.counts.in} bytes read)`,
     );
     this.res.off('close', this.onClientClose);
     this.settled = true;
@@ -198,6 +257,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private readonly onClientClose = (): void => {
     this.clientGone = true;
     this.disarmBody();
+    this.disarmInterim();
     if (!this.complete) {
       // The client went away before the response finished: abort upstream so its socket is freed.
       this.abortUpstream?.(new Error('client closed'));
@@ -210,11 +270,18 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.abortUpstream = abort;
     if (this.abortOnConnect !== undefined) abort(this.abortOnConnect);
     else if (this.clientGone) abort(new Error('client closed'));
+    else if (!this.fr.hasBody) this.startWaiting();
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
-    // 1xx (100 Continue, 103 Early Hints): the gateway answered Expect itself; nothing to relay.
-    if (statusCode < 200) return true;
+    if (statusCode < 200) {
+      // 1xx (102 Processing, 103 Early Hints): never relayed (the gateway answered Expect itself), and
+      // never a reason to wait longer than upstreamResponseMs for the final answer.
+      this.interim += 1;
+      this.armInterimDeadline();
+      return true;
+    }
+    this.disarmInterim();
     // The response started: from here the body may take as long as the exchange lives (streams,
     // uploads the upstream answers early), bounded by the idle timers only.
     this.disarmBody();
@@ -266,6 +333,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onError(err: Error): void {
     this.disarmBody();
+    this.disarmInterim();
     // Our own abort after the body deadline answered the client: nothing left to report.
     if (this.settled && !this.started) return;
     if (this.clientGone) {
@@ -300,6 +368,7 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   private finish(outcome: ForwardOutcome): void {
     this.disarmBody();
+    this.disarmInterim();
     if (this.settled) return;
     this.settled = true;
     this.res.off('close', this.onClientClose);

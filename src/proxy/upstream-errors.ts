@@ -15,6 +15,11 @@ export function upstreamErrorCode(err: unknown): ErrorCode {
   if (code === 'UND_ERR_INFO' || code === 'HPE_INVALID_CONSTANT' || code.startsWith('HPE_') || code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
     return 'ERR_UPSTREAM_BAD_RESPONSE';
   }
+  // undici's parser destroys the connection with these for a response it refuses: a `100 Continue` to a
+  // request that did not ask for one, an upgrade nobody asked for.
+  if (code === 'UND_ERR_SOCKET' && err instanceof Error && (err.message === 'bad response' || err.message === 'bad upgrade')) {
+    return 'ERR_UPSTREAM_BAD_RESPONSE';
+  }
   const cause = err && typeof err === 'object' && 'cause' in err ? err.cause : undefined;
   if (cause !== undefined && cause !== err) {
     const inner = upstreamErrorCode(cause);
