@@ -9,23 +9,51 @@ import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs, USAGE } from './cli.js';
-import { ConfigInvalid, loadConfigFile } from './config/load.js';
-import { startFileWatch } from './config/watch.js';
+import { commandHelp, parseArgs, usageLine, type Command } from './cli.js';
+import { TOKEN_DEFAULTS } from './commands/defaults.js';
 import { ConfigError } from './errors.js';
-import { reloadFromFile, startApp, type App, type ReloadResult } from './app.js';
-import { certsInit, certsIssue, certsRevoke, ensureDevCerts, CertsError } from './commands/certs.js';
-import { tokenCreate, tokenList, tokenMint, tokenRevoke, TokenCommandError } from './commands/token.js';
-import { DEV_KEY_FILES } from './authn/jwks-dev.js';
-import { TOKEN_DEFAULTS } from './authn/token-store.js';
-import { startAdminServer } from './admin/server.js';
+import type { App, ReloadResult } from './app.js';
+import type { DevHome } from './commands/dev-home.js';
 import type { RuntimeConfig } from './config/load.js';
-import { createLogger } from './observability/logger.js';
-import { resolveWorkerCount } from './cluster/policy.js';
-import { ClusterStartFailed, startClusterPrimary, type ClusterPrimary } from './cluster/primary.js';
-import { startClusterWorker, workerConfig, type WorkerChannel } from './cluster/worker.js';
+import type { ClusterPrimary } from './cluster/primary.js';
+import type { WorkerChannel } from './cluster/worker.js';
 
-/** The package root (where package.json, config/ and certs-dev/ live), found from this file. */
+/**
+ * The modules of `start` and `check`, loaded only for them: `probe` (run every few seconds by a health
+ * check), `--version`, `schema`, `certs` and `token` do not pay for the gateway's code.
+ */
+async function loadRuntime() {
+  const [load, watch, app, logger, policy, primary, worker, admin, certs, check] = await Promise.all([
+    import('./config/load.js'),
+    import('./config/watch.js'),
+    import('./app.js'),
+    import('./observability/logger.js'),
+    import('./cluster/policy.js'),
+    import('./cluster/primary.js'),
+    import('./cluster/worker.js'),
+    import('./admin/server.js'),
+    import('./commands/certs.js'),
+    import('./commands/check.js'),
+  ]);
+  return {
+    loadConfigFile: load.loadConfigFile,
+    startFileWatch: watch.startFileWatch,
+    startApp: app.startApp,
+    reloadFromFile: app.reloadFromFile,
+    createLogger: logger.createLogger,
+    resolveWorkerCount: policy.resolveWorkerCount,
+    ClusterStartFailed: primary.ClusterStartFailed,
+    startClusterPrimary: primary.startClusterPrimary,
+    startClusterWorker: worker.startClusterWorker,
+    workerConfig: worker.workerConfig,
+    startAdminServer: admin.startAdminServer,
+    ensureDevCerts: certs.ensureDevCerts,
+    effectiveConfigYaml: check.effectiveConfigYaml,
+  };
+}
+type Runtime = Awaited<ReturnType<typeof loadRuntime>>;
+
+/** The package root (where package.json and config/ live), found from this file. */
 function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (let i = 0; i < 5; i++) {
@@ -47,13 +75,18 @@ const CLUSTER_SCHEDULING = cluster.SCHED_RR;
 
 /** The exit code and the one-line message of a failure to start. */
 function describeStartFailure(err: unknown): { code: number; message: string } {
-  if (err instanceof ConfigInvalid) return { code: EXIT.config, message: err.message };
+  if (isConfigInvalid(err)) return { code: EXIT.config, message: err.message };
   if (err instanceof ConfigError) return { code: EXIT.config, message: `invalid config: ${err.message}` };
   return { code: EXIT.failure, message: err instanceof Error ? err.message : String(err) };
 }
 
+/** config/load.ts's ConfigInvalid (every problem of a config), told by its name: that module loads lazily. */
+function isConfigInvalid(err: unknown): err is Error {
+  return err instanceof Error && err.name === 'ConfigInvalid';
+}
+
 function printConfigError(err: unknown): boolean {
-  if (err instanceof ConfigInvalid || err instanceof ConfigError) {
+  if (isConfigInvalid(err) || err instanceof ConfigError) {
     process.stderr.write(
       `portcullis: ${err instanceof ConfigError ? `invalid config: ${err.message}` : err.message}\n`,
     );
@@ -62,13 +95,27 @@ function printConfigError(err: unknown): boolean {
   return false;
 }
 
+/** `wrote:` and the files, one per line. */
+function printWritten(written: readonly string[]): void {
+  process.stdout.write(`wrote:\n${written.map((f) => `  ${f}`).join('\n')}\n`);
+}
+
 async function run(): Promise<number> {
   const cmd = parseArgs(process.argv.slice(2));
   const root = packageRoot();
-  const defaultCerts = join(root, 'certs-dev');
+  // The defaults' home is worked out only when a command needs one (an installed package without HOME
+  // must still run `--version` or a command given --config / --out).
+  let home: DevHome | undefined;
+  const defaults = async (): Promise<DevHome> => {
+    if (home !== undefined) return home;
+    const { devHome, isInstalledPackage } = await import('./commands/dev-home.js');
+    home = devHome(root, await isInstalledPackage(root), process.env);
+    return home;
+  };
+  const outDir = async (out: string | undefined): Promise<string> => resolve(out ?? (await defaults()).certs);
   switch (cmd.kind) {
     case 'help':
-      process.stdout.write(USAGE);
+      process.stdout.write(commandHelp(cmd.topic));
       return EXIT.ok;
     case 'version': {
       const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
@@ -76,36 +123,64 @@ async function run(): Promise<number> {
       return EXIT.ok;
     }
     case 'usage-error':
-      process.stderr.write(`portcullis: ${cmd.message}\n\n${USAGE}`);
+      process.stderr.write(`portcullis: ${cmd.message}\n\n${usageLine(cmd.topic)}`);
       return EXIT.usage;
+    case 'schema': {
+      const { configJsonSchemaText } = await import('./commands/schema.js');
+      process.stdout.write(configJsonSchemaText());
+      return EXIT.ok;
+    }
+    case 'probe': {
+      const { probe } = await import('./commands/probe.js');
+      const configFile = resolve(cmd.config ?? (await defaults()).config);
+      const r = await probe({
+        configFile,
+        path: cmd.path,
+        timeoutMs: cmd.timeoutMs,
+        cert: cmd.cert,
+        key: cmd.key,
+        ca: cmd.ca,
+        servername: cmd.servername,
+      });
+      if (r.ok) process.stdout.write(`portcullis probe: ${r.message}\n`);
+      else process.stderr.write(`portcullis probe: ${r.message}\n`);
+      return r.ok ? EXIT.ok : EXIT.failure;
+    }
     case 'certs-init': {
+      const { certsInit } = await import('./commands/certs.js');
       const r = await certsInit({
-        out: resolve(cmd.out ?? defaultCerts),
+        out: await outDir(cmd.out),
         hosts: cmd.hosts,
         ...(cmd.clients ? { clients: cmd.clients } : {}),
+        ...(cmd.ou !== undefined ? { ou: cmd.ou } : {}),
+        cluster: cmd.cluster,
         force: cmd.force,
       });
-      process.stdout.write(`wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n`);
+      printWritten(r.written);
       return EXIT.ok;
     }
     case 'certs-issue': {
+      const { certsIssue } = await import('./commands/certs.js');
       const r = await certsIssue({
-        out: resolve(cmd.out ?? defaultCerts),
+        out: await outDir(cmd.out),
         name: cmd.name,
         force: cmd.force,
         ...(cmd.days !== undefined ? { days: cmd.days } : {}),
+        ...(cmd.ou !== undefined ? { ou: cmd.ou } : {}),
       });
-      process.stdout.write(`wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n`);
+      printWritten(r.written);
       return EXIT.ok;
     }
     case 'certs-revoke': {
-      const r = await certsRevoke({ out: resolve(cmd.out ?? defaultCerts), name: cmd.name });
+      const { certsRevoke } = await import('./commands/certs.js');
+      const r = await certsRevoke({ out: await outDir(cmd.out), name: cmd.name });
       process.stdout.write(
         `wrote:\n${r.written.map((f) => `  ${f}`).join('\n')}\n(a running gateway picks up the new CRL within reload.checkFilesSeconds, 60 s by default, or at once on SIGHUP, and closes the revoked client's open connections)\n`,
       );
       return EXIT.ok;
     }
     case 'token-create': {
+      const { tokenCreate } = await import('./commands/token.js');
       const file = resolve(cmd.file);
       const r = await tokenCreate({
         file,
@@ -126,34 +201,13 @@ async function run(): Promise<number> {
       return EXIT.ok;
     }
     case 'token-list': {
+      const { formatTokenTable, tokenList } = await import('./commands/token.js');
       const list = await tokenList({ file: resolve(cmd.file) });
-      if (cmd.json) {
-        process.stdout.write(`${JSON.stringify(list, null, 2)}\n`);
-        return EXIT.ok;
-      }
-      const header = ['NAME', 'STATUS', 'CREATED', 'EXPIRES', 'SCOPES', 'SHA256'];
-      const rows = [
-        header,
-        ...list.map((t) => [
-          t.name,
-          t.status,
-          t.createdAt,
-          t.expiresAt ?? 'never',
-          t.scopes.join(' ') || '-',
-          `${t.hashPrefix}...`,
-        ]),
-      ];
-      const widths = header.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-      for (const r of rows)
-        process.stdout.write(
-          `${r
-            .map((c, i) => c.padEnd(widths[i] ?? 0))
-            .join('  ')
-            .trimEnd()}\n`,
-        );
+      process.stdout.write(cmd.json ? `${JSON.stringify(list, null, 2)}\n` : formatTokenTable(list));
       return EXIT.ok;
     }
     case 'token-revoke': {
+      const { tokenRevoke } = await import('./commands/token.js');
       const file = resolve(cmd.file);
       const r = await tokenRevoke({ file, name: cmd.name });
       process.stdout.write(
@@ -162,7 +216,11 @@ async function run(): Promise<number> {
       return EXIT.ok;
     }
     case 'token-mint': {
-      const keyFile = join(resolve(cmd.out ?? defaultCerts), DEV_KEY_FILES.signingKey);
+      const [{ tokenMint }, { DEV_KEY_FILES }] = await Promise.all([
+        import('./commands/token.js'),
+        import('./authn/jwks-dev.js'),
+      ]);
+      const keyFile = join(await outDir(cmd.out), DEV_KEY_FILES.signingKey);
       const jwt = await tokenMint({
         keyFile,
         sub: cmd.sub,
@@ -177,59 +235,84 @@ async function run(): Promise<number> {
       return EXIT.ok;
     }
     case 'check':
-    case 'start': {
-      const embedded = cmd.config === undefined;
-      const configPath = resolve(cmd.config ?? join(root, 'config', 'portcullis.yaml'));
-      if (embedded && cmd.kind === 'start' && cluster.isPrimary && (await ensureDevCerts(defaultCerts))) {
+    case 'start':
+      return startOrCheck(cmd, defaults);
+  }
+}
+
+/**
+ * `check` and `start`. Without --config, the default config ({@link devHome}): on the first `start`, an
+ * installed package copies the embedded config to the user's directory, and the dev certificates are created
+ * beside it (a clone's `certs-dev/`).
+ */
+async function startOrCheck(
+  cmd: Extract<Command, { kind: 'check' | 'start' }>,
+  defaults: () => Promise<DevHome>,
+): Promise<number> {
+  const rt = await loadRuntime();
+  let configPath: string;
+  if (cmd.config === undefined) {
+    const home = await defaults();
+    configPath = home.config;
+    if (cmd.kind === 'start' && cluster.isPrimary) {
+      const { ensureUserConfig } = await import('./commands/dev-home.js');
+      if (await ensureUserConfig(home))
+        process.stderr.write(`portcullis: copied the embedded default config to ${home.config} (first run)\n`);
+      if (await rt.ensureDevCerts(home.certs))
         process.stderr.write(
-          `portcullis: created dev certificates and the dev JWT signing key in ${defaultCerts} (first run); ` +
+          `portcullis: created dev certificates and the dev JWT signing key in ${home.certs} (first run); ` +
             `\`portcullis token mint --sub alice\` prints a token the default route accepts\n`,
         );
-      }
-      const config = loadConfigFile(configPath);
-      if (cmd.kind === 'check') {
-        const routes = config.listeners.reduce(
-          (n, l) => n + (l.protocol === 'http' ? l.routes.routes.length : 0),
-          0,
-        );
-        process.stdout.write(
-          `config OK: ${configPath} (${config.listeners.length} listener(s), ${routes} route(s))\n`,
-        );
-        for (const w of config.warnings) process.stdout.write(`warning: ${w}\n`);
-        return EXIT.ok;
-      }
-      // `workers` > 1: this process is the cluster primary (or one of its workers, forked with the same
-      // argv: each loads the same config file).
-      if (cluster.isWorker) return runClusterWorker(config, configPath);
-      const count = resolveWorkerCount(config.workers, { availableParallelism });
-      if (count > 1) return runClusterPrimary(config, configPath, count);
-      // Binds every listener, then the admin one; a bind failure closes what was bound and throws a
-      // ConfigError naming the key path (exit 3): nothing stays half-listening.
-      const app = await startApp(config);
-      const adminPort = app.adminPort();
-      if (adminPort !== undefined) {
-        app.logger.info(
-          { listener: 'admin', address: config.admin.address.host, port: adminPort },
-          'admin listening',
-        );
-      }
-      const requestReload = installSignals(app, () => reloadFromFile(app, configPath));
-      const seconds = config.reload.checkFilesSeconds;
-      if (seconds > 0)
-        startFileWatch(
-          seconds * 1000,
-          () => app.config.files,
-          async (change) => {
-            await requestReload({ trigger: 'files changed', files: change.changed });
-            return app.config.files;
-          },
-          { onError: (err) => app.logger.error({ err }, 'file watch failed (the next look goes on)') },
-        );
-      return new Promise<number>(() => {
-        /* runs until a signal */
-      });
+    } else if (home.installed && !existsSync(configPath)) {
+      configPath = home.embedded;
     }
+  } else {
+    configPath = resolve(cmd.config);
   }
+  const config = rt.loadConfigFile(configPath);
+  if (cmd.kind === 'check') {
+    const routes = config.listeners.reduce((n, l) => n + (l.protocol === 'http' ? l.routes.routes.length : 0), 0);
+    const ok = `config OK: ${configPath} (${config.listeners.length} listener(s), ${routes} route(s))`;
+    const warnings = config.warnings.map((w) => `warning: ${w}`);
+    if (cmd.print) {
+      // stdout is one YAML document: the verdict and the warnings ride along as comments.
+      process.stdout.write(rt.effectiveConfigYaml(config, readFileSync(config.source), [ok, ...warnings]));
+      return EXIT.ok;
+    }
+    process.stdout.write(`${ok}\n`);
+    for (const w of warnings) process.stdout.write(`${w}\n`);
+    return EXIT.ok;
+  }
+  // `workers` > 1: this process is the cluster primary (or one of its workers, forked with the same
+  // argv: each loads the same config file).
+  if (cluster.isWorker) return runClusterWorker(rt, config, configPath);
+  const count = rt.resolveWorkerCount(config.workers, { availableParallelism });
+  if (count > 1) return runClusterPrimary(rt, config, configPath, count);
+  // Binds every listener, then the admin one; a bind failure closes what was bound and throws a
+  // ConfigError naming the key path (exit 3): nothing stays half-listening.
+  const app = await rt.startApp(config);
+  const adminPort = app.adminPort();
+  if (adminPort !== undefined) {
+    app.logger.info(
+      { listener: 'admin', address: config.admin.address.host, port: adminPort },
+      'admin listening',
+    );
+  }
+  const requestReload = installSignals(app, () => rt.reloadFromFile(app, configPath));
+  const seconds = config.reload.checkFilesSeconds;
+  if (seconds > 0)
+    rt.startFileWatch(
+      seconds * 1000,
+      () => app.config.files,
+      async (change) => {
+        await requestReload({ trigger: 'files changed', files: change.changed });
+        return app.config.files;
+      },
+      { onError: (err) => app.logger.error({ err }, 'file watch failed (the next look goes on)') },
+    );
+  return new Promise<number>(() => {
+    /* runs until a signal */
+  });
 }
 
 /** The IPC channel of a forked cluster worker (`process.send` and its `message` events). */
@@ -252,17 +335,21 @@ const processChannel: WorkerChannel = {
  * drains on SIGTERM like a single process. A failure to start is told to the primary (which reports it
  * once for the whole cluster) instead of stderr, and ends this worker with its exit code.
  */
-async function runClusterWorker(config: RuntimeConfig, configPath: string): Promise<number> {
+async function runClusterWorker(rt: Runtime, config: RuntimeConfig, configPath: string): Promise<number> {
   let app: App;
   try {
-    app = await startClusterWorker(config, { channel: processChannel, startApp, createLogger });
+    app = await rt.startClusterWorker(config, {
+      channel: processChannel,
+      startApp: rt.startApp,
+      createLogger: rt.createLogger,
+    });
   } catch (err) {
     const failure = describeStartFailure(err);
     await processChannel.send({ type: 'portcullis:failed', ...failure }).catch(() => undefined);
     return failure.code;
   }
   // The primary forwards SIGHUP: this worker reloads itself, as a single process does.
-  installSignals(app, () => reloadFromFile(app, configPath, { prepare: workerConfig }));
+  installSignals(app, () => rt.reloadFromFile(app, configPath, { prepare: rt.workerConfig }));
   return new Promise<number>(() => {
     /* runs until a signal, or until the primary goes away (node:cluster then ends this worker) */
   });
@@ -273,22 +360,27 @@ async function runClusterWorker(config: RuntimeConfig, configPath: string): Prom
  * SIGTERM / SIGINT into a drain of every worker (exit 0 once they have all exited), SIGHUP into a SIGHUP
  * to every worker. A worker that fails to start makes the whole start fail with its exit code.
  */
-async function runClusterPrimary(config: RuntimeConfig, configPath: string, count: number): Promise<number> {
-  const logger = createLogger(config.log.level).child({ role: 'primary' });
+async function runClusterPrimary(
+  rt: Runtime,
+  config: RuntimeConfig,
+  configPath: string,
+  count: number,
+): Promise<number> {
+  const logger = rt.createLogger(config.log.level).child({ role: 'primary' });
   for (const w of config.warnings) logger.warn(w);
   if (process.env.NODE_CLUSTER_SCHED_POLICY === undefined) cluster.schedulingPolicy = CLUSTER_SCHEDULING;
   const scheduling = cluster.schedulingPolicy === cluster.SCHED_RR ? 'round-robin' : 'workers accept';
   let primary: ClusterPrimary;
   try {
-    primary = await startClusterPrimary(config, count, {
+    primary = await rt.startClusterPrimary(config, count, {
       logger,
       fork: () => cluster.fork(),
       // Called exactly as app.ts calls it for a single process.
-      startAdmin: (c, deps) => startAdminServer(c.admin, deps),
+      startAdmin: (c, deps) => rt.startAdminServer(c.admin, deps),
       randomBytes,
     });
   } catch (err) {
-    if (err instanceof ClusterStartFailed) {
+    if (err instanceof rt.ClusterStartFailed) {
       process.stderr.write(`portcullis: ${err.message}\n`);
       return err.exitCode;
     }
@@ -325,14 +417,14 @@ async function runClusterPrimary(config: RuntimeConfig, configPath: string, coun
   // next is the file set of its own fresh load (or, when that fails, the contents it saw).
   let watched = config.files;
   if (config.reload.checkFilesSeconds > 0)
-    startFileWatch(
+    rt.startFileWatch(
       config.reload.checkFilesSeconds * 1000,
       () => watched,
       (change) => {
         if (!forwardReload({ trigger: 'files changed', files: change.changed }))
           return Promise.resolve(undefined);
         try {
-          watched = loadConfigFile(configPath).files;
+          watched = rt.loadConfigFile(configPath).files;
           return Promise.resolve(watched);
         } catch {
           return Promise.resolve(undefined);
@@ -426,10 +518,6 @@ run().then(
   (code) => process.exit(code),
   (err: unknown) => {
     if (printConfigError(err)) process.exit(EXIT.config);
-    if (err instanceof CertsError || err instanceof TokenCommandError) {
-      process.stderr.write(`portcullis: ${err.message}\n`);
-      process.exit(EXIT.failure);
-    }
     process.stderr.write(`portcullis: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exit(EXIT.failure);
   },

@@ -104,12 +104,14 @@ export function createCa(opts: { commonName: string; days: number; now?: Date })
  * keyEncipherment (critical).
  *
  * @param opts.commonName defaults to the first host.
+ * @param opts.clientAuth adds EKU clientAuth: a certificate that both listens and connects with one
+ *   identity, as a Dask scheduler or worker does.
  * @throws Error when `hosts` is empty or holds an invalid name, `days` is not a positive integer, or the
  *   CA's key does not match its certificate.
  */
 export function issueServerCert(
   ca: CertAndKey,
-  opts: { commonName?: string; hosts: readonly string[]; days: number; now?: Date },
+  opts: { commonName?: string; hosts: readonly string[]; days: number; now?: Date; clientAuth?: boolean },
 ): CertAndKey {
   if (opts.hosts.length === 0)
     throw new Error('issueServerCert: hosts must name at least one DNS name or IP address');
@@ -122,7 +124,7 @@ export function issueServerCert(
     notBefore: defaultNotBefore(now),
     notAfter: addDays(now, requireDays(opts.days, 'days')),
     keyUsage: { digitalSignature: true, keyEncipherment: true },
-    extKeyUsage: { serverAuth: true },
+    extKeyUsage: opts.clientAuth === true ? { serverAuth: true, clientAuth: true } : { serverAuth: true },
   });
 }
 

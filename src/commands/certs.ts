@@ -8,6 +8,7 @@ import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { systemClock } from '../clock.js';
+import { OU_PATTERN } from './defaults.js';
 import { writeFileAtomic } from './files.js';
 import { createDevSigningKey, devJwksFromPrivatePem, DEV_KEY_FILES } from '../authn/jwks-dev.js';
 import {
@@ -47,6 +48,10 @@ export const CERTS_DEFAULTS = {
   clientOrganizationalUnit: 'dev',
   /** URI SAN prefix of client certificates (a SPIFFE ID): `<prefix><name>`. */
   clientUriPrefix: 'spiffe://portcullis.dev/client/',
+  /** Common name of the cluster CA (`--cluster`): a second CA, so the users' CA can never vouch for a cluster peer. */
+  clusterCaCommonName: 'Portcullis Dev Cluster CA',
+  /** Names the scheduler and worker certificates carry: the gateway dials the scheduler at 127.0.0.1. */
+  clusterHosts: ['localhost', '127.0.0.1', '::1'] as readonly string[],
 } as const;
 
 /** File names inside the output directory. */
@@ -60,6 +65,23 @@ export const CERTS_FILES = {
   jwtSigningKey: DEV_KEY_FILES.signingKey,
   /** Its public JWKS, the `jwksFile` of the embedded config's `dev-jwt` provider, 0644. */
   jwks: DEV_KEY_FILES.jwks,
+} as const;
+
+/**
+ * The cluster side of a scheduler behind the gateway (`certs init --cluster`), for `config/examples/dask.yaml`:
+ * a cluster CA of its own, the scheduler's and a worker's certificates (EKU serverAuth and clientAuth: a Dask
+ * process listens and connects with one identity), and the gateway's client certificate for its `tls://`
+ * upstream (EKU clientAuth), all signed by the cluster CA.
+ */
+export const CLUSTER_FILES = {
+  caCert: 'cluster-ca.pem',
+  caKey: 'cluster-ca-key.pem',
+  schedulerCert: 'scheduler.pem',
+  schedulerKey: 'scheduler-key.pem',
+  workerCert: 'worker.pem',
+  workerKey: 'worker-key.pem',
+  gatewayClientCert: 'gateway-client.pem',
+  gatewayClientKey: 'gateway-client-key.pem',
 } as const;
 
 /** `client-<name>.pem` */
@@ -112,7 +134,8 @@ export interface CertsWritten {
  * `client-<name>-key.pem` per client (CN=name, OU=dev, URI SAN spiffe://portcullis.dev/client/<name>),
  * `ca.crl` (empty, cRLNumber 1), and the dev JWT signing key: `jwt-signing-key.pem` (ES256, PKCS#8) and its
  * public `jwks.json` (what `portcullis token mint` signs with and the embedded config's `dev-jwt` provider
- * verifies against). Private keys get mode 0600 and everything else 0644, set explicitly
+ * verifies against). With `cluster`, also the {@link CLUSTER_FILES}. `ou` replaces the clients' OU (`dev`).
+ * Private keys get mode 0600 and everything else 0644, set explicitly
  * whatever the umask. Each file is written to a temporary name and renamed, so a watcher never reads half
  * a file; `ca.pem` is written last, so its presence means a complete set.
  *
@@ -123,6 +146,8 @@ export async function certsInit(opts: {
   out: string;
   hosts?: readonly string[];
   clients?: readonly string[];
+  ou?: string;
+  cluster?: boolean;
   force?: boolean;
   days?: number;
   now?: Date;
@@ -132,6 +157,7 @@ export async function certsInit(opts: {
   clients.forEach(requireClientName);
   const clientDays = requireDays(opts.days ?? CERTS_DEFAULTS.clientDays, 'days');
   const hosts = dedupe([...CERTS_DEFAULTS.serverHosts, ...(opts.hosts ?? [])], hostKey);
+  const ou = requireOu(opts.ou ?? CERTS_DEFAULTS.clientOrganizationalUnit);
 
   const out = opts.out;
   const files = {
@@ -148,6 +174,7 @@ export async function certsInit(opts: {
     cert: join(out, clientCertFile(name)),
     key: join(out, clientKeyFile(name)),
   }));
+  const clusterPaths = Object.values(CLUSTER_FILES).map((f) => join(out, f));
   if (opts.force !== true) {
     await refuseExisting([
       files.caCert,
@@ -158,6 +185,7 @@ export async function certsInit(opts: {
       files.crl,
       files.jwtSigningKey,
       files.jwks,
+      ...(opts.cluster === true ? clusterPaths : []),
     ]);
   }
 
@@ -169,7 +197,8 @@ export async function certsInit(opts: {
   } catch (error) {
     throw new CertsError('ERR_CERTS_INVALID_OPTION', `invalid --hosts entry: ${messageOf(error)}`);
   }
-  const issued = clientFiles.map((c) => ({ ...c, pair: mintClient(ca, c.name, clientDays, now) }));
+  const issued = clientFiles.map((c) => ({ ...c, pair: mintClient(ca, c.name, clientDays, now, ou) }));
+  const cluster = opts.cluster === true ? mintCluster(now) : undefined;
   const crlPem = createCrl(ca, { revoked: [], crlNumber: 1, thisUpdate: now, days: CERTS_DEFAULTS.crlDays });
   const signing = await createDevSigningKey();
 
@@ -189,6 +218,9 @@ export async function certsInit(opts: {
   await put(files.crl, crlPem, PUBLIC_MODE);
   await put(files.jwtSigningKey, signing.privatePem, KEY_MODE);
   await put(files.jwks, `${JSON.stringify(signing.publicJwks, null, 2)}\n`, PUBLIC_MODE);
+  if (cluster !== undefined) {
+    for (const [file, data, mode] of cluster) await put(join(out, file), data, mode);
+  }
   await put(files.caCert, ca.certPem, PUBLIC_MODE); // last: its presence marks a complete set
   return { written };
 }
@@ -205,6 +237,7 @@ export async function certsIssue(opts: {
   out: string;
   name: string;
   days?: number;
+  ou?: string;
   force?: boolean;
   now?: Date;
 }): Promise<CertsWritten & { serialHex: string }> {
@@ -216,7 +249,8 @@ export async function certsIssue(opts: {
   if (opts.force !== true) await refuseExisting([certPath, keyPath]);
 
   const ca = await loadCa(opts.out, now);
-  const pair = mintClient(ca, opts.name, days, now);
+  const ou = requireOu(opts.ou ?? CERTS_DEFAULTS.clientOrganizationalUnit);
+  const pair = mintClient(ca, opts.name, days, now, ou);
   await writeFileAtomic(keyPath, pair.keyPem, KEY_MODE);
   await writeFileAtomic(certPath, pair.certPem, PUBLIC_MODE);
   return { written: [keyPath, certPath], serialHex: pair.serialHex };
@@ -335,14 +369,41 @@ export async function ensureDevSigningKey(out: string): Promise<CertsWritten> {
 
 // ---------------------------------------------------------------------------------------------------------
 
-function mintClient(ca: CertAndKey, name: string, days: number, now: Date): CertAndKey {
+function mintClient(ca: CertAndKey, name: string, days: number, now: Date, ou: string): CertAndKey {
   return issueClientCert(ca, {
     commonName: name,
-    organizationalUnit: CERTS_DEFAULTS.clientOrganizationalUnit,
+    organizationalUnit: ou,
     uris: [`${CERTS_DEFAULTS.clientUriPrefix}${name}`],
     days,
     now,
   });
+}
+
+/** The {@link CLUSTER_FILES} as [file name, contents, mode], the CA certificate last. */
+function mintCluster(now: Date): [string, string, number][] {
+  const ca = createCa({ commonName: CERTS_DEFAULTS.clusterCaCommonName, days: CERTS_DEFAULTS.caDays, now });
+  const peer = (commonName: string): CertAndKey =>
+    issueServerCert(ca, {
+      commonName,
+      hosts: CERTS_DEFAULTS.clusterHosts,
+      days: CERTS_DEFAULTS.serverDays,
+      now,
+      clientAuth: true,
+    });
+  const scheduler = peer('dask-scheduler');
+  const worker = peer('dask-worker');
+  const gateway = issueClientCert(ca, { commonName: 'portcullis-gateway', days: CERTS_DEFAULTS.serverDays, now });
+  const f = CLUSTER_FILES;
+  return [
+    [f.caKey, ca.keyPem, KEY_MODE],
+    [f.schedulerKey, scheduler.keyPem, KEY_MODE],
+    [f.schedulerCert, scheduler.certPem, PUBLIC_MODE],
+    [f.workerKey, worker.keyPem, KEY_MODE],
+    [f.workerCert, worker.certPem, PUBLIC_MODE],
+    [f.gatewayClientKey, gateway.keyPem, KEY_MODE],
+    [f.gatewayClientCert, gateway.certPem, PUBLIC_MODE],
+    [f.caCert, ca.certPem, PUBLIC_MODE],
+  ];
 }
 
 /** Reads the CA pair from `out` and checks that it belongs together and (unless allowed) is still valid. */
@@ -461,6 +522,16 @@ function requireClientName(name: string): void {
       `invalid client name "${name}": use 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit`,
     );
   }
+}
+
+function requireOu(ou: string): string {
+  if (!OU_PATTERN.test(ou)) {
+    throw new CertsError(
+      'ERR_CERTS_INVALID_OPTION',
+      `invalid --ou "${ou}": use 1-64 letters, digits, space, ".", "_" or "-", starting with a letter or digit`,
+    );
+  }
+  return ou;
 }
 
 function requireDays(days: number, option: string): number {

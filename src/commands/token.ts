@@ -12,13 +12,13 @@ import { open, readFile, rm, stat } from 'node:fs/promises';
 import { DEV_AUDIENCE, DEV_ISSUER, mintDevJwt } from '../authn/jwks-dev.js';
 import { writeFileAtomic } from './files.js';
 
-export { TOKEN_DEFAULTS } from '../authn/token-store.js';
+export { TOKEN_DEFAULTS } from './defaults.js';
+import { TOKEN_DEFAULTS } from './defaults.js';
 import {
   addToken,
   createToken,
   listTokens,
   revokeToken,
-  TOKEN_DEFAULTS,
   TokenFileError,
   type TokenListing,
   type TokenRecord,
@@ -189,6 +189,35 @@ async function withLock(file: string, fn: () => Promise<void>): Promise<void> {
   } finally {
     await rm(lock, { force: true });
   }
+}
+
+/**
+ * `token list` as a table: NAME, STATUS, CREATED, EXPIRES, SCOPES and the hash prefix (what log lines carry
+ * as `tokenHash`), columns padded, one line per token with its newline. Never a token.
+ */
+export function formatTokenTable(list: readonly TokenListing[]): string {
+  const header = ['NAME', 'STATUS', 'CREATED', 'EXPIRES', 'SCOPES', 'SHA256'];
+  const rows = [
+    header,
+    ...list.map((t) => [
+      t.name,
+      t.status,
+      t.createdAt,
+      t.expiresAt ?? 'never',
+      t.scopes.join(' ') || '-',
+      `${t.hashPrefix}...`,
+    ]),
+  ];
+  const widths = header.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows
+    .map(
+      (r) =>
+        `${r
+          .map((c, i) => c.padEnd(widths[i] ?? 0))
+          .join('  ')
+          .trimEnd()}\n`,
+    )
+    .join('');
 }
 
 async function readIfExists(file: string): Promise<string | undefined> {

@@ -147,11 +147,29 @@ describe('portcullis: usage', () => {
     expect(r.stderr).toBe('');
   });
 
-  it('version prints the package version and exits 0', async () => {
-    const r = await runCli(['version']);
+  it('version, --version and -v print the package version and exit 0', async () => {
     const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    for (const arg of ['version', '--version', '-v']) {
+      const r = await runCli([arg]);
+      expect([arg, r.code, r.stdout]).toEqual([arg, EXIT.ok, `portcullis ${pkg.version}\n`]);
+    }
+  });
+
+  it.each([
+    [['start', '--help'], 'start', ['--config FILE', '3  invalid config']],
+    [['check', '-h'], 'check', ['--print', '3  invalid config']],
+    [['probe', '--help'], 'probe', ['--path PATH', '--timeout DURATION', '--cert FILE', '1  any other answer']],
+    [['certs', 'init', '--help'], 'certs init', ['--cluster', '--ou OU', '1  a file exists']],
+    [['token', 'create', '--name', 'x', '--help'], 'token create', ['--expires-in DURATION', '(required)']],
+    [['help', 'schema'], 'schema', ['0  printed']],
+  ])('%j prints that command\'s usage, options and exit codes', async (argv, name, parts) => {
+    const r = await runCli(argv);
     expect(r.code).toBe(EXIT.ok);
-    expect(r.stdout.trim()).toBe(`portcullis ${pkg.version}`);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.startsWith(`Usage: portcullis ${name}`)).toBe(true);
+    expect(r.stdout).toContain('Exit codes:');
+    expect(r.stdout).toContain('2  usage error');
+    for (const part of parts) expect(r.stdout).toContain(part);
   });
 
   it.each([
@@ -164,6 +182,16 @@ describe('portcullis: usage', () => {
     expect(r.stderr).toContain(reason);
     expect(r.stderr).toContain('Usage: portcullis');
     expect(r.stdout).toBe('');
+  });
+
+  it('a usage error inside a command shows that command\'s usage line and where its help is', async () => {
+    const r = await runCli(['certs', 'issue', '--days', '3']);
+    expect(r.code).toBe(EXIT.usage);
+    expect(r.stderr).toBe(
+      'portcullis: certs issue: --name NAME is required\n\n' +
+        'Usage: portcullis certs issue [--out DIR] --name NAME [--days N] [--ou OU] [--force]\n' +
+        'Run `portcullis certs issue --help` for its options and exit codes.\n',
+    );
   });
 });
 

@@ -3,24 +3,79 @@
  * (exit 2 in main.ts) whose message says what was expected.
  */
 import { describe, expect, it } from 'vitest';
-import { parseArgs, USAGE, type Command } from '../../src/cli.js';
+import { COMMANDS, commandHelp, parseArgs, PROBE_DEFAULT_TIMEOUT_MS, USAGE, type Command } from '../../src/cli.js';
 
 describe('parseArgs: commands', () => {
   it.each<[string[], Command]>([
-    [[], { kind: 'help' }],
-    [['help'], { kind: 'help' }],
-    [['--help'], { kind: 'help' }],
-    [['-h'], { kind: 'help' }],
-    [['start', '--help'], { kind: 'help' }],
-    [['certs', 'issue', '-h'], { kind: 'help' }],
+    [[], { kind: 'help', topic: undefined }],
+    [['help'], { kind: 'help', topic: undefined }],
+    [['--help'], { kind: 'help', topic: undefined }],
+    [['-h'], { kind: 'help', topic: undefined }],
+    [['start', '--help'], { kind: 'help', topic: 'start' }],
+    [['certs', 'issue', '-h'], { kind: 'help', topic: 'certs issue' }],
+    [['certs', '--help'], { kind: 'help', topic: 'certs' }],
+    [['certs', 'nonsense', '--help'], { kind: 'help', topic: 'certs' }],
+    [['token', 'mint', '--sub', 'a', '--help'], { kind: 'help', topic: 'token mint' }],
+    [['probe', '--help'], { kind: 'help', topic: 'probe' }],
+    [['help', 'certs', 'init'], { kind: 'help', topic: 'certs init' }],
+    [['help', 'check'], { kind: 'help', topic: 'check' }],
     [['version'], { kind: 'version' }],
     [['--version'], { kind: 'version' }],
+    [['-v'], { kind: 'version' }],
+    [['schema'], { kind: 'schema' }],
     [['start'], { kind: 'start', config: undefined }],
     [['start', '--config', 'a.yaml'], { kind: 'start', config: 'a.yaml' }],
     [['start', '--config=/etc/portcullis/p.yaml'], { kind: 'start', config: '/etc/portcullis/p.yaml' }],
-    [['check', '--config', 'b.yaml'], { kind: 'check', config: 'b.yaml' }],
-    [['check'], { kind: 'check', config: undefined }],
-    [['certs', 'init'], { kind: 'certs-init', out: undefined, hosts: [], clients: undefined, force: false }],
+    [['check', '--config', 'b.yaml'], { kind: 'check', config: 'b.yaml', print: false }],
+    [['check'], { kind: 'check', config: undefined, print: false }],
+    [['check', '--print', '--config', 'b.yaml'], { kind: 'check', config: 'b.yaml', print: true }],
+    [
+      ['probe'],
+      {
+        kind: 'probe',
+        config: undefined,
+        path: '/readyz',
+        timeoutMs: PROBE_DEFAULT_TIMEOUT_MS,
+        cert: undefined,
+        key: undefined,
+        ca: undefined,
+        servername: undefined,
+      },
+    ],
+    [
+      ['probe', '--config', 'p.yaml', '--path', '/healthz', '--timeout', '500ms', '--cert', 'c.pem', '--key', 'k.pem'],
+      {
+        kind: 'probe',
+        config: 'p.yaml',
+        path: '/healthz',
+        timeoutMs: 500,
+        cert: 'c.pem',
+        key: 'k.pem',
+        ca: undefined,
+        servername: undefined,
+      },
+    ],
+    [
+      ['probe', '--timeout', '3', '--ca', 'ca.pem', '--servername', 'admin.local'],
+      {
+        kind: 'probe',
+        config: undefined,
+        path: '/readyz',
+        timeoutMs: 3000,
+        cert: undefined,
+        key: undefined,
+        ca: 'ca.pem',
+        servername: 'admin.local',
+      },
+    ],
+    [
+      ['certs', 'init'],
+      { kind: 'certs-init', out: undefined, hosts: [], clients: undefined, ou: undefined, cluster: false, force: false },
+    ],
+    [
+      ['certs', 'init', '--out', 'c', '--clients', 'alice', '--ou', 'data-science', '--cluster'],
+      { kind: 'certs-init', out: 'c', hosts: [], clients: ['alice'], ou: 'data-science', cluster: true, force: false },
+    ],
     [
       ['certs', 'init', '--out', 'd', '--hosts', 'gw.example, 10.0.0.5', '--clients', 'alice,bob', '--force'],
       {
@@ -28,16 +83,18 @@ describe('parseArgs: commands', () => {
         out: 'd',
         hosts: ['gw.example', '10.0.0.5'],
         clients: ['alice', 'bob'],
+        ou: undefined,
+        cluster: false,
         force: true,
       },
     ],
     [
       ['certs', 'issue', '--name', 'carol'],
-      { kind: 'certs-issue', out: undefined, name: 'carol', days: undefined, force: false },
+      { kind: 'certs-issue', out: undefined, name: 'carol', days: undefined, ou: undefined, force: false },
     ],
     [
       ['certs', 'issue', '--out', 'd', '--name', 'carol', '--days', '30', '--force'],
-      { kind: 'certs-issue', out: 'd', name: 'carol', days: 30, force: true },
+      { kind: 'certs-issue', out: 'd', name: 'carol', days: 30, ou: undefined, force: true },
     ],
     [['certs', 'revoke', '--out', 'd', '--name', 'carol'], { kind: 'certs-revoke', out: 'd', name: 'carol' }],
   ])('%j', (argv, expected) => {
@@ -72,6 +129,18 @@ describe('parseArgs: usage errors say what was expected', () => {
     [['certs', 'issue', '--name', 'c', '--days', '36501'], /from 1 to 36500/],
     [['certs', 'revoke'], /^certs revoke: --name NAME is required$/],
     [['certs', 'revoke', '--name', 'c', '--force'], /^certs revoke: unknown option --force$/],
+    [['certs', 'init', '--ou', 'a,b=c'], /^certs init: --ou must be 1-64 letters/],
+    [['certs', 'issue', '--name', 'c', '--ou', ''], /^certs issue: --ou needs a value$/],
+    [['schema', '--config', 'x'], /^schema: unknown option --config$/],
+    [['check', '--print=yes'], /^check: --print takes no value$/],
+    [['probe', '--path', '/metrics'], /^probe: --path must be \/readyz or \/healthz, got "\/metrics"$/],
+    [['probe', '--timeout', '2m'], /^probe: --timeout must be a duration from 1ms to 60s/],
+    [['probe', '--timeout', '0'], /^probe: --timeout must be a duration/],
+    [['probe', '--timeout', '61s'], /^probe: --timeout must be a duration/],
+    [['probe', '--cert', 'c.pem'], /^probe: --cert and --key go together$/],
+    [['probe', '--servername', 'x'], /^probe: --servername needs --ca/],
+    [['help', 'nonsense'], /^help: unknown command "nonsense"$/],
+    [['nonsense', '--help'], /^unknown command "nonsense"$/],
   ])('%j', (argv, message) => {
     const cmd = parseArgs(argv);
     expect(cmd.kind).toBe('usage-error');
@@ -79,12 +148,41 @@ describe('parseArgs: usage errors say what was expected', () => {
   });
 });
 
-describe('USAGE', () => {
-  it('documents every command', () => {
-    for (const cmd of ['start', 'check', 'certs init', 'certs issue', 'certs revoke', 'help', 'version']) {
+describe('USAGE and per-command help', () => {
+  it('the overview names every command and how to get its help', () => {
+    for (const cmd of ['start', 'check', 'schema', 'probe', 'certs init', 'certs issue', 'certs revoke', 'help', 'version']) {
       expect(USAGE).toContain(cmd);
     }
-    expect(USAGE).toContain('--config FILE');
+    expect(USAGE).toContain('portcullis <command> --help');
+  });
+
+  // The help is rendered from the same table the parser reads: every option it lists is accepted, and every
+  // option the parser accepts is listed (an option the table lacks is "unknown option" to the parser).
+  it.each(Object.keys(COMMANDS).filter((c) => c !== 'certs' && c !== 'token'))(
+    '`%s --help` lists its usage, every option and its exit codes',
+    (name) => {
+      const help = commandHelp(name);
+      const spec = COMMANDS[name]!;
+      expect(help).toMatch(new RegExp(`^Usage: portcullis ${name}`));
+      for (const opt of Object.keys(spec.options)) expect(help).toContain(`--${opt}`);
+      expect(help).toContain('-h, --help');
+      expect(help).toContain('Exit codes:');
+      for (const [code] of spec.exitCodes) expect(help).toMatch(new RegExp(`^  ${code}  `, 'm'));
+    },
+  );
+
+  it('a group lists its subcommands', () => {
+    expect(commandHelp('certs')).toContain('portcullis certs init [--out DIR]');
+    expect(commandHelp('token')).toContain('portcullis token create --name NAME --file FILE');
+  });
+
+  it('the exit codes a command documents are the ones main.ts uses: usage errors are 2, config errors 3', () => {
+    for (const [name, spec] of Object.entries(COMMANDS)) {
+      for (const [code, when] of spec.exitCodes) {
+        if (code === 2) expect(when, name).toMatch(/usage error/);
+        if (code === 3) expect(when, name).toMatch(/invalid config/);
+      }
+    }
   });
 });
 

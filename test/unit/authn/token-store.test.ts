@@ -4,7 +4,6 @@ import {
   addToken,
   createToken,
   listTokens,
-  parseDurationSeconds,
   parseTokenFile,
   revokeToken,
   TokenFileError,
@@ -83,20 +82,5 @@ describe('the file: add, list, revoke', () => {
 
   it('an empty file is an empty list', () => {
     expect(parseTokenFile('')).toEqual({ tokens: [] });
-  });
-});
-
-describe('parseDurationSeconds', () => {
-  it.each([
-    ['30d', 2_592_000],
-    ['12h', 43_200],
-    ['45m', 2_700],
-    ['90s', 90],
-    ['2w', 1_209_600],
-  ])('%s → %d', (v, s) => {
-    expect(parseDurationSeconds(v)).toBe(s);
-  });
-  it.each([['0d'], ['1y'], ['d'], ['1.5h'], ['-1h'], ['1h30m']])('refuses %s', (v) => {
-    expect(() => parseDurationSeconds(v)).toThrow(TypeError);
   });
 });

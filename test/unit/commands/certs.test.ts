@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   CERTS_DEFAULTS,
+  CLUSTER_FILES,
   CertsError,
   certsInit,
   certsIssue,
@@ -246,6 +247,96 @@ describe('certsInit', () => {
     const out = join(await freshDir(), 'never');
     await expectRefusal(() => certsInit({ out, ...extra }), 'ERR_CERTS_INVALID_OPTION', message);
     await expect(stat(out)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
+const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
+const CLIENT_AUTH = '1.3.6.1.5.5.7.3.2';
+
+describe('certsInit: ou and the cluster side (--ou, --cluster)', () => {
+  it('writes the cluster CA and the scheduler, worker and gateway-client certificates beside the PKI; clients get the OU', async () => {
+    const out = await freshDir();
+    const { written } = await certsInit({ out, clients: ['alice'], ou: 'data-science', cluster: true });
+    const cluster = Object.values(CLUSTER_FILES);
+    expect(cluster.sort()).toEqual(
+      [
+        'cluster-ca-key.pem',
+        'cluster-ca.pem',
+        'gateway-client-key.pem',
+        'gateway-client.pem',
+        'scheduler-key.pem',
+        'scheduler.pem',
+        'worker-key.pem',
+        'worker.pem',
+      ].sort(),
+    );
+    const names = await readdir(out);
+    for (const f of cluster) {
+      expect(names).toContain(f);
+      expect(written).toContain(join(out, f));
+      expect([f, await modeOf(join(out, f))]).toEqual([f, f.endsWith('-key.pem') ? 0o600 : 0o644]);
+    }
+    expect(written.at(-1)).toBe(join(out, 'ca.pem'));
+    expect((await x509(out, 'client-alice.pem')).subject).toBe('CN=alice\nOU=data-science');
+
+    const usersCa = await x509(out, 'ca.pem');
+    const clusterCa = await x509(out, 'cluster-ca.pem');
+    expect(clusterCa.ca).toBe(true);
+    expect(clusterCa.subject).toBe(`CN=${CERTS_DEFAULTS.clusterCaCommonName}`);
+    expect(clusterCa.publicKey.export({ format: 'der', type: 'spki' })).not.toEqual(
+      usersCa.publicKey.export({ format: 'der', type: 'spki' }),
+    );
+    for (const [name, usages] of [
+      ['scheduler', [SERVER_AUTH, CLIENT_AUTH]],
+      ['worker', [SERVER_AUTH, CLIENT_AUTH]],
+      ['gateway-client', [CLIENT_AUTH]],
+    ] as const) {
+      const cert = await x509(out, `${name}.pem`);
+      expect([name, [...(cert.keyUsage ?? [])].sort()]).toEqual([name, [...usages].sort()]);
+      expect(cert.checkIssued(clusterCa) && cert.verify(clusterCa.publicKey)).toBe(true);
+      expect(cert.verify(usersCa.publicKey)).toBe(false);
+      expect(cert.checkPrivateKey(createPrivateKey(await read(out, `${name}-key.pem`)))).toBe(true);
+    }
+    expect((await x509(out, 'scheduler.pem')).subjectAltName).toBe(
+      'DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1',
+    );
+  });
+
+  it('the cluster files work over real TLS: the gateway and a worker reach the scheduler; a user certificate does not', async () => {
+    const out = await freshDir();
+    await certsInit({ out, cluster: true });
+    const pair = async (name: string): Promise<{ certPem: string; keyPem: string }> => ({
+      certPem: await read(out, `${name}.pem`),
+      keyPem: await read(out, `${name}-key.pem`),
+    });
+    const caPem = await read(out, 'cluster-ca.pem');
+    const scheduler = await pair('scheduler');
+    for (const client of ['gateway-client', 'worker']) {
+      expect([client, await tryClientCertificate({ caPem, server: scheduler, client: await pair(client) })]).toEqual([
+        client,
+        { accepted: true, authorizationError: undefined, received: 'hello' },
+      ]);
+    }
+    const user = await tryClientCertificate({ caPem, server: scheduler, client: await pair('client-alice') });
+    expect(user.accepted).toBe(false);
+  });
+
+  it('refuses to overwrite a cluster file without force (and only with --cluster); an OU that would change an ACL match is refused', async () => {
+    const out = await freshDir();
+    await writeFile(join(out, 'scheduler.pem'), 'mine');
+    await expectRefusal(() => certsInit({ out, cluster: true }), 'ERR_CERTS_EXISTS', /scheduler\.pem already exists/);
+    expect(await readdir(out)).toEqual(['scheduler.pem']);
+    await certsInit({ out });
+    expect(await read(out, 'scheduler.pem')).toBe('mine');
+    const other = await freshDir();
+    await expectRefusal(() => certsInit({ out: other, ou: 'a,OU=admins' }), 'ERR_CERTS_INVALID_OPTION', /invalid --ou/);
+    expect(await readdir(other)).toEqual([]);
+  });
+
+  it('certsIssue takes the OU too', async () => {
+    const out = await initializedDir();
+    await certsIssue({ out, name: 'dave', ou: 'data-science' });
+    expect((await x509(out, 'client-dave.pem')).subject).toBe('CN=dave\nOU=data-science');
   });
 });
 
