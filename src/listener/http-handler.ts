@@ -19,7 +19,12 @@ import { withPrincipal } from '../mutate/request-headers.js';
 import type { TelemetryMatcher } from '../mutate/telemetry.js';
 import type { AuthMetrics } from '../observability/auth-metrics.js';
 import type { Logger } from '../observability/logger.js';
-import { loggablePath, type AccessEntry, type AccessLog, type AccessOutcome } from '../observability/access-log.js';
+import {
+  loggablePath,
+  type AccessEntry,
+  type AccessLog,
+  type AccessOutcome,
+} from '../observability/access-log.js';
 import { randomRequestId, requestIdOf, type RequestIdSource } from '../mutate/request-id.js';
 import type { Metrics } from '../observability/metrics.js';
 import { createRequestCounter } from '../observability/request-counter.js';
@@ -227,7 +232,9 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       hasBody: ctx.isH2 ? !(req as Http2ServerRequest).stream.endAfterHeaders : scanned.hasBody,
       expectContinue: ctx.expectContinue,
       requestId: scanned.requestId,
-      ...(telemetry !== undefined && scanned.stripResponseTelemetry ? { stripResponseTelemetry: telemetry } : {}),
+      ...(telemetry !== undefined && scanned.stripResponseTelemetry
+        ? { stripResponseTelemetry: telemetry }
+        : {}),
     };
     // Counted once per request, here: the headers left the gateway without them.
     if (scanned.telemetryStripped > 0) telemetryRequest.inc(scanned.telemetryStripped);
@@ -310,7 +317,6 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
 
   /** Opens the tunnel of an upgrade that passed every stage. Never throws. */
   function tunnel(ctx: RequestContext, socket: Duplex, head: Buffer): void {
-    const req = ctx.req as IncomingMessage;
     const rt = ctx.rt;
     const scanned = ctx.headers;
     const key = ctx.websocketKey;
@@ -325,20 +331,19 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       return;
     }
     if (scanned.telemetryStripped > 0) telemetryRequest.inc(scanned.telemetryStripped);
-    const list = principal === undefined ? scanned.headers : withPrincipal(scanned, principal);
-    const headers: Record<string, string | string[]> = {};
-    for (let i = 0; i + 1 < list.length; i += 2) {
-      const name = list[i] as string;
-      const value = list[i + 1] as string;
-      const prev = headers[name];
-      headers[name] = prev === undefined ? value : Array.isArray(prev) ? [...prev, value] : [prev, value];
-    }
+    const headers = principal === undefined ? scanned.headers : withPrincipal(scanned, principal);
     // The tunnel closes itself when the earliest expiry of its token and client certificate passes.
     const closeAtMs = earliest(principal?.expiresAtMs, ctx.conn?.identity?.validToMs);
     const path = ctx.forwardPath ?? ctx.target?.path ?? '/';
-    deps.websocket.upgrade(upstream, req, socket, head, { path, headers, key, closeAtMs }).then(
+    // The upstream's answer (a 101 or a refusal) is cleaned like any response, telemetry included.
+    const telemetry = rt.telemetry;
+    const stripResponseTelemetry =
+      telemetry !== undefined && scanned.stripResponseTelemetry ? telemetry : undefined;
+    const forward = { path, headers, key, requestId: scanned.requestId, stripResponseTelemetry, closeAtMs };
+    deps.websocket.upgrade(upstream, socket, head, forward).then(
       (outcome) => {
         rt.requests.count('GET', outcome.status);
+        if (outcome.telemetryStripped !== undefined) telemetryResponse.inc(outcome.telemetryStripped);
         if (outcome.reason !== undefined) tunnelClosed.get(outcome.reason)?.inc();
         // Upgrades that failed upstream count like requests that did (threat model #121).
         const failed = outcome.reason?.startsWith('ERR_UPSTREAM_') === true;

@@ -1,9 +1,9 @@
 /**
- * The header set the client receives from an upstream's answer, built in one pass over undici's raw
- * response headers: hop-by-hop headers and every header the upstream nominated in `Connection` are
- * dropped (RFC 9110 §7.6.1; on HTTP/2 writing `transfer-encoding` would even throw, RFC 9113 §8.2.2,
- * threat model #83), telemetry headers are dropped under the request's opt-out, and the request id is
- * added when the upstream set none.
+ * The header set the client receives from an upstream's answer (an HTTP response, or the non-101 answer
+ * to a WebSocket upgrade), built in one pass over the raw response headers: hop-by-hop headers and
+ * every header the upstream nominated in `Connection` are dropped (RFC 9110 §7.6.1; on HTTP/2 writing
+ * `transfer-encoding` would even throw, RFC 9113 §8.2.2, threat model #83), telemetry headers are
+ * dropped under the request's opt-out, and the request id is added when the upstream set none.
  */
 import { isTelemetryHeader, type TelemetryPolicy } from './telemetry.js';
 
@@ -29,12 +29,13 @@ export interface BuiltResponseHeaders {
 }
 
 /**
- * Builds the client's response headers from undici's raw list (`[name, value, ...]`, Buffers). Names
- * are lower-cased; a repeated name (Set-Cookie) becomes an array in order; values keep their bytes
- * (latin1). `requestId` is added as `x-request-id` unless the upstream sent one.
+ * Builds the client's response headers from a raw list (`[name, value, ...]`: undici's Buffers, or the
+ * latin1 strings of Node's `rawHeaders` for a refused WebSocket upgrade). Names are lower-cased; a
+ * repeated name (Set-Cookie) becomes an array in order; values keep their bytes (latin1). `requestId`
+ * is added as `x-request-id` unless the upstream sent one.
  */
 export function buildResponseHeaders(
-  raw: readonly Buffer[],
+  raw: readonly (Buffer | string)[],
   requestId: string,
   telemetry: TelemetryPolicy | undefined,
 ): BuiltResponseHeaders {
@@ -42,8 +43,10 @@ export function buildResponseHeaders(
   let nominated: string[] | undefined;
   let stripped = 0;
   for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = (raw[i] as Buffer).toString('latin1').toLowerCase();
-    const value = (raw[i + 1] as Buffer).toString('latin1');
+    const n = raw[i] as Buffer | string;
+    const v = raw[i + 1] as Buffer | string;
+    const name = (typeof n === 'string' ? n : n.toString('latin1')).toLowerCase();
+    const value = typeof v === 'string' ? v : v.toString('latin1');
     if (HOP_BY_HOP.has(name)) {
       if (name === 'connection') {
         for (const token of value.split(',')) {

@@ -11,6 +11,8 @@
  *   /ws               WebSocket echo (ws package)
  *   /fake101          answers an upgrade with a 101 that has a wrong Sec-WebSocket-Accept
  *   /ws-silent        accepts an upgrade request and never answers it
+ *   /ws-refuse        answers an upgrade with a chunked 403 carrying hop-by-hop headers, a header its
+ *                     Connection names, two Set-Cookie and a telemetry header, then closes
  *   anything else     200 JSON {method, url, headers} after reading the whole body
  *
  * `startTlsUpstream(pki)` serves the same paths over HTTPS with the test PKI's server certificate.
@@ -189,6 +191,16 @@ async function serve(
       return;
     }
     if (req.url?.startsWith('/ws-silent')) return; // holds the socket, never answers (threat model #90b)
+    if (req.url?.startsWith('/ws-refuse')) {
+      socket.end(
+        'HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nSet-Cookie: a=1; Path=/\r\n' +
+          'Connection: close, X-Hop\r\nX-Hop: secret-hop\r\nKeep-Alive: timeout=5\r\nUpgrade: websocket\r\n' +
+          'Proxy-Connection: keep-alive\r\nTransfer-Encoding: chunked\r\nSet-Cookie: b=2; Path=/\r\n' +
+          'traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n' +
+          '\r\n7\r\nrefused\r\n0\r\n\r\n',
+      );
+      return;
+    }
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -302,6 +302,51 @@ describe('WebSocket upgrades through the gateway', () => {
     ws.terminate();
   });
 
+  it("relays an upstream's refusal of the upgrade cleaned like any response: no hop-by-hop header, cookies kept", async () => {
+    const seen = up.seen.length;
+    const telemetryBefore = await gw.metric('portcullis_telemetry_headers_stripped_total', {
+      direction: 'response',
+    });
+    const r = await rawTls(gw.port(), gw.pki, upgradeRequest(gw.port(), '/ws-refuse'), { timeoutMs: 3_000 });
+    expect(up.seen.length).toBe(seen + 1);
+    expect(r.closed).toBe(true);
+    const [head = '', body] = r.text.split('\r\n\r\n', 2);
+    const [statusLine = '', ...lines] = head.split('\r\n');
+    expect(statusLine).toMatch(/^HTTP\/1\.1 403 /);
+    const names = lines.map((l) => l.slice(0, l.indexOf(':')).toLowerCase());
+    // Hop-by-hop headers, and the one the upstream's Connection named, never reach the client; the
+    // gateway's own Connection: close ends the exchange.
+    for (const hop of ['keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'x-hop']) {
+      expect(names).not.toContain(hop);
+    }
+    expect(lines.filter((l) => /^connection:/i.test(l))).toEqual(['connection: close']);
+    expect(lines.filter((l) => /^set-cookie:/i.test(l))).toEqual([
+      'set-cookie: a=1; Path=/',
+      'set-cookie: b=2; Path=/',
+    ]);
+    expect(names).toContain('x-request-id');
+    // Telemetry headers go under the default opt-out, as on any response, and are counted.
+    expect(names).not.toContain('traceparent');
+    expect(
+      (await gw.metric('portcullis_telemetry_headers_stripped_total', { direction: 'response' })) -
+        telemetryBefore,
+    ).toBe(1);
+    // The body arrives de-chunked, delimited by the close.
+    expect(body).toBe('refused');
+    await expect
+      .poll(() =>
+        gw
+          .logs()
+          .filter((l) => l.msg === 'request' && l.path === '/ws-refuse')
+          .map((l) => [l.status, l.outcome]),
+      )
+      .toEqual([[403, 'forwarded']]);
+    // A WebSocket client sees the 403.
+    const ws = openWs(gw.port(), gw.pki, '/ws-refuse');
+    expect(await handshakeStatus(ws)).toBe(403);
+    ws.terminate();
+  });
+
   it(
     'answers 502 when the upstream is down at upgrade time, 200 times, and keeps serving (92, 121)',
     { timeout: 60_000 },
@@ -401,10 +446,17 @@ describe('WebSocket timers (90b, 90c)', () => {
       expect(took).toBeLessThan(idleMs + 2_000);
       // Counted and logged as the gateway's idle close.
       await expect
-        .poll(() => idleGw.metric('portcullis_websocket_tunnels_closed_total', { listener: 'main', reason: 'idle' }))
+        .poll(() =>
+          idleGw.metric('portcullis_websocket_tunnels_closed_total', { listener: 'main', reason: 'idle' }),
+        )
         .toBe(1);
       await expect
-        .poll(() => idleGw.logs().filter((l) => l.msg === 'request' && l.path === '/ws').map((l) => l.reason))
+        .poll(() =>
+          idleGw
+            .logs()
+            .filter((l) => l.msg === 'request' && l.path === '/ws')
+            .map((l) => l.reason),
+        )
         .toEqual(['idle']);
     } finally {
       ws.terminate();
