@@ -5,7 +5,13 @@
  * refused with 408, as a real upstream's would be (threat model #102).
  */
 import { GatewayError } from '../errors.js';
-import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
+import {
+  writeHead,
+  type ClientRequest,
+  type ClientResponse,
+  type ForwardOutcome,
+  type ForwardRequest,
+} from '../proxy/types.js';
 
 /** The JSON document the echo upstream answers with. */
 export interface EchoBody {
@@ -76,7 +82,7 @@ export function forwardToEcho(
       };
       const text = JSON.stringify(doc, null, 2) + '\n';
       const length = Buffer.byteLength(text);
-      res.writeHead(200, {
+      writeHead(res, 200, {
         'content-type': 'application/json',
         'content-length': length,
         'cache-control': 'no-store',

@@ -19,12 +19,7 @@ import { withPrincipal } from '../mutate/request-headers.js';
 import type { TelemetryMatcher } from '../mutate/telemetry.js';
 import type { AuthMetrics } from '../observability/auth-metrics.js';
 import type { Logger } from '../observability/logger.js';
-import {
-  loggablePath,
-  type AccessEntry,
-  type AccessLog,
-  type AccessOutcome,
-} from '../observability/access-log.js';
+import { loggablePath, type AccessEntry, type AccessLog, type AccessOutcome } from '../observability/access-log.js';
 import { randomRequestId, requestIdOf, type RequestIdSource } from '../mutate/request-id.js';
 import type { Metrics } from '../observability/metrics.js';
 import { createRequestCounter } from '../observability/request-counter.js';
@@ -232,9 +227,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
       hasBody: ctx.isH2 ? !(req as Http2ServerRequest).stream.endAfterHeaders : scanned.hasBody,
       expectContinue: ctx.expectContinue,
       requestId: scanned.requestId,
-      ...(telemetry !== undefined && scanned.stripResponseTelemetry
-        ? { stripResponseTelemetry: telemetry }
-        : {}),
+      ...(telemetry !== undefined && scanned.stripResponseTelemetry ? { stripResponseTelemetry: telemetry } : {}),
     };
     // Counted once per request, here: the headers left the gateway without them.
     if (scanned.telemetryStripped > 0) telemetryRequest.inc(scanned.telemetryStripped);
@@ -337,8 +330,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     const path = ctx.forwardPath ?? ctx.target?.path ?? '/';
     // The upstream's answer (a 101 or a refusal) is cleaned like any response, telemetry included.
     const telemetry = rt.telemetry;
-    const stripResponseTelemetry =
-      telemetry !== undefined && scanned.stripResponseTelemetry ? telemetry : undefined;
+    const stripResponseTelemetry = telemetry !== undefined && scanned.stripResponseTelemetry ? telemetry : undefined;
     const forward = { path, headers, key, requestId: scanned.requestId, stripResponseTelemetry, closeAtMs };
     deps.websocket.upgrade(upstream, socket, head, forward).then(
       (outcome) => {

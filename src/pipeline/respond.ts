@@ -9,7 +9,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { bearerChallenge, ERRORS, type GatewayError } from '../errors.js';
-import type { ClientResponse } from '../proxy/types.js';
+import { writeHead, type ClientResponse } from '../proxy/types.js';
 
 /** A complete answer of the gateway's own: status, headers (lowercase names) and a small body. */
 export interface Answer {
@@ -104,7 +104,7 @@ export function writeAnswer(res: ClientResponse, answer: Answer, close = false):
   const headers: Record<string, string | number> = { ...answer.headers, 'content-length': bodyBytes(answer) };
   if (close && !('stream' in res)) headers.connection = 'close';
   try {
-    res.writeHead(answer.status, headers);
+    writeHead(res, answer.status, headers);
     res.end(answer.body);
   } catch {
     res.destroy();

@@ -26,7 +26,13 @@ import { GatewayError } from '../errors.js';
 import { buildResponseHeaders } from '../mutate/response-headers.js';
 import type { Clock } from '../clock.js';
 import { toUpstreamError } from './upstream-errors.js';
-import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from './types.js';
+import {
+  writeHead,
+  type ClientRequest,
+  type ClientResponse,
+  type ForwardOutcome,
+  type ForwardRequest,
+} from './types.js';
 
 
 /** A forwarder bound to one upstream origin. */
@@ -52,6 +58,9 @@ export function createHttpForwarder(
   const pinnedServername = tls?.servername ?? (isIP(upstream.hostname) === 0 ? upstream.hostname : undefined);
   const baseConnect = buildConnector({
     timeout: timeouts.upstreamConnectMs,
+    // HTTP/1.1 to every upstream, as before undici 8 made ALPN offer h2 by default: the header rules
+    // (hop-by-hop, Connection nomination, raw response headers) are HTTP/1.1's.
+    allowH2: false,
     rejectUnauthorized: true,
     ...(tls?.ca ? { ca: tls.ca } : {}),
     ...(tls?.cert ? { cert: tls.cert } : {}),
@@ -109,16 +118,16 @@ async function* countedBody(
 
 /**
  * One request's trip upstream and back, as an undici dispatch handler (its lowest-level API). Compared
- * with `pool.request()` this skips, per request, an AsyncResource, an AbortController, a promise, a
- * parsed-then-copied header object and a Readable body piped into the response: the upstream's chunks
- * are written to the client as undici hands them over, and backpressure is undici's own pause/resume
- * (return false from onData, resume on the client's 'drain').
+ * with `pool.request()` this skips, per request, an AsyncResource, an AbortController, a promise and a
+ * Readable body piped into the response: the upstream's chunks are written to the client as undici
+ * hands them over, and backpressure is undici's own (the controller's pause, and resume on the client's
+ * 'drain'). The response headers are taken raw (`controller.rawHeaders`), as the upstream sent them.
  *
  * Settles exactly once: rejects with a GatewayError only while nothing was written to the client;
  * after the status line is out it resolves, cutting the client's response on a mid-body failure.
  */
 class Exchange implements Dispatcher.DispatchHandler {
-  /** undici's abort of this request, known once it is assigned to a connection (onConnect). */
+  /** undici's abort of this request, known once it is assigned to a connection (onRequestStart). */
   private abortUpstream: ((err: Error) => void) | undefined;
   /** `requestBodyMs`: armed while a request body is still arriving and no response has started. */
   private bodyTimer: NodeJS.Timeout | undefined;
@@ -130,7 +139,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   private interimTimer: NodeJS.Timeout | undefined;
   /** Interim (1xx) responses the upstream sent for this request; none is relayed. */
   private interim = 0;
-  private resumeUpstream: (() => void) | undefined;
+  private controller: Dispatcher.DispatchController | undefined;
   /** The client's side is gone (see onClientClose): neither stream flag says so reliably on HTTP/2. */
   private clientGone = false;
   private started = false;
@@ -266,20 +275,24 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.started) this.finishStarted();
   };
 
-  onConnect(abort: (err?: Error) => void): void {
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    const abort = (err: Error): void => {
+      controller.abort(err);
+    };
     this.abortUpstream = abort;
     if (this.abortOnConnect !== undefined) abort(this.abortOnConnect);
     else if (this.clientGone) abort(new Error('client closed'));
     else if (!this.fr.hasBody) this.startWaiting();
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void): boolean {
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number): void {
     if (statusCode < 200) {
       // 1xx (102 Processing, 103 Early Hints): never relayed (the gateway answered Expect itself), and
       // never a reason to wait longer than upstreamResponseMs for the final answer.
       this.interim += 1;
       this.armInterimDeadline();
-      return true;
+      return;
     }
     this.disarmInterim();
     // The response started: from here the body may take as long as the exchange lives (streams,
@@ -288,50 +301,56 @@ class Exchange implements Dispatcher.DispatchHandler {
     if (this.settled) {
       // Refused for its body deadline just before the answer came: the client already has its 408.
       this.abortUpstream?.(new Error('already answered'));
-      return false;
+      return;
     }
-    this.resumeUpstream = resume;
     this.upstreamSeconds = Number(this.clock.hrtime() - this.sentAt) / 1e9;
     this.status = statusCode;
     const res = this.res;
     if (this.clientGone || isClosed(res)) {
       this.abortUpstream?.(new Error('client closed'));
-      return false;
+      return;
     }
-    const built = buildResponseHeaders(rawHeaders, this.fr.requestId, this.fr.stripResponseTelemetry);
+    // HTTP/1.1 upstreams (allowH2 is off): undici's parser hands over the raw name/value Buffers.
+    const raw = controller.rawHeaders;
+    const built = buildResponseHeaders(
+      Array.isArray(raw) ? raw : [],
+      this.fr.requestId,
+      this.fr.stripResponseTelemetry,
+    );
     this.telemetryStripped = built.telemetryStripped;
     this.started = true;
     try {
-      res.writeHead(statusCode, built.headers);
+      writeHead(res, statusCode, built.headers);
     } catch {
       this.aborted = 'ERR_UPSTREAM_BAD_RESPONSE';
       this.abortUpstream?.(new Error('bad response headers'));
       cut(res);
-      return false;
     }
-    return true;
   }
 
-  onData(chunk: Buffer): boolean {
-    if (this.clientGone) return false;
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.clientGone) {
+      controller.pause();
+      return;
+    }
     this.counts.out += chunk.length;
-    if ((this.res as NodeJS.WritableStream).write(chunk)) return true;
+    if ((this.res as NodeJS.WritableStream).write(chunk)) return;
+    controller.pause();
     this.res.once('drain', this.onDrain);
-    return false;
   }
 
   private readonly onDrain = (): void => {
-    this.resumeUpstream?.();
+    this.controller?.resume();
   };
 
-  onComplete(): void {
+  onResponseEnd(): void {
     this.complete = true;
     if (this.clientGone) return;
     // Trailers from the upstream are not relayed (they are rarely meaningful through a gateway).
     this.res.end();
   }
 
-  onError(err: Error): void {
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
     this.disarmBody();
     this.disarmInterim();
     // Our own abort after the body deadline answered the client: nothing left to report.

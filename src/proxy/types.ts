@@ -1,11 +1,21 @@
 /** The shapes shared by the forwarders: one request to send, and the server objects it came on. */
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { Http2ServerResponse, type Http2ServerRequest } from 'node:http2';
 import type { Route } from '../authz/routes.js';
 import type { TelemetryPolicy } from '../mutate/telemetry.js';
 
 export type ClientRequest = IncomingMessage | Http2ServerRequest;
 export type ClientResponse = ServerResponse | Http2ServerResponse;
+
+/**
+ * `res.writeHead(status, headers)` on either kind of response. The two classes' overloads differ in
+ * @types/node, so a call on the union does not type-check; the narrowing is the only difference.
+ * Throws as `writeHead` does (an invalid header name or value).
+ */
+export function writeHead(res: ClientResponse, status: number, headers: OutgoingHttpHeaders): void {
+  if (res instanceof Http2ServerResponse) res.writeHead(status, headers);
+  else res.writeHead(status, headers);
+}
 
 /** A request that passed every check, ready to leave the gateway. */
 export interface ForwardRequest {
