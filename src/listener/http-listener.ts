@@ -226,8 +226,21 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   if (listener.tls) {
     const tls = listener.tls;
     const h2 = deps.http2;
+    // Node 24 applies its HTTP/1 server options to the allowHTTP1 fallback (Node 20 did not), with
+    // defaults that would answer before the gateway and record nothing: a bare 400 for a missing Host
+    // (the gateway refuses it as ERR_REQUEST_BAD_HOST, logged and counted), a 408 once a request has
+    // taken 300 s whatever requestBodyMs says, an idle keep-alive connection closed after 5 s whatever
+    // keepAliveMs says. The gateway's own timers stay in charge; Node's are set to agree with them.
+    // (@types/node does not list these options for http2, hence the separate object.)
+    const http1Fallback = {
+      requireHostHeader: false,
+      requestTimeout: 0,
+      headersTimeout: timeouts.requestHeadersMs,
+      keepAliveTimeout: timeouts.keepAliveMs,
+    };
     const secure = createSecureServer({
       ...tls.options,
+      ...http1Fallback,
       allowHTTP1: true,
       ALPNProtocols: ['h2', 'http/1.1'],
       handshakeTimeout: timeouts.tlsHandshakeMs,
@@ -320,6 +333,8 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   } else {
     // Plaintext on purpose (requireEncryption: false + plaintext: true): Node's own HTTP timers apply.
     const plain = createHttpServer({
+      // As on the TLS listener: a missing Host is the gateway's refusal, logged and counted.
+      requireHostHeader: false,
       headersTimeout: timeouts.requestHeadersMs,
       requestTimeout: 0,
       keepAliveTimeout: timeouts.keepAliveMs,
