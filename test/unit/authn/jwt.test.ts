@@ -152,7 +152,7 @@ describe('jwt: hostile tokens are refused (401) — threat model #27–#43', () 
   it('28: HS256 signed with the public key (JWK JSON, PEM) — key confusion', async () => {
     const p = provider({ algorithms: ['ES256', 'RS256'] });
     const pub = idp.jwks().keys[0]!;
-    const pem = createPublicKey({ key: pub as never, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+    const pem = createPublicKey({ key: pub, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
     for (const secret of [JSON.stringify(pub), String(pem), pub.x!]) {
       const h = b64({ alg: 'HS256', kid: idp.currentKid });
       const body = b64(claims());
