@@ -112,6 +112,9 @@ export interface PipeResult {
   readonly connected: boolean;
 }
 
+/** ms without progress a connection whose two sides both sent their FIN may take to flush its last writes. */
+const LINGER_MS = 1_000;
+
 /** Secure contexts per upstream object: building one parses PEM and costs about a millisecond. */
 const contexts = new WeakMap<object, SecureContext>();
 
@@ -234,6 +237,8 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
         : setTimeout(() => finish('max_lifetime', undefined, 'none'), opts.maxLifetimeMs);
     lifetime?.unref();
     const onAbort = (): void => finish('shutdown', undefined, 'none');
+    /** Armed once both sides sent their FIN: what is left is flushing our last writes (see `start`). */
+    let linger: NodeJS.Timeout | undefined;
 
     /**
      * Ends the connection once. `abort` says which side gets a RST because the other one failed; 'none'
@@ -251,6 +256,7 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
       reportBytes();
       clearTimeout(connectTimer);
       clearTimeout(lifetime);
+      clearTimeout(linger);
       opts.signal?.removeEventListener('abort', onAbort);
       if (abort === 'client') reset(client, clientTcp);
       else client.destroy();
@@ -310,15 +316,39 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
       clearTimeout(connectTimer);
       // The idle clock starts now: connecting took time without a byte moving.
       moved = true;
-      pump(client, stream, (n) => (bytesIn += n));
-      pump(stream, client, (n) => (bytesOut += n));
+      /**
+       * Both sides sent their FIN: each gets its last bytes and our FIN, and the connection closes when
+       * both writes finish. A write that never finishes must not hold it until `idleMs`: on Node 24 a
+       * TLS client that closed (close_notify, then a reset) leaves the gateway's last write pending
+       * forever, with no error. So once both FINs are in, LINGER_MS without any of the pending bytes
+       * leaving closes the connection as it would have been; a slow reader that still takes bytes keeps
+       * it open.
+       */
+      const bothEnded = (): void => {
+        if (linger !== undefined || !client.readableEnded || !stream.readableEnded) return;
+        let pending = client.writableLength + stream.writableLength;
+        const check = (): void => {
+          const now = client.writableLength + stream.writableLength;
+          if (now > 0 && now < pending) {
+            pending = now;
+            linger = setTimeout(check, LINGER_MS);
+            linger.unref();
+            return;
+          }
+          finish('closed', undefined, 'none');
+        };
+        linger = setTimeout(check, LINGER_MS);
+        linger.unref();
+      };
+      pump(client, stream, bothEnded, (n) => (bytesIn += n));
+      pump(stream, client, bothEnded, (n) => (bytesOut += n));
     };
 
     /**
      * src → dst with backpressure and half-close. Per chunk: a count, a flag, the write; nothing else (no
      * timer moved, no metric touched: see the idle timer and `reportBytes`).
      */
-    const pump = (src: Duplex, dst: Duplex, count: (n: number) => void): void => {
+    const pump = (src: Duplex, dst: Duplex, ended: () => void, count: (n: number) => void): void => {
       src.on('data', (chunk: Buffer) => {
         count(chunk.length);
         moved = true;
@@ -335,7 +365,10 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
         if (src.isPaused()) src.resume();
       });
       // FIN from src: finish our writes to dst and send its FIN; dst → src stays open (half-close).
-      src.on('end', () => dst.end());
+      src.on('end', () => {
+        dst.end();
+        ended();
+      });
     };
 
     const upstreamFailed = (err: unknown): void => {
