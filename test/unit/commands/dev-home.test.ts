@@ -2,6 +2,7 @@
  * Where the defaults live (src/commands/dev-home.ts): a clone keeps its config/ and certs-dev/, an installed
  * package never writes into itself and uses the user's $XDG_CONFIG_HOME/portcullis (~/.config/portcullis).
  */
+import { execFileSync } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +20,10 @@ async function fresh(): Promise<string> {
   dirs.push(d);
   return d;
 }
+/** Directories made immutable (root cannot be kept out by mode bits): cleared before removal. */
+const immutable: string[] = [];
 afterAll(async () => {
+  for (const d of immutable) execFileSync('chattr', ['-i', d]);
   for (const d of dirs) {
     await chmod(d, 0o700).catch(() => undefined);
     await rm(d, { recursive: true, force: true });
@@ -72,14 +76,16 @@ describe('isInstalledPackage', () => {
     expect(await isInstalledPackage(await fresh())).toBe(false);
   });
 
-  it.skipIf(process.getuid?.() === 0)(
-    "a checkout this user cannot write (an image's /app): installed",
-    async () => {
-      const d = await fresh();
-      await chmod(d, 0o555);
-      expect(await isInstalledPackage(d)).toBe(true);
-    },
-  );
+  it("a checkout this user cannot write (an image's /app): installed", async () => {
+    const d = await fresh();
+    await chmod(d, 0o555);
+    // Mode bits do not stop root; the immutable attribute does (access(2) answers EPERM for W_OK).
+    if (process.getuid?.() === 0) {
+      execFileSync('chattr', ['+i', d]);
+      immutable.push(d);
+    }
+    expect(await isInstalledPackage(d)).toBe(true);
+  });
 });
 
 describe('ensureUserConfig', () => {
