@@ -19,6 +19,13 @@ export interface ErrorSpec {
   readonly challenge?: boolean;
 }
 
+/** An answer that carries a `WWW-Authenticate: Bearer` challenge (RFC 6750 §3), with its §3.1 error if any. */
+function bearer(status: number, message: string, bearerError?: ErrorSpec['bearerError']): ErrorSpec {
+  return bearerError === undefined
+    ? { status, message, challenge: true }
+    : { status, message, challenge: true, bearerError };
+}
+
 /** The table code → answer. Codes are `ERR_<STAGE>_<REASON>` and are API: tests and log queries use them. */
 export const ERRORS = {
   // connection policy (require-encryption)
@@ -45,30 +52,19 @@ export const ERRORS = {
   ERR_IDENTITY_BAD_CLIENT_CERT: { status: 403, message: 'Forbidden: the client certificate was not accepted.' },
   ERR_IDENTITY_LISTENER_ACL: { status: 403, message: 'Forbidden: this client is not allowed here.' },
   // authentication (RFC 6750)
-  ERR_AUTHN_MISSING: { status: 401, message: 'Unauthorized: a Bearer token is required.', challenge: true },
-  ERR_AUTHN_MALFORMED: {
-    status: 400,
-    message: 'Bad request: malformed Authorization header.',
-    challenge: true,
-    bearerError: 'invalid_request',
-  },
-  ERR_AUTHN_INVALID_TOKEN: {
-    status: 401,
-    message: 'Unauthorized: the token is not valid.',
-    challenge: true,
-    bearerError: 'invalid_token',
-  },
+  ERR_AUTHN_MISSING: bearer(401, 'Unauthorized: a Bearer token is required.'),
+  ERR_AUTHN_MALFORMED: bearer(400, 'Bad request: malformed Authorization header.', 'invalid_request'),
+  ERR_AUTHN_INVALID_TOKEN: bearer(401, 'Unauthorized: the token is not valid.', 'invalid_token'),
   ERR_AUTHN_UNAVAILABLE: { status: 503, message: 'Service unavailable: the identity provider did not answer.' },
   // authorization
   ERR_AUTHZ_ROUTE_ACL: { status: 403, message: 'Forbidden: this client is not allowed on this route.' },
   // a method outside the route's `methods:` list
   ERR_AUTHZ_METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed on this route.' },
-  ERR_AUTHZ_INSUFFICIENT_SCOPE: {
-    status: 403,
-    message: 'Forbidden: the token lacks a required scope or claim.',
-    challenge: true,
-    bearerError: 'insufficient_scope',
-  },
+  ERR_AUTHZ_INSUFFICIENT_SCOPE: bearer(
+    403,
+    'Forbidden: the token lacks a required scope or claim.',
+    'insufficient_scope',
+  ),
   // upstream
   ERR_UPSTREAM_UNAVAILABLE: { status: 502, message: 'Bad gateway: the upstream could not be reached.' },
   ERR_UPSTREAM_TLS: { status: 502, message: 'Bad gateway: the upstream TLS handshake failed.' },
@@ -129,7 +125,9 @@ export function bearerChallenge(code: ErrorCode, scope?: string): string | undef
   if (spec.challenge !== true) return undefined;
   if (spec.bearerError === undefined) return `Bearer realm="${BEARER_REALM}"`;
   const scopePart =
-    spec.bearerError === 'insufficient_scope' && scope !== undefined && scope !== '' ? `, scope="${scope}"` : '';
+    spec.bearerError === 'insufficient_scope' && scope !== undefined && scope !== ''
+      ? `, scope="${scope}"`
+      : '';
   return `Bearer realm="${BEARER_REALM}", error="${spec.bearerError}"${scopePart}`;
 }
 

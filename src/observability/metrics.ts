@@ -81,6 +81,21 @@ export const DROPPED_DEFAULT_METRICS = [
 ] as const;
 
 /**
+ * Defines metrics in `registry`, each in one call: name, help, its closed label set (and buckets for a
+ * histogram). Keeps every definition below to what differs between metrics.
+ */
+function definer(registry: Registry) {
+  return {
+    counter: <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
+      new Counter<L>({ name, help, labelNames, registers: [registry] }),
+    gauge: <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
+      new Gauge<L>({ name, help, labelNames, registers: [registry] }),
+    histogram: <L extends string>(name: string, help: string, labelNames: readonly L[], buckets: number[]) =>
+      new Histogram<L>({ name, help, labelNames, buckets, registers: [registry] }),
+  };
+}
+
+/**
  * Registers prom-client's default process and Node.js metrics in `registry`, prefixed `portcullis_`
  * (`portcullis_process_*`, `portcullis_nodejs_*`), less {@link DROPPED_DEFAULT_METRICS}. Used by every
  * process that serves or feeds `/metrics` (a single gateway, each cluster worker, the cluster primary), so
@@ -100,14 +115,13 @@ export function createBuildInfo(
   registry: Registry,
   info: BuildInfo = readBuildInfo(),
 ): Gauge<'version' | 'node'> {
-  const gauge = new Gauge({
-    name: 'portcullis_build_info',
-    help: 'Always 1; labels: the Portcullis version and the Node.js release running it.',
-    labelNames: ['version', 'node'] as const,
-    registers: [registry],
-  });
-  gauge.labels(info.version, info.node).set(1);
-  return gauge;
+  const g = definer(registry).gauge(
+    'portcullis_build_info',
+    'Always 1; labels: the Portcullis version and the Node.js release running it.',
+    ['version', 'node'],
+  );
+  g.labels(info.version, info.node).set(1);
+  return g;
 }
 
 /**
@@ -116,12 +130,11 @@ export function createBuildInfo(
  * workers' at scrape time, under the same definition.
  */
 export function createRejectedConnectionsCounter(registry: Registry): Counter<'listener' | 'reason'> {
-  return new Counter({
-    name: 'portcullis_tls_rejected_connections_total',
-    help: 'Connections refused before any request, by listener and reason (the admin listener as "admin").',
-    labelNames: ['listener', 'reason'] as const,
-    registers: [registry],
-  });
+  return definer(registry).counter(
+    'portcullis_tls_rejected_connections_total',
+    'Connections refused before any request, by listener and reason (the admin listener as "admin").',
+    ['listener', 'reason'],
+  );
 }
 
 /**
@@ -137,6 +150,7 @@ export function createMetrics(
   if (opts.processMetrics !== false) collectProcessMetrics(registry);
   const buildInfo = createBuildInfo(registry, opts.build);
   let authProviders: ReadonlyMap<string, AuthStatsSource> = new Map();
+  const { counter, gauge, histogram } = definer(registry);
   /** A counter that mirrors one monotonic `stats()` field of every provider (of `type`, if given) at scrape. */
   const statCounter = (name: string, help: string, field: keyof AuthnStats): Counter<'provider'> =>
     new Counter({
@@ -150,12 +164,11 @@ export function createMetrics(
         for (const [pname, p] of authProviders) this.labels(pname).inc(p.stats()[field]);
       },
     });
-  const configReloads = new Counter({
-    name: 'portcullis_config_reloads_total',
-    help: 'Config reloads, by result (success: the new config serves; failure: refused, the old one kept).',
-    labelNames: ['result'] as const,
-    registers: [registry],
-  });
+  const configReloads = counter(
+    'portcullis_config_reloads_total',
+    'Config reloads, by result (success: the new config serves; failure: refused, the old one kept).',
+    ['result'],
+  );
   // Both series exist from the start: an alert on failure > 0 needs a 0 to compare to.
   for (const r of ['success', 'failure'] as const) configReloads.inc({ result: r }, 0);
   return {
@@ -164,12 +177,11 @@ export function createMetrics(
     bindAuthProviders(providers: ReadonlyMap<string, AuthStatsSource>): void {
       authProviders = providers;
     },
-    authDecisions: new Counter({
-      name: 'portcullis_auth_decisions_total',
-      help: 'Bearer authentication decisions on routes with auth, by route id, provider (none when no provider vouched for the token) and result (allow, or the ERR_* code that ended the request).',
-      labelNames: ['route', 'provider', 'result'] as const,
-      registers: [registry],
-    }),
+    authDecisions: counter(
+      'portcullis_auth_decisions_total',
+      'Bearer authentication decisions on routes with auth, by route id, provider (none when no provider vouched for the token) and result (allow, or the ERR_* code that ended the request).',
+      ['route', 'provider', 'result'],
+    ),
     authCacheEntries: new Gauge({
       name: 'portcullis_auth_cache_entries',
       help: 'Entries in the verified-token cache of each provider (JWT and introspection; bounded by its maxEntries).',
@@ -231,126 +243,105 @@ export function createMetrics(
         }
       },
     }),
-    introspectionCalls: new Counter({
-      name: 'portcullis_auth_introspection_calls_total',
-      help: 'Introspection calls (RFC 7662) sent to the IdP, by provider and result (active, inactive, invalid: an answer the checks refused, error: no usable answer).',
-      labelNames: ['provider', 'result'] as const,
-      registers: [registry],
-    }),
-    introspectionDuration: new Histogram({
-      name: 'portcullis_auth_introspection_duration_seconds',
-      help: 'Time of one introspection call, request sent to answer checked, by provider and result.',
-      labelNames: ['provider', 'result'] as const,
-      buckets: LATENCY_BUCKETS,
-      registers: [registry],
-    }),
+    introspectionCalls: counter(
+      'portcullis_auth_introspection_calls_total',
+      'Introspection calls (RFC 7662) sent to the IdP, by provider and result (active, inactive, invalid: an answer the checks refused, error: no usable answer).',
+      ['provider', 'result'],
+    ),
+    introspectionDuration: histogram(
+      'portcullis_auth_introspection_duration_seconds',
+      'Time of one introspection call, request sent to answer checked, by provider and result.',
+      ['provider', 'result'],
+      LATENCY_BUCKETS,
+    ),
     configReloads,
-    configLastReloadSuccess: new Gauge({
-      name: 'portcullis_config_last_reload_success_timestamp_seconds',
-      help: 'When the running config was last loaded successfully (Unix seconds): the start time until a reload succeeds.',
-      registers: [registry],
-    }),
-    activeStreams: new Gauge({
-      name: 'portcullis_active_streams',
-      help: 'Open HTTP/2 streams (requests in flight on HTTP/2 connections), by listener.',
-      labelNames: ['listener'] as const,
-      registers: [registry],
-    }),
-    requests: new Counter({
-      name: 'portcullis_http_requests_total',
-      help: 'HTTP requests answered, by listener, route id, method and status class.',
-      labelNames: ['listener', 'route', 'method', 'status_class'] as const,
-      registers: [registry],
-    }),
-    requestDuration: new Histogram({
-      name: 'portcullis_http_request_duration_seconds',
-      help: 'Time from request headers to the end of the response, by listener and route id.',
-      labelNames: ['listener', 'route'] as const,
-      buckets: LATENCY_BUCKETS,
-      registers: [registry],
-    }),
-    upstreamDuration: new Histogram({
-      name: 'portcullis_upstream_response_duration_seconds',
-      help: 'Time from sending a request upstream to its response headers, by route id.',
-      labelNames: ['route'] as const,
-      buckets: LATENCY_BUCKETS,
-      registers: [registry],
-    }),
-    denials: new Counter({
-      name: 'portcullis_http_denials_total',
-      help: 'Requests ended by the gateway itself, by listener and reason code (ERR_*).',
-      labelNames: ['listener', 'reason'] as const,
-      registers: [registry],
-    }),
-    upstreamErrors: new Counter({
-      name: 'portcullis_upstream_errors_total',
-      help: 'Upstream exchanges that failed, by route id and reason code.',
-      labelNames: ['route', 'reason'] as const,
-      registers: [registry],
-    }),
+    configLastReloadSuccess: gauge(
+      'portcullis_config_last_reload_success_timestamp_seconds',
+      'When the running config was last loaded successfully (Unix seconds): the start time until a reload succeeds.',
+    ),
+    activeStreams: gauge(
+      'portcullis_active_streams',
+      'Open HTTP/2 streams (requests in flight on HTTP/2 connections), by listener.',
+      ['listener'],
+    ),
+    requests: counter(
+      'portcullis_http_requests_total',
+      'HTTP requests answered, by listener, route id, method and status class.',
+      ['listener', 'route', 'method', 'status_class'],
+    ),
+    requestDuration: histogram(
+      'portcullis_http_request_duration_seconds',
+      'Time from request headers to the end of the response, by listener and route id.',
+      ['listener', 'route'],
+      LATENCY_BUCKETS,
+    ),
+    upstreamDuration: histogram(
+      'portcullis_upstream_response_duration_seconds',
+      'Time from sending a request upstream to its response headers, by route id.',
+      ['route'],
+      LATENCY_BUCKETS,
+    ),
+    denials: counter(
+      'portcullis_http_denials_total',
+      'Requests ended by the gateway itself, by listener and reason code (ERR_*).',
+      ['listener', 'reason'],
+    ),
+    upstreamErrors: counter(
+      'portcullis_upstream_errors_total',
+      'Upstream exchanges that failed, by route id and reason code.',
+      ['route', 'reason'],
+    ),
     rejectedConnections: createRejectedConnectionsCounter(registry),
-    tunnelsClosed: new Counter({
-      name: 'portcullis_websocket_tunnels_closed_total',
-      help: 'Open WebSocket tunnels the gateway closed, by listener and reason (idle; credential_expired: the token exp or client certificate notAfter passed; max_lifetime: timeouts.tunnelMaxMs).',
-      labelNames: ['listener', 'reason'] as const,
-      registers: [registry],
-    }),
-    handshakes: new Counter({
-      name: 'portcullis_tls_handshakes_total',
-      help: 'Completed TLS handshakes, by listener and negotiated protocol (h2, http/1.1).',
-      labelNames: ['listener', 'alpn'] as const,
-      registers: [registry],
-    }),
-    activeConnections: new Gauge({
-      name: 'portcullis_active_connections',
-      help: 'Open client connections, by listener.',
-      labelNames: ['listener'] as const,
-      registers: [registry],
-    }),
-    tcpBytes: new Counter({
-      name: 'portcullis_tcp_bytes_total',
-      help: 'Bytes piped by TCP listeners, by listener and direction (in: client to upstream, out: upstream to client).',
-      labelNames: ['listener', 'direction'] as const,
-      registers: [registry],
-    }),
-    tcpConnections: new Counter({
-      name: 'portcullis_tcp_connections_total',
-      help: 'Piped TCP connections that ended, by listener and close reason (upstream failures included).',
-      labelNames: ['listener', 'reason'] as const,
-      registers: [registry],
-    }),
-    tcpConnectionDuration: new Histogram({
-      name: 'portcullis_tcp_connection_duration_seconds',
-      help: 'Lifetime of piped TCP connections, from the end of the client handshake to the close, by listener.',
-      labelNames: ['listener'] as const,
+    tunnelsClosed: counter(
+      'portcullis_websocket_tunnels_closed_total',
+      'Open WebSocket tunnels the gateway closed, by listener and reason (idle; credential_expired: the token exp or client certificate notAfter passed; max_lifetime: timeouts.tunnelMaxMs).',
+      ['listener', 'reason'],
+    ),
+    handshakes: counter(
+      'portcullis_tls_handshakes_total',
+      'Completed TLS handshakes, by listener and negotiated protocol (h2, http/1.1).',
+      ['listener', 'alpn'],
+    ),
+    activeConnections: gauge('portcullis_active_connections', 'Open client connections, by listener.', [
+      'listener',
+    ]),
+    tcpBytes: counter(
+      'portcullis_tcp_bytes_total',
+      'Bytes piped by TCP listeners, by listener and direction (in: client to upstream, out: upstream to client).',
+      ['listener', 'direction'],
+    ),
+    tcpConnections: counter(
+      'portcullis_tcp_connections_total',
+      'Piped TCP connections that ended, by listener and close reason (upstream failures included).',
+      ['listener', 'reason'],
+    ),
+    tcpConnectionDuration: histogram(
+      'portcullis_tcp_connection_duration_seconds',
+      'Lifetime of piped TCP connections, from the end of the client handshake to the close, by listener.',
+      ['listener'],
       // Dask comms live for minutes to days: 10 ms to one day.
-      buckets: [0.01, 0.1, 1, 10, 60, 300, 1_800, 3_600, 14_400, 86_400],
-      registers: [registry],
-    }),
-    telemetryStripped: new Counter({
-      name: 'portcullis_telemetry_headers_stripped_total',
-      help: 'Telemetry headers removed by the telemetry opt-out, by direction (request: client to upstream, response: upstream to client).',
-      labelNames: ['direction'] as const,
-      registers: [registry],
-    }),
-    certificateExpiry: new Gauge({
-      name: 'portcullis_certificate_expiry_timestamp_seconds',
-      help: 'notAfter of each configured certificate (Unix seconds), by listener, kind (server, ca, upstream_ca, upstream_client) and position in its PEM bundle. Never the subject.',
-      labelNames: ['listener', 'kind', 'index'] as const,
-      registers: [registry],
-    }),
-    crlNextUpdate: new Gauge({
-      name: 'portcullis_crl_next_update_timestamp_seconds',
-      help: "nextUpdate of each CRL of a listener's tls.crl (Unix seconds), by listener and position of the CRL in the file: past it OpenSSL refuses every client certificate of that CRL's CA. Never the issuer.",
-      labelNames: ['listener', 'index'] as const,
-      registers: [registry],
-    }),
-    certificateNameMismatch: new Gauge({
-      name: 'portcullis_tls_certificate_name_mismatch',
-      help: "1 when a listener's server certificate covers none of its serverNames (clients that check the host name refuse it), else 0; by listener. Set at start and at each reload.",
-      labelNames: ['listener'] as const,
-      registers: [registry],
-    }),
+      [0.01, 0.1, 1, 10, 60, 300, 1_800, 3_600, 14_400, 86_400],
+    ),
+    telemetryStripped: counter(
+      'portcullis_telemetry_headers_stripped_total',
+      'Telemetry headers removed by the telemetry opt-out, by direction (request: client to upstream, response: upstream to client).',
+      ['direction'],
+    ),
+    certificateExpiry: gauge(
+      'portcullis_certificate_expiry_timestamp_seconds',
+      'notAfter of each configured certificate (Unix seconds), by listener, kind (server, ca, upstream_ca, upstream_client) and position in its PEM bundle. Never the subject.',
+      ['listener', 'kind', 'index'],
+    ),
+    crlNextUpdate: gauge(
+      'portcullis_crl_next_update_timestamp_seconds',
+      "nextUpdate of each CRL of a listener's tls.crl (Unix seconds), by listener and position of the CRL in the file: past it OpenSSL refuses every client certificate of that CRL's CA. Never the issuer.",
+      ['listener', 'index'],
+    ),
+    certificateNameMismatch: gauge(
+      'portcullis_tls_certificate_name_mismatch',
+      "1 when a listener's server certificate covers none of its serverNames (clients that check the host name refuse it), else 0; by listener. Set at start and at each reload.",
+      ['listener'],
+    ),
   };
 }
 
