@@ -158,6 +158,11 @@ export function tunnelServerNeeds(s) {
   return undefined;
 }
 
+/** Extra node flags for the Portcullis and bare Node servers alike (experiments: BENCH_NODE_ARGS='--max-semi-space-size=16'). */
+function extraNodeArgs() {
+  return (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+}
+
 async function startTunnelServer(s, ctx) {
   const dir = join(ctx.runDir, `tunnel-${s.name}`);
   mkdirSync(dir, { recursive: true });
@@ -168,14 +173,14 @@ async function startTunnelServer(s, ctx) {
       const cfg = join(dir, 'portcullis.yaml');
       writeFileSync(cfg, portcullisTcpYaml({ cert: f.rsaCert, key: f.rsaKey, ca: f.caCert, upstreamPort, workers: s.workers }));
       const profDir = ctx.cpuProf ? join(dir, 'prof') : undefined;
-      const nodeArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+      const nodeArgs = [...extraNodeArgs(), ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
       const proc = start(`tunnel-${s.name}`, process.execPath, [...nodeArgs, join(ctx.dist, 'src', 'main.js'), 'start', '--config', cfg], { cwd: dir });
       const port = await proc.waitForLine((l) => listeningPort(l, 'bench'));
       return { proc, port, profDir };
     }
     case 'node-bare': {
       const profDir = ctx.cpuProf ? join(dir, 'prof') : undefined;
-      const nodeArgs = profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [];
+      const nodeArgs = [...extraNodeArgs(), ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])];
       const cfg = JSON.stringify({ cert: f.rsaCert, key: f.rsaKey, ca: f.caCert, upstreamPort, workers: s.workers ?? 0 });
       const proc = start(`tunnel-${s.name}`, process.execPath, [...nodeArgs, join(ctx.benchDir, 'lib', 'tunnel-bare.mjs'), cfg], { cwd: dir });
       const port = await proc.waitForLine((l) => listeningPort(l));
