@@ -27,8 +27,8 @@ import {
 import { z, type core } from 'zod';
 import { ConfigError } from '../errors.js';
 import { serverCertificateProblem } from '../identity/purpose.js';
-import { readCrlFile } from '../listener/crl.js';
-import { checkServerNames, serverNameProblem } from '../listener/server-names.js';
+import { readCrlFile } from '../certs/crl.js';
+import { checkServerNames, serverNameProblem } from '../certs/server-names.js';
 import { compileTelemetryHeaders, type TelemetryMatcher } from '../mutate/telemetry.js';
 import { createAuthenticator, providerFiles, type AuthProviderConfig } from '../authn/providers.js';
 import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
@@ -99,7 +99,7 @@ export interface ListenerTls {
   };
   readonly certificates: readonly CertInfo[];
   /**
-   * Each CRL of `tls.crl` (one per client CA, listener/crl.ts): its position in the file, the metric label,
+   * Each CRL of `tls.crl` (one per client CA, certs/crl.ts): its position in the file, the metric label,
    * and its nextUpdate (ms since the epoch) when it carries one.
    */
   readonly crls?: readonly { readonly index: number; readonly nextUpdateMs: number | undefined }[];
@@ -880,7 +880,7 @@ function resolveListenerTls(ctx: Ctx, t: ListenerTlsFile | undefined, p: string)
 }
 
 /**
- * `${p}.tls.crl`: every CRL of the file, split and checked against the client CA bundle (listener/crl.ts).
+ * `${p}.tls.crl`: every CRL of the file, split and checked against the client CA bundle (certs/crl.ts).
  * Each problem is a config error at `${p}.tls.crl`; undefined then, or when the bundle itself failed (its
  * own errors say why).
  */
@@ -904,7 +904,7 @@ function resolveCrl(
 
 /**
  * `${p}.serverNames` (or, when absent, the listen host if it is a DNS name) against the server certificate
- * of `tls` (listener/server-names.ts). A certificate whose SANs cover none of them is a warning naming the
+ * of `tls` (certs/server-names.ts). A certificate whose SANs cover none of them is a warning naming the
  * listener and the names, and `serverNameMismatch` on the returned TLS settings (the metric): it loads,
  * because a client that checks only the CA still connects. An invalid entry, or `serverNames` on a
  * listener without TLS, is an error.

@@ -1,7 +1,7 @@
 /**
  * A client CA bundle of two CAs and a `tls.crl` file holding one CRL of each, concatenated (the way
  * operators keep them): the real gateway on loopback passes each CRL to OpenSSL on its own
- * (listener/crl.ts). Before, Node read only the first CRL of the file: every client of the second CA was
+ * (certs/crl.ts). Before, Node read only the first CRL of the file: every client of the second CA was
  * refused (UNABLE_TO_GET_CRL), and a revocation in the second CRL never closed an open connection. Here a
  * client of the second CA is accepted, a revoked client of either CA is refused before the upstream, each
  * CRL has its own nextUpdate gauge, and a reload whose second CRL revokes a connected client closes that

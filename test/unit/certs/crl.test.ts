@@ -1,5 +1,5 @@
 /**
- * listener/crl.ts: a `tls.crl` file of several PEM CRLs, one per CA of the client CA bundle. Each CRL is
+ * certs/crl.ts: a `tls.crl` file of several PEM CRLs, one per CA of the client CA bundle. Each CRL is
  * split out, matched to the CA that signed it (name, then signature: two CAs may share a name), checked
  * for freshness; a CA left without a CRL, a CRL of a stranger, a broken or stale CRL are problems that
  * name the file and which CRL. CAs and CRLs are minted per run (RSA through src/certs/pki.ts; ECDSA,
@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCa, createCrl, issueClientCert, type CertAndKey } from '../../../src/certs/pki.js';
-import { readCrlFile } from '../../../src/listener/crl.js';
+import { readCrlFile } from '../../../src/certs/crl.js';
 import { mintTestPki } from '../../helpers/pki.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;

@@ -14,8 +14,8 @@
  */
 import { constants, verify, type KeyObject, type X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
-import { parseCrl } from '../certs/pki.js';
-import { DER, bytesOf, childrenOf, contentOf, oidText, readTlv, type Tlv } from '../certs/der.js';
+import { parseCrl } from './pki.js';
+import { DER, bytesOf, childrenOf, contentOf, oidText, readTlv, type Tlv } from './der.js';
 
 /** One CRL of the file, checked. */
 export interface LoadedCrl {
