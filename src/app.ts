@@ -39,7 +39,8 @@ import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js
 import { createEndpoints, isEndpointName } from './endpoints/registry.js';
 import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
 import { adminRefusalReporter, registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
-import { createAuthenticator, providerFiles } from './authn/providers.js';
+import { createAuthenticator } from './authn/providers.js';
+import { providerFiles } from './authn/provider-config.js';
 import type { Authenticator, FetchLike } from './authn/principal.js';
 import { createAuthMetrics, createAuthnObserver, type AuthMetrics } from './observability/auth-metrics.js';
 

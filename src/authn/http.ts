@@ -1,43 +1,8 @@
 /**
- * What the remote-calling providers (introspection, remote JWKS) share: the endpoint URL rule, a size-capped
- * body reader, and the content-type check. CONVENTIONS rule 6: remote calls trust nothing.
+ * What the remote-calling providers (introspection, remote JWKS) share: a size-capped body reader, the
+ * content-type check and a secret-free description of a failed call (the endpoint URL rule is config:
+ * authn/provider-config.ts). CONVENTIONS rule 6: remote calls trust nothing.
  */
-import { isIP } from 'node:net';
-import { z } from 'zod';
-
-/** Whether a URL's host is a loopback address (127.0.0.0/8, ::1) or `localhost`. */
-export function isLoopbackHost(hostname: string): boolean {
-  const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
-  if (host.toLowerCase() === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  if (isIP(host) === 6) return host === '::1' || host === '0:0:0:0:0:0:0:1';
-  return false;
-}
-
-/**
- * An IdP endpoint: `https://`, or `http://` to a loopback host only (the bytes never leave the machine).
- * No userinfo (credentials go in their own keys, read from files), no fragment.
- */
-export const endpointUrlSchema = z.string().superRefine((value, ctx) => {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    ctx.addIssue({ code: 'custom', input: value, message: 'an absolute https:// URL' });
-    return;
-  }
-  const secure = url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname));
-  if (!secure) {
-    ctx.addIssue({
-      code: 'custom',
-      input: value,
-      message:
-        'an https:// URL (http:// only to a loopback host such as 127.0.0.1: a token or key set must not cross a network in clear)',
-    });
-  } else if (url.username !== '' || url.password !== '' || url.hash !== '') {
-    ctx.addIssue({ code: 'custom', input: value, message: 'a URL without user:password@ or #fragment' });
-  }
-});
 
 /** The body is larger than the cap: the read stopped there. */
 export class BodyTooLarge extends Error {

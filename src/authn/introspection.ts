@@ -28,7 +28,6 @@
  * {@link MAX_STALE_IF_ERROR_SECONDS}). Route policy is not cached here: it runs on every request, hit or miss.
  */
 import { LRUCache } from 'lru-cache';
-import { z } from 'zod';
 import { monotonicMs } from '../clock.js';
 import { ConfigError, GatewayError } from '../errors.js';
 import { MAX_TOKEN_LENGTH } from './bearer.js';
@@ -36,7 +35,6 @@ import type { Credential } from './credential.js';
 import {
   describeFetchError,
   discardBody,
-  endpointUrlSchema,
   isJsonContentType,
   readBodyCapped,
 } from './http.js';
@@ -51,51 +49,10 @@ import {
   type IntrospectionCallResult,
   type Principal,
 } from './principal.js';
+import { MAX_STALE_IF_ERROR_SECONDS, type IntrospectionProviderConfig } from './provider-config.js';
 
 /** Largest introspection answer read: 64 KiB (a real one is a few hundred bytes). */
 export const MAX_INTROSPECTION_BYTES = 64 * 1024;
-/** Upper bound of a route's `staleIfErrorSeconds`: 300 s. Positive entries are kept this long past freshness. */
-export const MAX_STALE_IF_ERROR_SECONDS = 300;
-
-const seconds = z.number({ error: 'a whole number of seconds' }).int('a whole number of seconds');
-
-const cacheSchema = z.strictObject({
-  /** Bound on cached answers: 100,000 (a few hundred bytes each). */
-  maxEntries: z.number().int().min(1).max(10_000_000).default(100_000),
-  /** Longest a positive answer is trusted without asking again: 300 s; also the revocation delay without purge. 0 = no positive cache. */
-  maxTtlSeconds: seconds.min(0).max(86_400).default(300),
-  /** How long an `active: false` answer is remembered: 10 s (spares the IdP a retry storm; 0 = off). */
-  negativeTtlSeconds: seconds.min(0).max(3_600).default(10),
-});
-
-/** `authProviders.<name>` with `type: introspection` (strict). */
-export const introspectionProviderSchema = z.strictObject({
-  type: z.literal('introspection'),
-  endpoint: endpointUrlSchema,
-  clientId: z.string().min(1),
-  /** A file holding the client secret (trailing newline ignored). Read once at start; never logged. */
-  clientSecretFile: z.string().min(1),
-  /** RFC 6749 §2.3.1: HTTP Basic (default) or the form body. */
-  authMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
-  /** When set, the answer's `aud` must contain it. */
-  audience: z.string().min(1).optional(),
-  /** When set, the answer's `iss` must equal it. */
-  issuer: z.string().min(1).optional(),
-  /** Per-call timeout, body included: 2000 ms. */
-  timeoutMs: z.number().int().min(50).max(60_000).default(2_000),
-  /**
-   * IdP calls this provider has in flight at most: 256. A request that would start one more gets 503 at
-   * once (`ERR_AUTHN_UNAVAILABLE`) instead of queueing, as Envoy's circuit breakers shed: a flood of random
-   * tokens (every one a cache miss, threat model #57) against a slow IdP then holds at most this many
-   * calls and sockets, not a growing heap of pending requests, while cached tokens are still served.
-   * Joining a call already in flight for the same token (single-flight) does not count.
-   */
-  maxConcurrentCalls: z.number().int().min(1).max(10_000).default(256),
-  cache: cacheSchema.default({ maxEntries: 100_000, maxTtlSeconds: 300, negativeTtlSeconds: 10 }),
-});
-
-/** The validated `type: introspection` config (defaults applied). */
-export type IntrospectionProviderConfig = z.output<typeof introspectionProviderSchema>;
 
 /** How to reach and authenticate to the introspection endpoint. */
 export interface IntrospectionClient {

@@ -27,12 +27,10 @@
  */
 import { decodeProtectedHeader, errors, jwtVerify, type JWTPayload } from 'jose';
 import { LRUCache } from 'lru-cache';
-import { z } from 'zod';
 import { monotonicMs } from '../clock.js';
 import { ConfigError, GatewayError } from '../errors.js';
 import { MAX_TOKEN_LENGTH } from './bearer.js';
 import type { Credential } from './credential.js';
-import { endpointUrlSchema } from './http.js';
 import { createLocalKeySource, createRemoteKeySource, KeySourceUnavailable, type KeySource } from './jwks.js';
 import {
   logSafe,
@@ -43,85 +41,7 @@ import {
   type AuthnResult,
   type Principal,
 } from './principal.js';
-
-/**
- * The JWS algorithms a gateway may accept: asymmetric only (RFC 8725 §3.1). `HS*` would make the public key
- * (or a shared secret) a signing key; `none` is no signature.
- */
-export const ASYMMETRIC_ALGORITHMS = [
-  'RS256',
-  'RS384',
-  'RS512',
-  'PS256',
-  'PS384',
-  'PS512',
-  'ES256',
-  'ES384',
-  'ES512',
-  'EdDSA',
-] as const;
-
-const seconds = (what: string) =>
-  z.number({ error: `a whole number of seconds (${what})` }).int(`a whole number of seconds (${what})`);
-const nonEmpty = z.string().min(1);
-
-/** `authProviders.<name>` with `type: jwt` (strict: an unknown key is an error). */
-export const jwtProviderSchema = z
-  .strictObject({
-    type: z.literal('jwt'),
-    /** Required: jose skips the `iss` check when it is not passed (threat model #37). */
-    issuer: nonEmpty,
-    /** Required: jose skips the `aud` check when it is not passed. A list means "any of these". */
-    audience: z.union([nonEmpty, z.array(nonEmpty).min(1, 'at least one audience')], {
-      error: 'an audience string or a non-empty list of them',
-    }),
-    jwksUri: endpointUrlSchema.optional(),
-    jwksFile: nonEmpty.optional(),
-    algorithms: z
-      .array(
-        z.enum(ASYMMETRIC_ALGORITHMS, {
-          error: `an asymmetric JWS algorithm, one of ${ASYMMETRIC_ALGORITHMS.join(', ')} (HS* and "none" are refused: a shared secret or no signature cannot prove who issued a token)`,
-        }),
-      )
-      .min(1, 'at least one algorithm (an empty list would let the token choose)'),
-    /** Clock skew allowed on exp/nbf/iat: 30 s (jose's own default is 0; Envoy uses 60 s). */
-    clockToleranceSeconds: seconds('clock tolerance').min(0).max(300).default(30),
-    /** When set, `iat` is required and the token may be at most this old (jose `maxTokenAge`). */
-    maxTokenAgeSeconds: seconds('max token age').positive().optional(),
-    /** `exp` may be at most this far ahead: 24 h. Refuses `exp: 1e308` and ten-year tokens (threat model #36). */
-    maxExpiresInSeconds: seconds('max lifetime ahead').positive().max(31_536_000).default(86_400),
-    /** Longest a verified token is served from cache without re-verifying: 300 s (0 = no cache). */
-    cacheMaxSeconds: seconds('cache lifetime').min(0).max(86_400).default(300),
-    /** Cache bound: 100,000 entries (~50 MB worst case with large claim sets). */
-    cacheMaxEntries: z.number().int().min(1).max(10_000_000).default(100_000),
-    /** Claims that must be present besides `exp` (always required) and `iss`/`aud`. */
-    requiredClaims: z.array(nonEmpty).optional(),
-    /** Required `typ` header, e.g. `at+jwt` (RFC 9068 §4), to refuse ID tokens as access tokens (threat model #38). */
-    typ: nonEmpty.optional(),
-    /** JWKS fetch timeout: 2000 ms (a request waits at most this long for keys). */
-    jwksTimeoutMs: z.number().int().min(100).max(60_000).default(2_000),
-    /** Minimum time between refetches caused by an unknown `kid`: 30 s (jose default; threat model #45). */
-    jwksCooldownSeconds: seconds('cooldown').min(1).max(3_600).default(30),
-    /** A key set older than this is refreshed before use, and not used if the refresh fails: 600 s. */
-    jwksMaxAgeSeconds: seconds('key set max age').min(30).max(86_400).default(600),
-  })
-  .superRefine((value, ctx) => {
-    const uri = value.jwksUri !== undefined;
-    const file = value.jwksFile !== undefined;
-    if (uri === file) {
-      ctx.addIssue({
-        code: 'custom',
-        path: [uri ? 'jwksFile' : 'jwksUri'],
-        input: uri ? value.jwksFile : value.jwksUri,
-        message: uri
-          ? 'only one of jwksUri or jwksFile (both are set)'
-          : 'exactly one of jwksUri (an https:// URL) or jwksFile (a JWKS file path)',
-      });
-    }
-  });
-
-/** The validated `type: jwt` config (defaults applied). */
-export type JwtProviderConfig = z.output<typeof jwtProviderSchema>;
+import type { JwtProviderConfig } from './provider-config.js';
 
 /** A compact JWS: three base64url segments, the signature possibly empty (so `alg: none` is claimed and refused). */
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;

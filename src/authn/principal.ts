@@ -10,7 +10,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { Clock } from '../clock.js';
 import type { Credential } from './credential.js';
-import type { ProviderTypeName } from './providers.js';
+import type { ProviderTypeName } from './provider-config.js';
 import type { AuthnObserver, AuthnStats } from '../observability/auth-stats.js';
 
 /** The authenticated caller. Immutable; route policy (`authz/policy.ts`) reads it on every request. */

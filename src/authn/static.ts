@@ -15,7 +15,6 @@
  * good set, with a warning, and is retried a second later.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { z } from 'zod';
 import { monotonicMs } from '../clock.js';
 import { ConfigError, GatewayError } from '../errors.js';
 import { tokenHash } from './bearer.js';
@@ -28,17 +27,8 @@ import {
   type FileStamp,
   type Principal,
 } from './principal.js';
+import type { StaticProviderConfig } from './provider-config.js';
 import { parseTokenFile, STATIC_TOKEN_PREFIX, type TokenRecord } from './token-store.js';
-
-/** `authProviders.<name>` with `type: static` (strict). */
-export const staticProviderSchema = z.strictObject({
-  type: z.literal('static'),
-  /** The JSON tokens file written by `portcullis token create`. */
-  tokensFile: z.string().min(1),
-});
-
-/** The validated `type: static` config. */
-export type StaticProviderConfig = z.output<typeof staticProviderSchema>;
 
 /** How often, at most, the file's mtime is checked: 1 s (revocation takes effect within a second). */
 export const STATIC_RELOAD_INTERVAL_MS = 1_000;

@@ -17,7 +17,7 @@
 import { z } from 'zod';
 import { ConfigError, GatewayError } from '../errors.js';
 import type { Principal } from '../authn/principal.js';
-import { MAX_STALE_IF_ERROR_SECONDS } from '../authn/introspection.js';
+import { MAX_STALE_IF_ERROR_SECONDS } from '../authn/provider-config.js';
 
 /** A configured claim requirement. */
 export type ClaimRequirement = string | number | boolean | readonly string[];

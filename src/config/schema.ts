@@ -8,7 +8,7 @@
  * from `describeIssue` in load.ts.
  */
 import { z } from 'zod';
-import { authProvidersSchema } from '../authn/providers.js';
+import { authProvidersSchema } from '../authn/provider-config.js';
 import { routeAuthSchema } from '../authz/policy.js';
 import { DEFAULTS } from './defaults.js';
 

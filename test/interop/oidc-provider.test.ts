@@ -26,8 +26,9 @@ import {
   type OidcProvider,
 } from '../helpers/oidc.js';
 import { tokenHash } from '../../src/authn/bearer.js';
-import { createIntrospectionProvider, introspectionProviderSchema } from '../../src/authn/introspection.js';
-import { createJwtProvider, jwtProviderSchema } from '../../src/authn/jwt.js';
+import { createIntrospectionProvider } from '../../src/authn/introspection.js';
+import { createJwtProvider } from '../../src/authn/jwt.js';
+import { introspectionProviderSchema, jwtProviderSchema } from '../../src/authn/provider-config.js';
 import type { Authenticator, FetchLike, Principal } from '../../src/authn/principal.js';
 import { compileRoutePolicy } from '../../src/authz/policy.js';
 import type { Clock } from '../../src/clock.js';

@@ -7,12 +7,12 @@ import { beforeEach, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../../src/authn/bearer.js';
 import {
   createIntrospectionProvider,
-  introspectionProviderSchema,
   PAUSE_AFTER_FAILURES,
   PAUSE_INITIAL_MS,
   PAUSE_MAX_MS,
   processIntrospectionResponse,
 } from '../../../src/authn/introspection.js';
+import { introspectionProviderSchema } from '../../../src/authn/provider-config.js';
 import type { Authenticator, AuthnLogger, FetchLike, Principal } from '../../../src/authn/principal.js';
 import { compileRoutePolicy } from '../../../src/authz/policy.js';
 import type { Clock } from '../../../src/clock.js';

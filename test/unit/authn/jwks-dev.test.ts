@@ -2,7 +2,8 @@ import { decodeProtectedHeader } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { tokenHash } from '../../../src/authn/bearer.js';
 import { createDevSigningKey, mintDevJwt } from '../../../src/authn/jwks-dev.js';
-import { createJwtProvider, jwtProviderSchema } from '../../../src/authn/jwt.js';
+import { createJwtProvider } from '../../../src/authn/jwt.js';
+import { jwtProviderSchema } from '../../../src/authn/provider-config.js';
 import type { Principal } from '../../../src/authn/principal.js';
 
 const NOW = Date.parse('2025-06-01T00:00:00Z');

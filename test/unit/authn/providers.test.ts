@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { authProvidersSchema, createAuthenticators } from '../../../src/authn/providers.js';
+import { authProvidersSchema } from '../../../src/authn/provider-config.js';
+import { createAuthenticators } from '../../../src/authn/providers.js';
 import { ConfigError } from '../../../src/errors.js';
 
 const clock = { now: () => 0, hrtime: () => 0n };

@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../../src/authn/bearer.js';
 import { createDevSigningKey, DEV_AUDIENCE, DEV_ISSUER } from '../../../src/authn/jwks-dev.js';
-import { createJwtProvider, jwtProviderSchema } from '../../../src/authn/jwt.js';
+import { createJwtProvider } from '../../../src/authn/jwt.js';
+import { jwtProviderSchema } from '../../../src/authn/provider-config.js';
 import type { Principal } from '../../../src/authn/principal.js';
 import {
   tokenCreate,
