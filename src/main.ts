@@ -14,7 +14,7 @@ import { TOKEN_DEFAULTS } from './commands/defaults.js';
 import { ConfigError } from './errors.js';
 import type { App, ReloadResult } from './app.js';
 import type { DevHome } from './commands/dev-home.js';
-import type { RuntimeConfig } from './config/load.js';
+import type { RuntimeConfig } from './config/runtime.js';
 import type { ClusterPrimary } from './cluster/primary.js';
 import type { WorkerChannel } from './cluster/worker.js';
 

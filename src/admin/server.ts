@@ -5,7 +5,7 @@
  * revoked at the IdP stops working at once instead of at the end of its cache TTL).
  * Never served on a data port; loopback unless the operator says otherwise (config checks it).
  *
- * With `admin.tls` it serves HTTPS with the secure-context options config/load.ts built for it — the same
+ * With `admin.tls` it serves HTTPS with the secure-context options config/tls.ts built for it — the same
  * resolver and options as a data listener (certificate, key, TLS floor, ciphers, client CA, CRL): a client
  * without a required certificate, or with one from another CA, fails the handshake; a verified client the
  * `admin.allowClients` list does not name gets `403 {"error":"client not allowed"}` and nothing else.
@@ -16,7 +16,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Counter, Registry } from 'prom-client';
 import { monotonicMs, systemClock } from '../clock.js';
-import type { AdminRuntimeConfig } from '../config/load.js';
+import type { AdminRuntimeConfig } from '../config/runtime.js';
 import { bindListener } from '../listener/bind.js';
 import { createConnectionState, socketPeer, type ClientPeer } from '../listener/connection.js';
 import { createLogLimiter, REFUSAL_LOG_LINES_PER_SECOND, tlsRejectReason } from '../listener/front-door.js';

@@ -12,7 +12,7 @@ import type { Worker } from 'node:cluster';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { adminRefusalReporter, type AdminDeps, type AdminServer } from '../admin/server.js';
 import { systemClock, type Clock } from '../clock.js';
-import type { RuntimeConfig } from '../config/load.js';
+import type { RuntimeConfig } from '../config/runtime.js';
 import type { Logger } from '../observability/logger.js';
 import {
   collectProcessMetrics,

@@ -5,7 +5,7 @@
  * questions (metrics, readiness, token-cache purge) over the IPC channel.
  */
 import type { App, AppDeps } from '../app.js';
-import type { RuntimeConfig } from '../config/load.js';
+import type { RuntimeConfig } from '../config/runtime.js';
 import type { Logger } from '../observability/logger.js';
 import { parseToWorker, type AskMessage, type InitMessage, type ToPrimary } from './messages.js';
 

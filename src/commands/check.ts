@@ -10,7 +10,8 @@
  */
 import { parse, stringify } from 'yaml';
 import { configSchema } from '../config/schema.js';
-import { fileDigest, type RuntimeConfig } from '../config/load.js';
+import { fileDigest } from '../config/files.js';
+import type { RuntimeConfig } from '../config/runtime.js';
 
 /** What a redacted value is shown as. */
 export const REDACTED = '[redacted]';

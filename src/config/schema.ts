@@ -1,11 +1,12 @@
 /**
  * The config file's schema (zod, strict: an unknown key is an error, never ignored — a typo in a
  * security key must not silently fall back to a default). This validates shape and types only; files,
- * keys and cross-field rules are checked by `load.ts`, which turns the result into the runtime config.
+ * keys and cross-field rules are checked by the loader (`load.ts`, `compile.ts` and its steps), which turns the
+ * result into the runtime config.
  *
  * Custom messages here are the "what was expected" part of a `ConfigError` (`<key path>: got
  * <value>; expected <message>`), so they never start with "expected"; issues without one get their text
- * from `describeIssue` in load.ts.
+ * from `describeIssue` in schema-errors.ts.
  */
 import { z } from 'zod';
 import { authProvidersSchema } from '../authn/provider-config.js';
@@ -20,7 +21,7 @@ const positiveMs = z
   .max(86_400_000, 'at most 86400000 ms (one day)');
 const nonEmpty = z.string().min(1);
 
-/** `host:port` or `[v6]:port`. Validated further (port range, host syntax) in load.ts. */
+/** `host:port` or `[v6]:port`. Validated further (port range, host syntax) in addresses.ts. */
 const listenAddress = z
   .string({ error: 'a "host:port" string, e.g. 127.0.0.1:8443 or [::1]:8443' })
   .regex(/^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'host:port, e.g. 127.0.0.1:8443 or [::1]:8443');
@@ -85,7 +86,7 @@ const upstream = z.union(
 const allowClients = z.array(z.string());
 
 /**
- * The names clients use to reach a listener (DNS names or IP addresses; checked in load.ts): the server
+ * The names clients use to reach a listener (DNS names or IP addresses; checked in tls.ts): the server
  * certificate should cover one of them, else `check` and `start` warn. Absent: the listen host, when it is
  * a DNS name.
  */
@@ -102,7 +103,7 @@ const route = z.strictObject({
   }),
   upstream,
   allowClients: allowClients.optional(),
-  /** The methods this route forwards (checked in load.ts: authz/methods.ts); absent: every method but CONNECT and TRACE. */
+  /** The methods this route forwards (checked in listeners.ts: authz/methods.ts); absent: every method but CONNECT and TRACE. */
   methods: z.array(z.string()).optional(),
   /** Bearer authentication and policy (providers from `authProviders`, scopes, claims). Absent: no token needed. */
   auth: routeAuthSchema.optional(),
@@ -170,7 +171,7 @@ const tcpListener = z.strictObject({
 
 /**
  * A listener: a union on `protocol` (absent means `http`). Errors are reported from the branch the value's
- * `protocol` picks (load.ts issueToErrors / knownKeysAt), never as a bare "invalid union".
+ * `protocol` picks (schema-errors.ts issueToErrors / knownKeysAt), never as a bare "invalid union".
  */
 const listener = z.union([httpListener, tcpListener]);
 
@@ -179,8 +180,8 @@ export const configSchema = z.strictObject({
   requireEncryption: z.boolean().default(DEFAULTS.requireEncryption),
   /**
    * The admin listener (/metrics /healthz /readyz, POST /cache/purge). `tls` has the shape and checks of a
-   * listener's `tls` (same resolver in load.ts); `allowClients` needs client certificates. Loopback and
-   * plaintext by default; off loopback under requireEncryption, `tls` is required (load.ts).
+   * listener's `tls` (same resolver: tls.ts); `allowClients` needs client certificates. Loopback and
+   * plaintext by default; off loopback under requireEncryption, `tls` is required (admin.ts).
    */
   admin: z
     .strictObject({
@@ -204,7 +205,7 @@ export const configSchema = z.strictObject({
     .default({ level: DEFAULTS.log.level, access: DEFAULTS.log.access }),
   /**
    * Telemetry header stripping. `headers` adds names to the default list (DEFAULTS.telemetry.headers);
-   * names are checked and compiled in load.ts (a `*` only at the end, as a prefix).
+   * names are checked and compiled in compile.ts (mutate/telemetry.ts) (a `*` only at the end, as a prefix).
    */
   telemetry: z
     .strictObject({

@@ -14,7 +14,7 @@
  * file gives one refusal (logged and counted by the reload), not one a minute.
  */
 import { readFileSync } from 'node:fs';
-import { fileDigest } from './load.js';
+import { fileDigest } from './files.js';
 
 /** What a look found different: the files whose content changed or that can no longer be read. */
 export interface FileChange {

@@ -17,7 +17,7 @@
 import type { IncomingMessage } from 'node:http';
 import { authorize, authorizeClient, authorizeMethod } from '../authz/authorize.js';
 import { credentialOf } from '../authn/credential.js';
-import type { HttpRuntimeListener } from '../config/load.js';
+import type { HttpRuntimeListener } from '../config/runtime.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import { resolveRequest } from '../listener/request-form.js';
 import { buildUpstreamHeaders } from '../mutate/request-headers.js';

@@ -4,7 +4,7 @@
  * the telemetry policy and the metric children. The hot path makes one map lookup (by the Route object the
  * router returned) and no lookup by a config string.
  */
-import type { RouteAuth, HttpRuntimeListener } from '../config/load.js';
+import type { RouteAuth, HttpRuntimeListener } from '../config/runtime.js';
 import type { Route } from '../authz/routes.js';
 import type { RouteRequirements } from '../authz/authorize.js';
 import type { AuthenticateOptions, Authenticator } from '../authn/principal.js';

@@ -10,12 +10,8 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDevSigningKey } from '../../../src/authn/jwks-dev.js';
-import {
-  ConfigInvalid,
-  loadConfigText,
-  type HttpRuntimeListener,
-  type RuntimeConfig,
-} from '../../../src/config/load.js';
+import { ConfigInvalid, loadConfigText } from '../../../src/config/load.js';
+import type { HttpRuntimeListener, RuntimeConfig } from '../../../src/config/runtime.js';
 import { GatewayError } from '../../../src/errors.js';
 import { writePki, type TestPkiPaths } from '../../helpers/pki.js';
 

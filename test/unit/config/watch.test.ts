@@ -1,6 +1,6 @@
 /** The file watch (config/watch.ts): when it asks for a reload, and when it does not. */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { fileDigest } from '../../../src/config/load.js';
+import { fileDigest } from '../../../src/config/files.js';
 import { startFileWatch, type FileChange, type FileWatch } from '../../../src/config/watch.js';
 
 /** An in-memory folder: path → content; a missing path throws like ENOENT. */
