@@ -10,11 +10,11 @@
 import { randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
 import {
-  loadConfigFile,
   ConfigInvalid,
   type ListenerTls,
   type RuntimeConfig,
 } from './config/load.js';
+import { loadConfigFile } from './load-config.js';
 import type { Clock } from './clock.js';
 import { monotonicMs, systemClock } from './clock.js';
 import { ConfigError } from './errors.js';
@@ -656,7 +656,7 @@ function handlerOf(gen: Generation, listener: string): HttpHandler {
 
 /** Options of {@link reloadFromFile}. */
 export interface ReloadFromFileDeps {
-  /** Loads and validates the file. Default: config/load.ts `loadConfigFile`. */
+  /** Loads and validates the file. Default: load-config.ts `loadConfigFile`. */
   readonly load?: (file: string) => RuntimeConfig;
   /** Turns the loaded config into the one this process runs (a cluster worker's `workerConfig`). */
   readonly prepare?: (config: RuntimeConfig) => RuntimeConfig;

@@ -24,7 +24,7 @@ import type { WorkerChannel } from './cluster/worker.js';
  */
 async function loadRuntime() {
   const [load, watch, app, logger, policy, primary, worker, admin, certs, check] = await Promise.all([
-    import('./config/load.js'),
+    import('./load-config.js'),
     import('./config/watch.js'),
     import('./app.js'),
     import('./observability/logger.js'),

@@ -48,6 +48,27 @@ export function createAuthenticator(name: string, config: AuthProviderConfig, de
 }
 
 /**
+ * Builds the provider once and closes it again: the config loader's check of each `authProviders` entry
+ * (injected into config/load.ts by load-config.ts), so that a file the provider cannot use (an unreadable
+ * JWKS, a malformed tokens file, an empty secret) is a config error at load, not a 401 storm later. Nothing is
+ * fetched, and nothing is left running.
+ * @throws ConfigError naming `authProviders.<name>.<key>` when a file it needs is unusable.
+ */
+export function checkAuthProvider(
+  name: string,
+  config: AuthProviderConfig,
+  io: { readonly readFile: (path: string) => Buffer; readonly now: () => number },
+): void {
+  createAuthenticator(name, config, {
+    // Providers read wall time only (expiry); nothing is measured here.
+    clock: { now: io.now, hrtime: () => 0n },
+    readFile: (path) => io.readFile(path).toString('utf8'),
+    // The content is what is checked here; the static provider's change detection starts in the app.
+    statFile: () => ({ mtimeMs: 0, size: 0 }),
+  }).close();
+}
+
+/**
  * Creates every configured provider. On a failure, the ones already created are closed and the error rethrown.
  * @throws ConfigError
  */

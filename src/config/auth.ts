@@ -1,10 +1,9 @@
 /**
  * Authentication in the config: `authProviders` (file paths made absolute, every file read, each provider
- * built once and closed again) and a route's `auth` block (provider names that exist, a policy that
+ * built once and closed again through the injected check) and a route's `auth` block (provider names that exist, a policy that
  * compiles: authz/policy.ts).
  */
 import { resolve } from 'node:path';
-import { createAuthenticator } from '../authn/providers.js';
 import { providerFiles, type AuthProviderConfig } from '../authn/provider-config.js';
 import { compileRoutePolicy, type RoutePolicy } from '../authz/policy.js';
 import { ConfigError } from '../errors.js';
@@ -14,9 +13,10 @@ import type { RouteAuth } from './runtime.js';
 import type { ConfigFile, RouteAuthFile } from './schema.js';
 
 /**
- * `authProviders` with their file paths made absolute, each provider built once and closed again so that a
- * file it cannot use (an unreadable JWKS, a malformed tokens file, an empty secret) is a config error now,
- * naming its key path, and not a 401 storm later. Nothing is fetched here: a remote JWKS is the app's
+ * `authProviders` with their file paths made absolute, each provider built once and closed again (by the
+ * injected `deps.checkAuthProvider`: the providers are the authn stage's runtime) so that a file it cannot
+ * use (an unreadable JWKS, a malformed tokens file, an empty secret) is a config error now, naming its key
+ * path, and not a 401 storm later. Nothing is fetched here: a remote JWKS is the app's
  * business at start (warmUp), reported by readiness.
  */
 export function resolveAuthProviders(
@@ -46,13 +46,7 @@ export function resolveAuthProviders(
     out[name] = provider;
     if (!readable) continue;
     try {
-      createAuthenticator(name, provider, {
-        // Providers read wall time only (expiry); nothing is measured here.
-        clock: { now: deps.now, hrtime: () => 0n },
-        readFile: (path) => deps.readFile(path).toString('utf8'),
-        // The content is what is checked here; the static provider's change detection starts in the app.
-        statFile: () => ({ mtimeMs: 0, size: 0 }),
-      }).close();
+      deps.checkAuthProvider(name, provider, deps);
     } catch (err) {
       if (err instanceof ConfigError) errors.push(err);
       else

@@ -7,7 +7,7 @@
 import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'node:crypto';
 import { resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
-import type { FileContext, LoadDeps } from './context.js';
+import type { FileContext, LoadIo } from './context.js';
 
 /** SHA-256 (hex) of a file's content, as `RuntimeConfig.files` records it (config/watch.ts compares them). */
 export function fileDigest(data: Buffer): string {
@@ -15,7 +15,7 @@ export function fileDigest(data: Buffer): string {
 }
 
 /** `deps` whose `readFile` also records each file read, by absolute path, with its digest, into `files`. */
-export function recordReads(deps: LoadDeps, files: Record<string, string>): LoadDeps {
+export function recordReads<D extends LoadIo>(deps: D, files: Record<string, string>): D {
   return {
     ...deps,
     readFile: (path) => {

@@ -9,7 +9,6 @@
  *
  * The result is deep-frozen and never mutated: a reload builds a new one and swaps it in whole.
  */
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { compileConfig } from './compile.js';
@@ -44,35 +43,46 @@ export class ConfigInvalid extends Error {
   }
 }
 
-const defaultDeps: LoadDeps = { readFile: (p) => readFileSync(p), now: () => Date.now() };
-
-/** Reads, validates and resolves a config file. Throws {@link ConfigInvalid} listing every problem found. */
-export function loadConfigFile(file: string, deps: LoadDeps = defaultDeps): RuntimeConfig {
-  const source = resolve(file);
-  const files: Record<string, string> = {};
-  const recording = recordReads(deps, files);
-  let text: string;
-  try {
-    text = recording.readFile(source).toString('utf8');
-  } catch (err) {
-    throw new ConfigInvalid(source, [
-      new ConfigError('', source, `a readable config file (${errnoText(err)})`),
-    ]);
-  }
-  return loadText(text, source, recording, files);
+/** Loads config files and texts with the reads, clock and stage checks it was made with. */
+export interface ConfigLoader {
+  /** Reads, validates and resolves a config file. Throws {@link ConfigInvalid} listing every problem found. */
+  loadFile(file: string): RuntimeConfig;
+  /**
+   * Like {@link ConfigLoader.loadFile} for text already read; relative paths resolve against `source`'s folder.
+   * YAML syntax errors (tabs, unterminated quotes, duplicate keys) name the key path, the offending line
+   * and its line/column; schema and file errors name the key path and carry the line of that key.
+   */
+  loadText(text: string, source: string): RuntimeConfig;
 }
 
 /**
- * Like {@link loadConfigFile} for text already read; relative paths resolve against `source`'s folder.
- * YAML syntax errors (tabs, unterminated quotes, duplicate keys) name the key path, the offending line
- * and its line/column; schema and file errors name the key path and carry the line of that key.
+ * A loader over injected side effects. Every file read (the config file included) is recorded with its digest
+ * into the config it makes (`RuntimeConfig.files`, for the file watch).
  */
-export function loadConfigText(text: string, source: string, deps: LoadDeps = defaultDeps): RuntimeConfig {
-  const files: Record<string, string> = {};
-  return loadText(text, source, recordReads(deps, files), files);
+export function createConfigLoader(deps: LoadDeps): ConfigLoader {
+  return {
+    loadFile(file) {
+      const source = resolve(file);
+      const files: Record<string, string> = {};
+      const recording = recordReads(deps, files);
+      let text: string;
+      try {
+        text = recording.readFile(source).toString('utf8');
+      } catch (err) {
+        throw new ConfigInvalid(source, [
+          new ConfigError('', source, `a readable config file (${errnoText(err)})`),
+        ]);
+      }
+      return loadText(text, source, recording, files);
+    },
+    loadText(text, source) {
+      const files: Record<string, string> = {};
+      return loadText(text, source, recordReads(deps, files), files);
+    },
+  };
 }
 
-/** {@link loadConfigText} with the reads already recorded into `files` (which the config then carries). */
+/** {@link ConfigLoader.loadText} with the reads already recorded into `files` (which the config then carries). */
 function loadText(text: string, source: string, deps: LoadDeps, files: Record<string, string>): RuntimeConfig {
   const yaml = parseConfigYaml(text);
   if (yaml.syntaxErrors.length > 0) throw new ConfigInvalid(source, yaml.syntaxErrors);

@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
 import { reloadFromFile, startApp, type App, type ReloadResult } from '../../src/app.js';
 import type { Clock } from '../../src/clock.js';
-import { loadConfigFile } from '../../src/config/load.js';
+import { loadConfigFile } from '../../src/load-config.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { writePki, type TestPkiPaths } from './pki.js';
 

@@ -24,7 +24,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type App } from '../../src/app.js';
 import { createCrl } from '../../src/certs/pki.js';
-import { loadConfigFile } from '../../src/config/load.js';
+import { loadConfigFile } from '../../src/load-config.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { reloadGateway, startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import { mintTestPki, writePki, type TestClientName, type TestPkiPaths } from '../helpers/pki.js';

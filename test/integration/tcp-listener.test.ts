@@ -28,7 +28,7 @@ import { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { createCa, issueClientCert, issueServerCert, type CertAndKey } from '../../src/certs/pki.js';
-import { loadConfigText } from '../../src/config/load.js';
+import { loadConfigText } from '../../src/load-config.js';
 import type { ListenerTls } from '../../src/config/runtime.js';
 import type { ClientAcl } from '../../src/identity/acl.js';
 import type { RunningListener } from '../../src/listener/http-listener.js';

@@ -16,7 +16,7 @@ import { stringify } from 'yaml';
 import { startApp } from '../../src/app.js';
 import { parseCrl } from '../../src/certs/pki.js';
 import { systemClock } from '../../src/clock.js';
-import { loadConfigFile } from '../../src/config/load.js';
+import { loadConfigFile } from '../../src/load-config.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { adminGet } from '../helpers/admin.js';
 import { h1, h2, h2session } from '../helpers/clients.js';

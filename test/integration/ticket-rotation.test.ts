@@ -12,7 +12,7 @@ import { connect as tlsConnect, type ConnectionOptions, type SecureVersion } fro
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startApp, type App } from '../../src/app.js';
-import { loadConfigFile } from '../../src/config/load.js';
+import { loadConfigFile } from '../../src/load-config.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { tlsOptions } from '../helpers/clients.js';
 import { tlsListener } from '../helpers/gateway.js';

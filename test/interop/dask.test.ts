@@ -29,7 +29,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { createDevSigningKey, DEV_AUDIENCE, DEV_ISSUER, mintDevJwt } from '../../src/authn/jwks-dev.js';
 import { createCa, issueClientCert, issueServerCert } from '../../src/certs/pki.js';
-import { loadConfigText } from '../../src/config/load.js';
+import { loadConfigText } from '../../src/load-config.js';
 import type { ListenerTls, RuntimeListener } from '../../src/config/runtime.js';
 import type { RunningListener } from '../../src/listener/http-listener.js';
 import { startTcpListener } from '../../src/listener/tcp-listener.js';

@@ -10,7 +10,7 @@ import { aggregateMetrics } from '../../../src/cluster/metrics.js';
 import { parseToPrimary, parseToWorker, type ToPrimary } from '../../../src/cluster/messages.js';
 import { createRestartBudget, resolveWorkerCount, RESTART_DEFAULTS } from '../../../src/cluster/policy.js';
 import { startClusterWorker, TICKET_KEYS_BYTES, workerConfig } from '../../../src/cluster/worker.js';
-import { loadConfigText } from '../../../src/config/load.js';
+import { loadConfigText } from '../../../src/load-config.js';
 import type { RuntimeConfig } from '../../../src/config/runtime.js';
 import { createLogger } from '../../../src/observability/logger.js';
 import { createMetrics, createRejectedConnectionsCounter } from '../../../src/observability/metrics.js';

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfigText } from '../../../src/config/load.js';
+import { loadConfigText } from '../../../src/load-config.js';
 import type { RuntimeConfig } from '../../../src/config/runtime.js';
 import { writePki } from '../../helpers/pki.js';
 import { expectConfigError, refusal } from '../../helpers/config-errors.js';

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCa, createCrl, issueClientCert, issueServerCert, type CertAndKey } from '../../../src/certs/pki.js';
-import { loadConfigText } from '../../../src/config/load.js';
+import { loadConfigText } from '../../../src/load-config.js';
 import type { ListenerTls, RuntimeConfig } from '../../../src/config/runtime.js';
 import { mintTestPki, writePki, type TestPkiPaths } from '../../helpers/pki.js';
 import { expectConfigError, refusal } from '../../helpers/config-errors.js';

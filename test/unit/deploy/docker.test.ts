@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, posix, relative, resolve } from 'node:path';
 import { parse as parseYaml, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfigFile } from '../../../src/config/load.js';
+import { loadConfigFile } from '../../../src/load-config.js';
 import type { RuntimeConfig } from '../../../src/config/runtime.js';
 import {
   freePort,

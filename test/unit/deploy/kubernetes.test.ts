@@ -20,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { basename, join, posix } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfigText } from '../../../src/config/load.js';
+import { loadConfigText } from '../../../src/load-config.js';
 import type { RuntimeConfig } from '../../../src/config/runtime.js';
 import { DEFAULTS } from '../../../src/config/defaults.js';
 

@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { DEFAULTS } from '../../../src/config/defaults.js';
-import { ConfigInvalid, loadConfigText } from '../../../src/config/load.js';
+import { ConfigInvalid } from '../../../src/config/load.js';
+import { loadConfigText } from '../../../src/load-config.js';
 import type { ConfigError } from '../../../src/errors.js';
 import { buildUpstreamHeaders, type GatewayHeaders } from '../../../src/mutate/request-headers.js';
 import {
