@@ -65,18 +65,18 @@ const listenerTls = z.strictObject({
   crl: nonEmpty.optional(),
 });
 
+/** An upstream written as a mapping: its URL and the TLS options to reach it (for a TLS scheme only). */
+const upstreamMapping = z.strictObject({
+  url: nonEmpty,
+  ca: nonEmpty.optional(),
+  cert: nonEmpty.optional(),
+  key: nonEmpty.optional(),
+  servername: nonEmpty.optional(),
+});
+
 /** An upstream: `http://`, `https://` or `builtin:echo` as a string, or an object for TLS options. */
 const upstream = z.union(
-  [
-    nonEmpty,
-    z.strictObject({
-      url: nonEmpty,
-      ca: nonEmpty.optional(),
-      cert: nonEmpty.optional(),
-      key: nonEmpty.optional(),
-      servername: nonEmpty.optional(),
-    }),
-  ],
+  [nonEmpty, upstreamMapping],
   {
     error:
       'an upstream URL string (http://127.0.0.1:8787, https://host:port, builtin:echo) or a mapping with url and TLS options',
@@ -134,16 +134,7 @@ const httpListener = z.strictObject({
 
 /** A TCP upstream: `tcp://host:port` / `tls://host:port`, or a mapping with url and TLS options (tls:// only). */
 const tcpUpstream = z.union(
-  [
-    nonEmpty,
-    z.strictObject({
-      url: nonEmpty,
-      ca: nonEmpty.optional(),
-      cert: nonEmpty.optional(),
-      key: nonEmpty.optional(),
-      servername: nonEmpty.optional(),
-    }),
-  ],
+  [nonEmpty, upstreamMapping],
   {
     error: 'an upstream URL string (tcp://127.0.0.1:8786, tls://host:port) or a mapping with url and TLS options',
   },

@@ -11,6 +11,64 @@ import type { CompileContext } from './context.js';
 import type { TcpUpstreamFile, UpstreamFile } from './schema.js';
 import { resolveUpstreamTls } from './tls.js';
 
+/** What an upstream URL may be, and what each refusal expects instead. */
+interface UrlRule<S extends string> {
+  /** The schemes allowed (with their colon, as `URL.protocol` has them). */
+  readonly schemes: readonly S[];
+  /** Expected, when the value does not parse as a URL. */
+  readonly unparsable: string;
+  /** Expected, when its scheme is another. */
+  readonly otherScheme: string;
+  /** Expected, when it has more than scheme, host and port. */
+  readonly notOrigin: string;
+}
+
+const HTTP_URL: UrlRule<'http:' | 'https:'> = {
+  schemes: ['http:', 'https:'],
+  unparsable: 'an upstream URL like http://127.0.0.1:8787, https://host:port or builtin:echo',
+  otherScheme: 'an http:// or https:// upstream (or builtin:echo)',
+  notOrigin: 'an origin only: scheme, host and port, no credentials, path or query',
+};
+
+const TCP_URL: UrlRule<'tcp:' | 'tls:'> = {
+  schemes: ['tcp:', 'tls:'],
+  unparsable: 'an upstream URL like tcp://127.0.0.1:8786 or tls://host:port',
+  otherScheme:
+    'a tcp:// or tls:// upstream (a tcp listener pipes bytes; http://, https:// and builtin:echo are for http listeners)',
+  notOrigin: 'host and port only: no credentials, path or query (e.g. tcp://127.0.0.1:8786)',
+};
+
+/**
+ * `value` as a URL with one of the rule's schemes and nothing but a host and a port: no credentials (they
+ * would be logged and forwarded), path, query or fragment. Undefined, with the error at `keyPath`, otherwise.
+ */
+function parseUpstreamUrl<S extends string>(
+  ctx: CompileContext,
+  value: string,
+  keyPath: string,
+  rule: UrlRule<S>,
+): (URL & { readonly protocol: S }) | undefined {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    ctx.errors.push(new ConfigError(keyPath, value, rule.unparsable));
+    return undefined;
+  }
+  if (!(rule.schemes as readonly string[]).includes(url.protocol)) {
+    ctx.errors.push(new ConfigError(keyPath, value, rule.otherScheme));
+    return undefined;
+  }
+  // A scheme URL does not know may come without a host (`tcp://`, `tcp:`); http(s) never does.
+  const notOrigin =
+    url.username || url.password || url.search || url.hash || (url.pathname !== '/' && url.pathname !== '');
+  if (notOrigin || url.hostname === '') {
+    ctx.errors.push(new ConfigError(keyPath, value, rule.notOrigin));
+    return undefined;
+  }
+  return url as URL & { readonly protocol: S };
+}
+
 /**
  * The upstream of a `protocol: tcp` listener: `tcp://host:port` or `tls://host:port`, port explicit (there
  * is no default port for a byte pipe). TLS options only with `tls://`; under requireEncryption a `tcp://`
@@ -19,37 +77,8 @@ import { resolveUpstreamTls } from './tls.js';
 export function resolveTcpUpstream(ctx: CompileContext, u: TcpUpstreamFile, p: string): TcpUpstream | undefined {
   const spec = typeof u === 'string' ? { url: u } : u;
   const keyPath = typeof u === 'string' ? p : `${p}.url`;
-  const example = 'an upstream URL like tcp://127.0.0.1:8786 or tls://host:port';
-  let url: URL;
-  try {
-    url = new URL(spec.url);
-  } catch {
-    ctx.errors.push(new ConfigError(keyPath, spec.url, example));
-    return undefined;
-  }
-  if (url.protocol !== 'tcp:' && url.protocol !== 'tls:') {
-    ctx.errors.push(
-      new ConfigError(
-        keyPath,
-        spec.url,
-        'a tcp:// or tls:// upstream (a tcp listener pipes bytes; http://, https:// and builtin:echo are for http listeners)',
-      ),
-    );
-    return undefined;
-  }
-  if (
-    url.username ||
-    url.password ||
-    url.search ||
-    url.hash ||
-    (url.pathname !== '/' && url.pathname !== '') ||
-    url.hostname === ''
-  ) {
-    ctx.errors.push(
-      new ConfigError(keyPath, spec.url, 'host and port only: no credentials, path or query (e.g. tcp://127.0.0.1:8786)'),
-    );
-    return undefined;
-  }
+  const url = parseUpstreamUrl(ctx, spec.url, keyPath, TCP_URL);
+  if (url === undefined) return undefined;
   const port = url.port === '' ? NaN : Number(url.port);
   if (!Number.isInteger(port) || port < 1 || port > 65_535) {
     ctx.errors.push(
@@ -91,39 +120,8 @@ export function resolveUpstream(ctx: CompileContext, u: UpstreamFile, p: string)
       ctx.errors.push(new ConfigError(p, u, 'the string "builtin:echo" (it takes no TLS options)'));
     return { kind: 'gateway', endpoint: 'echo' };
   }
-  let url: URL;
-  try {
-    url = new URL(spec.url);
-  } catch {
-    ctx.errors.push(
-      new ConfigError(
-        keyPath,
-        spec.url,
-        'an upstream URL like http://127.0.0.1:8787, https://host:port or builtin:echo',
-      ),
-    );
-    return undefined;
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    ctx.errors.push(new ConfigError(keyPath, spec.url, 'an http:// or https:// upstream (or builtin:echo)'));
-    return undefined;
-  }
-  if (
-    url.username ||
-    url.password ||
-    url.search ||
-    url.hash ||
-    (url.pathname !== '/' && url.pathname !== '')
-  ) {
-    ctx.errors.push(
-      new ConfigError(
-        keyPath,
-        spec.url,
-        'an origin only: scheme, host and port, no credentials, path or query',
-      ),
-    );
-    return undefined;
-  }
+  const url = parseUpstreamUrl(ctx, spec.url, keyPath, HTTP_URL);
+  if (url === undefined) return undefined;
   const hostname = url.hostname.replace(/^\[|\]$/g, '');
   const loopback = isLoopbackHost(hostname);
   if (ctx.requireEncryption && url.protocol === 'http:' && !loopback) {
