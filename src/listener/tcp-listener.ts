@@ -2,9 +2,9 @@
  * A TCP listener (`protocol: tcp`): TLS in, raw bytes out — the pipeline of DESIGN.md up to "peer identity",
  * then proxy/tcp-pipe.ts. What a Dask scheduler's comm port (8786) sits behind (issue 5).
  *
- * The front is a `net.Server` (connection caps, the active-connection gauge) that hands every socket
- * straight to a `tls.Server` with the listener's TLS options, a handshake timeout and renegotiation
- * disabled. Per connection, in this order, and nothing reaches the upstream before the last check passed:
+ * The front is the listeners' front door (front-door.ts: connection caps, the active-connection gauge,
+ * the refusal log, bind and drain) in its `tls-layer` mode: it hands every socket straight to a `tls.Server`
+ * with the listener's TLS options, a handshake timeout and renegotiation disabled. Per connection, in this order, and nothing reaches the upstream before the last check passed:
  *
  * 1. plaintext → closed without a byte in answer (DESIGN: "a TCP listener closes"), counted
  *    `reason="plaintext"`; silent socket → closed after the handshake timeout, `handshake_timeout`.
@@ -26,12 +26,10 @@
  * SHA-256 fingerprint, bytes each way, duration, close reason — issue 5 point 4) and the `portcullis_tcp_*` metrics
  * (observability/metrics.ts).
  */
-import { bindListener, capConnections } from './bind.js';
 import { randomRequestId } from '../mutate/request-id.js';
 import { DEFAULTS } from '../config/defaults.js';
-import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
-import { monotonicMs, systemClock, type Clock } from '../clock.js';
+import { systemClock, type Clock } from '../clock.js';
 import type { TcpRuntimeListener } from '../config/load.js';
 import type { TimeoutsConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
@@ -43,15 +41,13 @@ import {
   type PipeResult,
   type TcpUpstream,
 } from '../proxy/tcp-pipe.js';
-import { admitSocket, createClientCap } from './client-cap.js';
 import {
   createConnectionState,
   createVerifiedConnections,
   socketPeer,
-  type ClientPeer,
   type ConnectionState,
 } from './connection.js';
-import { createLogLimiter, REFUSAL_LOG_LINES_PER_SECOND, tlsRejectReason } from './front-door.js';
+import { openFrontDoor, tlsRejectReason, type FrontDoor } from './front-door.js';
 import type { RunningListener, SecureContextSwap } from './http-listener.js';
 
 /**
@@ -161,18 +157,13 @@ export async function startTcpListener(
   for (const reason of CLOSE_REASONS) metrics.tcpConnections.labels(name, reason).inc(0);
   const reject = (reason: ConnectionRejectReason): void =>
     metrics.rejectedConnections.labels(name, reason).inc();
-  const limit = createLogLimiter(REFUSAL_LOG_LINES_PER_SECOND, 1_000, () => monotonicMs(clock));
-  const logRefusal = (fields: Record<string, unknown>, msg: string): void =>
-    limit((suppressed) =>
-      logger.info({ listener: name, ...fields, ...(suppressed === undefined ? {} : { suppressed }) }, msg),
-    );
-  /** Raw client sockets (every accepted connection until it closes). */
-  const sockets = new Set<Socket>();
+  // Set once the front door is open (below); nothing is refused before that.
+  let door: FrontDoor | undefined = undefined;
+  /** One info line about a refused connection, rate-limited (front-door.ts REFUSAL_LOG_LINES_PER_SECOND). */
+  const logRefusal = (fields: Record<string, unknown>, msg: string): void => door?.logRefusal(fields, msg);
   /** Aborts every pipe at the end of the shutdown grace period. */
   const shutdown = new AbortController();
-  let closing = false;
   const verified = createVerifiedConnections(logger, name);
-  const perClient = createClientCap(listener.maxConnectionsPerClient);
 
   const secure = createTlsServer({
     ...tls.options,
@@ -239,7 +230,7 @@ export async function startTcpListener(
       refuse('acl', who);
       return;
     }
-    if (closing) {
+    if (door?.closing === true) {
       socket.destroy();
       return;
     }
@@ -282,49 +273,27 @@ export async function startTcpListener(
     }).then(done);
   }
 
-  const front = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
-    sockets.add(socket);
-    active.inc();
-    socket.once('close', () => {
-      sockets.delete(socket);
-      active.dec();
-    });
-    if (closing) {
-      socket.destroy();
-      return;
-    }
-    // Read while connected: the refusal lines below are written after the socket is destroyed.
-    const peer = socketPeer(socket);
-    if (!admitSocket(perClient, socket, () => refuseClient(peer))) return;
-    // Not a byte read here (see the file comment): plaintext and silence are the TLS server's to refuse
-    // ('tlsClientError': PLAINTEXT_TLS_ERRORS, ERR_TLS_HANDSHAKE_TIMEOUT).
-    secure.emit('connection', socket);
-  });
-
-  const cap = capConnections(front, listener.maxConnections ?? DEFAULTS.maxConnections, (peer) => {
-    reject('connection_limit');
-    logRefusal({ reason: 'connection_limit', ...peer }, 'connection refused');
-  });
-  function refuseClient(peer: ClientPeer): void {
-    reject('client_connection_limit');
-    logRefusal(
-      {
-        reason: 'client_connection_limit',
-        ...peer,
-        maxConnectionsPerClient: current.maxConnectionsPerClient,
-      },
-      'connection refused',
-    );
-  }
-  await bindListener(front, listener);
-  // After the bind, a server 'error' (an accept failure such as EMFILE) is logged, never thrown.
-  front.on('error', (err: NodeJS.ErrnoException) => {
-    logger.error({ listener: name, detail: err.code ?? err.message }, 'listener error');
-  });
+  const front = await openFrontDoor(
+    { ...listener, maxConnections: listener.maxConnections ?? DEFAULTS.maxConnections },
+    {
+      logger,
+      clock,
+      reject,
+      active,
+      firstByteMs: timeouts.tlsHandshakeMs,
+      // Not a byte read in JS (see the file comment): plaintext and silence are the TLS server's to refuse
+      // ('tlsClientError': PLAINTEXT_TLS_ERRORS, ERR_TLS_HANDSHAKE_TIMEOUT).
+      firstByte: 'tls-layer',
+      // Half-close is forwarded (tcp-pipe.ts): a client FIN must not end the gateway's side at once.
+      allowHalfOpen: true,
+      onAdmitted: (socket) => secure.emit('connection', socket),
+    },
+  );
+  door = front;
 
   return {
     name,
-    address: () => front.address() as AddressInfo,
+    address: () => front.address(),
     setTicketKeys(keys: Buffer): void {
       secure.setTicketKeys(keys);
     },
@@ -336,8 +305,7 @@ export async function startTcpListener(
           ...(opts.tls.ticketKeys !== undefined ? { ticketKeys: opts.tls.ticketKeys } : {}),
         });
       current = next;
-      cap.setMax(next.maxConnections ?? DEFAULTS.maxConnections);
-      perClient.setMax(next.maxConnectionsPerClient);
+      front.update({ ...next, maxConnections: next.maxConnections ?? DEFAULTS.maxConnections });
       currentUpstream = nextUpstream;
       proxyProtocol = opts.proxyProtocol;
       accessLog = opts.accessLog;
@@ -348,11 +316,10 @@ export async function startTcpListener(
      * socket is closed.
      */
     close(graceMs: number): Promise<void> {
-      closing = true;
-      const closed = new Promise<void>((resolve) => front.close(() => resolve()));
+      const closed = front.stopAccepting();
       const stop = (): void => {
         shutdown.abort();
-        for (const s of sockets) s.destroy();
+        front.destroyAll();
       };
       // Connections still handshaking end by themselves within the handshake timeout (and are refused
       // at secureConnection); piped ones are cut when the grace period is over.
