@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
 import {
   ConfigInvalid,
+  type HttpRuntimeListener,
   type ListenerTls,
   type RuntimeConfig,
 } from './config/load.js';
@@ -19,12 +20,8 @@ import type { Clock } from './clock.js';
 import { monotonicMs, systemClock } from './clock.js';
 import { ConfigError } from './errors.js';
 import { createHttpHandler, type HttpHandler, type RouteForwarder } from './listener/http-handler.js';
-import {
-  startHttpListener,
-  type RunningHttpListener,
-  type SecureContextSwap,
-} from './listener/http-listener.js';
-import { startTcpListener, type RunningTcpListener } from './listener/tcp-listener.js';
+import type { Listener, ListenerRuntime } from './listener/listener.js';
+import { createListener, requestHandlerOf } from './listener/listener-types.js';
 import { stableDigest, tlsMaterialDigest } from './listener/tls-material.js';
 import {
   startTicketKeyRotation,
@@ -192,8 +189,9 @@ function buildGeneration(
     const accessLog = createAccessLog(logger, config.log.access);
     const handlers = new Map<string, HttpHandler>();
     const endpoints = createEndpoints(config.timeouts);
-    for (const l of config.listeners) {
-      if (l.protocol === 'tcp') continue;
+    /** The request handler of an HTTP listener: its routes' forwarders (pools shared by every route and
+     * listener using the same upstream), the auth providers and the access log of this config. */
+    const buildHandler = (l: HttpRuntimeListener): HttpHandler => {
       const forwarders = new Map<string, RouteForwarder>();
       for (const route of l.routes.routes) {
         const up = route.upstream;
@@ -224,20 +222,21 @@ function buildGeneration(
         }
         forwarders.set(route.id, entry.forwarder.forward);
       }
-      handlers.set(
-        l.name,
-        createHttpHandler(l, {
-          logger,
-          metrics,
-          clock,
-          accessLog,
-          forwarders,
-          websocket: shared.websocket,
-          authenticators,
-          authMetrics,
-          telemetry: config.telemetry,
-        }),
-      );
+      return createHttpHandler(l, {
+        logger,
+        metrics,
+        clock,
+        accessLog,
+        forwarders,
+        websocket: shared.websocket,
+        authenticators,
+        authMetrics,
+        telemetry: config.telemetry,
+      });
+    };
+    for (const l of config.listeners) {
+      const handler = requestHandlerOf(l, buildHandler);
+      if (handler !== undefined) handlers.set(l.name, handler);
     }
     const warmUp = Promise.all(made.map((p) => p.warmUp()));
     return { config, authenticators, providers, pools, handlers, warmUp };
@@ -341,25 +340,6 @@ function adminTlsShape(tls: ListenerTls | undefined): string {
 }
 
 /**
- * The secure-context change of one listener at a reload: `keep` when its TLS material did not change.
- * Otherwise a new context with ticket keys derived from the new material (`ticketKeysOf`), so every worker
- * that loaded the same files resumes the others' sessions while no session from before the change (made
- * under another CA or CRL) is resumed.
- */
-function secureContextSwap(
-  before: ListenerTls | undefined,
-  after: ListenerTls | undefined,
-  ticketKeysOf: (tls: ListenerTls | undefined) => Buffer,
-): SecureContextSwap {
-  if (tlsMaterialDigest(after) === tlsMaterialDigest(before)) return 'keep';
-  return { ticketKeys: ticketKeysOf(after) };
-}
-
-type RunningData =
-  | { readonly protocol: 'http'; readonly running: RunningHttpListener }
-  | { readonly protocol: 'tcp'; readonly running: RunningTcpListener };
-
-/**
  * Builds and starts the gateway. On any failure to bind, everything already bound is closed and the
  * error (a ConfigError naming the key path) is rethrown: nothing stays half-listening.
  */
@@ -409,8 +389,15 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const rotationMs = deps.ticketKeyRotationMs ?? TICKET_KEY_ROTATION_MS;
   const ticketKeysOf = (tls: ListenerTls | undefined): Buffer =>
     currentTicketKeys(ticketSecret, tls, clock.now(), rotationMs);
+  /** What the listeners serve `g` with (listener/listener.ts). */
+  const runtimeOf = (g: Generation): ListenerRuntime => ({
+    config: g.config,
+    handlers: g.handlers,
+    ticketKeys: ticketKeysOf,
+  });
 
-  const listeners: RunningData[] = [];
+  /** The data listeners, in config order (a reload keeps the order: restartNeeded). */
+  const listeners: Listener[] = [];
   let admin: AdminServer | undefined;
   let closing = false;
   // Rotates what is listening at each boundary (nothing yet during the start; closed by closeAll).
@@ -419,7 +406,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     clock,
     onRotate: (period) => {
       gen.config.listeners.forEach((l, i) => {
-        if (l.tls !== undefined) listeners[i]?.running.setTicketKeys(ticketKeysOf(l.tls));
+        if (l.tls !== undefined) listeners[i]?.setTicketKeys(ticketKeysOf(l.tls));
       });
       // The admin listener keeps the TLS material it started with (a reload does not swap it).
       if (config.admin.tls !== undefined) admin?.setTicketKeys(ticketKeysOf(config.admin.tls));
@@ -431,7 +418,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   const closeAll = async (graceMs: number): Promise<void> => {
     closing = true;
     rotation.stop();
-    await Promise.allSettled(listeners.map((l) => l.running.close(graceMs)));
+    await Promise.allSettled(listeners.map((l) => l.drain(graceMs)));
     await admin?.close();
     websocket.close();
     for (const [timer, old] of retiring) {
@@ -444,29 +431,9 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
 
   try {
     for (const l of config.listeners) {
-      if (l.protocol === 'tcp') {
-        // TLS in, bytes out to one upstream: no routes, no HTTP stage (listener/tcp-listener.ts).
-        const running = await startTcpListener(l, l.upstream, {
-          logger,
-          metrics,
-          timeouts: config.timeouts,
-          proxyProtocol: l.proxyProtocol,
-          accessLog: config.log.access,
-          clock,
-          ticketKeys: ticketKeysOf(l.tls),
-        });
-        listeners.push({ protocol: 'tcp', running });
-        continue;
-      }
-      const running = await startHttpListener(l, {
-        logger,
-        metrics,
-        handler: handlerOf(gen, l.name),
-        timeouts: config.timeouts,
-        http2: config.http2,
-        ...(l.tls !== undefined ? { ticketKeys: ticketKeysOf(l.tls) } : {}),
-      });
-      listeners.push({ protocol: 'http', running });
+      const listener = createListener(l, runtimeOf(gen), { logger, metrics, clock });
+      await listener.start();
+      listeners.push(listener);
     }
     if (config.admin.enabled) {
       admin = await startAdminServer(config.admin, {
@@ -490,42 +457,24 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     throw err;
   }
   for (const l of listeners) {
-    const a = l.running.address();
-    logger.info({ listener: l.running.name, address: a.address, port: a.port }, 'listening');
+    const a = l.address();
+    logger.info({ listener: l.name, address: a.address, port: a.port }, 'listening');
   }
   for (const why of notReady())
     logger.warn({ reason: why }, 'not ready: requests on routes that need it get 503');
 
   /** Points every listener at `next` (and its config); on a throw, puts back the ones already moved. */
   const applyListeners = (from: Generation, next: Generation): void => {
-    const moved: (() => void)[] = [];
-    const point = (target: Generation, back: Generation, i: number): (() => void) => {
-      const l = target.config.listeners[i];
-      const prev = back.config.listeners[i];
-      const r = listeners[i];
-      if (l === undefined || prev === undefined || r === undefined)
-        throw new Error(`listener #${i} is missing`);
-      const tls = secureContextSwap(prev.tls, l.tls, ticketKeysOf);
-      if (r.protocol === 'tcp' && l.protocol === 'tcp')
-        return () =>
-          r.running.update(l, l.upstream, {
-            proxyProtocol: l.proxyProtocol,
-            accessLog: target.config.log.access,
-            tls,
-          });
-      if (r.protocol === 'http' && l.protocol === 'http')
-        return () => r.running.update(l, handlerOf(target, l.name), tls);
-      throw new Error(`listener ${l.name} changed protocol`);
-    };
+    const moved: Listener[] = [];
     try {
-      for (let i = 0; i < listeners.length; i++) {
-        point(next, from, i)();
-        moved.push(point(from, next, i));
+      for (const l of listeners) {
+        l.update(runtimeOf(next));
+        moved.push(l);
       }
     } catch (err) {
-      for (const undo of moved) {
+      for (const l of moved) {
         try {
-          undo();
+          l.update(runtimeOf(from));
         } catch {
           /* the old material was accepted before: nothing better to do than keep going */
         }
@@ -596,7 +545,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
       const was = new Set(before.listeners[i]?.tls?.revokedSerials ?? []);
       const added = new Set(now.filter((s) => !was.has(s)));
       if (added.size === 0) return;
-      const closed = listeners[i]?.running.closeRevoked(added) ?? 0;
+      const closed = listeners[i]?.closeRevoked(added) ?? 0;
       logger.info(
         { listener: l.name, newlyRevoked: added.size, closed },
         'new CRL applied to open connections',
@@ -629,9 +578,9 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     purgeTokenCache,
     notReady,
     port(name: string): number {
-      const l = listeners.find((x) => x.running.name === name);
+      const l = listeners.find((x) => x.name === name);
       if (!l) throw new Error(`no listener named ${name}`);
-      return l.running.address().port;
+      return l.address().port;
     },
     adminPort: () => admin?.address().port,
     reload(next: RuntimeConfig): Promise<ReloadResult> {
@@ -646,12 +595,6 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     },
     close: (graceMs = gen.config.timeouts.shutdownGraceMs) => closeAll(graceMs),
   };
-}
-
-function handlerOf(gen: Generation, listener: string): HttpHandler {
-  const h = gen.handlers.get(listener);
-  if (h === undefined) throw new Error(`no handler for listener ${listener}`);
-  return h;
 }
 
 /** Options of {@link reloadFromFile}. */
@@ -724,6 +667,7 @@ function setCertificateGauges(config: RuntimeConfig, metrics: Metrics): void {
     for (const crl of l.tls?.crls ?? [])
       if (crl.nextUpdateMs !== undefined)
         metrics.crlNextUpdate.labels(l.name, String(crl.index)).set(crl.nextUpdateMs / 1000);
-    if (l.tls !== undefined) metrics.certificateNameMismatch.labels(l.name).set(l.tls.serverNameMismatch === true ? 1 : 0);
+    if (l.tls !== undefined)
+      metrics.certificateNameMismatch.labels(l.name).set(l.tls.serverNameMismatch === true ? 1 : 0);
   }
 }

@@ -1,6 +1,6 @@
 /** Binding a listening socket, shared by the data listeners and the admin listener. */
 import type { Server } from 'node:net';
-import type { ListenAddress } from '../config/load.js';
+import type { ListenAddress } from '../config/runtime.js';
 import { ConfigError } from '../errors.js';
 import { socketPeer, type ClientPeer } from './connection.js';
 

@@ -7,7 +7,7 @@
  * the listener's own (`onTls`).
  */
 import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import type { ListenAddress } from '../config/load.js';
+import type { ListenAddress } from '../config/runtime.js';
 import { monotonicMs, type Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason } from '../observability/metrics.js';

@@ -12,7 +12,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import type { HttpRuntimeListener } from '../config/load.js';
+import type { HttpRuntimeListener } from '../config/runtime.js';
 import type { Authenticator } from '../authn/principal.js';
 import { GatewayError, toGatewayError, type ErrorCode } from '../errors.js';
 import { withPrincipal } from '../mutate/request-headers.js';

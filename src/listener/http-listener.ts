@@ -17,17 +17,19 @@ import {
   type Http2SecureServer,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { AddressInfo, Server, Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Http2Config, TimeoutsConfig } from '../config/schema.js';
-import type { HttpRuntimeListener } from '../config/load.js';
+import type { HttpRuntimeListener } from '../config/runtime.js';
 import { systemClock, type Clock } from '../clock.js';
 import { ERRORS, GatewayError, type ErrorCode } from '../errors.js';
 import { rawAnswer, refusal } from '../pipeline/respond.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
 import { openFrontDoor, tlsRejectReason, type FrontDoor } from './front-door.js';
+import { listenerBlock, type Listener, type ListenerRuntime } from './listener.js';
+import { swapSecureContext } from './tls-material.js';
 import {
   attachConnectionState,
   createConnectionState,
@@ -37,48 +39,10 @@ import {
 import type { HttpHandler } from './http-handler.js';
 import { isDroppingInput, lingeringClose } from './refused-body.js';
 
-/** A bound listener. */
-export interface RunningListener {
-  readonly name: string;
-  address(): AddressInfo;
-  /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then closes what is left. */
-  close(graceMs: number): Promise<void>;
-}
-
-/**
- * What a config reload does to a listener's TLS server: `keep` the secure context (the TLS material did not
- * change: sessions and tickets stay valid), or make a new one from the new config's TLS options. A new
- * context without `ticketKeys` gets fresh random ticket keys, so no session from before the reload is
- * resumed (it would skip the new CA and CRL); a cluster passes keys its workers derive alike.
- */
-export type SecureContextSwap = 'keep' | { readonly ticketKeys?: Buffer };
-
-/** A bound HTTP listener whose per-config parts can be swapped while it runs (config reload). */
-export interface RunningHttpListener extends RunningListener {
-  /**
-   * Swaps in a new config of the same listener (same name, address, protocol and TLS-or-not: the caller
-   * checks that) and its handler. Requests that arrive from now on run on `handler`; requests in flight
-   * finish on the old one. On a TLS listener, unless `tls` is `keep`, the new certificate, key, CA and CRL
-   * apply to handshakes from now on (`setSecureContext`): open connections keep the context they were made
-   * with. The listener ACL is read at each handshake, so it applies to new connections. Throws (and changes
-   * nothing) when OpenSSL refuses the TLS material.
-   */
-  update(listener: HttpRuntimeListener, handler: HttpHandler, tls: SecureContextSwap): void;
-  /**
-   * Replaces the TLS session ticket keys of the current secure context (listener/ticket-keys.ts rotation).
-   * A listener without TLS ignores it.
-   */
-  setTicketKeys(keys: Buffer): void;
-  /**
-   * Closes the open connections whose client certificate's serial is in `serials` (a reload's new CRL revoked
-   * it), each logged at warn; returns how many. Their requests in flight are cut.
-   */
-  closeRevoked(serials: ReadonlySet<string>): number;
-}
-
 export interface HttpListenerDeps {
   readonly logger: Logger;
   readonly metrics: Metrics;
+  /** The request handler of the config it starts with; a reload brings its own (`update`). */
   readonly handler: HttpHandler;
   readonly timeouts: TimeoutsConfig;
   readonly http2: Http2Config;
@@ -129,8 +93,14 @@ type H1Socket = Socket & {
 const PIPELINE_PAUSE_AT = 8;
 const PIPELINE_MAX = 64;
 
-/** Creates and binds the listener. Rejects with a ConfigError when the address cannot be bound. */
-export async function startHttpListener(listener: HttpRuntimeListener, deps: HttpListenerDeps): Promise<RunningHttpListener> {
+/**
+ * Creates an HTTP listener, unbound (`start` binds it). On a reload (`update`), requests that arrive from then on
+ * run on the new config's handler, requests in flight finish on the old one; on a TLS listener the new
+ * certificate, key, CA and CRL apply to handshakes from then on, and the listener ACL, read at each handshake,
+ * to new connections. Plaintext stays plaintext and TLS stays TLS: a reload cannot change that (app.ts
+ * `restartNeeded`).
+ */
+export function createHttpListener(listener: HttpRuntimeListener, deps: HttpListenerDeps): Listener {
   const { logger, metrics, timeouts } = deps;
   // Swapped whole by `update` (config reload); read at each handshake and each request.
   let handler = deps.handler;
@@ -144,7 +114,7 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
   const handshakesNone = metrics.handshakes.labels(name, 'none');
   const reject = (reason: ConnectionRejectReason): void => metrics.rejectedConnections.labels(name, reason).inc();
   const clock = deps.clock ?? systemClock;
-  // Set once the front door is open (at the end); nothing is refused before that.
+  // Set once the front door is open (`start`); nothing is refused before that.
   let door: FrontDoor | undefined = undefined;
   /** One info line about a refused connection, rate-limited (front-door.ts REFUSAL_LOG_LINES_PER_SECOND). */
   const logRefusal = (fields: Record<string, unknown>, msg: string): void => door?.logRefusal(fields, msg);
@@ -423,43 +393,54 @@ export async function startHttpListener(listener: HttpRuntimeListener, deps: Htt
     send();
   });
 
-  const front = await openFrontDoor(listener, {
-    logger,
-    clock,
-    reject,
-    active,
-    firstByteMs: timeouts.tlsHandshakeMs,
-    // Plaintext on a TLS port gets a one-line 400 (policy/plaintext.ts), so the first byte is read here.
-    firstByte: 'http-400',
-    onAdmitted,
-    ...(plainServer !== undefined ? { server: plainServer } : {}),
-  });
-  door = front;
+  const drain = (graceMs: number): Promise<void> => {
+    const front = door;
+    if (front === undefined) return Promise.resolve();
+    const closed = front.stopAccepting();
+    if (front.server !== server) server.close();
+    for (const session of sessions) session.close();
+    // Idle HTTP/1.1 connections close now; busy ones after their response (see onRequest).
+    for (const s of h1Sockets) if ((s[kInflight] ?? 0) === 0) s.destroy();
+    const force = setTimeout(() => front.destroyAll(), graceMs);
+    force.unref();
+    return closed.finally(() => clearTimeout(force));
+  };
 
   return {
     name,
-    address: () => front.address(),
+    async start(): Promise<void> {
+      door = await openFrontDoor(current, {
+        logger,
+        clock,
+        reject,
+        active,
+        firstByteMs: timeouts.tlsHandshakeMs,
+        // Plaintext on a TLS port gets a one-line 400 (policy/plaintext.ts), so the first byte is read here.
+        firstByte: 'http-400',
+        onAdmitted,
+        ...(plainServer !== undefined ? { server: plainServer } : {}),
+      });
+    },
+    address() {
+      if (door === undefined) throw new Error(`listener ${name} is not started`);
+      return door.address();
+    },
     setTicketKeys(keys: Buffer): void {
       secureServer?.setTicketKeys(keys);
     },
     closeRevoked: (serials: ReadonlySet<string>): number => verified.closeRevoked(serials),
-    update(next: HttpRuntimeListener, nextHandler: HttpHandler, swap: SecureContextSwap): void {
-      if (secureServer !== undefined && next.tls !== undefined && swap !== 'keep')
-        secureServer.setSecureContext({ ...next.tls.options, ...(swap.ticketKeys !== undefined ? { ticketKeys: swap.ticketKeys } : {}) });
+    update(runtime: ListenerRuntime): void {
+      const next = listenerBlock(runtime.config, name, 'http');
+      const nextHandler = runtime.handlers.get(name);
+      if (nextHandler === undefined) throw new Error(`no handler for listener ${name}`);
+      if (secureServer !== undefined && next.tls !== undefined)
+        swapSecureContext(secureServer, current.tls, next.tls, runtime.ticketKeys);
       current = next;
       handler = nextHandler;
-      front.update(next);
+      door?.update(next);
     },
-    close(graceMs: number): Promise<void> {
-      const closed = front.stopAccepting();
-      if (front.server !== server) server.close();
-      for (const session of sessions) session.close();
-      // Idle HTTP/1.1 connections close now; busy ones after their response (see onRequest).
-      for (const s of h1Sockets) if ((s[kInflight] ?? 0) === 0) s.destroy();
-      const force = setTimeout(() => front.destroyAll(), graceMs);
-      force.unref();
-      return closed.finally(() => clearTimeout(force));
-    },
+    drain,
+    close: () => drain(0),
   };
 }
 

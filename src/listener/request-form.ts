@@ -4,7 +4,7 @@
  * route. Pure functions of the request and the connection: each failure is a GatewayError carrying its status
  * (the pipeline's responder answers it).
  */
-import type { HttpRuntimeListener } from '../config/load.js';
+import type { HttpRuntimeListener } from '../config/runtime.js';
 import type { Route } from '../authz/routes.js';
 import { normalizeRequestTarget } from '../authz/path.js';
 import { checkMethodForm } from '../authz/methods.js';

@@ -30,17 +30,11 @@ import { randomRequestId } from '../mutate/request-id.js';
 import { DEFAULTS } from '../config/defaults.js';
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { systemClock, type Clock } from '../clock.js';
-import type { TcpRuntimeListener } from '../config/load.js';
+import type { TcpRuntimeListener } from '../config/runtime.js';
 import type { TimeoutsConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
-import {
-  CLOSE_REASONS,
-  pipeTcp,
-  type CloseReason,
-  type PipeResult,
-  type TcpUpstream,
-} from '../proxy/tcp-pipe.js';
+import { CLOSE_REASONS, pipeTcp, type CloseReason, type PipeResult } from '../proxy/tcp-pipe.js';
 import {
   createConnectionState,
   createVerifiedConnections,
@@ -48,13 +42,14 @@ import {
   type ConnectionState,
 } from './connection.js';
 import { openFrontDoor, tlsRejectReason, type FrontDoor } from './front-door.js';
-import type { RunningListener, SecureContextSwap } from './http-listener.js';
+import { listenerBlock, type Listener, type ListenerRuntime } from './listener.js';
+import { swapSecureContext } from './tls-material.js';
 
-/**
- * A `protocol: tcp` listener, resolved: the config's {@link TcpRuntimeListener} (its `upstream` and
- * `proxyProtocol` are passed separately, as the second argument and in the deps).
- */
-export type TcpListenerConfig = Pick<TcpRuntimeListener, 'name' | 'keyPath' | 'address' | 'tls' | 'acl'> & {
+/** A `protocol: tcp` listener, resolved: the config's {@link TcpRuntimeListener}, with defaults for its caps. */
+export type TcpListenerConfig = Pick<
+  TcpRuntimeListener,
+  'name' | 'keyPath' | 'address' | 'tls' | 'acl' | 'upstream' | 'proxyProtocol'
+> & {
   /** Open client connections accepted at once; absent: {@link DEFAULTS.maxConnections}. */
   readonly maxConnections?: number;
   /** Open connections one client address may hold; absent: no such cap (listener/client-cap.ts). */
@@ -76,38 +71,12 @@ export interface TcpListenerDeps {
   /** `tlsHandshakeMs` (first byte and handshake), `upstreamConnectMs`, `idleMs` (no byte either way),
    * `tunnelMaxMs` (longest life of a piped connection; absent: none). */
   readonly timeouts: Pick<TimeoutsConfig, 'tlsHandshakeMs' | 'upstreamConnectMs' | 'idleMs' | 'tunnelMaxMs'>;
-  /** `v2`: send a PROXY protocol v2 header with the client's address first. */
-  readonly proxyProtocol: 'v2' | undefined;
   /** One info line per piped connection (`log.access`); failures of the upstream are logged regardless. */
   readonly accessLog?: boolean;
   /** Time source of durations and of the refusal-log rate limit; the system clock when absent. */
   readonly clock?: Clock;
   /** TLS session ticket keys of the first secure context (see HttpListenerDeps.ticketKeys). */
   readonly ticketKeys?: Buffer;
-}
-
-/** A bound TCP listener whose per-config parts can be swapped while it runs (config reload). */
-export interface RunningTcpListener extends RunningListener {
-  /**
-   * Swaps in a new config of the same listener (same name and address: the caller checks that). New
-   * handshakes use the new TLS material unless `opts.tls` is `keep` (see {@link SecureContextSwap}) and are
-   * checked against the new ACL; connections admitted from now on are piped to `upstream` with
-   * `proxyProtocol`. Connections already piped keep their upstream. Throws (and changes nothing) when
-   * OpenSSL refuses the TLS material.
-   */
-  update(
-    listener: TcpListenerConfig,
-    upstream: TcpUpstream,
-    opts: {
-      readonly proxyProtocol: 'v2' | undefined;
-      readonly accessLog?: boolean;
-      readonly tls: SecureContextSwap;
-    },
-  ): void;
-  /** Replaces the TLS session ticket keys of the current secure context (listener/ticket-keys.ts rotation). */
-  setTicketKeys(keys: Buffer): void;
-  /** Closes the piped connections whose client certificate's serial is in `serials` (see RunningHttpListener). */
-  closeRevoked(serials: ReadonlySet<string>): number;
 }
 
 /**
@@ -130,20 +99,17 @@ const UPSTREAM_FAILURES: ReadonlySet<CloseReason> = new Set([
 ]);
 
 /**
- * Creates and binds a TCP listener piping every admitted connection to `upstream`. Rejects with a
- * ConfigError when the address cannot be bound; after that nothing it does throws.
+ * Creates a TCP listener piping every admitted connection to the listener's `upstream`, unbound (`start` binds
+ * it). On a reload (`update`), new handshakes use the new TLS material and are checked against the new ACL;
+ * connections admitted from then on are piped to the new upstream, with the new `proxyProtocol`; connections
+ * already piped keep theirs. `drain` lets piped connections end by themselves for up to the grace period, then
+ * closes both sides (reason `shutdown`); a connection still in its handshake is refused when it completes.
  */
-export async function startTcpListener(
-  listener: TcpListenerConfig,
-  upstream: TcpUpstream,
-  deps: TcpListenerDeps,
-): Promise<RunningTcpListener> {
+export function createTcpListener(listener: TcpListenerConfig, deps: TcpListenerDeps): Listener {
   const { logger, metrics, timeouts } = deps;
   const name = listener.name;
   // Swapped whole by `update` (config reload); read at each handshake and each new pipe.
   let current = listener;
-  let currentUpstream = upstream;
-  let proxyProtocol = deps.proxyProtocol;
   let accessLog = deps.accessLog;
   const tls = listener.tls;
   const clock = deps.clock ?? systemClock;
@@ -157,7 +123,7 @@ export async function startTcpListener(
   for (const reason of CLOSE_REASONS) metrics.tcpConnections.labels(name, reason).inc(0);
   const reject = (reason: ConnectionRejectReason): void =>
     metrics.rejectedConnections.labels(name, reason).inc();
-  // Set once the front door is open (below); nothing is refused before that.
+  // Set once the front door is open (`start`); nothing is refused before that.
   let door: FrontDoor | undefined = undefined;
   /** One info line about a refused connection, rate-limited (front-door.ts REFUSAL_LOG_LINES_PER_SECOND). */
   const logRefusal = (fields: Record<string, unknown>, msg: string): void => door?.logRefusal(fields, msg);
@@ -263,7 +229,8 @@ export async function startTcpListener(
       if (UPSTREAM_FAILURES.has(result.closeReason)) logger.warn(fields, 'tcp connection');
       else if (accessLog !== false) logger.info(fields, 'tcp connection');
     };
-    void pipeTcp(socket, currentUpstream, {
+    const { upstream, proxyProtocol } = current;
+    void pipeTcp(socket, upstream, {
       connectTimeoutMs: timeouts.upstreamConnectMs,
       idleMs: timeouts.idleMs,
       ...(timeouts.tunnelMaxMs !== undefined ? { maxLifetimeMs: timeouts.tunnelMaxMs } : {}),
@@ -273,61 +240,59 @@ export async function startTcpListener(
     }).then(done);
   }
 
-  const front = await openFrontDoor(
-    { ...listener, maxConnections: listener.maxConnections ?? DEFAULTS.maxConnections },
-    {
-      logger,
-      clock,
-      reject,
-      active,
-      firstByteMs: timeouts.tlsHandshakeMs,
-      // Not a byte read in JS (see the file comment): plaintext and silence are the TLS server's to refuse
-      // ('tlsClientError': PLAINTEXT_TLS_ERRORS, ERR_TLS_HANDSHAKE_TIMEOUT).
-      firstByte: 'tls-layer',
-      // Half-close is forwarded (tcp-pipe.ts): a client FIN must not end the gateway's side at once.
-      allowHalfOpen: true,
-      onAdmitted: (socket) => secure.emit('connection', socket),
-    },
-  );
-  door = front;
+  const drain = (graceMs: number): Promise<void> => {
+    const front = door;
+    if (front === undefined) return Promise.resolve();
+    const closed = front.stopAccepting();
+    const stop = (): void => {
+      shutdown.abort();
+      front.destroyAll();
+    };
+    // Connections still handshaking end by themselves within the handshake timeout (and are refused
+    // at secureConnection); piped ones are cut when the grace period is over.
+    if (graceMs <= 0) stop();
+    const force = setTimeout(stop, Math.max(0, graceMs));
+    force.unref();
+    return closed.finally(() => clearTimeout(force));
+  };
 
   return {
     name,
-    address: () => front.address(),
+    async start(): Promise<void> {
+      door = await openFrontDoor(
+        { ...current, maxConnections: current.maxConnections ?? DEFAULTS.maxConnections },
+        {
+          logger,
+          clock,
+          reject,
+          active,
+          firstByteMs: timeouts.tlsHandshakeMs,
+          // Not a byte read in JS (see the file comment): plaintext and silence are the TLS server's to refuse
+          // ('tlsClientError': PLAINTEXT_TLS_ERRORS, ERR_TLS_HANDSHAKE_TIMEOUT).
+          firstByte: 'tls-layer',
+          // Half-close is forwarded (tcp-pipe.ts): a client FIN must not end the gateway's side at once.
+          allowHalfOpen: true,
+          onAdmitted: (socket) => secure.emit('connection', socket),
+        },
+      );
+    },
+    address() {
+      if (door === undefined) throw new Error(`listener ${name} is not started`);
+      return door.address();
+    },
     setTicketKeys(keys: Buffer): void {
       secure.setTicketKeys(keys);
     },
     closeRevoked: (serials: ReadonlySet<string>): number => verified.closeRevoked(serials),
-    update(next, nextUpstream, opts): void {
-      if (opts.tls !== 'keep')
-        secure.setSecureContext({
-          ...next.tls.options,
-          ...(opts.tls.ticketKeys !== undefined ? { ticketKeys: opts.tls.ticketKeys } : {}),
-        });
+    update(runtime: ListenerRuntime): void {
+      const next = listenerBlock(runtime.config, name, 'tcp');
+      swapSecureContext(secure, current.tls, next.tls, runtime.ticketKeys);
       current = next;
-      front.update({ ...next, maxConnections: next.maxConnections ?? DEFAULTS.maxConnections });
-      currentUpstream = nextUpstream;
-      proxyProtocol = opts.proxyProtocol;
-      accessLog = opts.accessLog;
+      accessLog = runtime.config.log.access;
+      door?.update(next);
     },
-    /**
-     * Stops accepting; connections still in their handshake are closed now, piped ones get up to `graceMs`
-     * to end by themselves, then both sides are closed (reason `shutdown`). Resolves when every client
-     * socket is closed.
-     */
-    close(graceMs: number): Promise<void> {
-      const closed = front.stopAccepting();
-      const stop = (): void => {
-        shutdown.abort();
-        front.destroyAll();
-      };
-      // Connections still handshaking end by themselves within the handshake timeout (and are refused
-      // at secureConnection); piped ones are cut when the grace period is over.
-      if (graceMs <= 0) stop();
-      const force = setTimeout(stop, Math.max(0, graceMs));
-      force.unref();
-      return closed.finally(() => clearTimeout(force));
-    },
+    drain,
+    close: () => drain(0),
   };
 }
 

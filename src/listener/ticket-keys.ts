@@ -16,7 +16,7 @@
  */
 import { createHmac } from 'node:crypto';
 import type { Clock } from '../clock.js';
-import type { ListenerTls } from '../config/load.js';
+import type { ListenerTls } from '../config/runtime.js';
 import { tlsMaterialDigest } from './tls-material.js';
 
 /** The length of what `tls.Server#setTicketKeys` takes: 16 bytes of name, 16 of HMAC key, 16 of AES key. */

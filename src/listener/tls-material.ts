@@ -4,7 +4,8 @@
  * processes that loaded the same files agree on them without talking.
  */
 import { createHash } from 'node:crypto';
-import type { ListenerTls } from '../config/load.js';
+import type { Server as TlsServer } from 'node:tls';
+import type { ListenerTls } from '../config/runtime.js';
 
 /** SHA-256 (hex) of a tree of strings, buffers, numbers, booleans and arrays: a content fingerprint. */
 export function stableDigest(value: unknown): string {
@@ -38,4 +39,22 @@ export function tlsMaterialDigest(tls: ListenerTls | undefined): string {
     o.maxVersion,
     o.ciphers,
   ]);
+}
+
+/**
+ * What a config reload does to a listener's TLS server. The secure context is kept when the TLS material did
+ * not change: sessions and tickets stay valid. Otherwise a new one is made from `after`'s options for the
+ * handshakes from now on (open connections keep theirs), with ticket keys derived from the new material
+ * (`ticketKeysOf`): every worker that loaded the same files resumes the others' sessions, while no session from
+ * before the change (made under another CA or CRL) is resumed. Throws, and changes nothing, when OpenSSL
+ * refuses the material.
+ */
+export function swapSecureContext(
+  server: Pick<TlsServer, 'setSecureContext'>,
+  before: ListenerTls | undefined,
+  after: ListenerTls,
+  ticketKeysOf: (tls: ListenerTls) => Buffer,
+): void {
+  if (tlsMaterialDigest(after) === tlsMaterialDigest(before)) return;
+  server.setSecureContext({ ...after.options, ticketKeys: ticketKeysOf(after) });
 }

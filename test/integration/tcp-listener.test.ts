@@ -31,8 +31,12 @@ import { createCa, issueClientCert, issueServerCert, type CertAndKey } from '../
 import { loadConfigText } from '../../src/load-config.js';
 import type { ListenerTls } from '../../src/config/runtime.js';
 import type { ClientAcl } from '../../src/identity/acl.js';
-import type { RunningListener } from '../../src/listener/http-listener.js';
-import { startTcpListener, type TcpListenerDeps } from '../../src/listener/tcp-listener.js';
+import type { Listener } from '../../src/listener/listener.js';
+import {
+  createTcpListener,
+  type TcpListenerConfig,
+  type TcpListenerDeps,
+} from '../../src/listener/tcp-listener.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { PIPE_BUFFER_BYTES, type TcpUpstream } from '../../src/proxy/tcp-pipe.js';
@@ -254,7 +258,7 @@ function parseProxyV2(b: Buffer): NonNullable<UpstreamConnection['proxy']> {
 // The listener under test
 
 interface Gateway {
-  listener: RunningListener;
+  listener: Listener;
   port: number;
   logs: Record<string, unknown>[];
   metric(name: string, labels?: Record<string, string>): Promise<number>;
@@ -315,7 +319,7 @@ afterAll(async () => {
 
 async function startGateway(
   upstream: TcpUpstream,
-  opts: Partial<Pick<TcpListenerDeps, 'proxyProtocol' | 'accessLog'>> & {
+  opts: Partial<Pick<TcpListenerConfig, 'proxyProtocol'> & Pick<TcpListenerDeps, 'accessLog'>> & {
     timeouts?: Partial<TcpListenerDeps['timeouts']>;
     acl?: ClientAcl | undefined;
   } = {},
@@ -329,24 +333,25 @@ async function startGateway(
     },
   });
   const registry = new Registry();
-  const listener = await startTcpListener(
+  const listener = createTcpListener(
     {
       name: 'dask-comm',
       keyPath: 'listeners[0]',
       address: { host: '127.0.0.1', port: 0 },
       tls: listenerTls,
       acl: 'acl' in opts ? opts.acl : listenerAcl,
+      upstream,
+      proxyProtocol: opts.proxyProtocol,
     },
-    upstream,
     {
       logger: createLogger('debug', sink),
       metrics: createMetrics(registry, { processMetrics: false }),
       timeouts: { tlsHandshakeMs: 5_000, upstreamConnectMs: 2_000, idleMs: 20_000, ...opts.timeouts },
-      proxyProtocol: opts.proxyProtocol,
       ...(opts.accessLog !== undefined ? { accessLog: opts.accessLog } : {}),
     },
   );
-  running.push({ close: () => listener.close(0) });
+  await listener.start();
+  running.push({ close: () => listener.close() });
   return {
     listener,
     port: listener.address().port,
@@ -867,14 +872,14 @@ describe('tcp listener: piping (issue 5 point 1, threat model #110)', () => {
     );
   }, 30_000);
 
-  it('close(grace): piped connections are cut when the grace period ends, reason shutdown', async () => {
+  it('drain(grace): piped connections are cut when the grace period ends, reason shutdown', async () => {
     const up = await withUpstream();
     const gw = await startGateway(tcp(up));
     const s = connectClient(gw.port);
     s.socket.write('x');
     await s.waitFor(1);
     const t0 = Date.now();
-    await gw.listener.close(300);
+    await gw.listener.drain(300);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
     const r = await s.done;
     expect(r.data.toString()).toBe('x');

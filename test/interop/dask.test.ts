@@ -31,8 +31,8 @@ import { createDevSigningKey, DEV_AUDIENCE, DEV_ISSUER, mintDevJwt } from '../..
 import { createCa, issueClientCert, issueServerCert } from '../../src/certs/pki.js';
 import { loadConfigText } from '../../src/load-config.js';
 import type { ListenerTls, RuntimeListener } from '../../src/config/runtime.js';
-import type { RunningListener } from '../../src/listener/http-listener.js';
-import { startTcpListener } from '../../src/listener/tcp-listener.js';
+import type { Listener } from '../../src/listener/listener.js';
+import { createTcpListener } from '../../src/listener/tcp-listener.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { TcpUpstream } from '../../src/proxy/tcp-pipe.js';
@@ -60,7 +60,7 @@ const MAP_SUM = 45_150;
 const RUN_MS = 90_000;
 
 interface Gateway {
-  listener: RunningListener;
+  listener: Listener;
   address: string;
   logs: Record<string, unknown>[];
   metric(name: string, labels?: Record<string, string>): Promise<number>;
@@ -141,23 +141,24 @@ describe.skipIf(unavailable !== undefined)('interop: a Dask cluster behind the T
       },
     });
     const registry = new Registry();
-    const listener = await startTcpListener(
+    const listener = createTcpListener(
       {
         name: 'dask-comm',
         keyPath: 'listeners[0]',
         address: { host: '127.0.0.1', port: 0 },
         tls,
         acl: listenerConfig.acl,
+        upstream,
+        proxyProtocol: undefined,
       },
-      upstream,
       {
         logger: createLogger('debug', sink),
         metrics: createMetrics(registry, { processMetrics: false }),
         timeouts: { tlsHandshakeMs: 10_000, upstreamConnectMs: 5_000, idleMs: 120_000 },
-        proxyProtocol: undefined,
       },
     );
-    cleanup.push(() => listener.close(0));
+    await listener.start();
+    cleanup.push(() => listener.close());
     return {
       listener,
       // Dask's `tls://` scheme; an IP address, as Dask deployments use (no SNI is sent for it).

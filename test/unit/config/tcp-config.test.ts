@@ -1,7 +1,7 @@
 /**
  * `protocol: tcp` listeners in the config: the loader refuses every bad tcp listener with the key path, the
  * value and what was expected (the style of load.test.ts), resolves the good ones into the runtime shape
- * `startTcpListener` takes, and keeps the cross-listener checks (names, addresses) working across both kinds.
+ * `createTcpListener` takes, and keeps the cross-listener checks (names, addresses) working across both kinds.
  */
 import { mkdtempSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
@@ -301,7 +301,7 @@ describe('tcp listeners: every bad one is refused with key path, value and expec
   });
 });
 
-describe('tcp listeners: good configs resolve to what startTcpListener takes', () => {
+describe('tcp listeners: good configs resolve to what createTcpListener takes', () => {
   it('a tcp:// loopback upstream, next to an http listener', () => {
     const cfg = load(
       config({}, httpListener(), tcpListener({ allowClients: ['CN=alice'], proxyProtocol: 'v2' })),
