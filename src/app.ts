@@ -35,7 +35,7 @@ import { createAccessLog } from './observability/access-log.js';
 import { createHttpForwarder, type HttpForwarder } from './proxy/http-forward.js';
 import { createEndpoints, isEndpointName } from './endpoints/registry.js';
 import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
-import { adminRefusalReporter, registryMetrics, startAdminServer, type AdminServer } from './admin/server.js';
+import { adminRefusalReporter, registryMetrics, startAdminServer } from './admin/server.js';
 import { createAuthenticator } from './authn/providers.js';
 import { providerFiles } from './authn/provider-config.js';
 import type { Authenticator, FetchLike } from './authn/principal.js';
@@ -398,7 +398,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
 
   /** The data listeners, in config order (a reload keeps the order: restartNeeded). */
   const listeners: Listener[] = [];
-  let admin: AdminServer | undefined;
+  let admin: Listener | undefined;
   let closing = false;
   // Rotates what is listening at each boundary (nothing yet during the start; closed by closeAll).
   const rotation = startTicketKeyRotation({
@@ -437,6 +437,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     }
     if (config.admin.enabled) {
       admin = await startAdminServer(config.admin, {
+        logger,
         metrics: registryMetrics(registry),
         notReady,
         ...(config.admin.tls !== undefined ? { ticketKeys: ticketKeysOf(config.admin.tls) } : {}),

@@ -12,14 +12,20 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Counter, Registry } from 'prom-client';
 import { monotonicMs, systemClock } from '../clock.js';
 import type { AdminRuntimeConfig } from '../config/runtime.js';
-import { bindListener } from '../listener/bind.js';
 import { createConnectionState, socketPeer, type ClientPeer } from '../listener/connection.js';
-import { createLogLimiter, REFUSAL_LOG_LINES_PER_SECOND, tlsRejectReason } from '../listener/front-door.js';
+import {
+  createLogLimiter,
+  openFrontDoor,
+  REFUSAL_LOG_LINES_PER_SECOND,
+  tlsRejectReason,
+  type FrontDoor,
+} from '../listener/front-door.js';
+import type { Listener } from '../listener/listener.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason } from '../observability/metrics.js';
 
@@ -53,6 +59,8 @@ export interface AdminDeps {
   readonly onRefusal?: (refusal: AdminRefusal) => void;
   /** TLS session ticket keys to start with (listener/ticket-keys.ts); Node's random ones when absent. */
   readonly ticketKeys?: Buffer;
+  /** Where a failure to accept (EMFILE) is logged; the listener keeps serving once descriptors are free. */
+  readonly logger: Logger;
 }
 
 /**
@@ -87,13 +95,6 @@ export function adminRefusalReporter(
 /** The {@link MetricsSource} of one prom-client registry. */
 export function registryMetrics(registry: Registry): MetricsSource {
   return async () => ({ contentType: registry.contentType, text: await registry.metrics() });
-}
-
-export interface AdminServer {
-  address(): AddressInfo;
-  /** Replaces the TLS session ticket keys (the hourly rotation); a plaintext admin listener ignores it. */
-  setTicketKeys(keys: Buffer): void;
-  close(): Promise<void>;
 }
 
 /** Largest purge request body read: 1 KiB (`{"sha256":"<64 hex>"}` is 77 bytes). */
@@ -179,11 +180,13 @@ export type AdminListenerConfig = Pick<AdminRuntimeConfig, 'address' | 'tls' | '
 const ADMIN_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
- * Starts the admin server: plaintext HTTP when `admin.tls` is undefined, else HTTPS. No handshake failure,
- * refused certificate or socket error can throw out of it. Rejects with a ConfigError naming `admin.listen`
- * when it cannot bind.
+ * Creates the admin listener, unbound (`start` binds it, through the listeners' front door, front-door.ts):
+ * plaintext HTTP when `admin.tls` is undefined, else HTTPS. No handshake failure, refused certificate or
+ * socket error can throw out of it. It has no connection cap of its own and reads no byte before its server.
+ * A reload changes nothing here: one that changes its address, TLS settings or allow-list is refused (app.ts
+ * `restartNeeded`), and it serves the TLS material it started with until a restart, CRL included.
  */
-export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDeps): Promise<AdminServer> {
+export function createAdminListener(admin: AdminListenerConfig, deps: AdminDeps): Listener {
   const serve = (req: IncomingMessage, res: ServerResponse): void => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
@@ -330,19 +333,56 @@ export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDe
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
   if (deps.ticketKeys !== undefined) secure?.setTicketKeys(deps.ticketKeys);
-  await bindListener(server, { keyPath: 'admin', address: admin.address });
-  // After the bind, an accept error (EMFILE) must not become an uncaught exception: the admin
-  // listener keeps serving once descriptors are free again.
-  server.on('error', () => undefined);
-  return {
-    address: () => server.address() as AddressInfo,
-    setTicketKeys: (keys) => secure?.setTicketKeys(keys),
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+
+  let door: FrontDoor | undefined;
+  const drain = (graceMs: number): Promise<void> => {
+    const front = door;
+    if (front === undefined) return Promise.resolve();
+    const closed = front.stopAccepting();
+    // Idle keep-alive connections close now; a request being answered gets up to the grace period.
+    server.closeIdleConnections();
+    if (graceMs <= 0) front.destroyAll();
+    const force = setTimeout(() => front.destroyAll(), Math.max(0, graceMs));
+    force.unref();
+    return closed.finally(() => clearTimeout(force));
   };
+  return {
+    name: 'admin',
+    async start(): Promise<void> {
+      door = await openFrontDoor(
+        { name: 'admin', keyPath: 'admin', address: admin.address, maxConnections: undefined },
+        {
+          logger: deps.logger,
+          clock: systemClock,
+          // No cap, and no byte read before the server: the front door refuses nothing here. The refusals of
+          // the admin listener are its TLS server's and its allow-list's, reported through `onRefusal`.
+          reject: () => undefined,
+          intake: { kind: 'server', server },
+        },
+      );
+    },
+    address() {
+      if (door === undefined) throw new Error('the admin listener is not started');
+      return door.address();
+    },
+    // Nothing a reload may change reaches the admin listener (see above).
+    update: () => undefined,
+    setTicketKeys: (keys) => secure?.setTicketKeys(keys),
+    // The CRL it serves with is the one it started with: a reload's newly revoked serials do not reach it.
+    closeRevoked: () => 0,
+    drain,
+    close: () => drain(0),
+  };
+}
+
+/**
+ * Creates and starts the admin listener ({@link createAdminListener}). Rejects with a ConfigError naming
+ * `admin.listen` when it cannot bind.
+ */
+export async function startAdminServer(admin: AdminListenerConfig, deps: AdminDeps): Promise<Listener> {
+  const listener = createAdminListener(admin, deps);
+  await listener.start();
+  return listener;
 }
 
 function noop(): void {

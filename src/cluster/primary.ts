@@ -10,7 +10,8 @@
  */
 import type { Worker } from 'node:cluster';
 import { Counter, Gauge, Registry } from 'prom-client';
-import { adminRefusalReporter, type AdminDeps, type AdminServer } from '../admin/server.js';
+import { adminRefusalReporter, type AdminDeps } from '../admin/server.js';
+import type { Listener } from '../listener/listener.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { RuntimeConfig } from '../config/runtime.js';
 import type { Logger } from '../observability/logger.js';
@@ -35,7 +36,7 @@ export interface PrimaryDeps {
   /** Forks one worker process (node:cluster `fork`, scheduling policy already set). */
   readonly fork: () => Worker;
   /** Starts the admin server for the cluster (admin/server.ts `startAdminServer` on `config.admin`). */
-  readonly startAdmin: (config: RuntimeConfig, deps: AdminDeps) => Promise<AdminServer>;
+  readonly startAdmin: (config: RuntimeConfig, deps: AdminDeps) => Promise<Listener>;
   /** Source of the TLS ticket keys (crypto.randomBytes). */
   readonly randomBytes: (size: number) => Buffer;
   readonly clock?: Clock;
@@ -144,7 +145,7 @@ export async function startClusterPrimary(
   let nextId = 1;
   let stopping = false;
   let exitCode = 0;
-  let admin: AdminServer | undefined;
+  let admin: Listener | undefined;
   let killTimer: NodeJS.Timeout | undefined;
   let resolveDone: (code: number) => void = () => undefined;
   const done = new Promise<number>((r) => (resolveDone = r));
@@ -303,6 +304,7 @@ export async function startClusterPrimary(
     });
 
   const adminDeps: AdminDeps = {
+    logger,
     onRefusal: adminRefusalReporter(logger, createRejectedConnectionsCounter(registry)),
     metrics: async () => {
       const answers = await Promise.all(

@@ -1,10 +1,10 @@
 /**
- * The front door of a data listener: the accepting `net.Server`, the connection
+ * The front door every listener shares (HTTP, TCP and admin): the accepting `net.Server`, the connection
  * caps (all clients, and per client address), the plaintext sniff on the first byte where the listener
  * answers plaintext (policy/plaintext.ts),
  * the count of open connections, the refusal log (rate-limited: a flood of refused connections cannot flood
- * the log, threat model #1), the bind, and the drain at shutdown. What happens past the first TLS byte is
- * the listener's own (`onTls`).
+ * the log, threat model #1), the bind, and the drain at shutdown. What happens past the caps (and the first
+ * byte, where it is read here) is the listener's own (see {@link Intake}).
  */
 import { createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { ListenAddress } from '../config/runtime.js';
@@ -72,41 +72,55 @@ export interface FrontDoorConfig {
   readonly name: string;
   readonly keyPath: string;
   readonly address: ListenAddress;
-  /** Open client connections accepted at once; more are closed at accept, before the handshake. */
-  readonly maxConnections: number;
+  /**
+   * Open client connections accepted at once; more are closed at accept, before the handshake. Undefined: no
+   * cap (the admin listener, which has no such setting).
+   */
+  readonly maxConnections: number | undefined;
   /** Open connections one client address may hold; undefined: no such cap. */
   readonly maxConnectionsPerClient?: number | undefined;
 }
+
+/**
+ * How a connection past the caps is taken in: by whom, and whether its first byte is read here.
+ *
+ * - `http-400` (an HTTP listener with TLS): the first byte is read here; plaintext gets a one-line 400
+ *   (policy/plaintext.ts), silence is refused after `firstByteMs` (the TLS handshake timeout), and a TLS
+ *   handshake (the socket paused, its chunk pushed back) goes to `onTls`.
+ * - `tls-layer` (a TCP listener): not a byte is read here; every socket goes to `onTls`, whose TLS server
+ *   refuses plaintext without a byte in answer. A socket whose first bytes were read in JS and pushed back
+ *   is read in small pieces by the TLS layer for its whole life (issue 18: 4.7× more reads per MiB), which a
+ *   byte pipe cannot afford. `allowHalfOpen` keeps a half-closed client connection open (a TCP pipe forwards
+ *   the FIN).
+ * - `server`: the front door guards `server` instead of making one, for a server that reads the bytes itself
+ *   (Node's HTTP server of a plaintext HTTP listener, the admin listener's HTTP or HTTPS server);
+ *   `onAccepted`, when given, is told of each connection past the caps.
+ */
+export type Intake =
+  | {
+      readonly kind: 'http-400';
+      readonly firstByteMs: number;
+      readonly onTls: (socket: Socket) => void;
+    }
+  | {
+      readonly kind: 'tls-layer';
+      readonly allowHalfOpen?: boolean;
+      readonly onTls: (socket: Socket) => void;
+    }
+  | {
+      readonly kind: 'server';
+      readonly server: Server;
+      readonly onAccepted?: (socket: Socket) => void;
+    };
 
 export interface FrontDoorDeps {
   readonly logger: Logger;
   readonly clock: Clock;
   /** Counts one refused connection by reason (`portcullis_tls_rejected_connections_total`). */
   readonly reject: (reason: ConnectionRejectReason) => void;
-  /** The open-connections gauge of the listener. */
-  readonly active: { inc(): void; dec(): void };
-  /** How long the first byte may take (the TLS handshake timeout), where the front door reads it. */
-  readonly firstByteMs: number;
-  /**
-   * What the front door does with the first byte. `http-400` (an HTTP listener): read it in JS, answer
-   * plaintext with a 400 (policy/plaintext.ts), hand TLS on. `tls-layer` (a TCP listener): read nothing and
-   * hand every socket to the TLS server, whose handshake refuses plaintext without a byte in answer; a socket
-   * whose first bytes were read in JS and pushed back is read in small pieces by the TLS layer for its whole
-   * life (issue 18: 4.7× more reads per MiB), which a byte pipe cannot afford.
-   */
-  readonly firstByte: 'http-400' | 'tls-layer';
-  /**
-   * Guard this server instead of making one (a plaintext HTTP listener: Node's HTTP server is the front and
-   * reads the bytes itself); `firstByte` and `onAdmitted`'s hand-over then do not apply.
-   */
-  readonly server?: Server;
-  /** Keep a half-closed client connection open (a TCP pipe forwards the FIN). */
-  readonly allowHalfOpen?: boolean;
-  /**
-   * A connection past the caps (and, with `http-400`, whose first byte is a TLS handshake: the socket is
-   * paused, its chunk pushed back): the listener's from here.
-   */
-  readonly onAdmitted: (socket: Socket) => void;
+  /** The open-connections gauge of the listener; absent: not counted (the admin listener). */
+  readonly active?: { inc(): void; dec(): void };
+  readonly intake: Intake;
 }
 
 /** A bound front door. */
@@ -153,12 +167,13 @@ export async function openFrontDoor(config: FrontDoorConfig, deps: FrontDoorDeps
     );
   };
 
+  const { intake, active } = deps;
   const accept = (socket: Socket): void => {
     sockets.add(socket);
-    deps.active.inc();
+    active?.inc();
     socket.once('close', () => {
       sockets.delete(socket);
-      deps.active.dec();
+      active?.dec();
     });
     if (closing) {
       socket.destroy();
@@ -167,12 +182,16 @@ export async function openFrontDoor(config: FrontDoorConfig, deps: FrontDoorDeps
     // Read while connected: the refusal lines below are written after the socket is destroyed.
     const peer = socketPeer(socket);
     if (!admitSocket(perClient, socket, () => refuseClient(peer))) return;
-    if (deps.firstByte === 'tls-layer' || deps.server !== undefined) {
-      deps.onAdmitted(socket);
+    if (intake.kind === 'server') {
+      intake.onAccepted?.(socket);
       return;
     }
-    sniffConnection(socket, deps.firstByteMs, {
-      onTls: deps.onAdmitted,
+    if (intake.kind === 'tls-layer') {
+      intake.onTls(socket);
+      return;
+    }
+    sniffConnection(socket, intake.firstByteMs, {
+      onTls: intake.onTls,
       onPlaintext: () => {
         reject('plaintext');
         logRefusal({ reason: 'plaintext', ...peer }, 'plaintext on a TLS port');
@@ -187,14 +206,23 @@ export async function openFrontDoor(config: FrontDoorConfig, deps: FrontDoorDeps
     });
   };
   let server: Server;
-  if (deps.server !== undefined) {
-    server = deps.server;
+  if (intake.kind === 'server') {
+    server = intake.server;
     server.on('connection', accept);
-  } else server = createNetServer({ noDelay: true, allowHalfOpen: deps.allowHalfOpen === true }, accept);
-  const cap = capConnections(server, config.maxConnections, (peer) => {
-    reject('connection_limit');
-    logRefusal({ reason: 'connection_limit', ...peer, maxConnections: current.maxConnections }, 'connection refused');
-  });
+  } else {
+    const allowHalfOpen = intake.kind === 'tls-layer' && intake.allowHalfOpen === true;
+    server = createNetServer({ noDelay: true, allowHalfOpen }, accept);
+  }
+  const cap =
+    config.maxConnections === undefined
+      ? undefined
+      : capConnections(server, config.maxConnections, (peer) => {
+          reject('connection_limit');
+          logRefusal(
+            { reason: 'connection_limit', ...peer, maxConnections: current.maxConnections },
+            'connection refused',
+          );
+        });
   await bindListener(server, config);
   // After the bind, a server 'error' (an accept failure such as EMFILE) must be logged, never thrown: an
   // EventEmitter without an 'error' listener would take the whole process down.
@@ -216,7 +244,7 @@ export async function openFrontDoor(config: FrontDoorConfig, deps: FrontDoorDeps
     },
     update(next) {
       current = next;
-      cap.setMax(next.maxConnections);
+      if (next.maxConnections !== undefined) cap?.setMax(next.maxConnections);
       perClient.setMax(next.maxConnectionsPerClient);
     },
     address: () => server.address() as AddressInfo,

@@ -17,7 +17,7 @@ import {
   type Http2SecureServer,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { Server, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Http2Config, TimeoutsConfig } from '../config/schema.js';
@@ -27,7 +27,7 @@ import { ERRORS, GatewayError, type ErrorCode } from '../errors.js';
 import { rawAnswer, refusal } from '../pipeline/respond.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
-import { openFrontDoor, tlsRejectReason, type FrontDoor } from './front-door.js';
+import { openFrontDoor, tlsRejectReason, type FrontDoor, type Intake } from './front-door.js';
 import { listenerBlock, type Listener, type ListenerRuntime } from './listener.js';
 import { swapSecureContext } from './tls-material.js';
 import {
@@ -190,8 +190,8 @@ export function createHttpListener(listener: HttpRuntimeListener, deps: HttpList
   };
 
   let server: Http2SecureServer | ReturnType<typeof createHttpServer>;
-  let onAdmitted: (socket: Socket) => void;
-  let plainServer: Server | undefined;
+  /** How the front door hands a connection over (front-door.ts). */
+  let intake: Intake;
   let secureServer: Http2SecureServer | undefined;
   if (listener.tls) {
     const tls = listener.tls;
@@ -299,7 +299,12 @@ export function createHttpListener(listener: HttpRuntimeListener, deps: HttpList
     secure.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head));
     server = secure;
     secureServer = secure;
-    onAdmitted = (socket) => secure.emit('connection', socket);
+    intake = {
+      // Plaintext on a TLS port gets a one-line 400 (policy/plaintext.ts), so the first byte is read here.
+      kind: 'http-400',
+      firstByteMs: timeouts.tlsHandshakeMs,
+      onTls: (socket) => secure.emit('connection', socket),
+    };
   } else {
     // Plaintext on purpose (requireEncryption: false + plaintext: true): Node's own HTTP timers apply.
     const plain = createHttpServer({
@@ -314,15 +319,19 @@ export function createHttpListener(listener: HttpRuntimeListener, deps: HttpList
     plain.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => onRequest(req, res, true));
     plain.on('upgrade', onUpgrade);
     plain.on('connect', onUpgrade);
-    onAdmitted = (socket) => {
-      h1Sockets.add(socket);
-      socket.once('close', () => {
-        h1Sockets.delete(socket);
-        clearTimer(socket);
-      });
+    intake = {
+      // Node's HTTP server is the front and reads the bytes itself.
+      kind: 'server',
+      server: plain,
+      onAccepted: (socket) => {
+        h1Sockets.add(socket);
+        socket.once('close', () => {
+          h1Sockets.delete(socket);
+          clearTimer(socket);
+        });
+      },
     };
     server = plain;
-    plainServer = plain;
   }
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
     // Malformed HTTP/1 (llhttp refused it, code HPE_*): one short answer from the error registry, then
@@ -409,17 +418,7 @@ export function createHttpListener(listener: HttpRuntimeListener, deps: HttpList
   return {
     name,
     async start(): Promise<void> {
-      door = await openFrontDoor(current, {
-        logger,
-        clock,
-        reject,
-        active,
-        firstByteMs: timeouts.tlsHandshakeMs,
-        // Plaintext on a TLS port gets a one-line 400 (policy/plaintext.ts), so the first byte is read here.
-        firstByte: 'http-400',
-        onAdmitted,
-        ...(plainServer !== undefined ? { server: plainServer } : {}),
-      });
+      door = await openFrontDoor(current, { logger, clock, reject, active, intake });
     },
     address() {
       if (door === undefined) throw new Error(`listener ${name} is not started`);

@@ -266,13 +266,14 @@ export function createTcpListener(listener: TcpListenerConfig, deps: TcpListener
           clock,
           reject,
           active,
-          firstByteMs: timeouts.tlsHandshakeMs,
-          // Not a byte read in JS (see the file comment): plaintext and silence are the TLS server's to refuse
-          // ('tlsClientError': PLAINTEXT_TLS_ERRORS, ERR_TLS_HANDSHAKE_TIMEOUT).
-          firstByte: 'tls-layer',
-          // Half-close is forwarded (tcp-pipe.ts): a client FIN must not end the gateway's side at once.
-          allowHalfOpen: true,
-          onAdmitted: (socket) => secure.emit('connection', socket),
+          intake: {
+            // Not a byte read in JS (see the file comment): plaintext and silence are the TLS server's to
+            // refuse ('tlsClientError': PLAINTEXT_TLS_ERRORS, ERR_TLS_HANDSHAKE_TIMEOUT).
+            kind: 'tls-layer',
+            // Half-close is forwarded (tcp-pipe.ts): a client FIN must not end the gateway's side at once.
+            allowHalfOpen: true,
+            onTls: (socket) => secure.emit('connection', socket),
+          },
         },
       );
     },
