@@ -94,11 +94,11 @@ const PIPELINE_PAUSE_AT = 8;
 const PIPELINE_MAX = 64;
 
 /**
- * Creates an HTTP listener, unbound (`start` binds it). On a reload (`update`), requests that arrive from then on
- * run on the new config's handler, requests in flight finish on the old one; on a TLS listener the new
- * certificate, key, CA and CRL apply to handshakes from then on, and the listener ACL, read at each handshake,
- * to new connections. Plaintext stays plaintext and TLS stays TLS: a reload cannot change that (app.ts
- * `restartNeeded`).
+ * Creates an HTTP listener, unbound (`start` binds it). On a reload (`update`), requests that arrive from
+ * then on run on the new config's handler, requests in flight finish on the old one; on a TLS listener the
+ * new certificate, key, CA and CRL apply to handshakes from then on, and the listener ACL, read at each
+ * handshake, to new connections. Plaintext stays plaintext and TLS stays TLS: a reload cannot change that
+ * (app.ts `restartNeeded`).
  */
 export function createHttpListener(listener: HttpRuntimeListener, deps: HttpListenerDeps): Listener {
   const { logger, metrics, timeouts } = deps;

@@ -1,7 +1,8 @@
 /**
  * The listener table: every `listeners[].protocol`, each as `{ create, requestHandler }` in one place. The
  * composition root (app.ts) makes its listeners and the request handlers of each config through this table
- * and never asks which protocol a listener has; adding a kind of listener is its own module plus one entry here.
+ * and never asks which protocol a listener has; adding a kind of listener is its own module plus one entry
+ * here.
  */
 import type { HttpRuntimeListener, RuntimeListener, TcpRuntimeListener } from '../config/runtime.js';
 import type { Clock } from '../clock.js';

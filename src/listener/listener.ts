@@ -30,20 +30,20 @@ export interface Listener {
   /** `listeners[].name`, or `admin`: the `listener` label of its metrics and log lines. */
   readonly name: string;
   /**
-   * Binds the listener's address and starts accepting. Rejects with a ConfigError naming `<keyPath>.listen` when
-   * the address cannot be bound; after that, nothing it does throws.
+   * Binds the listener's address and starts accepting. Rejects with a ConfigError naming `<keyPath>.listen`
+   * when the address cannot be bound; after that, nothing it does throws.
    */
   start(): Promise<void>;
   /** The bound address (useful with port 0). Throws before `start`. */
   address(): AddressInfo;
   /**
-   * Moves the listener to a reloaded config: new connections and requests get the new settings (TLS material,
-   * ACL, connection caps, routes, upstream); connections and requests already running keep what they started
-   * with. Throws, and changes nothing, when OpenSSL refuses the new TLS material, or when `runtime` has no block
-   * of this listener's name and kind (a reload that should have been refused).
+   * Moves the listener to a reloaded config: new connections and requests get the new settings (TLS
+   * material, ACL, connection caps, routes, upstream); connections and requests already running keep what
+   * they started with. Throws, and changes nothing, when OpenSSL refuses the new TLS material, or when
+   * `runtime` has no block of this listener's name and kind (a reload that should have been refused).
    */
   update(runtime: ListenerRuntime): void;
-  /** Replaces the TLS session ticket keys of the current secure context (hourly rotation); no TLS: ignored. */
+  /** Replaces the TLS session ticket keys of the current context (hourly rotation); no TLS: ignored. */
   setTicketKeys(keys: Buffer): void;
   /**
    * Closes the open connections whose client certificate's serial is in `serials` (a reload's new CRL revoked
@@ -51,8 +51,8 @@ export interface Listener {
    */
   closeRevoked(serials: ReadonlySet<string>): number;
   /**
-   * Stops accepting, lets what is in flight finish for up to `graceMs`, then closes what is left. Resolves when
-   * every connection is closed; at once when the listener was never started.
+   * Stops accepting, lets what is in flight finish for up to `graceMs`, then closes what is left. Resolves
+   * when every connection is closed; at once when the listener was never started.
    */
   drain(graceMs: number): Promise<void>;
   /** Stops accepting and closes every connection now: `drain(0)`. */

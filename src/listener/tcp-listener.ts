@@ -4,7 +4,8 @@
  *
  * The front is the listeners' front door (front-door.ts: connection caps, the active-connection gauge,
  * the refusal log, bind and drain) in its `tls-layer` mode: it hands every socket straight to a `tls.Server`
- * with the listener's TLS options, a handshake timeout and renegotiation disabled. Per connection, in this order, and nothing reaches the upstream before the last check passed:
+ * with the listener's TLS options, a handshake timeout and renegotiation disabled. Per connection, in this
+ * order, and nothing reaches the upstream before the last check passed:
  *
  * 1. plaintext → closed without a byte in answer (DESIGN: "a TCP listener closes"), counted
  *    `reason="plaintext"`; silent socket → closed after the handshake timeout, `handshake_timeout`.
@@ -45,7 +46,7 @@ import { openFrontDoor, tlsRejectReason, type FrontDoor } from './front-door.js'
 import { listenerBlock, type Listener, type ListenerRuntime } from './listener.js';
 import { swapSecureContext } from './tls-material.js';
 
-/** A `protocol: tcp` listener, resolved: the config's {@link TcpRuntimeListener}, with defaults for its caps. */
+/** A `protocol: tcp` listener, resolved: the config's {@link TcpRuntimeListener}, its caps optional. */
 export type TcpListenerConfig = Pick<
   TcpRuntimeListener,
   'name' | 'keyPath' | 'address' | 'tls' | 'acl' | 'upstream' | 'proxyProtocol'
@@ -99,11 +100,12 @@ const UPSTREAM_FAILURES: ReadonlySet<CloseReason> = new Set([
 ]);
 
 /**
- * Creates a TCP listener piping every admitted connection to the listener's `upstream`, unbound (`start` binds
- * it). On a reload (`update`), new handshakes use the new TLS material and are checked against the new ACL;
- * connections admitted from then on are piped to the new upstream, with the new `proxyProtocol`; connections
- * already piped keep theirs. `drain` lets piped connections end by themselves for up to the grace period, then
- * closes both sides (reason `shutdown`); a connection still in its handshake is refused when it completes.
+ * Creates a TCP listener piping every admitted connection to the listener's `upstream`, unbound (`start`
+ * binds it). On a reload (`update`), new handshakes use the new TLS material and are checked against the new
+ * ACL; connections admitted from then on are piped to the new upstream, with the new `proxyProtocol`;
+ * connections already piped keep theirs. `drain` lets piped connections end by themselves for up to the
+ * grace period, then closes both sides (reason `shutdown`); a connection still in its handshake is refused
+ * when it completes.
  */
 export function createTcpListener(listener: TcpListenerConfig, deps: TcpListenerDeps): Listener {
   const { logger, metrics, timeouts } = deps;

@@ -42,12 +42,12 @@ export function tlsMaterialDigest(tls: ListenerTls | undefined): string {
 }
 
 /**
- * What a config reload does to a listener's TLS server. The secure context is kept when the TLS material did
- * not change: sessions and tickets stay valid. Otherwise a new one is made from `after`'s options for the
- * handshakes from now on (open connections keep theirs), with ticket keys derived from the new material
- * (`ticketKeysOf`): every worker that loaded the same files resumes the others' sessions, while no session from
- * before the change (made under another CA or CRL) is resumed. Throws, and changes nothing, when OpenSSL
- * refuses the material.
+ * What a config reload does to a listener's TLS server. The secure context is kept when the TLS material
+ * did not change: sessions and tickets stay valid. Otherwise a new one is made from `after`'s options for
+ * the handshakes from now on (open connections keep theirs), with ticket keys derived from the new material
+ * (`ticketKeysOf`): every worker that loaded the same files resumes the others' sessions, while no session
+ * from before the change (made under another CA or CRL) is resumed. Throws, and changes nothing, when
+ * OpenSSL refuses the material.
  */
 export function swapSecureContext(
   server: Pick<TlsServer, 'setSecureContext'>,

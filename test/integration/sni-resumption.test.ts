@@ -8,9 +8,9 @@
  *   certificate and the same client-certificate policy as everyone else; its Host picks a route exactly as
  *   the route table says, never a laxer route (SNI ≠ Host itself is paths-and-hosts.test.ts, threat model #8).
  * - Threat model #10: a session saved before a CRL reload that revokes the client is not resumed after it (a new
- *   secure context has new ticket keys, derived from the new material, and an empty session cache: listener/tls-material.ts
- *   `swapSecureContext`); a reload that leaves the TLS material alone keeps the context, so sessions resume
- *   there by design (and the new route table and listener ACL still apply to the resumed connection). With a cluster's shared ticket
+ *   secure context has new ticket keys, derived from the new material, and an empty session cache:
+ *   listener/tls-material.ts `swapSecureContext`); a reload that leaves the TLS material alone keeps the
+ *   context, so sessions resume there by design (and the new route table and listener ACL still apply to the resumed connection). With a cluster's shared ticket
  *   keys, a reload with new TLS material derives new keys: a revoked client's session is not resumed either.
  */
 import { X509Certificate, randomBytes } from 'node:crypto';
