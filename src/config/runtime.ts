@@ -102,8 +102,8 @@ export interface HttpRuntimeListener {
 }
 
 /**
- * One `protocol: tcp` listener, fully resolved: what listener/tcp-listener.ts `startTcpListener` takes (with
- * `upstream` as its second argument and `proxyProtocol` in its deps). Always TLS; no routes.
+ * One `protocol: tcp` listener, fully resolved: what listener/tcp-listener.ts `createTcpListener` takes,
+ * its upstream and PROXY protocol settings included. Always TLS; no routes.
  */
 export interface TcpRuntimeListener {
   readonly protocol: 'tcp';
