@@ -231,6 +231,7 @@ function buildGeneration(
         websocket: shared.websocket,
         authenticators,
         authMetrics,
+        bodyMs: config.timeouts.requestBodyMs,
         telemetry: config.telemetry,
       });
     };

@@ -45,6 +45,8 @@ export type Command =
       readonly days: number | undefined;
       readonly ou: string | undefined;
       readonly force: boolean;
+      /** `--p12`: also a PKCS#12 bundle; `passphraseFile` from `--p12-passphrase-file`. */
+      readonly p12?: { readonly passphraseFile: string | undefined };
     }
   | { readonly kind: 'certs-revoke'; readonly out: string | undefined; readonly name: string }
   | {
@@ -238,6 +240,15 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
       days: { kind: 'string', value: 'N', help: 'validity in days, 1 to 36500 (default 365)' },
       ou: { kind: 'string', value: 'OU', help: 'the OU of the certificate (default: dev)' },
       force: { kind: 'boolean', help: 'overwrite an existing certificate of that name' },
+      p12: {
+        kind: 'boolean',
+        help: 'also client-<name>.p12 (0600) for a browser; passphrase in client-<name>.p12.pass (0600)',
+      },
+      'p12-passphrase-file': {
+        kind: 'string',
+        value: 'FILE',
+        help: 'with --p12: the passphrase from this file (first line) instead of a random one',
+      },
     },
     exitCodes: [
       [0, 'written'],
@@ -571,7 +582,18 @@ function parseCerts(rest: readonly string[], usage: Usage): Command {
       return usage(`${t}: --days must be a whole number of days from 1 to 36500, got "${daysText ?? ''}"`, t);
     const ou = parseOu(f.ou, t, usage);
     if (typeof ou === 'object') return ou;
-    return { kind: 'certs-issue', out: str(f.out), name, days, ou, force: f.force === true };
+    const passphraseFile = str(f['p12-passphrase-file']);
+    if (passphraseFile !== undefined && f.p12 !== true)
+      return usage(`${t}: --p12-passphrase-file only with --p12`, t);
+    return {
+      kind: 'certs-issue',
+      out: str(f.out),
+      name,
+      days,
+      ou,
+      force: f.force === true,
+      ...(f.p12 === true ? { p12: { passphraseFile } } : {}),
+    };
   }
   if (sub === 'revoke') {
     const t = 'certs revoke';

@@ -47,6 +47,8 @@ export const ERRORS = {
   },
   // routing
   ERR_ROUTE_NOT_FOUND: { status: 404, message: 'Not found: no route matches this request.' },
+  // a WebSocket upgrade carrying the session cookie from a page of another origin (cross-site WebSocket hijacking)
+  ERR_REQUEST_CROSS_ORIGIN: { status: 403, message: 'Forbidden: a request from another origin.' },
   // peer identity (client certificates)
   ERR_IDENTITY_NO_CLIENT_CERT: { status: 403, message: 'Forbidden: a client certificate is required.' },
   ERR_IDENTITY_BAD_CLIENT_CERT: { status: 403, message: 'Forbidden: the client certificate was not accepted.' },
@@ -56,6 +58,18 @@ export const ERRORS = {
   ERR_AUTHN_MALFORMED: bearer(400, 'Bad request: malformed Authorization header.', 'invalid_request'),
   ERR_AUTHN_INVALID_TOKEN: bearer(401, 'Unauthorized: the token is not valid.', 'invalid_token'),
   ERR_AUTHN_UNAVAILABLE: { status: 503, message: 'Service unavailable: the identity provider did not answer.' },
+  // browser sessions (OIDC login): a session cookie that names no live session of this listener
+  ERR_AUTHN_SESSION_ENDED: {
+    status: 401,
+    message: 'Unauthorized: the session has ended; log in again.',
+    challenge: true,
+  },
+  // the login callback: no pre-login record for this browser, or a state that is not its own
+  ERR_LOGIN_BAD_STATE: { status: 400, message: 'Bad request: this login cannot be completed; start again.' },
+  // the identity provider refused, or its answer (code exchange, ID token) did not verify
+  ERR_LOGIN_REJECTED: { status: 401, message: 'Unauthorized: the login was not accepted.' },
+  // a back-channel logout token that did not verify (OpenID Back-Channel Logout 1.0 §2.8)
+  ERR_LOGOUT_BAD_TOKEN: { status: 400, message: 'Bad request: the logout token was not accepted.' },
   // authorization
   ERR_AUTHZ_ROUTE_ACL: { status: 403, message: 'Forbidden: this client is not allowed on this route.' },
   // a method outside the route's `methods:` list

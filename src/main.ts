@@ -17,6 +17,7 @@ import type { DevHome } from './commands/dev-home.js';
 import type { RuntimeConfig } from './config/runtime.js';
 import type { ClusterPrimary } from './cluster/primary.js';
 import type { WorkerChannel } from './cluster/worker.js';
+import { LOGIN_ROUTE_ID } from './endpoints/login-paths.js';
 
 /**
  * The modules of `start` and `check`, loaded only for them: `probe` (run every few seconds by a health
@@ -167,6 +168,16 @@ async function run(): Promise<number> {
         force: cmd.force,
         ...(cmd.days !== undefined ? { days: cmd.days } : {}),
         ...(cmd.ou !== undefined ? { ou: cmd.ou } : {}),
+        ...(cmd.p12 !== undefined
+          ? {
+              p12: {
+                passphrase:
+                  cmd.p12.passphraseFile === undefined
+                    ? undefined
+                    : readFileSync(cmd.p12.passphraseFile, 'utf8').split(/\r?\n/)[0],
+              },
+            }
+          : {}),
       });
       printWritten(r.written);
       return EXIT.ok;
@@ -271,7 +282,11 @@ async function startOrCheck(
   }
   const config = rt.loadConfigFile(configPath);
   if (cmd.kind === 'check') {
-    const routes = config.listeners.reduce((n, l) => n + (l.protocol === 'http' ? l.routes.routes.length : 0), 0);
+    // The operator's routes: not the gateway's own login paths (endpoints/login-paths.ts).
+    const routes = config.listeners.reduce(
+      (n, l) => n + (l.protocol === 'http' ? l.routes.routes.filter((r) => r.id !== LOGIN_ROUTE_ID).length : 0),
+      0,
+    );
     const ok = `config OK: ${configPath} (${config.listeners.length} listener(s), ${routes} route(s))`;
     const warnings = config.warnings.map((w) => `warning: ${w}`);
     if (cmd.print) {

@@ -3,13 +3,14 @@
  * Authentication turns a {@link Credential} into a principal (principal.ts); a provider that does not
  * handle a credential's kind answers `not_applicable` and the chain asks the next one.
  *
- * Only the Bearer token (RFC 6750) is read from requests today. The other kinds are the shapes the next
- * features fill in: the browser session cookie (OIDC login), a DPoP-bound token (RFC 9449) and a client
- * certificate forwarded by a trusted proxy (the decision listener). They are part of the union now so that
- * every provider and the chain already handle "not my kind" for them.
+ * Read from requests today: the Bearer token (RFC 6750) and, on a route with a browser login, the session
+ * cookie (when there is no Bearer token). The other kinds are the shapes the next features fill in: a
+ * DPoP-bound token (RFC 9449) and a client certificate forwarded by a trusted proxy (the decision listener).
+ * They are part of the union now so that every provider and the chain already handle "not my kind" for them.
  */
 import { GatewayError } from '../errors.js';
 import { extractBearer, removeQueryToken, tokenHash } from './bearer.js';
+import { readCookie, SESSION_COOKIE } from './session-cookie.js';
 
 /** `Authorization: Bearer <token>` (or the RFC 6750 §2.3 query parameter where a route allows it). */
 export interface BearerCredential {
@@ -24,6 +25,11 @@ export interface SessionCredential {
   readonly kind: 'session';
   /** SHA-256 hex of the session id (sessions are stored under it). */
   readonly hash: string;
+  /** The session id itself (logout needs it); never logged, never a key. */
+  readonly id: string;
+  /** Where it was presented: a session is only good on the listener and origin that made it. */
+  readonly listener: string;
+  readonly origin: string;
 }
 
 /** `Authorization: DPoP <token>` with its `DPoP` proof (RFC 9449): the token is bound to the proof's key. */
@@ -71,6 +77,14 @@ export interface TargetParts {
 export interface CredentialSources {
   /** RFC 6750 §2.3 `?access_token=` accepted (and removed from the forwarded path). */
   readonly allowQueryToken: boolean;
+  /** A route with a browser login (`auth.login`) also reads the session cookie, when there is no Bearer token. */
+  readonly sessionCookie?: boolean;
+}
+
+/** Where a request arrived, for a session credential (the listener's name and the request's origin). */
+export interface CredentialSite {
+  readonly listener: string;
+  readonly origin: string;
 }
 
 /**
@@ -83,9 +97,15 @@ export function credentialOf(
   sources: CredentialSources,
   rawHeaders: readonly string[],
   target: TargetParts,
+  site?: CredentialSite,
 ): { readonly credential: Credential; readonly path: string } {
   const found = extractBearer(rawHeaders, target.query, sources.allowQueryToken);
-  if ('none' in found) throw new GatewayError('ERR_AUTHN_MISSING');
+  if ('none' in found) {
+    // A Bearer token wins over the cookie: API clients on a login route authenticate as before.
+    const id = sources.sessionCookie === true ? readCookie(rawHeaders, SESSION_COOKIE) : undefined;
+    if (id === undefined || site === undefined) throw new GatewayError('ERR_AUTHN_MISSING');
+    return { credential: { kind: 'session', hash: tokenHash(id), id, ...site }, path: target.path };
+  }
   const path =
     sources.allowQueryToken && target.query !== ''
       ? target.pathname + removeQueryToken(target.query)

@@ -11,8 +11,31 @@ import { z } from 'zod';
 
 const nonEmpty = z.string().min(1);
 
+/** A rule several providers share: exactly one of two keys (a key source, a client credential); the message
+ * names both keys, as CONVENTIONS rule 2 asks of mutually exclusive options. */
+/**
+ * Adds an issue to `ctx` unless exactly one of `value[a]` and `value[b]` is set: at `b` when both are
+ * (`both`), at `a` when neither is (`neither`).
+ */
+function exactlyOne<T extends Record<string, unknown>>(
+  value: T,
+  ctx: z.RefinementCtx,
+  a: keyof T & string,
+  b: keyof T & string,
+  messages: { readonly both: string; readonly neither: string },
+): void {
+  const hasA = value[a] !== undefined;
+  if (hasA !== (value[b] !== undefined)) return;
+  ctx.addIssue({
+    code: 'custom',
+    path: [hasA ? b : a],
+    input: hasA ? value[b] : value[a],
+    message: hasA ? messages.both : messages.neither,
+  });
+}
+
 /** Whether a URL's host is a loopback address (127.0.0.0/8, ::1) or `localhost`. */
-function isLoopbackHost(hostname: string): boolean {
+export function isLoopbackHost(hostname: string): boolean {
   const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
   if (host.toLowerCase() === 'localhost') return true;
   if (isIP(host) === 4) return host.startsWith('127.');
@@ -105,18 +128,10 @@ export const jwtProviderSchema = z
     jwksMaxAgeSeconds: jwtSeconds('key set max age').min(30).max(86_400).default(600),
   })
   .superRefine((value, ctx) => {
-    const uri = value.jwksUri !== undefined;
-    const file = value.jwksFile !== undefined;
-    if (uri === file) {
-      ctx.addIssue({
-        code: 'custom',
-        path: [uri ? 'jwksFile' : 'jwksUri'],
-        input: uri ? value.jwksFile : value.jwksUri,
-        message: uri
-          ? 'only one of jwksUri or jwksFile (both are set)'
-          : 'exactly one of jwksUri (an https:// URL) or jwksFile (a JWKS file path)',
-      });
-    }
+    exactlyOne(value, ctx, 'jwksUri', 'jwksFile', {
+      both: 'only one of jwksUri or jwksFile (both are set)',
+      neither: 'exactly one of jwksUri (an https:// URL) or jwksFile (a JWKS file path)',
+    });
   });
 
 /** The validated `type: jwt` config (defaults applied). */
@@ -175,11 +190,96 @@ export const staticProviderSchema = z.strictObject({
 /** The validated `type: static` config. */
 export type StaticProviderConfig = z.output<typeof staticProviderSchema>;
 
+/** RFC 6749 §3.3 scope-token. */
+const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+const oidcSeconds = z.number({ error: 'a whole number of seconds' }).int('a whole number of seconds');
+
+/** Session timeouts and bound. */
+const sessionSchema = z.strictObject({
+  /** A session unused this long ends: 3600 s (oauth2-proxy and Pomerium use hours, not days). */
+  idleTimeoutSeconds: oidcSeconds.min(60).max(604_800).default(3_600),
+  /** A session ends this long after login whatever happens: 43200 s (12 h, a working day). */
+  absoluteTimeoutSeconds: oidcSeconds.min(60).max(2_592_000).default(43_200),
+  /** Sessions kept in memory at most: 100,000; past it the least recently used one ends. */
+  maxSessions: z.number().int().min(1).max(10_000_000).default(100_000),
+  /**
+   * Logins started and not yet back from the IdP, kept at most: 10,000 (LRU). Apart from the sessions:
+   * anyone can start logins, and a flood of them must push out other pending logins (which start again),
+   * never a session.
+   */
+  maxPendingLogins: z.number().int().min(1).max(1_000_000).default(10_000),
+});
+
+/** `authProviders.<name>` with `type: oidc` (strict). */
+export const oidcProviderSchema = z
+  .strictObject({
+    type: z.literal('oidc'),
+    /** Discovery at `{issuer}/.well-known/openid-configuration`; its `issuer` must equal this. */
+    issuer: endpointUrlSchema,
+    clientId: nonEmpty,
+    /** A file holding the client secret (trailing newline ignored). Or `privateKeyFile`. */
+    clientSecretFile: nonEmpty.optional(),
+    /** A PKCS#8 PEM private key (RSA, EC P-256/384/521 or Ed25519): `private_key_jwt` (RFC 7523). */
+    privateKeyFile: nonEmpty.optional(),
+    /** The `kid` of that key as registered at the IdP. */
+    privateKeyId: nonEmpty.optional(),
+    /** With a client secret: HTTP Basic (default) or the form body (RFC 6749 §2.3.1). */
+    authMethod: z.enum(['client_secret_basic', 'client_secret_post']).default('client_secret_basic'),
+    /** Requested scopes: `openid` is required; `offline_access` asks for a refresh token. */
+    scopes: z
+      .array(z.string().regex(SCOPE_TOKEN, 'a scope token: printable ASCII without spaces, " or \\'))
+      .min(1)
+      .default(['openid', 'profile', 'email'])
+      .refine((s) => s.includes('openid'), 'a list that includes "openid" (this is an OpenID Connect login)'),
+    /** ID token and logout token algorithms: asymmetric only (RFC 8725 §3.1). Default: all of them. */
+    algorithms: z.array(z.enum(ASYMMETRIC_ALGORITHMS)).min(1).default([...ASYMMETRIC_ALGORITHMS]),
+    session: sessionSchema.default({
+      idleTimeoutSeconds: 3_600,
+      absoluteTimeoutSeconds: 43_200,
+      maxSessions: 100_000,
+      maxPendingLogins: 10_000,
+    }),
+    /** The access token is refreshed this long before it expires: 60 s. */
+    refreshBeforeSeconds: oidcSeconds.min(0).max(3_600).default(60),
+    /** A login must come back from the IdP within this: 600 s (the pre-login cookie's life). */
+    loginTimeoutSeconds: oidcSeconds.min(30).max(3_600).default(600),
+    /** Every IdP call (discovery, token, JWKS) times out after this: 5000 ms. */
+    timeoutMs: z.number().int().min(100).max(60_000).default(5_000),
+    /** Clock skew allowed on ID and logout token times: 30 s. */
+    clockToleranceSeconds: oidcSeconds.min(0).max(300).default(30),
+  })
+  .superRefine((value, ctx) => {
+    exactlyOne(value, ctx, 'clientSecretFile', 'privateKeyFile', {
+      both: 'only one of clientSecretFile or privateKeyFile (both are set)',
+      neither: 'exactly one of clientSecretFile (client secret) or privateKeyFile (private_key_jwt)',
+    });
+    if (value.privateKeyId !== undefined && value.privateKeyFile === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['privateKeyId'],
+        input: value.privateKeyId,
+        message: 'privateKeyId only with privateKeyFile',
+      });
+    }
+    if (value.session.absoluteTimeoutSeconds < value.session.idleTimeoutSeconds) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['session', 'absoluteTimeoutSeconds'],
+        input: value.session.absoluteTimeoutSeconds,
+        message: 'at least session.idleTimeoutSeconds',
+      });
+    }
+  });
+
+/** The validated `type: oidc` config (defaults applied). */
+export type OidcProviderConfig = z.output<typeof oidcProviderSchema>;
+
 /** Each provider type's schema and the keys of its config that name files, by `type`. */
 export const PROVIDER_CONFIGS = {
   jwt: { schema: jwtProviderSchema, fileKeys: ['jwksFile'] },
   introspection: { schema: introspectionProviderSchema, fileKeys: ['clientSecretFile'] },
   static: { schema: staticProviderSchema, fileKeys: ['tokensFile'] },
+  oidc: { schema: oidcProviderSchema, fileKeys: ['clientSecretFile', 'privateKeyFile'] },
 } as const;
 
 /** A provider type name (`authProviders.<name>.type`). */
@@ -193,7 +293,12 @@ const NAMES = Object.keys(PROVIDER_CONFIGS) as ProviderTypeName[];
 /** One provider, chosen by `type`. */
 export const authProviderSchema = z.discriminatedUnion(
   'type',
-  [PROVIDER_CONFIGS.jwt.schema, PROVIDER_CONFIGS.introspection.schema, PROVIDER_CONFIGS.static.schema],
+  [
+    PROVIDER_CONFIGS.jwt.schema,
+    PROVIDER_CONFIGS.introspection.schema,
+    PROVIDER_CONFIGS.static.schema,
+    PROVIDER_CONFIGS.oidc.schema,
+  ],
   { error: `a provider with type: ${NAMES.slice(0, -1).join(', ')} or ${NAMES.at(-1) ?? ''}` },
 );
 

@@ -8,11 +8,13 @@ import type { CredentialKind } from './credential.js';
 import type { Authenticator, AuthnDeps } from './principal.js';
 import { createIntrospectionProvider } from './introspection.js';
 import { createJwtProvider } from './jwt.js';
+import { createOidcProvider } from './oidc.js';
 import { createStaticProvider } from './static.js';
 import type {
   AuthProviderConfig,
   IntrospectionProviderConfig,
   JwtProviderConfig,
+  OidcProviderConfig,
   ProviderTypeName,
   StaticProviderConfig,
 } from './provider-config.js';
@@ -36,6 +38,7 @@ export const PROVIDER_TYPES = {
     reads: ['bearer'],
   } satisfies ProviderType<IntrospectionProviderConfig>,
   static: { create: createStaticProvider, reads: ['bearer'] } satisfies ProviderType<StaticProviderConfig>,
+  oidc: { create: createOidcProvider, reads: ['session'] } satisfies ProviderType<OidcProviderConfig>,
 } as const satisfies Record<ProviderTypeName, unknown>;
 
 /**

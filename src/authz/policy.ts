@@ -26,6 +26,8 @@ export type ClaimRequirement = string | number | boolean | readonly string[];
 export interface RoutePolicySpec {
   readonly scopes?: readonly string[] | undefined;
   readonly claims?: Readonly<Record<string, ClaimRequirement>> | undefined;
+  /** The `email` claim must be an address at one of these domains (exactly: no subdomain), not unverified. */
+  readonly emailDomains?: readonly string[] | undefined;
 }
 
 /** A compiled route policy. */
@@ -42,31 +44,51 @@ export interface RoutePolicy {
 
 /** RFC 6749 §3.3 scope-token: printable ASCII except space, `"` and `\`. */
 const SCOPE_TOKEN = /^[\x21\x23-\x5b\x5d-\x7e]+$/;
+/** A DNS domain: labels of letters, digits and hyphens. */
+const DOMAIN = /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 /** Claim names that would reach `Object.prototype` if used as plain keys. */
 const FORBIDDEN_CLAIMS = new Set(['__proto__', 'constructor', 'prototype']);
 
 /** The route's `auth` block (strict). The config loader puts it under `routes[i].auth`. */
-export const routeAuthSchema = z.strictObject({
-  /** Provider names from `authProviders`, tried in order (see `authn/chain.ts`). */
-  providers: z.array(z.string().min(1)).min(1, 'at least one provider name from authProviders'),
-  scopes: z
-    .array(z.string().regex(SCOPE_TOKEN, 'a scope token: printable ASCII without spaces, " or \\'))
-    .optional(),
-  claims: z
-    .record(
-      z.string().min(1),
-      z.union([z.string(), z.number(), z.boolean(), z.array(z.string()).min(1)], {
-        error: 'a string, number, boolean or non-empty list of strings',
-      }),
-    )
-    .optional(),
-  /** RFC 6750 §2.3 `?access_token=`: refused (400) unless this route opts in (e.g. browser WebSockets). */
-  allowQueryToken: z.boolean().default(false),
-  /** Forward the client's Authorization header upstream; off: the gateway removes it. */
-  forwardToken: z.boolean().default(false),
-  /** Introspection: serve a cached answer this many seconds past its freshness while the IdP is down. 0 = never. */
-  staleIfErrorSeconds: z.number().int().min(0).max(MAX_STALE_IF_ERROR_SECONDS).default(0),
-});
+export const routeAuthSchema = z
+  .strictObject({
+    /** Provider names from `authProviders`, tried in order (see `authn/chain.ts`). Optional with `login`. */
+    providers: z.array(z.string().min(1)).min(1, 'at least one provider name from authProviders').optional(),
+    /**
+     * A `type: oidc` provider: a browser without a session is sent to log in there; anything else without a
+     * credential gets 401. Bearer tokens of `providers` keep working on the same route.
+     */
+    login: z.string().min(1).optional(),
+    scopes: z
+      .array(z.string().regex(SCOPE_TOKEN, 'a scope token: printable ASCII without spaces, " or \\'))
+      .optional(),
+    claims: z
+      .record(
+        z.string().min(1),
+        z.union([z.string(), z.number(), z.boolean(), z.array(z.string()).min(1)], {
+          error: 'a string, number, boolean or non-empty list of strings',
+        }),
+      )
+      .optional(),
+    /**
+     * The principal's `email` claim must end in `@<one of these>` (case-insensitive, the domain exactly, as
+     * oauth2-proxy's `--email-domain`), and `email_verified` must not be false.
+     */
+    emailDomains: z
+      .array(z.string().regex(DOMAIN, 'a DNS domain such as example.com (no @, no wildcard)'))
+      .min(1, 'at least one domain (or leave the key out)')
+      .optional(),
+    /** RFC 6750 §2.3 `?access_token=`: refused (400) unless this route opts in (e.g. browser WebSockets). */
+    allowQueryToken: z.boolean().default(false),
+    /** Forward the client's Authorization header upstream; off: the gateway removes it. */
+    forwardToken: z.boolean().default(false),
+    /** Introspection: serve a cached answer this many seconds past its freshness while the IdP is down. 0 = never. */
+    staleIfErrorSeconds: z.number().int().min(0).max(MAX_STALE_IF_ERROR_SECONDS).default(0),
+  })
+  .refine((a) => a.providers !== undefined || a.login !== undefined, {
+    path: ['providers'],
+    message: 'at least one provider name from authProviders (or a login provider in login)',
+  });
 
 export type RouteAuthConfig = z.output<typeof routeAuthSchema>;
 
@@ -105,6 +127,7 @@ export function compileRoutePolicy(spec: RoutePolicySpec, keyPath: string): Rout
       throw new ConfigError(path, want, 'a string, number, boolean or non-empty list of strings');
     }
   }
+  const domains = new Set((spec.emailDomains ?? []).map((d) => d.toLowerCase()));
   const requiredScopes = Object.freeze([...new Set(scopes)]);
   const requiredClaims = Object.freeze(claims);
 
@@ -124,6 +147,17 @@ export function compileRoutePolicy(spec: RoutePolicySpec, keyPath: string): Rout
             `claim ${JSON.stringify(name)} does not match`,
           );
         }
+      }
+      if (domains.size > 0) {
+        const email = principal.claims.email;
+        const at = typeof email === 'string' ? email.lastIndexOf('@') : -1;
+        if (
+          typeof email !== 'string' ||
+          at < 1 ||
+          !domains.has(email.slice(at + 1).toLowerCase()) ||
+          principal.claims.email_verified === false
+        )
+          throw new GatewayError('ERR_AUTHZ_INSUFFICIENT_SCOPE', 'email domain does not match');
       }
     },
   };

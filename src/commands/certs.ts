@@ -3,13 +3,14 @@
  * directory. No console and no process.exit here: each command returns what it did, and a refusal is a
  * {@link CertsError} whose message the CLI prints as is.
  */
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { systemClock } from '../clock.js';
 import { OU_PATTERN } from './defaults.js';
 import { writeFileAtomic } from './files.js';
+import { pkcs12Bundle } from '../certs/pkcs12.js';
 import { createDevSigningKey, devJwksFromPrivatePem, DEV_KEY_FILES } from '../authn/jwks-dev.js';
 import {
   certSerialHex,
@@ -240,8 +241,16 @@ export async function certsIssue(opts: {
   ou?: string;
   force?: boolean;
   now?: Date;
+  /**
+   * Also write `client-<name>.p12` (0600): a PKCS#12 bundle of the certificate, its key and the CA, for a
+   * browser or keychain. `passphrase` protects it; without one a random passphrase is made and written to
+   * `client-<name>.p12.pass` (0600), never printed.
+   */
+  p12?: { readonly passphrase?: string | undefined };
 }): Promise<CertsWritten & { serialHex: string }> {
   requireClientName(opts.name);
+  if (opts.p12?.passphrase === '')
+    throw new CertsError('ERR_CERTS_INVALID_OPTION', 'the PKCS#12 passphrase is empty');
   const days = requireDays(opts.days ?? CERTS_DEFAULTS.clientDays, 'days');
   const now = opts.now ?? currentDate();
   const certPath = join(opts.out, clientCertFile(opts.name));
@@ -250,10 +259,25 @@ export async function certsIssue(opts: {
 
   const ca = await loadCa(opts.out, now);
   const ou = requireOu(opts.ou ?? CERTS_DEFAULTS.clientOrganizationalUnit);
+  const p12Path = join(opts.out, `client-${opts.name}.p12`);
+  const passPath = `${p12Path}.pass`;
+  const generated = opts.p12 !== undefined && opts.p12.passphrase === undefined;
+  if (opts.p12 !== undefined && opts.force !== true) await refuseExisting(generated ? [p12Path, passPath] : [p12Path]);
   const pair = mintClient(ca, opts.name, days, now, ou);
   await writeFileAtomic(keyPath, pair.keyPem, KEY_MODE);
   await writeFileAtomic(certPath, pair.certPem, PUBLIC_MODE);
-  return { written: [keyPath, certPath], serialHex: pair.serialHex };
+  const written = [keyPath, certPath];
+  if (opts.p12 !== undefined) {
+    const passphrase = opts.p12.passphrase ?? randomBytes(24).toString('base64url');
+    const bundle = pkcs12Bundle({ certPem: pair.certPem, keyPem: pair.keyPem, caPem: ca.certPem, passphrase, friendlyName: opts.name });
+    if (generated) {
+      await writeFileAtomic(passPath, `${passphrase}\n`, KEY_MODE);
+      written.push(passPath);
+    }
+    await writeFileAtomic(p12Path, bundle, KEY_MODE);
+    written.push(p12Path);
+  }
+  return { written, serialHex: pair.serialHex };
 }
 
 /**

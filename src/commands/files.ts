@@ -11,12 +11,12 @@ import { basename, dirname, join } from 'node:path';
  * gateway's cert watcher) see the old file or the new one, never half of one. The mode is set on the
  * temporary file before any byte is written, so a key is never readable by others, even briefly.
  */
-export async function writeFileAtomic(path: string, data: string, mode: number): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode: number): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   const handle = await open(tmp, 'wx', mode);
   try {
     await handle.chmod(mode); // open()'s mode is filtered by the umask
-    await handle.writeFile(data, 'utf8');
+    await (typeof data === 'string' ? handle.writeFile(data, 'utf8') : handle.writeFile(data));
     await handle.sync();
   } catch (error) {
     await handle.close();

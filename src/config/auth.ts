@@ -66,7 +66,16 @@ export function resolveAuthProviders(
 export function resolveRouteAuth(ctx: CompileContext, auth: RouteAuthFile, keyPath: string, id: string): RouteAuth | undefined {
   const before = ctx.errors.length;
   const seen = new Set<string>();
-  auth.providers.forEach((name, k) => {
+  const providers = auth.providers ?? [];
+  if (auth.login !== undefined) {
+    const type = ctx.providerTypes.get(auth.login);
+    if (type !== 'oidc')
+      ctx.errors.push(
+        new ConfigError(`${keyPath}.login`, auth.login, 'the name of a provider with type: oidc in authProviders'),
+      );
+    ctx.usedProviders.add(auth.login);
+  }
+  providers.forEach((name, k) => {
     const type = ctx.providerTypes.get(name);
     if (type === undefined) {
       const known = [...ctx.providerTypes.keys()];
@@ -81,13 +90,17 @@ export function resolveRouteAuth(ctx: CompileContext, auth: RouteAuthFile, keyPa
       );
     } else if (seen.has(name)) {
       ctx.errors.push(new ConfigError(`${keyPath}.providers[${k}]`, name, 'each provider listed once'));
+    } else if (type === 'oidc') {
+      ctx.errors.push(
+        new ConfigError(`${keyPath}.providers[${k}]`, name, 'a Bearer token provider (an oidc provider goes in login)'),
+      );
     }
     seen.add(name);
     ctx.usedProviders.add(name);
   });
   if (
     auth.staleIfErrorSeconds > 0 &&
-    !auth.providers.some((name) => ctx.providerTypes.get(name) === 'introspection')
+    !providers.some((name) => ctx.providerTypes.get(name) === 'introspection')
   ) {
     ctx.errors.push(
       new ConfigError(
@@ -103,6 +116,7 @@ export function resolveRouteAuth(ctx: CompileContext, auth: RouteAuthFile, keyPa
       {
         ...(auth.scopes !== undefined ? { scopes: auth.scopes } : {}),
         ...(auth.claims !== undefined ? { claims: auth.claims } : {}),
+        ...(auth.emailDomains !== undefined ? { emailDomains: auth.emailDomains } : {}),
       },
       keyPath,
     );
@@ -118,7 +132,8 @@ export function resolveRouteAuth(ctx: CompileContext, auth: RouteAuthFile, keyPa
   if (ctx.errors.length > before || policy === undefined) return undefined;
   return {
     keyPath,
-    providers: [...auth.providers],
+    providers: [...providers],
+    ...(auth.login !== undefined ? { login: auth.login } : {}),
     policy,
     allowQueryToken: auth.allowQueryToken,
     forwardToken: auth.forwardToken,

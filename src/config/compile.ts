@@ -64,6 +64,17 @@ export function compileConfig(
       warnings.push(`listener "${l.name}" has an empty allowClients: it denies every client`);
     listeners.push(r);
   });
+  // Sessions and pre-login records live in each process's memory store: a login made on one worker would be
+  // unknown to the next request's worker. Refused until a shared store exists.
+  const loginProvider = Object.entries(file.authProviders).find(([, p]) => p.type === 'oidc')?.[0];
+  if (loginProvider !== undefined && file.workers !== 1)
+    errors.push(
+      new ConfigError(
+        'workers',
+        file.workers,
+        `1 while authProviders.${loginProvider} (type oidc) keeps its sessions in this process's memory`,
+      ),
+    );
   for (const name of Object.keys(file.authProviders)) {
     if (!ctx.usedProviders.has(name))
       warnings.push(`authProviders.${name} is not used by any route (no route lists it in auth.providers)`);

@@ -6,6 +6,7 @@
  */
 import { compileMethodPolicy, DEFAULT_METHOD_POLICY, type MethodPolicy } from '../authz/methods.js';
 import { compileRouteTable, type Route } from '../authz/routes.js';
+import { LOGIN_PATH_PREFIX, loginEndpointRoutes } from '../endpoints/login-paths.js';
 import { ConfigError } from '../errors.js';
 import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
 import { parseListen } from './addresses.js';
@@ -221,7 +222,27 @@ function resolveHttpListener(
       if (auth !== undefined) routeAuth[id] = auth;
     }
     if (upstream) routes.push({ id, host, pathPrefix, upstream, acl: racl, methods });
+    if (r.auth?.login !== undefined && l.tls === undefined)
+      ctx.errors.push(
+        new ConfigError(`${rp}.auth.login`, r.auth.login, 'a login route on a TLS listener (its cookies are Secure)'),
+      );
   });
+  // The gateway's own login paths (endpoints/login.ts), on every listener that has a login route.
+  const loginHosts = routes.filter((r) => routeAuth[r.id]?.login !== undefined).map((r) => r.host);
+  if (loginHosts.length > 0) {
+    l.routes.forEach((r, j) => {
+      const prefix = r.match.pathPrefix;
+      if (prefix === LOGIN_PATH_PREFIX || prefix.startsWith(`${LOGIN_PATH_PREFIX}/`))
+        ctx.errors.push(
+          new ConfigError(
+            `${p}.routes[${j}].match.pathPrefix`,
+            prefix,
+            `a path outside ${LOGIN_PATH_PREFIX}/ (the gateway's own login paths on a listener with a login route)`,
+          ),
+        );
+    });
+    routes.push(...loginEndpointRoutes(loginHosts));
+  }
   if (!address) return undefined;
   return {
     name: l.name,

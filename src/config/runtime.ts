@@ -68,6 +68,8 @@ export interface RouteAuth {
   readonly keyPath: string;
   /** Names from `authProviders`, tried in this order (authn/chain.ts). */
   readonly providers: readonly string[];
+  /** The `type: oidc` provider browsers log in with (`auth.login`); undefined: no browser login. */
+  readonly login?: string;
   /** Scopes and claims, checked on every request (authz/policy.ts). */
   readonly policy: RoutePolicy;
   /** RFC 6750 §2.3 `?access_token=` accepted (and stripped before forwarding). Off by default. */

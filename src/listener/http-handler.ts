@@ -26,6 +26,7 @@ import { createRequestCounter } from '../observability/request-counter.js';
 import type { Clock } from '../clock.js';
 import type { RequestContext } from '../pipeline/context.js';
 import { createHttpStages } from '../pipeline/http-stages.js';
+import { createLoginEndpoints, loginHref } from '../endpoints/login.js';
 import { bodyBytes, refusal, writeAnswer, writeRawAnswer, type Answer } from '../pipeline/respond.js';
 import { buildRouteRuntimes, type RouteTerminal } from '../pipeline/route-runtime.js';
 import { runStages, type StageEnds } from '../pipeline/run.js';
@@ -52,6 +53,8 @@ export interface HttpHandlerDeps {
   /** The app's authentication providers by name (`authProviders`); every name a route lists must be here. */
   readonly authenticators?: ReadonlyMap<string, Authenticator>;
   readonly authMetrics?: AuthMetrics;
+  /** How long a login endpoint waits for a request body (back-channel logout): `timeouts.requestBodyMs`. */
+  readonly bodyMs?: number;
   /** `telemetry` of the runtime config; absent: telemetry headers pass like any other. */
   readonly telemetry?: {
     readonly optOut: boolean;
@@ -104,7 +107,9 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     authenticators: deps.authenticators,
     telemetry: deps.telemetry,
   });
-  const stages = createHttpStages(listener, { runtimeOf, newRequestId, authMetrics: deps.authMetrics });
+  const hasLogin = Object.values(listener.routeAuth).some((a) => a.login !== undefined);
+  const login = hasLogin ? createLoginEndpoints(listener, deps.authenticators, { bodyMs: deps.bodyMs ?? 10_000 }) : undefined;
+  const stages = createHttpStages(listener, { runtimeOf, newRequestId, authMetrics: deps.authMetrics, login });
   const telemetryRequest = metrics.telemetryStripped.labels('request');
   const telemetryResponse = metrics.telemetryStripped.labels('response');
   /** The tunnel-close counters of this listener, by reason, resolved once. */
@@ -120,6 +125,9 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     }
     return c;
   };
+  /** A browser's request (not an upgrade: its refusal goes on a raw socket to a script, not to a person). */
+  const wantsHtml = (ctx: RequestContext): boolean =>
+    !ctx.upgrade && (ctx.req.headers.accept ?? '').toLowerCase().includes('text/html');
   /** Requests refused before a route was found count under route `none`. */
   const unrouted = createRequestCounter(metrics, lname, 'none');
 
@@ -170,7 +178,11 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
     // Denials after routing (client ACL, auth) count under their route id; earlier ones under `none`.
     (ctx.rt?.requests ?? unrouted).count(ctx.req.method, err.status);
     ctx.requestId ??= requestIdOf(ctx.req.rawHeaders, newRequestId);
-    const answer = refusal(err, { scope: ctx.scope, requestId: ctx.requestId });
+    const answer = refusal(err, {
+      scope: ctx.scope,
+      requestId: ctx.requestId,
+      html: wantsHtml(ctx) ? { loginHref: hasLogin ? loginHref(ctx.target?.path) : undefined } : undefined,
+    });
     logAccess(ctx, {
       status: answer.status,
       outcome: err.code.startsWith('ERR_UPSTREAM_') ? 'upstream_error' : 'denied',

@@ -17,7 +17,7 @@ const HOST_RE =
   /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?)(?::\d{1,5})?$/;
 
 /** Lowercased host without port or trailing dot, for routing and the SNI comparison. */
-function routingHost(authority: string): string {
+export function routingHost(authority: string): string {
   let h = authority;
   if (h.charCodeAt(0) === 91 /* [ */) {
     const end = h.indexOf(']');

@@ -9,6 +9,7 @@
  * `X_Forwarded_Client_Cert` as the gateway's header (Envoy `headers_with_underscores_action`).
  */
 import { GatewayError } from '../errors.js';
+import { withoutGatewayCookies } from '../authn/session-cookie.js';
 import {
   emptyBaggageTally,
   isBaggageOverLimits,
@@ -182,6 +183,13 @@ export function buildUpstreamHeaders(rawHeaders: readonly string[], gw: GatewayH
       continue;
     }
     if (gw.dropAuthorization === true && name === 'authorization') continue;
+    if (name === 'cookie') {
+      // The gateway's own cookies (session, pre-login) never reach an upstream, on any route: a cookie is
+      // sent to every path of its host, and an upstream holding the session id could act as the user.
+      const kept = withoutGatewayCookies(value);
+      if (kept !== '') client.push(name, kept);
+      continue;
+    }
     if (name === 'content-length' && value !== '0') hasBody = true;
     if (tel !== undefined && isTelemetryHeader(tel.matcher, name)) {
       if (stripAlways) {

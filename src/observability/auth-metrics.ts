@@ -50,7 +50,10 @@ export function createAuthMetrics(
  * timed by provider and result. Children are created on first use and kept (at most providers × 4).
  */
 export function createAuthnObserver(
-  metrics: Pick<Metrics, 'introspectionCalls' | 'introspectionDuration'>,
+  metrics: Pick<
+    Metrics,
+    'introspectionCalls' | 'introspectionDuration' | 'sessionLogins' | 'sessionRefreshes' | 'sessionLogouts'
+  >,
 ): AuthnObserver {
   const calls = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   return {
@@ -67,5 +70,8 @@ export function createAuthnObserver(
       c.count.inc();
       c.time.observe(seconds);
     },
+    login: (provider, result) => metrics.sessionLogins.labels(provider, result).inc(),
+    refresh: (provider, result) => metrics.sessionRefreshes.labels(provider, result).inc(),
+    logout: (provider, kind, sessions) => metrics.sessionLogouts.labels(provider, kind).inc(sessions),
   };
 }

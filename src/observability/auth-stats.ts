@@ -35,10 +35,28 @@ export type IntrospectionCallResult = 'active' | 'inactive' | 'invalid' | 'error
 export interface AuthnObserver {
   /** One introspection call of `provider`, its result and its duration in seconds (from the injected clock). */
   introspection(provider: string, result: IntrospectionCallResult, seconds: number): void;
+  /** One browser login's callback of `provider` (type oidc), and how it ended. */
+  login?(provider: string, result: LoginResult): void;
+  /** One access-token refresh of a session. */
+  refresh?(provider: string, result: RefreshResult): void;
+  /** `sessions` sessions ended, and how. */
+  logout?(provider: string, kind: LogoutKind, sessions: number): void;
 }
+
+/**
+ * `result` of a login callback: `success` (a session was made), `bad_state` (no pre-login record, a replayed or
+ * foreign state), `rejected` (the IdP refused, or its code exchange or ID token did not verify), `unavailable`.
+ */
+export type LoginResult = 'success' | 'bad_state' | 'rejected' | 'unavailable';
+/** `result` of a refresh: `failure` ends the session; `unavailable` (IdP down) keeps it while its token lives. */
+export type RefreshResult = 'success' | 'failure' | 'unavailable';
+/** How sessions end: the person logged out, the IdP said so (back-channel), a refresh was refused, a timeout. */
+export type LogoutKind = 'user' | 'backchannel' | 'refresh_failed' | 'timeout';
 
 /** A provider as the metrics see it: its type (a closed set) and its counters. */
 export interface AuthStatsSource {
   readonly type: string;
   stats(): AuthnStats;
+  /** Live browser sessions (oidc providers only). */
+  activeSessions?(): Promise<number>;
 }

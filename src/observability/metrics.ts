@@ -337,6 +337,34 @@ export function createMetrics(
       "nextUpdate of each CRL of a listener's tls.crl (Unix seconds), by listener and position of the CRL in the file: past it OpenSSL refuses every client certificate of that CRL's CA. Never the issuer.",
       ['listener', 'index'],
     ),
+    sessionLogins: counter(
+      'portcullis_sessions_logins_total',
+      'Browser login callbacks of each oidc provider, by result (success: a session was made; bad_state: no pre-login record, a replayed or foreign state; rejected: the IdP refused or its answer did not verify; unavailable).',
+      ['provider', 'result'],
+    ),
+    sessionRefreshes: counter(
+      'portcullis_sessions_refreshes_total',
+      'Access-token refreshes of browser sessions, by provider and result (failure ends the session; unavailable keeps it while its token lives).',
+      ['provider', 'result'],
+    ),
+    sessionLogouts: counter(
+      'portcullis_sessions_logouts_total',
+      'Browser sessions ended, by provider and kind (user: the logout path; backchannel: the IdP; refresh_failed; timeout: idle or absolute).',
+      ['provider', 'kind'],
+    ),
+    sessionsActive: new Gauge({
+      name: 'portcullis_sessions_active',
+      help: 'Live browser sessions of each oidc provider in this process’s store.',
+      labelNames: ['provider'] as const,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const [pname, p] of authProviders) {
+          if (p.activeSessions === undefined) continue;
+          this.labels(pname).set(await p.activeSessions().catch(() => 0));
+        }
+      },
+    }),
     certificateNameMismatch: gauge(
       'portcullis_tls_certificate_name_mismatch',
       "1 when a listener's server certificate covers none of its serverNames (clients that check the host name refuse it), else 0; by listener. Set at start and at each reload.",

@@ -4,8 +4,11 @@
  *   form        method, header count, one well-formed authority, origin-form target, SNI = Host, route
  *   client      the listener's allow-list, and the route's (before any credential costs an IdP call)
  *   method      TRACE, an unknown method, or one outside the route's `methods`: 405 (before any credential too)
+ *   [login]     the gateway's login paths (`/_portcullis/...`) are answered here (endpoints/login.ts)
  *   [websocket] a well-formed RFC 6455 handshake to an upstream that can upgrade (upgrades only)
- *   credential  the credential the route's `auth` reads (Bearer today), or 401/400 at once
+ *   credential  the credential the route's `auth` reads (Bearer, or the session cookie on a login route), or
+ *               401/400 at once; a browser without a session is sent to log in (302); a WebSocket upgrade
+ *               carrying the session cookie must come from the listener's own origin (403)
  *   headers     the upstream request headers: hop-by-hop, spoofed identity, telemetry removed
  *   authenticate  credential → principal through the route's provider chain (the only stage that may wait)
  *   authorize   route ACL, scopes and claims (authz/authorize.ts), on every request, cached principal or not
@@ -26,6 +29,8 @@ import type { AuthMetrics } from '../observability/auth-metrics.js';
 import type { RequestContext } from './context.js';
 import type { RouteRuntime } from './route-runtime.js';
 import type { Stage } from './run.js';
+import type { Answer } from './respond.js';
+import { isBrowserNavigation, siteOf, type LoginEndpoints } from '../endpoints/login.js';
 import type { Route } from '../authz/routes.js';
 
 /** What the stages need besides the listener. */
@@ -33,6 +38,8 @@ export interface HttpStageDeps {
   readonly runtimeOf: (route: Route) => RouteRuntime;
   readonly newRequestId: RequestIdSource;
   readonly authMetrics?: AuthMetrics | undefined;
+  /** The gateway's login endpoints of this listener (a listener with a login route has them). */
+  readonly login?: LoginEndpoints | undefined;
 }
 
 /** The two stage lists of a listener. */
@@ -108,6 +115,22 @@ export function createHttpStages(listener: HttpRuntimeListener, deps: HttpStageD
     return undefined;
   };
 
+  const loginPaths: Stage<RequestContext> = (ctx) => {
+    const up = routeOf(ctx).route.upstream;
+    if (up.kind !== 'gateway' || up.endpoint !== 'login') return undefined;
+    if (deps.login === undefined) throw new GatewayError('ERR_INTERNAL', 'login paths without login endpoints');
+    return deps.login.answer(ctx);
+  };
+
+  /** A browser sent to log in (after a session that is missing or ended); undefined for anything else. */
+  const loginAnswer = (ctx: RequestContext, err: unknown): Promise<Answer> | undefined => {
+    const login = ctx.rt?.auth?.login;
+    if (login === undefined || deps.login === undefined || !(err instanceof GatewayError)) return undefined;
+    if (err.code !== 'ERR_AUTHN_MISSING' && err.code !== 'ERR_AUTHN_SESSION_ENDED') return undefined;
+    if (!isBrowserNavigation(ctx.req, ctx.upgrade)) return undefined;
+    return deps.login.startLogin(login, ctx, ctx.target?.path ?? '/', err.code === 'ERR_AUTHN_SESSION_ENDED');
+  };
+
   const credential: Stage<RequestContext> = (ctx) => {
     const rt = routeOf(ctx);
     const auth = rt.auth;
@@ -116,10 +139,16 @@ export function createHttpStages(listener: HttpRuntimeListener, deps: HttpStageD
     const target = ctx.target;
     if (target === undefined) throw new GatewayError('ERR_INTERNAL', 'credential before form');
     try {
-      const found = credentialOf(auth, ctx.req.rawHeaders, target);
+      const site = auth.sessionCookie ? siteOf(listener, ctx) : undefined;
+      const found = credentialOf(auth, ctx.req.rawHeaders, target, site);
+      // Cross-site WebSocket hijacking: a page of another origin opening a socket with the browser's cookie.
+      if (found.credential.kind === 'session' && ctx.upgrade && ctx.req.headers.origin !== site?.origin)
+        throw new GatewayError('ERR_REQUEST_CROSS_ORIGIN', 'WebSocket Origin is not this listener’s');
       ctx.credential = found.credential;
       ctx.forwardPath = found.path;
     } catch (err) {
+      const answer = loginAnswer(ctx, err);
+      if (answer !== undefined) return answer;
       if (err instanceof GatewayError) recordAuth(rt.id, undefined, err.code);
       throw err;
     }
@@ -163,6 +192,8 @@ export function createHttpStages(listener: HttpRuntimeListener, deps: HttpStageD
       },
       (err: unknown) => {
         if (err instanceof GatewayError) recordAuth(rt.id, undefined, err.code);
+        const answer = cred.kind === 'session' ? loginAnswer(ctx, err) : undefined;
+        if (answer !== undefined) return answer;
         throw err;
       },
     );
@@ -187,7 +218,7 @@ export function createHttpStages(listener: HttpRuntimeListener, deps: HttpStageD
   };
 
   return {
-    request: [form, client, method, credential, headers(false), authenticate, authorizeStage],
+    request: [form, client, method, loginPaths, credential, headers(false), authenticate, authorizeStage],
     upgrade: [form, client, method, websocket, credential, headers(true), authenticate, authorizeStage],
   };
 }

@@ -16,6 +16,8 @@ export interface Answer {
   readonly status: number;
   readonly headers: Readonly<Record<string, string>>;
   readonly body: string;
+  /** `Set-Cookie` lines (the gateway's own cookies only), one header each. */
+  readonly cookies?: readonly string[];
 }
 
 /** Options of a refusal. */
@@ -23,6 +25,31 @@ export interface RefusalOptions {
   /** The route's required scopes, for an `insufficient_scope` challenge (RFC 6750 §3). */
   readonly scope?: string | undefined;
   readonly requestId?: string | undefined;
+  /**
+   * The refused request is a browser's (`Accept: text/html`): the body is a short HTML page instead of text,
+   * with a login link when the listener has a login (`loginHref`, a path of this origin).
+   */
+  readonly html?: { readonly loginHref: string | undefined } | undefined;
+}
+
+/** HTML-escapes text for an element or a double-quoted attribute. */
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/**
+ * The page a browser gets for a refusal: the registry's generic sentence, the request id, a login link. Never
+ * a token, a signature or the reason (that goes to the log), and no script: the CSP of {@link ownedBody}.
+ */
+function refusalPage(status: number, message: string, requestId: string | undefined, loginHref: string | undefined): string {
+  const title = `${status} ${statusText(status)}`;
+  return (
+    `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${escapeHtml(title)}</title></head><body>` +
+    `<h1>${escapeHtml(title)}</h1><p>${escapeHtml(message)}</p>` +
+    (loginHref !== undefined ? `<p><a href="${escapeHtml(loginHref)}">Log in</a></p>` : '') +
+    (requestId !== undefined ? `<p>Request id: <code>${escapeHtml(requestId)}</code></p>` : '') +
+    '</body></html>\n'
+  );
 }
 
 /**
@@ -39,7 +66,12 @@ export function refusal(err: GatewayError, opts: RefusalOptions = {}): Answer {
   if (challenge !== undefined) headers['www-authenticate'] = challenge;
   // RFC 9110 §15.5.6: a 405 lists the methods the target allows.
   if (err.allow !== undefined) headers.allow = err.allow;
-  return { status: ERRORS[err.code].status, headers, body: `${ERRORS[err.code].message}\n` };
+  const { status, message } = ERRORS[err.code];
+  if (opts.html !== undefined) {
+    const page = ownedBody(status, 'html', refusalPage(status, message, opts.requestId, opts.html.loginHref));
+    return { status, headers: { ...headers, ...page.headers }, body: page.body };
+  }
+  return { status, headers, body: `${message}\n` };
 }
 
 /**
@@ -101,7 +133,11 @@ export function writeAnswer(res: ClientResponse, answer: Answer, close = false):
     res.destroy();
     return;
   }
-  const headers: Record<string, string | number> = { ...answer.headers, 'content-length': bodyBytes(answer) };
+  const headers: Record<string, string | number | string[]> = {
+    ...answer.headers,
+    'content-length': bodyBytes(answer),
+  };
+  if (answer.cookies !== undefined && answer.cookies.length > 0) headers['set-cookie'] = [...answer.cookies];
   if (close && !('stream' in res)) headers.connection = 'close';
   try {
     writeHead(res, answer.status, headers);
@@ -129,6 +165,7 @@ function wireName(name: string): string {
 export function rawAnswer(answer: Answer): string {
   let head = `HTTP/1.1 ${answer.status} ${statusText(answer.status)}\r\n`;
   for (const [name, value] of Object.entries(answer.headers)) head += `${wireName(name)}: ${value}\r\n`;
+  for (const cookie of answer.cookies ?? []) head += `Set-Cookie: ${cookie}\r\n`;
   return `${head}Content-Length: ${bodyBytes(answer)}\r\nConnection: close\r\n\r\n${answer.body}`;
 }
 

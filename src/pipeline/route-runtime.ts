@@ -9,6 +9,7 @@ import type { Route } from '../authz/routes.js';
 import type { RouteRequirements } from '../authz/authorize.js';
 import type { AuthenticateOptions, Authenticator } from '../authn/principal.js';
 import { createAuthChain, type AuthChain } from '../authn/chain.js';
+import { isLoginProvider, type LoginProvider } from '../authn/oidc.js';
 import type { TelemetryMatcher, TelemetryPolicy } from '../mutate/telemetry.js';
 import type { Metrics } from '../observability/metrics.js';
 import { createRequestCounter, type RequestCounter } from '../observability/request-counter.js';
@@ -30,6 +31,9 @@ export interface RouteAuthRuntime {
   readonly options: AuthenticateOptions | undefined;
   /** The route's required scopes, space-separated, for the `scope` of a 403 challenge ('' when none). */
   readonly scope: string;
+  /** `auth.login`: browsers without a session log in with this provider; its session cookie is read. */
+  readonly login: LoginProvider | undefined;
+  readonly sessionCookie: boolean;
 }
 
 export interface RouteRuntime {
@@ -67,8 +71,17 @@ function authRuntime(
     if (p === undefined) throw new Error(`${auth.keyPath}: provider "${name}" was not created by the app`);
     return p;
   });
+  let login: LoginProvider | undefined;
+  if (auth.login !== undefined) {
+    const p = authenticators?.get(auth.login);
+    if (!isLoginProvider(p)) throw new Error(`${auth.keyPath}.login: provider "${auth.login}" is not an oidc provider`);
+    login = p;
+  }
   return {
-    chain: createAuthChain(providers),
+    login,
+    sessionCookie: login !== undefined,
+    // The login provider reads session cookies only; the Bearer providers answer `not_applicable` to them.
+    chain: createAuthChain(login === undefined ? providers : [login, ...providers]),
     allowQueryToken: auth.allowQueryToken,
     forwardToken: auth.forwardToken,
     options: auth.staleIfErrorSeconds > 0 ? { staleIfErrorSeconds: auth.staleIfErrorSeconds } : undefined,

@@ -189,7 +189,7 @@ describe('portcullis: usage', () => {
     expect(r.code).toBe(EXIT.usage);
     expect(r.stderr).toBe(
       'portcullis: certs issue: --name NAME is required\n\n' +
-        'Usage: portcullis certs issue [--out DIR] --name NAME [--days N] [--ou OU] [--force]\n' +
+        'Usage: portcullis certs issue [--out DIR] --name NAME [--days N] [--ou OU] [--force] [--p12] [--p12-passphrase-file FILE]\n' +
         'Run `portcullis certs issue --help` for its options and exit codes.\n',
     );
   });

@@ -96,6 +96,14 @@ describe('parseArgs: commands', () => {
       ['certs', 'issue', '--out', 'd', '--name', 'carol', '--days', '30', '--force'],
       { kind: 'certs-issue', out: 'd', name: 'carol', days: 30, ou: undefined, force: true },
     ],
+    [
+      ['certs', 'issue', '--name', 'carol', '--p12'],
+      { kind: 'certs-issue', out: undefined, name: 'carol', days: undefined, ou: undefined, force: false, p12: { passphraseFile: undefined } },
+    ],
+    [
+      ['certs', 'issue', '--name', 'carol', '--p12', '--p12-passphrase-file', 'pw.txt'],
+      { kind: 'certs-issue', out: undefined, name: 'carol', days: undefined, ou: undefined, force: false, p12: { passphraseFile: 'pw.txt' } },
+    ],
     [['certs', 'revoke', '--out', 'd', '--name', 'carol'], { kind: 'certs-revoke', out: 'd', name: 'carol' }],
   ])('%j', (argv, expected) => {
     expect(parseArgs(argv)).toEqual(expected);

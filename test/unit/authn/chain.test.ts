@@ -92,7 +92,7 @@ describe('credential kinds', () => {
   it('a kind no provider reads is refused as invalid, never passed', async () => {
     // The real providers of today read Bearer tokens only: each says not_applicable to a session.
     const a = provider('a', na);
-    await expect(createAuthChain([a])({ kind: 'session', hash: 'h' })).rejects.toMatchObject({
+    await expect(createAuthChain([a])({ kind: 'session', hash: 'h', id: 'i', listener: 'l', origin: 'https://o' })).rejects.toMatchObject({
       code: 'ERR_AUTHN_INVALID_TOKEN',
     });
   });

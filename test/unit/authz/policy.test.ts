@@ -44,6 +44,28 @@ describe('compileRoutePolicy: scopes', () => {
   });
 });
 
+describe('compileRoutePolicy: emailDomains', () => {
+  const policy = compileRoutePolicy({ emailDomains: ['Example.com', 'lab.example'] }, 'routes[0].auth');
+  it.each<[Record<string, unknown>, string]>([
+    [{ email: 'alice@example.com' }, 'pass'],
+    [{ email: 'Alice@EXAMPLE.COM', email_verified: true }, 'pass'],
+    [{ email: 'bob@lab.example' }, 'pass'],
+    [{ email: 'alice@example.com', email_verified: false }, 'ERR_AUTHZ_INSUFFICIENT_SCOPE'],
+    [{ email: 'alice@sub.example.com' }, 'ERR_AUTHZ_INSUFFICIENT_SCOPE'],
+    [{ email: 'alice@example.com.evil' }, 'ERR_AUTHZ_INSUFFICIENT_SCOPE'],
+    [{ email: 'example.com' }, 'ERR_AUTHZ_INSUFFICIENT_SCOPE'],
+    [{ email: '@example.com' }, 'ERR_AUTHZ_INSUFFICIENT_SCOPE'],
+    [{ email: ['alice@example.com'] }, 'ERR_AUTHZ_INSUFFICIENT_SCOPE'],
+    [{}, 'ERR_AUTHZ_INSUFFICIENT_SCOPE'],
+  ])('claims %j → %s', (claims, want) => {
+    expect(outcome(() => policy.check(principal([], claims)))).toBe(want);
+  });
+
+  it.each([[['@example.com']], [['*.example.com']], [[]]])('the schema refuses emailDomains %j', (emailDomains) => {
+    expect(routeAuthSchema.safeParse({ providers: ['a'], emailDomains }).success).toBe(false);
+  });
+});
+
 describe('compileRoutePolicy: claims', () => {
   it.each([
     [{ tenant: 'acme' }, { tenant: 'acme' }, 'pass'],

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -549,5 +550,40 @@ describe('ensureDevCerts', () => {
     const out = await freshDir();
     await writeFile(join(out, 'server.pem'), 'x');
     await expectRefusal(() => ensureDevCerts(out), 'ERR_CERTS_EXISTS', /server\.pem already exists/);
+  });
+});
+
+describe('certsIssue --p12', () => {
+  const openssl = (args: string[]): string => execFileSync('openssl', args, { encoding: 'utf8' });
+
+  it('writes a PKCS#12 bundle (0600) that openssl opens with the generated passphrase', async () => {
+    const out = await initializedDir();
+    const result = await certsIssue({ out, name: 'erin', p12: {} });
+    const p12 = join(out, 'client-erin.p12');
+    const pass = join(out, 'client-erin.p12.pass');
+    expect(result.written).toEqual([join(out, 'client-erin-key.pem'), join(out, 'client-erin.pem'), pass, p12]);
+    expect(await modeOf(p12)).toBe(0o600);
+    expect(await modeOf(pass)).toBe(0o600);
+    expect((await read(out, 'client-erin.p12.pass')).trim()).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    const info = openssl(['pkcs12', '-in', p12, '-passin', `file:${pass}`, '-nodes']);
+    // The certificate, its key and the CA, under the client's name.
+    expect(info).toContain('friendlyName: erin');
+    expect(info).toMatch(/subject=CN\s*=\s*erin/);
+    expect(info).toContain('-----BEGIN PRIVATE KEY-----');
+    expect(info.match(/-----BEGIN CERTIFICATE-----/g)).toHaveLength(2);
+    const key = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----/.exec(info)?.[0] ?? '';
+    expect((await x509(out, 'client-erin.pem')).checkPrivateKey(createPrivateKey(key))).toBe(true);
+    // A wrong passphrase opens nothing.
+    expect(() => execFileSync('openssl', ['pkcs12', '-in', p12, '-passin', 'pass:wrong', '-nodes'], { stdio: 'pipe' })).toThrow();
+  });
+
+  it('uses a given passphrase (no .pass file) and refuses an empty one', async () => {
+    const out = await initializedDir();
+    const result = await certsIssue({ out, name: 'frank', p12: { passphrase: 'correct horse' } });
+    expect(result.written).toEqual([join(out, 'client-frank-key.pem'), join(out, 'client-frank.pem'), join(out, 'client-frank.p12')]);
+    expect(openssl(['pkcs12', '-in', join(out, 'client-frank.p12'), '-passin', 'pass:correct horse', '-nokeys'])).toMatch(
+      /subject=CN\s*=\s*frank/,
+    );
+    await expectRefusal(() => certsIssue({ out, name: 'gina', p12: { passphrase: '' } }), 'ERR_CERTS_INVALID_OPTION', /passphrase/);
   });
 });

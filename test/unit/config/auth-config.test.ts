@@ -169,6 +169,36 @@ describe('authProviders and route auth: every bad value is refused with its key 
     ...over,
   });
 
+  const oidc = (over: Obj): Obj => ({
+    type: 'oidc',
+    issuer: 'https://idp.example/',
+    clientId: 'gw',
+    clientSecretFile: 'secret',
+    ...over,
+  });
+
+  it('refuses a login route on a plaintext listener, and workers other than 1 with an oidc provider', () => {
+    const text = stringify({
+      admin: { enabled: false },
+      requireEncryption: false,
+      workers: 2,
+      authProviders: { sso: oidc({}) },
+      listeners: [{ name: 'main', listen: '127.0.0.1:0', plaintext: true, routes: [route({ login: 'sso' })] }],
+    });
+    const err = refusal(text);
+    expect(err.errors.find((e) => e.path === 'listeners[0].routes[0].auth.login')?.message).toMatch(/TLS listener/);
+    expect(err.errors.find((e) => e.path === 'workers')?.message).toMatch(/authProviders.sso \(type oidc\)/);
+  });
+
+  it('loads a login route and adds the gateway login paths to its listener', () => {
+    const c = load(config({ authProviders: withProvider('sso', oidc({})), routes: [route({ login: 'sso', providers: ['corp'] })] }));
+    const l = c.listeners[0];
+    if (l?.protocol !== 'http') throw new Error('no http listener');
+    expect(l.routeAuth.api).toMatchObject({ login: 'sso', providers: ['corp'] });
+    expect(l.routes.lookup('localhost', '/_portcullis/callback')?.upstream).toEqual({ kind: 'gateway', endpoint: 'login' });
+    expect(l.routes.lookup('localhost', '/app')?.id).toBe('api');
+  });
+
   it.each<[string, () => string, string, RegExp]>([
     [
       'a route naming a provider that does not exist',
@@ -282,13 +312,74 @@ describe('authProviders and route auth: every bad value is refused with its key 
       'an unknown provider type',
       () => config({ authProviders: withProvider('corp', { type: 'saml' }) }),
       'authProviders.corp.type',
-      /jwt, introspection or static/,
+      /jwt, introspection, static or oidc/,
     ],
     [
       'a provider name with a slash',
       () => config({ authProviders: { 'a/b': providers().team } }),
       'authProviders.a/b',
       /provider name/,
+    ],
+    [
+      'auth.login naming a provider that is not oidc',
+      () => config({ authProviders: providers(), routes: [route({ login: 'corp' })] }),
+      'listeners[0].routes[0].auth.login',
+      /type: oidc/,
+    ],
+    [
+      'an oidc provider among the Bearer providers',
+      () => config({ authProviders: withProvider('sso', oidc({})), routes: [route({ login: 'sso', providers: ['sso'] })] }),
+      'listeners[0].routes[0].auth.providers[0]',
+      /goes in login/,
+    ],
+    [
+      'an oidc provider with neither a client secret nor a private key',
+      () => config({ authProviders: withProvider('sso', oidc({ clientSecretFile: undefined })) }),
+      'authProviders.sso.clientSecretFile',
+      /exactly one of clientSecretFile .* or privateKeyFile/,
+    ],
+    [
+      'an oidc provider with both a client secret and a private key',
+      () => config({ authProviders: withProvider('sso', oidc({ privateKeyFile: 'secret' })) }),
+      'authProviders.sso.privateKeyFile',
+      /only one of clientSecretFile or privateKeyFile/,
+    ],
+    [
+      'an oidc provider whose private key file is not a key',
+      () => config({ authProviders: withProvider('sso', oidc({ clientSecretFile: undefined, privateKeyFile: 'secret' })) }),
+      'authProviders.sso.privateKeyFile',
+      /PKCS#8 PEM private key/,
+    ],
+    [
+      'an oidc provider without openid among its scopes',
+      () => config({ authProviders: withProvider('sso', oidc({ scopes: ['profile'] })) }),
+      'authProviders.sso.scopes',
+      /includes "openid"/,
+    ],
+    [
+      'an oidc issuer in clear over a network',
+      () => config({ authProviders: withProvider('sso', oidc({ issuer: 'http://idp.example/' })) }),
+      'authProviders.sso.issuer',
+      /https:\/\//,
+    ],
+    [
+      'a route of its own under /_portcullis on a listener with a login',
+      () =>
+        config({
+          authProviders: withProvider('sso', oidc({})),
+          routes: [route({ login: 'sso' }), { id: 'mine', match: { pathPrefix: '/_portcullis/x' }, upstream: 'builtin:echo' }],
+        }),
+      'listeners[0].routes[1].match.pathPrefix',
+      /outside \/_portcullis\//,
+    ],
+    [
+      'an absolute timeout shorter than the idle one',
+      () =>
+        config({
+          authProviders: withProvider('sso', oidc({ session: { idleTimeoutSeconds: 7200, absoluteTimeoutSeconds: 3600 } })),
+        }),
+      'authProviders.sso.session.absoluteTimeoutSeconds',
+      /at least session.idleTimeoutSeconds/,
     ],
   ])('%s', (_label, text, path, expected) => {
     const err = refusal(text());
