@@ -363,6 +363,9 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
 
   const notReady = (): string[] => {
     const out: string[] = [];
+    // Draining (SIGTERM, a Kubernetes preStop): the load balancer must stop sending new work while the
+    // requests in flight finish, so readiness fails for the whole drain (the admin listener closes last).
+    if (closing) out.push('draining: the gateway is shutting down');
     // Checked against the clock at each /readyz: a server certificate can expire while the process runs.
     const now = clock.now();
     for (const l of gen.config.listeners) {

@@ -5,15 +5,17 @@
  */
 import { connect as netConnect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { adminGet } from '../helpers/admin.js';
 import { h1, h2, h2session } from '../helpers/clients.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 
 const opened: { gw: TestGateway; up: TestUpstream }[] = [];
 
-async function start(): Promise<{ gw: TestGateway; up: TestUpstream }> {
+async function start(opts: { admin?: boolean } = {}): Promise<{ gw: TestGateway; up: TestUpstream }> {
   const up = await startUpstream();
   const gw = await startGateway((pki) => ({
+    ...(opts.admin === true ? { admin: { enabled: true, listen: '127.0.0.1:0' } } : {}),
     listeners: [tlsListener(pki, { routes: [{ id: 'up', match: { pathPrefix: '/' }, upstream: up.url }] })],
   }));
   const pair = { gw, up };
@@ -65,6 +67,21 @@ describe('graceful shutdown with requests in flight (threat model #131)', () => 
     } finally {
       session.close();
     }
+  });
+
+  it('/readyz answers 503 "draining" for the whole drain, so a load balancer stops sending new work', async () => {
+    const { gw, up } = await start({ admin: true });
+    const adminPort = gw.app.adminPort() as number;
+    expect((await adminGet(adminPort, '/readyz')).status).toBe(200);
+    const slow = h1(gw.port(), gw.pki, { path: '/slow?ms=1500' });
+    await expect.poll(() => up.inflight().now, { timeout: 5_000 }).toBe(1);
+    const closing = gw.app.close(5_000);
+    const during = await adminGet(adminPort, '/readyz');
+    expect(during.status).toBe(503);
+    expect(JSON.parse(during.body)).toEqual({ ready: false, notReady: ['draining: the gateway is shutting down'] });
+    // The request in flight still gets its whole answer.
+    expect((await slow).status).toBe(200);
+    await closing;
   });
 
   it('closes what is still open when the grace period ends: the stop is bounded', async () => {
