@@ -456,6 +456,20 @@ function helpTopic(cmd: string, sub: string | undefined): string | undefined {
   return COMMANDS[cmd] !== undefined ? cmd : undefined;
 }
 
+/** The oldest Node.js major Portcullis runs on (`engines`); the npm scripts bring their own Node 24. */
+export const MIN_NODE_MAJOR = 24;
+
+/**
+ * Why this Node.js cannot run the gateway, or undefined when it can. An older Node fails later and deep
+ * inside (a missing API), with a message that names nothing the user can act on.
+ * @param version `process.version`, e.g. `v20.20.2`.
+ */
+export function runtimeProblem(version: string): string | undefined {
+  const major = Number(/^v?(\d+)\./.exec(version)?.[1] ?? NaN);
+  if (major >= MIN_NODE_MAJOR) return undefined;
+  return `needs Node.js ${MIN_NODE_MAJOR} or newer, and this is ${version}: run it through npm (npm start, npx portcullis), which uses the Node ${MIN_NODE_MAJOR} that npm ci installs, or install Node.js ${MIN_NODE_MAJOR} LTS`;
+}
+
 /**
  * Parses the arguments after the binary name. `--help` / `-h` anywhere asks for the help of the command
  * it follows (the overview when there is none); `-v`, `--version` and `version` print the version.

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { commandHelp, parseArgs, usageLine, type Command } from './cli.js';
+import { commandHelp, parseArgs, runtimeProblem, usageLine, type Command } from './cli.js';
 import { TOKEN_DEFAULTS } from './commands/defaults.js';
 import { ConfigError } from './errors.js';
 import type { App, ReloadResult } from './app.js';
@@ -103,6 +103,12 @@ function printWritten(written: readonly string[]): void {
 
 async function run(): Promise<number> {
   const cmd = parseArgs(process.argv.slice(2));
+  // Help and the version print on any Node; everything else needs the runtime `engines` names.
+  const tooOld = cmd.kind === 'help' || cmd.kind === 'version' ? undefined : runtimeProblem(process.version);
+  if (tooOld !== undefined) {
+    process.stderr.write(`portcullis: ${tooOld}\n`);
+    return EXIT.failure;
+  }
   const root = packageRoot();
   // The defaults' home is worked out only when a command needs one (an installed package without HOME
   // must still run `--version` or a command given --config / --out).

@@ -3,7 +3,15 @@
  * (exit 2 in main.ts) whose message says what was expected.
  */
 import { describe, expect, it } from 'vitest';
-import { COMMANDS, commandHelp, parseArgs, PROBE_DEFAULT_TIMEOUT_MS, USAGE, type Command } from '../../src/cli.js';
+import {
+  COMMANDS,
+  commandHelp,
+  parseArgs,
+  PROBE_DEFAULT_TIMEOUT_MS,
+  runtimeProblem,
+  USAGE,
+  type Command,
+} from '../../src/cli.js';
 
 describe('parseArgs: commands', () => {
   it.each<[string[], Command]>([
@@ -241,5 +249,14 @@ describe('parseArgs: token commands', () => {
 
   it('USAGE documents the token commands', () => {
     for (const cmd of ['token create', 'token list', 'token revoke', 'token mint']) expect(USAGE).toContain(cmd);
+  });
+});
+
+describe('runtimeProblem: the Node.js the gateway needs', () => {
+  it.each(['v24.0.0', 'v24.21.0', 'v26.1.0'])('%s runs it', (v) => {
+    expect(runtimeProblem(v)).toBeUndefined();
+  });
+  it.each(['v20.20.2', 'v22.12.0', 'v23.11.1', 'garbage'])('%s is refused with what to do', (v) => {
+    expect(runtimeProblem(v)).toMatch(new RegExp(`needs Node\\.js 24 or newer, and this is ${v}: run it through npm`));
   });
 });
