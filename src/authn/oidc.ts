@@ -25,7 +25,8 @@ import { tokenHash } from './bearer.js';
 import type { Credential } from './credential.js';
 import { describeFetchError } from './http.js';
 import { createRemoteKeySource, KeySourceUnavailable, type KeySource } from './jwks.js';
-import { isLoopbackHost, type OidcProviderConfig } from './provider-config.js';
+import { isLoopbackHost } from '../policy/loopback.js';
+import type { OidcProviderConfig } from './provider-config.js';
 import type { LoginResult, LogoutKind, RefreshResult } from '../observability/auth-stats.js';
 import {
   parseScope,

@@ -6,8 +6,8 @@
  * Pure: zod and constants only. The config loader imports this module, and through it nothing of a
  * provider's runtime (jose, caches, fetch, timers).
  */
-import { isIP } from 'node:net';
 import { z } from 'zod';
+import { isLoopbackHost } from '../policy/loopback.js';
 
 const nonEmpty = z.string().min(1);
 
@@ -34,14 +34,6 @@ function exactlyOne<T extends Record<string, unknown>>(
   });
 }
 
-/** Whether a URL's host is a loopback address (127.0.0.0/8, ::1) or `localhost`. */
-export function isLoopbackHost(hostname: string): boolean {
-  const host = hostname.startsWith('[') && hostname.endsWith(']') ? hostname.slice(1, -1) : hostname;
-  if (host.toLowerCase() === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  if (isIP(host) === 6) return host === '::1' || host === '0:0:0:0:0:0:0:1';
-  return false;
-}
 
 /**
  * An IdP endpoint: `https://`, or `http://` to a loopback host only (the bytes never leave the machine).

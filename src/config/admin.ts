@@ -3,7 +3,8 @@
  * `allowClients`, and the fail-closed rule for an admin listener off loopback.
  */
 import { ConfigError } from '../errors.js';
-import { isLoopbackHost, parseListen } from './addresses.js';
+import { isLoopbackHost } from '../policy/loopback.js';
+import { parseListen } from './addresses.js';
 import type { CompileContext } from './context.js';
 import { compileAcl } from './listeners.js';
 import type { AdminRuntimeConfig } from './runtime.js';

@@ -6,7 +6,7 @@
 import { ConfigError } from '../errors.js';
 import type { TcpUpstream } from '../proxy/tcp-pipe.js';
 import type { UpstreamSpec } from '../proxy/upstream.js';
-import { isLoopbackHost } from './addresses.js';
+import { isLoopbackHost } from '../policy/loopback.js';
 import type { CompileContext } from './context.js';
 import type { TcpUpstreamFile, UpstreamFile } from './schema.js';
 import { resolveUpstreamTls } from './tls.js';

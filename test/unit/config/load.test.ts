@@ -12,7 +12,7 @@ import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueServerCert } from '../../../src/certs/pki.js';
 import { DEFAULTS } from '../../../src/config/defaults.js';
-import { isLoopbackHost } from '../../../src/config/addresses.js';
+import { isLoopbackHost } from '../../../src/policy/loopback.js';
 import { loadConfigFile, loadConfigText } from '../../../src/load-config.js';
 import type { HttpRuntimeListener, RuntimeConfig } from '../../../src/config/runtime.js';
 import { mintTestPki, writePki } from '../../helpers/pki.js';
