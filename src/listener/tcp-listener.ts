@@ -35,7 +35,13 @@ import type { TcpRuntimeListener } from '../config/runtime.js';
 import type { TimeoutsConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
-import { CLOSE_REASONS, pipeTcp, type CloseReason, type PipeResult } from '../proxy/tcp-pipe.js';
+import {
+  CLOSE_REASONS,
+  createReadBuffer,
+  pipeTcp,
+  type CloseReason,
+  type PipeResult,
+} from '../proxy/tcp-pipe.js';
 import {
   createConnectionState,
   createVerifiedConnections,
@@ -132,6 +138,8 @@ export function createTcpListener(listener: TcpListenerConfig, deps: TcpListener
   /** Aborts every pipe at the end of the shutdown grace period. */
   const shutdown = new AbortController();
   const verified = createVerifiedConnections(logger, name);
+  // One buffer for the upstream reads of every connection of this listener (tcp-pipe.ts READ_BUFFER_BYTES).
+  const readBuffer = createReadBuffer();
 
   const secure = createTlsServer({
     ...tls.options,
@@ -238,6 +246,7 @@ export function createTcpListener(listener: TcpListenerConfig, deps: TcpListener
       ...(timeouts.tunnelMaxMs !== undefined ? { maxLifetimeMs: timeouts.tunnelMaxMs } : {}),
       signal: shutdown.signal,
       onBytes: (direction, n) => (direction === 'in' ? bytesIn : bytesOut).inc(n),
+      readBuffer,
       ...(proxyProtocol === 'v2' ? { proxyProtocol: { source, destination } } : {}),
     }).then(done);
   }

@@ -4,9 +4,10 @@
  *
  * What it guarantees, per connection (threat model #110; ghostunnel's half-close, abortive-close, tiny-writes,
  * large-transfer and backend-flapping tests):
- * - bounded memory: a side is paused once the other side's write buffer holds {@link PIPE_BUFFER_BYTES} or
- *   more, and resumed at its `'drain'`, so a reader that stops reading stops the writer on the other side;
- *   the gateway holds at most that plus one read (64 KiB) per direction, never the whole transfer;
+ * - bounded memory: a side is paused as soon as a write to the other side returns false (its write buffer
+ *   holds its `writableHighWaterMark`, {@link PIPE_BUFFER_BYTES}) and resumed at its `'drain'`, what
+ *   `stream.pipe` does, so a reader that stops reading stops the writer on the other side; the gateway
+ *   holds at most that plus one read (64 KiB) per direction, never the whole transfer;
  * - half-close: a FIN from one side becomes `end()` on the other, and the opposite direction stays open
  *   until its own FIN (a client may `shutdown(SHUT_WR)` and still read the answer);
  * - an abortive close (RST, or any socket error) on one side resets the other side too (`SO_LINGER 0`
@@ -25,13 +26,14 @@ import { connect as tlsConnect, createSecureContext, TLSSocket, type SecureConte
 import { encodeProxyV2, type ProxyEndpoint } from './proxy-protocol.js';
 
 /**
- * Bytes one direction may hold in the gateway's write buffer before the other side is paused (16 KiB,
- * Node's default highWaterMark, before issue 18). Why larger: every chunk from the upstream is a 64 KiB
- * read, so with a 16 KiB mark every TLS write "failed" and the upstream was paused and resumed once per
- * 64 KiB (two epoll_ctl calls and a 'drain' per chunk); 256 KiB lets the reads run ahead of TLS by up to
- * four chunks. Per tunnel this bounds the gateway at about 2 × (256 + 64) KiB with both directions stalled.
+ * Bytes one direction may hold in the gateway's write buffer before the other side is paused: Node's
+ * default `writableHighWaterMark` (64 KiB on Node 24), the mark `write()` answers false at. Why not more
+ * (it was 256 KiB for a while in issue 18): chunks that wait behind a pending TLS write are handed to the
+ * TLS socket together on its next write, and Node's TLS layer copies such a batch into one new buffer
+ * before encrypting it; that copy and the garbage it made cost more CPU (about a quarter of a download's)
+ * than the pause and resume per 64 KiB read it saved. One chunk per TLS write is what `stream.pipe` gets.
  */
-export const PIPE_BUFFER_BYTES = 256 * 1024;
+export const PIPE_BUFFER_BYTES = 64 * 1024;
 
 /**
  * ms between two live byte-metric updates of a busy connection: `onBytes` gets the bytes moved since the
@@ -98,6 +100,27 @@ export interface PipeOptions {
    * when the connection ends, so the calls of a connection add up to its `bytesIn` / `bytesOut`.
    */
   readonly onBytes?: (direction: 'in' | 'out', bytes: number) => void;
+  /**
+   * Where a `tcp://` upstream's bytes are read into, for a TLS client: one buffer shared by every pipe of a
+   * listener (see {@link createReadBuffer}). Absent: Node allocates a new 64 KiB buffer per read.
+   */
+  readonly readBuffer?: Buffer;
+}
+
+/**
+ * Bytes of the buffer a listener's `tcp://` upstream reads go into ({@link PipeOptions.readBuffer}): Node's
+ * read size, 64 KiB. Why one shared buffer instead of a new one per read: on a download every 64 KiB read
+ * was a new buffer for the garbage collector, which (with the gateway's larger heap than a bare pipe's)
+ * took about a seventh of the CPU of a download. Sharing is safe because the event loop runs one read at
+ * a time and each read is handed to the client's TLS socket before the next: the TLS layer copies the
+ * bytes while encrypting them, inside `write()`, and a chunk that has to wait behind a pending write is
+ * copied first (see `pumpFromBuffer`).
+ */
+export const READ_BUFFER_BYTES = 64 * 1024;
+
+/** The buffer one listener's pipes share for their upstream reads ({@link PipeOptions.readBuffer}). */
+export function createReadBuffer(): Buffer {
+  return Buffer.allocUnsafe(READ_BUFFER_BYTES);
 }
 
 export interface PipeResult {
@@ -341,7 +364,17 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
         linger.unref();
       };
       pump(client, stream, bothEnded, (n) => (bytesIn += n));
-      pump(stream, client, bothEnded, (n) => (bytesOut += n));
+      if (fromBuffer !== undefined && stream === raw) pumpFromBuffer(raw, fromBuffer, bothEnded);
+      else pump(stream, client, bothEnded, (n) => (bytesOut += n));
+    };
+
+    /** Bytes moved: the idle timer sees it, and `onBytes` gets them within BYTES_REPORT_MS. */
+    const progress = (): void => {
+      moved = true;
+      if (report === undefined && opts.onBytes !== undefined) {
+        report = setTimeout(reportBytes, BYTES_REPORT_MS);
+        report.unref();
+      }
     };
 
     /**
@@ -351,14 +384,9 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
     const pump = (src: Duplex, dst: Duplex, ended: () => void, count: (n: number) => void): void => {
       src.on('data', (chunk: Buffer) => {
         count(chunk.length);
-        moved = true;
-        if (report === undefined && opts.onBytes !== undefined) {
-          report = setTimeout(reportBytes, BYTES_REPORT_MS);
-          report.unref();
-        }
-        // write() is false whenever a write did not finish at once, which TLS writes rarely do: pausing
-        // only past PIPE_BUFFER_BYTES keeps the bound without a pause/resume per chunk.
-        if (!dst.write(chunk) && dst.writableLength >= PIPE_BUFFER_BYTES) src.pause();
+        progress();
+        // false: dst holds its highWaterMark (PIPE_BUFFER_BYTES); read no more until it drains.
+        if (!dst.write(chunk)) src.pause();
       });
       dst.on('drain', () => {
         moved = true;
@@ -369,6 +397,39 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
         dst.end();
         ended();
       });
+    };
+
+    /**
+     * upstream → client when the upstream reads into the shared `opts.readBuffer` (`onread`, set up at
+     * connect): what `pump` does, with `onUpstreamRead` instead of 'data' and a callback answer of false
+     * instead of `pause()` (Node then stops reading the socket; `resume()` starts it again).
+     */
+    const pumpFromBuffer = (src: Socket, dst: TLSSocket, ended: () => void): void => {
+      let stopped = false;
+      onUpstreamRead = (n, buf) => {
+        if (done) return false;
+        bytesOut += n;
+        progress();
+        // Written at once (nothing pending, not corked), the TLS layer has copied the bytes when write()
+        // returns; a chunk that has to wait is kept as it is, so it must not be the shared buffer.
+        const now = dst.writableLength === 0 && dst.writableCorked === 0;
+        const chunk = now ? buf.subarray(0, n) : Buffer.copyBytesFrom(buf, 0, n);
+        if (dst.write(chunk)) return true;
+        stopped = true;
+        return false;
+      };
+      dst.on('drain', () => {
+        moved = true;
+        if (stopped) {
+          stopped = false;
+          src.resume();
+        }
+      });
+      src.on('end', () => {
+        dst.end();
+        ended();
+      });
+      src.resume();
     };
 
     const upstreamFailed = (err: unknown): void => {
@@ -392,8 +453,31 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
       else finish('upstream_unavailable', 'closed', 'none');
     };
 
+    // Only a TLS client consumes a write at once (see READ_BUFFER_BYTES); only a `tcp://` upstream's reads
+    // are the bytes the client gets (a `tls://` one's are TLS records, read by its TLS socket).
+    const fromBuffer =
+      opts.readBuffer !== undefined && upstream.kind === 'tcp' && client instanceof TLSSocket
+        ? client
+        : undefined;
+    /** The upstream's reads while they go to the shared buffer: set by `pumpFromBuffer`. */
+    let onUpstreamRead: ((n: number, buf: Buffer) => boolean) | undefined;
     try {
-      raw = netConnect({ host: upstream.host, port: upstream.port, noDelay: true, allowHalfOpen: true });
+      raw = netConnect({
+        host: upstream.host,
+        port: upstream.port,
+        noDelay: true,
+        allowHalfOpen: true,
+        ...(fromBuffer !== undefined && opts.readBuffer !== undefined
+          ? {
+              onread: {
+                buffer: opts.readBuffer,
+                callback: (n: number, buf: Uint8Array) => onUpstreamRead?.(n, buf as Buffer) ?? false,
+              },
+            }
+          : {}),
+      });
+      // Not a byte read before `start` (as without the shared buffer, where the bytes wait in the socket).
+      if (fromBuffer !== undefined) raw.pause();
     } catch (err) {
       // An invalid port or host string: Node throws synchronously.
       finish('upstream_unavailable', errorCode(err), 'none');

@@ -39,7 +39,14 @@ import {
 } from '../../src/listener/tcp-listener.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { PIPE_BUFFER_BYTES, type TcpUpstream } from '../../src/proxy/tcp-pipe.js';
+import {
+  createReadBuffer,
+  pipeTcp,
+  PIPE_BUFFER_BYTES,
+  READ_BUFFER_BYTES,
+  type PipeResult,
+  type TcpUpstream,
+} from '../../src/proxy/tcp-pipe.js';
 import { tlsOptions } from '../helpers/clients.js';
 import { writePki, type TestClientName, type TestPkiPaths } from '../helpers/pki.js';
 
@@ -68,6 +75,8 @@ interface UpstreamConnection {
   flushed: number;
   /** `slow`: SHA-256 of everything received, once the gateway's FIN arrived. */
   digest?: string;
+  /** `pieces`: SHA-256 of everything sent. */
+  sentDigest?: string;
 }
 
 interface TestUpstream {
@@ -79,14 +88,16 @@ interface TestUpstream {
   close(): Promise<void>;
 }
 
-type UpstreamMode = 'echo' | 'sink' | 'silent' | 'reset' | 'flood' | 'slow';
+type UpstreamMode = 'echo' | 'sink' | 'silent' | 'reset' | 'flood' | 'slow' | 'pieces';
 
 /**
  * An upstream: `echo` echoes every byte and, after the gateway's FIN, writes `<<EOF n>>` (n = bytes it
  * received) before its own FIN — so every test also checks that half-close works; `sink` accepts and never
  * reads; `silent` reads and never answers; `reset` answers the first chunk with a RST; `flood` writes as
  * fast as the connection takes it (honouring its own backpressure) and counts what it flushed; `slow` reads
- * one chunk, then nothing for 10 ms, and hashes what it read.
+ * one chunk, then nothing for 10 ms, and hashes what it read; `pieces` sends `bytes` random bytes of its
+ * own (every connection different) in writes of 1 B to `pieceBytes` (100 KiB), one per event-loop turn when
+ * `paced` (so that the gateway reads them one by one), honouring its own backpressure, then its FIN.
  */
 async function startUpstream(
   opts: {
@@ -94,6 +105,10 @@ async function startUpstream(
     proxy?: boolean;
     tls?: { cert: CertAndKey; ca: string };
     port?: number;
+    /** `pieces`: bytes each connection sends, the largest write, one write per event-loop turn. */
+    bytes?: number;
+    pieceBytes?: number;
+    paced?: boolean;
   } = {},
 ): Promise<TestUpstream> {
   const mode = opts.mode ?? 'echo';
@@ -142,6 +157,32 @@ async function startUpstream(
         }
       };
       pump();
+      return;
+    }
+    if (mode === 'pieces') {
+      const data = randomBytes(opts.bytes ?? 0);
+      conn.sentDigest = createHash('sha256').update(data).digest('hex');
+      let at = 0;
+      const send = (): void => {
+        while (at < data.length && !socket.destroyed) {
+          const n = Math.min(
+            data.length - at,
+            1 + Math.floor(Math.random() * (opts.pieceBytes ?? 100 * 1024)),
+          );
+          const ok = socket.write(data.subarray(at, at + n));
+          at += n;
+          if (!ok) {
+            socket.once('drain', send);
+            return;
+          }
+          if (opts.paced === true) {
+            setImmediate(send);
+            return;
+          }
+        }
+        if (at >= data.length) socket.end();
+      };
+      send();
       return;
     }
     const hash = mode === 'slow' ? createHash('sha256') : undefined;
@@ -464,6 +505,46 @@ async function writeAll(
   return hash.digest('hex');
 }
 
+/**
+ * A TLS server of the test's own whose first connection is piped to `up` by pipeTcp with a shared read
+ * buffer, as the listener does: what the listener does not expose, the gateway's client socket, is here.
+ */
+async function pipeDirect(
+  up: TestUpstream,
+  before: (socket: TLSSocket) => void = () => undefined,
+): Promise<{ port: number; client: Promise<TLSSocket>; piped: Promise<PipeResult> }> {
+  const server = createTlsServer({ ...listenerTls.options, allowHalfOpen: true });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  running.push({ close: () => new Promise<void>((r) => server.close(() => r())) });
+  let piped: Promise<PipeResult> | undefined;
+  const client = new Promise<TLSSocket>((resolve) =>
+    server.once('secureConnection', (socket: TLSSocket) => {
+      before(socket);
+      piped = pipeTcp(socket, tcp(up), {
+        connectTimeoutMs: 2_000,
+        idleMs: 20_000,
+        readBuffer: createReadBuffer(),
+      });
+      resolve(socket);
+    }),
+  );
+  return { port: (server.address() as AddressInfo).port, client, piped: client.then(() => piped!) };
+}
+
+/** Reads `s` to its end, hashing; a slow reader stops for 2 ms after every chunk. */
+function slowDownload(s: Session, slow: boolean): { done: Promise<string>; received: () => number } {
+  const hash = createHash('sha256');
+  let received = 0;
+  s.socket.on('data', (c: Buffer) => {
+    hash.update(c);
+    received += c.length;
+    if (!slow) return;
+    s.socket.pause();
+    setTimeout(() => s.socket.resume(), 2);
+  });
+  return { done: s.done.then(() => hash.digest('hex')), received: () => received };
+}
+
 /** V8's full GC, exposed at run time (vitest's workers do not start with --expose-gc). */
 function exposeGc(): () => void {
   setFlagsFromString('--expose-gc');
@@ -680,6 +761,7 @@ describe('tcp listener: piping (issue 5 point 1, threat model #110)', () => {
         );
     await eventually(() => gatewaySide() !== undefined);
     const gwUp = gatewaySide()!;
+    expect(gwUp.writableHighWaterMark).toBe(PIPE_BUFFER_BYTES);
     let most = 0;
     const sample = setInterval(() => (most = Math.max(most, gwUp.writableLength)), 2);
     let digest: string;
@@ -699,6 +781,54 @@ describe('tcp listener: piping (issue 5 point 1, threat model #110)', () => {
     expect(most).toBeGreaterThanOrEqual(PIPE_BUFFER_BYTES);
     await s.done;
   }, 60_000);
+
+  it('the read buffer the pipes share (issue 18): two downloads at once, one reader slow, each gets its own bytes in order', async () => {
+    const total = 8 * 1024 * 1024;
+    const up = await withUpstream({ mode: 'pieces', bytes: total });
+    const gw = await startGateway(tcp(up));
+    const slow = slowDownload(connectClient(gw.port, 'alice', { collect: false }), true);
+    const fast = slowDownload(connectClient(gw.port, 'alice', { collect: false }), false);
+    const [slowDigest, fastDigest] = await Promise.all([slow.done, fast.done]);
+    expect(slow.received()).toBe(total);
+    expect(slowDigest).toBe(up.connections[0]!.sentDigest);
+    expect(fastDigest).toBe(up.connections[1]!.sentDigest);
+    expect(slowDigest).not.toBe(fastDigest);
+  }, 60_000);
+
+  it('backpressure toward a slow client with the shared read buffer (issue 18): the gateway holds at most PIPE_BUFFER_BYTES plus one read for it', async () => {
+    const total = 8 * 1024 * 1024;
+    const up = await withUpstream({ mode: 'pieces', bytes: total });
+    const { port, client } = await pipeDirect(up);
+    const download = slowDownload(connectClient(port, 'alice', { collect: false }), true);
+    const gateway = await client;
+    expect(gateway.writableHighWaterMark).toBe(PIPE_BUFFER_BYTES);
+    let most = 0;
+    const sample = setInterval(() => (most = Math.max(most, gateway.writableLength)), 1);
+    try {
+      expect(await download.done).toBe(up.connections[0]!.sentDigest);
+    } finally {
+      clearInterval(sample);
+    }
+    expect(most).toBeLessThanOrEqual(PIPE_BUFFER_BYTES + READ_BUFFER_BYTES);
+    // The reader really was slower: bytes waited in the gateway.
+    expect(most).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('the shared read buffer: upstream bytes that have to wait behind a pending write to the client are its own copy', async () => {
+    // Through the listener a read never finds a write pending (the TLS write completes before the next
+    // read): a corked client socket makes every write wait, which is the case the copy is for.
+    const total = 256 * 1024;
+    const up = await withUpstream({ mode: 'pieces', bytes: total, pieceBytes: 2048, paced: true });
+    const { port, client, piped } = await pipeDirect(up, (socket) => {
+      socket.cork();
+      setTimeout(() => socket.uncork(), 200);
+    });
+    const r = await connectClient(port, 'alice').done;
+    await client;
+    expect(r.data.length).toBe(total);
+    expect(sha256(r.data)).toBe(up.connections[0]!.sentDigest);
+    expect((await piped).bytesOut).toBe(total);
+  });
 
   it('idle timeout: no byte either way for idleMs closes both sides', async () => {
     const up = await withUpstream();
