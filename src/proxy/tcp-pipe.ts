@@ -42,6 +42,17 @@ export const PIPE_BUFFER_BYTES = 64 * 1024;
  */
 export const BYTES_REPORT_MS = 1_000;
 
+/**
+ * Bytes of a chunk from the client (a full TLS record: 16 KiB) from which writes to a `tcp://` upstream are
+ * batched. Why: Node's TLS layer hands one 64 KiB read of the client's bytes over as four records, one
+ * 'data' event each; written one by one, each was a write() system call and a TCP segment, and on an upload
+ * that was the largest single cost of the gateway (on loopback the receiver's side of TCP runs inside the
+ * sender's call). Corked until the end of the event-loop turn (setImmediate), the records of a read go out
+ * in one writev: a quarter of the calls (measured: 8.6 k instead of 33 k write calls per 512 MiB). Smaller
+ * chunks are interactive traffic (a request, a ping): they start no batch, so they wait for nothing.
+ */
+export const BATCH_FROM_BYTES = 16 * 1024;
+
 /** Where the bytes go. `tls` upstreams get a new TLS session from the gateway (re-encryption). */
 export type TcpUpstream =
   | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
@@ -363,7 +374,9 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
         linger = setTimeout(check, LINGER_MS);
         linger.unref();
       };
-      pump(client, stream, bothEnded, (n) => (bytesIn += n));
+      // Batched only into a TCP socket: its writev sends the chunks as they are, where a TLS socket's
+      // copies them into one buffer first (see PIPE_BUFFER_BYTES).
+      pump(client, stream, bothEnded, (n) => (bytesIn += n), stream === raw);
       if (fromBuffer !== undefined && stream === raw) pumpFromBuffer(raw, fromBuffer, bothEnded);
       else pump(stream, client, bothEnded, (n) => (bytesOut += n));
     };
@@ -379,12 +392,29 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
 
     /**
      * src → dst with backpressure and half-close. Per chunk: a count, a flag, the write; nothing else (no
-     * timer moved, no metric touched: see the idle timer and `reportBytes`).
+     * timer moved, no metric touched: see the idle timer and `reportBytes`). `batch`: a chunk of a full TLS
+     * record or more corks dst until the end of this event-loop turn (see BATCH_FROM_BYTES).
      */
-    const pump = (src: Duplex, dst: Duplex, ended: () => void, count: (n: number) => void): void => {
+    const pump = (
+      src: Duplex,
+      dst: Duplex,
+      ended: () => void,
+      count: (n: number) => void,
+      batch = false,
+    ): void => {
+      let corked = false;
+      const flush = (): void => {
+        corked = false;
+        dst.uncork();
+      };
       src.on('data', (chunk: Buffer) => {
         count(chunk.length);
         progress();
+        if (batch && !corked && chunk.length >= BATCH_FROM_BYTES) {
+          corked = true;
+          dst.cork();
+          setImmediate(flush);
+        }
         // false: dst holds its highWaterMark (PIPE_BUFFER_BYTES); read no more until it drains.
         if (!dst.write(chunk)) src.pause();
       });
