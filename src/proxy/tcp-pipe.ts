@@ -489,7 +489,10 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
       opts.readBuffer !== undefined && upstream.kind === 'tcp' && client instanceof TLSSocket
         ? client
         : undefined;
-    /** The upstream's reads while they go to the shared buffer: set by `pumpFromBuffer`. */
+    /**
+     * The upstream's reads while they go to the shared buffer: set by `pumpFromBuffer`. Never needed before
+     * that: the socket is paused from its creation until `start`, so Node does not read it.
+     */
     let onUpstreamRead: ((n: number, buf: Buffer) => boolean) | undefined;
     try {
       raw = netConnect({
