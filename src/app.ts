@@ -37,8 +37,9 @@ import { createEndpoints, isEndpointName } from './endpoints/registry.js';
 import { createWebSocketProxy, type WebSocketProxy } from './proxy/websocket.js';
 import { adminRefusalReporter, registryMetrics, startAdminServer } from './admin/server.js';
 import { createAuthenticator } from './authn/providers.js';
+import { createStore } from './store/create.js';
 import { providerFiles } from './authn/provider-config.js';
-import type { Authenticator, FetchLike } from './authn/principal.js';
+import type { Authenticator, FetchLike, SharedStoreDeps } from './authn/principal.js';
 import { createAuthMetrics, createAuthnObserver, type AuthMetrics } from './observability/auth-metrics.js';
 
 /** Side effects the app takes from outside. */
@@ -132,6 +133,9 @@ interface Generation {
   readonly warmUp: Promise<unknown>;
 }
 
+/** The invalidation message of a token-cache purge: `purge:*` or `purge:<sha256 hex>`. */
+const PURGE_MESSAGE = 'purge:';
+
 /** What every generation shares: made once per app. */
 interface Shared {
   readonly logger: Logger;
@@ -139,6 +143,8 @@ interface Shared {
   readonly clock: Clock;
   readonly websocket: WebSocketProxy;
   readonly fetch: FetchLike | undefined;
+  /** The shared store (store.type: redis), handed to the providers; undefined with the memory store. */
+  readonly shared: SharedStoreDeps | undefined;
 }
 
 /**
@@ -163,6 +169,7 @@ function buildGeneration(
     logger: logger.child({ component: 'authn' }),
     observer: createAuthnObserver(metrics),
     ...(shared.fetch !== undefined ? { fetch: shared.fetch } : {}),
+    ...(shared.shared !== undefined ? { shared: shared.shared } : {}),
   };
   const providers = new Map<string, ProviderEntry>();
   const made: Authenticator[] = [];
@@ -277,6 +284,9 @@ export function restartNeeded(current: RuntimeConfig, next: RuntimeConfig): Relo
     });
   };
   if (current.workers !== next.workers) need('workers', `workers ${current.workers} -> ${next.workers}`);
+  // The store's connection is made once: where sessions live cannot change under running sessions.
+  if (stableDigest([JSON.stringify(current.store)]) !== stableDigest([JSON.stringify(next.store)]))
+    need('store', `store (${current.store.type} -> ${next.store.type}, or its settings)`);
   // The file watch is armed once, by the process that owns it (main.ts): a new interval takes a restart.
   if (current.reload.checkFilesSeconds !== next.reload.checkFilesSeconds)
     need(
@@ -356,8 +366,30 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
 
   // Shared by every generation: it depends only on `timeouts`, which a reload never changes.
   const websocket = createWebSocketProxy(config.timeouts, clock);
-  const shared: Shared = { logger, metrics, clock, websocket, fetch: deps.fetch };
-  let gen = buildGeneration(config, shared, undefined);
+  // One store for the life of the app (a reload that changes it is refused: restartNeeded).
+  const store = createStore(config.store, {
+    clock,
+    logger: logger.child({ component: 'store' }),
+    onFailure: (reason) => metrics.storeFailures.inc({ reason }),
+  });
+  metrics.bindStore(() => store.health.problem());
+  const sharedStore: SharedStoreDeps | undefined =
+    config.store.type === 'redis'
+      ? {
+          kv: store.kv,
+          channel: store.channel,
+          whenUnavailable: config.store.whenUnavailable,
+          localCacheMaxEntries: config.store.localCacheMaxEntries,
+        }
+      : undefined;
+  const shared: Shared = { logger, metrics, clock, websocket, fetch: deps.fetch, shared: sharedStore };
+  let gen: Generation;
+  try {
+    gen = buildGeneration(config, shared, undefined);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   /** Generations replaced by a reload whose grace period is still running: closed at once by close(). */
   const retiring = new Map<NodeJS.Timeout, Generation>();
 
@@ -376,17 +408,42 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
           );
       }
     }
+    if (config.store.type === 'redis' && config.store.requiredForReadiness) {
+      const why = store.health.problem();
+      if (why !== undefined) out.push(`store: ${why}`);
+    }
     for (const [name, p] of gen.authenticators) {
       const why = p.readiness();
       if (why !== undefined) out.push(`authProviders.${name}: ${why}`);
     }
     return out;
   };
-  const purgeTokenCache = (sha256?: string): number => {
+  const purgeHere = (sha256?: string): number => {
     let n = 0;
     for (const p of gen.authenticators.values()) n += p.purge?.(sha256) ?? 0;
     return n;
   };
+  // With a shared store a purge is also sent to every replica (store/redis.ts: pub/sub); what this process
+  // purged is counted here, the others purge when the message reaches them (within a second).
+  const purgeTokenCache = (sha256?: string): number => {
+    const n = purgeHere(sha256);
+    if (config.store.type === 'redis')
+      store.channel.publish(`${PURGE_MESSAGE}${sha256 ?? '*'}`).catch((err: unknown) => {
+        logger.error({ err }, 'purge not sent to the other replicas: the store is unavailable (their caches expire by TTL)');
+      });
+    return n;
+  };
+  if (config.store.type === 'redis')
+    store.channel.subscribe({
+      onMessage: (message) => {
+        if (!message.startsWith(PURGE_MESSAGE)) return;
+        const target = message.slice(PURGE_MESSAGE.length);
+        if (target === '*') purgeHere();
+        else if (/^[0-9a-f]{64}$/.test(target)) purgeHere(target);
+      },
+      // Messages may have been missed while the channel was down: a purge sent meanwhile must still hold.
+      onReset: () => purgeHere(),
+    });
 
   // Ticket keys: derived per listener from one secret, its TLS material and the hour (listener/ticket-keys.ts).
   const ticketSecret = deps.ticketKeys ?? randomBytes(TICKET_KEY_BYTES);
@@ -431,6 +488,7 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
     }
     retiring.clear();
     await retire(gen, []);
+    await store.close();
   };
 
   try {

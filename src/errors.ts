@@ -64,6 +64,8 @@ export const ERRORS = {
     message: 'Unauthorized: the session has ended; log in again.',
     challenge: true,
   },
+  // the shared store (Redis) could not be read or written: never a pass, and never "no session" unless configured
+  ERR_STORE_UNAVAILABLE: { status: 503, message: 'Service unavailable: session storage did not answer.' },
   // the login callback: no pre-login record for this browser, or a state that is not its own
   ERR_LOGIN_BAD_STATE: { status: 400, message: 'Bad request: this login cannot be completed; start again.' },
   // the identity provider refused, or its answer (code exchange, ID token) did not verify

@@ -113,6 +113,19 @@ interface LoginRecord {
 /** First wait after a failed discovery: 1 s, doubling to 30 s (an IdP that is down is not asked per request). */
 const DISCOVERY_BACKOFF_MS = [1_000, 30_000] as const;
 
+/** A refresh lock lives the IdP call's timeout plus this: 1 s (then another replica may try). */
+const REFRESH_LOCK_MARGIN_MS = 1_000;
+/** How often a replica waiting for another's refresh reads the session again: 50 ms. */
+const REFRESH_POLL_MS = 50;
+
+/** A store operation whose failure is `ERR_STORE_UNAVAILABLE` (503), never a pass and never a 500. */
+function viaStore<T>(p: Promise<T>): Promise<T> {
+  return p.catch((err: unknown) => {
+    if (err instanceof GatewayError) throw err;
+    throw new GatewayError('ERR_STORE_UNAVAILABLE', err instanceof Error ? err.message : 'store failed', { cause: err });
+  });
+}
+
 /** The signature algorithm a private key signs its client assertion with. */
 function assertionAlg(key: KeyObject): string {
   const type = key.asymmetricKeyType;
@@ -159,11 +172,17 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
     }
   }
   // Each session holds up to three keys (itself, its sid and sub indexes): room for maxSessions of them.
-  const store = deps.store ?? createMemoryStore({ maxEntries: config.session.maxSessions * 3 }, { clock: d.clock });
+  const store =
+    deps.store ?? deps.shared?.kv ?? createMemoryStore({ maxEntries: config.session.maxSessions * 3 }, { clock: d.clock });
   // Pre-login records: a store of their own unless one is shared (see maxPendingLogins). Seen logout-token
   // jtis stay with the sessions: only a token the IdP signed adds one.
   const pendingStore =
-    deps.store ?? createMemoryStore({ maxEntries: config.session.maxPendingLogins }, { clock: d.clock });
+    deps.store ??
+    deps.shared?.kv ??
+    createMemoryStore({ maxEntries: config.session.maxPendingLogins }, { clock: d.clock });
+  // Replicas share sessions through Redis: a refresh is then serialized across them by a lock in the store.
+  const acrossReplicas = deps.shared !== undefined;
+  const whenUnavailable = deps.shared?.whenUnavailable ?? 'no-session';
   const sessions: SessionStore = createSessionStore(
     name,
     store,
@@ -322,6 +341,37 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
 
   const refreshing = new Map<string, Promise<SessionRecord>>();
 
+  /**
+   * A refresh shared by every replica: the one that takes the lock (a key with a short lease) calls the IdP;
+   * the others wait for the record it saves. With refresh-token rotation a second call with the old refresh
+   * token would be refused and end the session, so two replicas must not both call.
+   */
+  async function refreshLocked(hash: string, r: SessionRecord): Promise<SessionRecord> {
+    const lock = `lock:refresh:${name}:${hash}`;
+    const owner = newCookieId();
+    const leaseMs = config.timeoutMs + REFRESH_LOCK_MARGIN_MS;
+    if (await viaStore(store.add(lock, owner, leaseMs))) {
+      try {
+        // Another replica may have refreshed between this request's read and the lock.
+        const current = (await viaStore(sessions.use(hash))).record;
+        if (current === undefined) throw new GatewayError('ERR_AUTHN_SESSION_ENDED', `${name}: session ended`);
+        if (current.accessToken !== r.accessToken) return current;
+        return await refresh(hash, current);
+      } finally {
+        await store.deleteIfEquals(lock, owner).catch(() => undefined);
+      }
+    }
+    for (let waited = 0; waited < leaseMs; waited += REFRESH_POLL_MS) {
+      await new Promise((resolve) => setTimeout(resolve, REFRESH_POLL_MS));
+      const current = (await viaStore(sessions.use(hash))).record;
+      if (current === undefined) throw new GatewayError('ERR_AUTHN_SESSION_ENDED', `${name}: session ended during a refresh`);
+      if (current.accessToken !== r.accessToken) return current;
+    }
+    // The other replica's refresh did not finish within its lease: the current token while it lives.
+    if (r.accessExpiresAtMs !== undefined && r.accessExpiresAtMs > d.clock.now()) return r;
+    throw new GatewayError('ERR_AUTHN_UNAVAILABLE', `${name}: a refresh on another replica did not finish`);
+  }
+
   async function refresh(hash: string, r: SessionRecord): Promise<SessionRecord> {
     const rt = await idp();
     idpRequests++;
@@ -345,13 +395,13 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
         throw gerr;
       }
       observer.refresh(name, 'failure');
-      await sessions.end(hash);
+      await viaStore(sessions.end(hash));
       observer.logout(name, 'refresh_failed', 1);
       d.logger.info({ provider: name, session: hash.slice(0, 12), reason: gerr.detail }, 'session ended: refresh refused');
       throw gerr;
     }
     const next = withTokens(r, tokens, claims);
-    await sessions.save(hash, next);
+    await viaStore(sessions.save(hash, next));
     observer.refresh(name, 'success');
     return next;
   }
@@ -359,7 +409,7 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
   function refreshOnce(hash: string, r: SessionRecord): Promise<SessionRecord> {
     let p = refreshing.get(hash);
     if (p === undefined) {
-      p = refresh(hash, r).finally(() => refreshing.delete(hash));
+      p = (acrossReplicas ? refreshLocked(hash, r) : refresh(hash, r)).finally(() => refreshing.delete(hash));
       refreshing.set(hash, p);
     }
     return p;
@@ -371,8 +421,10 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
     try {
       found = await sessions.use(hash);
     } catch (err) {
-      // The store never fails open: a session that cannot be read is no session.
-      throw ended(`session store: ${err instanceof Error ? err.message : 'failed'}`);
+      // The store never fails open: a session that cannot be read is no session, or a 503 when so configured.
+      const why = `session store: ${err instanceof Error ? err.message : 'failed'}`;
+      if (whenUnavailable === 'service-unavailable') throw new GatewayError('ERR_STORE_UNAVAILABLE', `${name}: ${why}`);
+      throw ended(why);
     }
     if (found.ended !== undefined) {
       observer.logout(name, 'timeout', 1);
@@ -386,7 +438,7 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
     if (exp !== undefined && exp - refreshBeforeMs <= d.clock.now()) {
       if (r.refreshToken !== undefined) r = await refreshOnce(hash, r);
       else if (exp <= d.clock.now()) {
-        await sessions.end(hash);
+        await viaStore(sessions.end(hash));
         observer.logout(name, 'timeout', 1);
         throw ended('access token expired and there is no refresh token');
       }
@@ -416,7 +468,7 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
     url.searchParams.set('code_challenge_method', 'S256');
     // RFC 8414 prompt=consent is how an OpenID provider is asked for a refresh token (OIDC Core §11).
     if (config.scopes.includes('offline_access')) url.searchParams.set('prompt', 'consent');
-    await pendingStore.set(`login:${name}:${tokenHash(id)}`, JSON.stringify(record), loginTtlMs);
+    await viaStore(pendingStore.set(`login:${name}:${tokenHash(id)}`, JSON.stringify(record), loginTtlMs));
     return { location: url.href, cookies: [setCookie(LOGIN_COOKIE, id, config.loginTimeoutSeconds)] };
   }
 
@@ -425,10 +477,10 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
     try {
       if (loginCookie === undefined) throw bad('no pre-login cookie');
       const key = `login:${name}:${tokenHash(loginCookie)}`;
-      const text = await pendingStore.get(key);
+      const text = await viaStore(pendingStore.get(key));
       if (text === undefined) throw bad('no pre-login record (expired, used, or never made)');
-      // One use: a replayed callback finds nothing.
-      await pendingStore.delete(key);
+      // One use: a replayed callback finds nothing (and of two racing callbacks, only the one that deleted it).
+      if (!(await viaStore(pendingStore.delete(key)))) throw bad('pre-login record used by another request');
       const record = JSON.parse(text) as LoginRecord;
       if (record.listener !== site.listener || record.origin !== site.origin) throw bad('login of another listener');
       if (query.get('state') !== record.state) throw bad('state is not this browser’s');
@@ -474,7 +526,7 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
         undefined,
       );
       const id = newCookieId();
-      await sessions.create(tokenHash(id), record2);
+      await viaStore(sessions.create(tokenHash(id), record2));
       observer.login(name, 'success');
       d.logger.info({ provider: name, session: tokenHash(id).slice(0, 12) }, 'login: session created');
       return {
@@ -485,7 +537,11 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
       const gerr = err instanceof GatewayError ? err : idpError(err, 'login', 'ERR_LOGIN_REJECTED');
       observer.login(
         name,
-        gerr.code === 'ERR_LOGIN_BAD_STATE' ? 'bad_state' : gerr.code === 'ERR_AUTHN_UNAVAILABLE' ? 'unavailable' : 'rejected',
+        gerr.code === 'ERR_LOGIN_BAD_STATE'
+          ? 'bad_state'
+          : gerr.code === 'ERR_AUTHN_UNAVAILABLE' || gerr.code === 'ERR_STORE_UNAVAILABLE'
+            ? 'unavailable'
+            : 'rejected',
       );
       throw gerr;
     }
@@ -495,12 +551,13 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
     let idToken: string | undefined;
     if (sessionId !== undefined) {
       const hash = tokenHash(sessionId);
-      const found = await sessions.use(hash).catch(() => ({ record: undefined }));
+      // A logout the store cannot record is a 503, not a logout that leaves the session usable elsewhere.
+      const found = await viaStore(sessions.use(hash));
       const r = found.record;
       // A cookie of another listener ends nothing here.
       if (r !== undefined && r.listener === site.listener && r.origin === site.origin) {
         idToken = r.idToken;
-        if (await sessions.end(hash)) observer.logout(name, 'user', 1);
+        if (await viaStore(sessions.end(hash))) observer.logout(name, 'user', 1);
       }
     }
     const cookies = [clearCookie(SESSION_COOKIE)];
@@ -549,8 +606,8 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
     const sub = typeof payload.sub === 'string' ? payload.sub : undefined;
     if (sid === undefined && sub === undefined) throw bad('neither sid nor sub');
     // §2.6 step 10: a jti seen before is a replay.
-    if (!(await store.add(`jti:${name}:${String(payload.jti)}`, '1', 3_600_000))) throw bad('jti replayed');
-    const n = await sessions.endAll(sid !== undefined ? { sid } : { sub });
+    if (!(await viaStore(store.add(`jti:${name}:${String(payload.jti)}`, '1', 3_600_000)))) throw bad('jti replayed');
+    const n = await viaStore(sessions.endAll(sid !== undefined ? { sid } : { sub }));
     observer.logout(name, 'backchannel', n);
     d.logger.info({ provider: name, sessions: n }, 'back-channel logout');
     return n;
@@ -583,7 +640,7 @@ export function createOidcProvider(name: string, config: OidcProviderConfig, dep
     finishLogin,
     logout,
     backchannelLogout,
-    ownsLogin: async (cookie) => (await pendingStore.get(`login:${name}:${tokenHash(cookie)}`)) !== undefined,
+    ownsLogin: async (cookie) => (await viaStore(pendingStore.get(`login:${name}:${tokenHash(cookie)}`))) !== undefined,
     issuedBy: (iss) => iss === runtime?.as.issuer || iss === config.issuer || URL.parse(iss)?.href === issuerUrl.href,
     activeSessions: () => sessions.count(),
   };

@@ -12,6 +12,7 @@ import type { Clock } from '../clock.js';
 import type { Credential } from './credential.js';
 import type { ProviderTypeName } from './provider-config.js';
 import type { AuthnObserver, AuthnStats } from '../observability/auth-stats.js';
+import type { InvalidationChannel, KeyValueStore } from '../store/store.js';
 
 /** The authenticated caller. Immutable; route policy (`authz/policy.ts`) reads it on every request. */
 export interface Principal {
@@ -104,6 +105,21 @@ export interface AuthnDeps {
   readonly logger?: AuthnLogger;
   /** Receives each remote call's result and duration (metrics). Default: none. */
   readonly observer?: AuthnObserver;
+  /**
+   * The store shared by every replica (`store.type: redis`). Absent: each provider keeps its sessions and
+   * caches in this process's memory, as with one replica.
+   */
+  readonly shared?: SharedStoreDeps;
+}
+
+/** What a provider needs of a shared store. */
+export interface SharedStoreDeps {
+  readonly kv: KeyValueStore;
+  readonly channel: InvalidationChannel;
+  /** A session that cannot be read: 503 (`service-unavailable`) or no session (`no-session`). */
+  readonly whenUnavailable: 'service-unavailable' | 'no-session';
+  /** Token-cache answers kept in this process in front of the store. */
+  readonly localCacheMaxEntries: number;
 }
 
 /** The deps with their defaults filled in. */

@@ -27,6 +27,10 @@ export const AGGREGATOR_OVERRIDES: Readonly<Record<string, Aggregator>> = {
   portcullis_crl_next_update_timestamp_seconds: 'min',
   // A 0/1 flag every worker computes from the same files: any 1 is the one to see.
   portcullis_tls_certificate_name_mismatch: 'max',
+  // With Redis every worker counts the same shared sessions; with the memory store there is one worker.
+  portcullis_sessions_active: 'max',
+  // A worker that cannot reach the store is the one to see.
+  portcullis_store_up: 'min',
   // Each worker reloads on its own: the oldest successful load is the one an alert must see.
   portcullis_config_last_reload_success_timestamp_seconds: 'min',
   // The gateway started when the primary did (prom-client omits this one in aggregates by default).

@@ -12,6 +12,7 @@ import { DEFAULTS } from './defaults.js';
 import { resolveListener } from './listeners.js';
 import type { RuntimeConfig, RuntimeListener } from './runtime.js';
 import type { ConfigFile } from './schema.js';
+import { resolveStore } from './store.js';
 
 /**
  * A schema-valid config file → the runtime config (without `files`, which the loader adds). Each section is
@@ -64,15 +65,16 @@ export function compileConfig(
       warnings.push(`listener "${l.name}" has an empty allowClients: it denies every client`);
     listeners.push(r);
   });
-  // Sessions and pre-login records live in each process's memory store: a login made on one worker would be
-  // unknown to the next request's worker. Refused until a shared store exists.
+  const store = resolveStore(ctx, file.store);
+  // Sessions and pre-login records in the memory store live in each process: a login made on one worker would
+  // be unknown to the next request's worker. A shared store (Redis) lifts the rule.
   const loginProvider = Object.entries(file.authProviders).find(([, p]) => p.type === 'oidc')?.[0];
-  if (loginProvider !== undefined && file.workers !== 1)
+  if (loginProvider !== undefined && file.workers !== 1 && store?.type !== 'redis')
     errors.push(
       new ConfigError(
         'workers',
         file.workers,
-        `1 while authProviders.${loginProvider} (type oidc) keeps its sessions in this process's memory`,
+        `1 while authProviders.${loginProvider} (type oidc) keeps its sessions in this process's memory (or a store with type: redis, shared by every worker)`,
       ),
     );
   for (const name of Object.keys(file.authProviders)) {
@@ -112,7 +114,7 @@ export function compileConfig(
         );
     });
   }
-  if (errors.length > 0 || !admin) return undefined;
+  if (errors.length > 0 || !admin || !store) return undefined;
   return {
     source,
     requireEncryption: file.requireEncryption,
@@ -129,6 +131,7 @@ export function compileConfig(
     },
     listeners,
     authProviders,
+    store,
     warnings,
   };
 }

@@ -13,6 +13,7 @@ import type { ClientAcl } from '../identity/acl.js';
 import type { TelemetryMatcher } from '../mutate/telemetry.js';
 import type { TcpUpstream } from '../proxy/tcp-pipe.js';
 import type { ConfigFile, Http2Config, TimeoutsConfig } from './schema.js';
+import type { StoreRuntimeConfig } from './store.js';
 
 /** host + port to bind. */
 export interface ListenAddress {
@@ -175,6 +176,8 @@ export interface RuntimeConfig {
    * resolved against the config file's folder. Plain data: the app builds the providers from it.
    */
   readonly authProviders: Readonly<Record<string, AuthProviderConfig>>;
+  /** `store`: memory (this process) or Redis (shared by every replica), resolved with its files read. */
+  readonly store: StoreRuntimeConfig;
   /** Non-fatal findings for the start-up log (e.g. a plaintext listener). */
   readonly warnings: readonly string[];
 }

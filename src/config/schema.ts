@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { authProvidersSchema } from '../authn/provider-config.js';
 import { routeAuthSchema } from '../authz/policy.js';
 import { DEFAULTS } from './defaults.js';
+import { storeSchema } from './store.js';
 
 /** Milliseconds as a plain number: `"5m"` or `"5s"` is refused, never guessed. */
 const positiveMs = z
@@ -219,6 +220,8 @@ export const configSchema = z.strictObject({
     .default({ checkFilesSeconds: DEFAULTS.reload.checkFilesSeconds }),
   /** Bearer token providers by name (jwt, introspection, static); routes reference them in `auth.providers`. */
   authProviders: authProvidersSchema.default({}),
+  /** Where sessions, token caches and revocations live (store.ts): absent = this process's memory. */
+  store: storeSchema.optional(),
   listeners: z.array(listener).min(1, 'at least one listener'),
 });
 

@@ -150,6 +150,7 @@ export function createMetrics(
   if (opts.processMetrics !== false) collectProcessMetrics(registry);
   const buildInfo = createBuildInfo(registry, opts.build);
   let authProviders: ReadonlyMap<string, AuthStatsSource> = new Map();
+  let storeProblem: () => string | undefined = () => undefined;
   const { counter, gauge, histogram } = definer(registry);
   /** A counter that mirrors one monotonic `stats()` field of every provider (of `type`, if given) at scrape. */
   const statCounter = (name: string, help: string, field: keyof AuthnStats): Counter<'provider'> =>
@@ -174,6 +175,10 @@ export function createMetrics(
   return {
     buildInfo,
     /** Points the provider-fed auth series at this set of providers (replacing any earlier set). */
+    /** The store whose health `portcullis_store_up` reports (the memory store is always up). */
+    bindStore(problem: () => string | undefined): void {
+      storeProblem = problem;
+    },
     bindAuthProviders(providers: ReadonlyMap<string, AuthStatsSource>): void {
       authProviders = providers;
     },
@@ -365,6 +370,19 @@ export function createMetrics(
         }
       },
     }),
+    storeUp: new Gauge({
+      name: 'portcullis_store_up',
+      help: '1 when the store (store.type: memory, or Redis) answers, else 0 (sessions cannot be read: no session or 503).',
+      registers: [registry],
+      collect() {
+        this.set(storeProblem() === undefined ? 1 : 0);
+      },
+    }),
+    storeFailures: counter(
+      'portcullis_store_failures_total',
+      'Store commands that failed, by reason (timeout: Redis did not answer within store.commandTimeoutMs; unavailable: not connected; error: Redis refused the command). Each is a refusal, never a pass.',
+      ['reason'],
+    ),
     certificateNameMismatch: gauge(
       'portcullis_tls_certificate_name_mismatch',
       "1 when a listener's server certificate covers none of its serverNames (clients that check the host name refuse it), else 0; by listener. Set at start and at each reload.",

@@ -5,7 +5,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import { monotonicMs, type Clock } from '../clock.js';
-import type { KeyValueStore } from './store.js';
+import type { InvalidationChannel, KeyValueStore, Store } from './store.js';
 
 /** Keys the memory store holds at most by default: 100,000 (a session is about 2 KB: ~200 MB worst case). */
 export const DEFAULT_MAX_ENTRIES = 100_000;
@@ -49,6 +49,12 @@ export function createMemoryStore(opts: MemoryStoreOptions, deps: { readonly clo
       cache.delete(key);
       return Promise.resolve(had);
     },
+    deleteIfEquals(key, value) {
+      const e = live(key);
+      if (e === undefined || !('value' in e) || e.value !== value) return Promise.resolve(false);
+      cache.delete(key);
+      return Promise.resolve(true);
+    },
     addToSet(key, member, ttlMs) {
       const e = live(key);
       const until = now() + ttlMs;
@@ -68,5 +74,35 @@ export function createMemoryStore(opts: MemoryStoreOptions, deps: { readonly clo
       for (const [key, e] of cache.entries()) if (e.until > t && key.startsWith(prefix)) n++;
       return Promise.resolve(n);
     },
+  };
+}
+
+/**
+ * The invalidation channel of one process: a message reaches this process's subscribers, synchronously, and
+ * nobody else (cluster workers hear of a purge through the primary, cluster/). Never disconnected.
+ */
+export function createLocalChannel(): InvalidationChannel {
+  const listeners = new Set<{ readonly onMessage: (message: string) => void; readonly onReset: () => void }>();
+  return {
+    publish(message) {
+      for (const l of listeners) l.onMessage(message);
+      return Promise.resolve();
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    connected: () => true,
+  };
+}
+
+/** The default {@link Store}: a memory store and a local channel; always healthy. */
+export function createMemoryBackedStore(opts: MemoryStoreOptions, deps: { readonly clock: Pick<Clock, 'hrtime'> }): Store {
+  return {
+    type: 'memory',
+    kv: createMemoryStore(opts, deps),
+    channel: createLocalChannel(),
+    health: { problem: () => undefined },
+    close: () => Promise.resolve(),
   };
 }

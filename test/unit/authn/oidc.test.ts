@@ -299,6 +299,7 @@ describe('oidc sessions', () => {
       set: () => Promise.resolve(),
       add: () => Promise.resolve(true),
       delete: () => Promise.resolve(true),
+      deleteIfEquals: () => Promise.resolve(true),
       addToSet: () => Promise.resolve(),
       members: () => Promise.resolve([]),
       count: () => Promise.resolve(0),

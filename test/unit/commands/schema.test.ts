@@ -51,6 +51,7 @@ describe('portcullis schema', () => {
         'log',
         'reload',
         'requireEncryption',
+        'store',
         'telemetry',
         'timeouts',
         'workers',
