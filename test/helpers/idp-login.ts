@@ -203,3 +203,22 @@ export async function driveIdpLogin(authorizeUrl: string, user: string, jar = ne
   }
   throw new Error('IdP login did not come back to the gateway');
 }
+
+/**
+ * Ends the IdP session of the browser holding `jar` through its end-session confirmation form: the IdP then
+ * POSTs a back-channel logout token to the client's `backchannel_logout_uri` (the gateway).
+ */
+export async function endIdpSession(issuer: string, jar: Jar): Promise<number> {
+  const end = await fetch(`${issuer}/session/end`, { headers: { cookie: jar.header() } });
+  jar.take(end);
+  const html = await end.text();
+  const action = /action="([^"]+)"/.exec(html)?.[1] ?? '';
+  const xsrf = /name="xsrf" value="([^"]+)"/.exec(html)?.[1] ?? '';
+  const confirm = await fetch(new URL(action, issuer).href, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { cookie: jar.header(), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ xsrf, logout: 'yes' }).toString(),
+  });
+  return confirm.status;
+}

@@ -7,9 +7,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from './binary.js';
 import type { TestPkiPaths } from './pki.js';
 
 export const REDIS_SERVER = '/usr/bin/redis-server';
@@ -20,16 +21,6 @@ export function redisMissing(suite: string): string | undefined {
   const why = `${suite}: skipped: ${REDIS_SERVER} is missing (apt-get install redis-server)`;
   console.warn(why);
   return why;
-}
-
-/** A free loopback TCP port (bound and released: another process could take it, rarely). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : 0;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 export interface TestRedisOptions {

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadOidcProvider } from '../helpers/oidc.js';
-import { driveIdpLogin, ssoProvider, startLoginIdp, untilLoginRedirects, WEB, type LoginIdp } from '../helpers/idp-login.js';
+import { driveIdpLogin, endIdpSession, ssoProvider, startLoginIdp, untilLoginRedirects, WEB, type LoginIdp } from '../helpers/idp-login.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { startUpstream, type SeenRequest, type TestUpstream } from '../helpers/upstream.js';
 import { h1, type Reply } from '../helpers/clients.js';
@@ -334,18 +334,7 @@ describe.skipIf(Provider === undefined)('browser login against a real oidc-provi
     expect((await get('/app/page', { cookie: s1 })).reply.status).toBe(200);
     expect((await get('/app/page', { cookie: s2 })).reply.status).toBe(200);
     // Log out at the IdP (its end-session confirmation form): it POSTs a logout token to the gateway.
-    const end = await fetch(`${idp.issuer}/session/end`, { headers: { cookie: jar.header() } });
-    jar.take(end);
-    const html = await end.text();
-    const action = /action="([^"]+)"/.exec(html)?.[1] ?? '';
-    const xsrf = /name="xsrf" value="([^"]+)"/.exec(html)?.[1] ?? '';
-    const confirm = await fetch(new URL(action, idp.issuer).href, {
-      method: 'POST',
-      redirect: 'manual',
-      headers: { cookie: jar.header(), 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams({ xsrf, logout: 'yes' }).toString(),
-    });
-    expect([302, 303]).toContain(confirm.status);
+    expect([302, 303]).toContain(await endIdpSession(idp.issuer, jar));
     const deadline = Date.now() + 5_000;
     while (Date.now() < deadline && (await get('/app/page', { cookie: s1 })).reply.status === 200)
       await new Promise((r) => setTimeout(r, 100));

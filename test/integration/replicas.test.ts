@@ -1,0 +1,267 @@
+/**
+ * Several replicas (issue 17): two gateway PROCESSES (the built binary) behind one public origin, sharing a
+ * real `redis-server`, in front of a real OpenID provider (oidc-provider 9) and a recording upstream.
+ *
+ * A session made on A works on B; a user logout or a back-channel logout on A is honoured on B within 1 s; a
+ * refresh due on both at once makes one IdP call (the refresh lock). Faults: Redis stalled (SIGSTOP) or killed
+ * makes a session unreadable — a 503 on A (`whenUnavailable: service-unavailable`), "log in again" on B
+ * (`no-session`), `/readyz` and `portcullis_store_up` say so, and the upstream sees nothing; on SIGCONT the
+ * sessions resume; after a restart (no persistence) they are gone and a new login works on both, without a
+ * gateway restart; a session evicted under `maxmemory` is no session.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { stringify } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadOidcProvider } from '../helpers/oidc.js';
+import { driveIdpLogin, endIdpSession, Jar, ssoProvider, startLoginIdp, untilLoginRedirects, type LoginIdp } from '../helpers/idp-login.js';
+import { freePort, killAll, listeningPorts, startBinary, type StartedBinary } from '../helpers/binary.js';
+import { writePki, type TestPkiPaths } from '../helpers/pki.js';
+import { redisMissing, startRedis, type TestRedis } from '../helpers/redis.js';
+import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+import { h1, type Reply } from '../helpers/clients.js';
+import { adminGet, scrapeText, sampleValue } from '../helpers/admin.js';
+
+const Provider = await loadOidcProvider('test/integration/replicas.test.ts');
+const missing = redisMissing('test/integration/replicas.test.ts');
+
+const HTML = 'text/html,application/xhtml+xml';
+
+function cookieOf(r: Reply, name: string): string | undefined {
+  const v = r.headers['set-cookie'];
+  const lines = v === undefined ? [] : Array.isArray(v) ? v : [v];
+  return lines.find((c) => c.startsWith(`${name}=`))?.split(';')[0];
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
+    await sleep(50);
+  }
+}
+
+interface Replica {
+  readonly run: StartedBinary;
+  readonly port: number;
+  readonly adminPort: number;
+}
+
+describe.skipIf(Provider === undefined || missing !== undefined)('two gateway processes sharing sessions on Redis', () => {
+  let dir: string;
+  let pki: TestPkiPaths;
+  let redis: TestRedis;
+  let idp: LoginIdp;
+  let up: TestUpstream;
+  let a: Replica;
+  let b: Replica;
+  /** The public authority both replicas serve (a load balancer's): A's port. */
+  let authority: string;
+
+  /** A request to `replica` as if through the load balancer (Host: the public authority). */
+  const get = async (
+    replica: Replica,
+    path: string,
+    headers: Record<string, string> = {},
+  ): Promise<{ reply: Reply; reached: boolean }> => {
+    const before = up.seen.length;
+    const reply = await h1(replica.port, pki, { client: undefined, path, headers: { host: authority, ...headers } });
+    return { reply, reached: up.seen.length > before };
+  };
+
+  /** Logs `user` in through `replica`; returns the session cookie (`name=value`). */
+  async function login(replica: Replica, user: string, jar = new Jar()): Promise<string> {
+    const start = await get(replica, '/app/page', { accept: HTML });
+    expect(start.reply.status).toBe(302);
+    const pre = cookieOf(start.reply, '__Host-portcullis-login') ?? '';
+    const callback = new URL(await driveIdpLogin(start.reply.headers.location as string, user, jar));
+    const back = await get(replica, callback.pathname + callback.search, { accept: HTML, cookie: pre });
+    expect(back.reply.status, back.reply.body).toBe(302);
+    const cookie = cookieOf(back.reply, '__Host-portcullis');
+    if (cookie === undefined) throw new Error('no session cookie');
+    return cookie;
+  }
+
+  async function startReplica(name: string, port: number, store: Record<string, unknown>): Promise<Replica> {
+    const adminPort = await freePort();
+    const file = join(dir, `${name}.yaml`);
+    await writeFile(
+      file,
+      stringify({
+        admin: { listen: `127.0.0.1:${adminPort}` },
+        log: { level: 'info', access: false },
+        store: { type: 'redis', url: redis.url, keyPrefix: 'it:', commandTimeoutMs: 300, requiredForReadiness: true, ...store },
+        authProviders: { sso: ssoProvider(idp) },
+        listeners: [
+          {
+            name: 'main',
+            listen: `127.0.0.1:${port}`,
+            tls: { cert: pki.server.cert, key: pki.server.key, clientCertificate: 'none' },
+            routes: [
+              { id: 'app', match: { pathPrefix: '/app' }, upstream: up.url, auth: { login: 'sso' } },
+              { id: 'open', match: { pathPrefix: '/' }, upstream: up.url },
+            ],
+          },
+        ],
+      }),
+    );
+    const run = startBinary(file);
+    await listeningPorts(run, { admin: true });
+    const replica = { run, port, adminPort };
+    await untilLoginRedirects(async () => (await get(replica, '/app/', { accept: HTML })).reply.status);
+    return replica;
+  }
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'portcullis-replicas-'));
+    pki = await writePki(join(dir, 'pki'));
+    redis = await startRedis();
+    up = await startUpstream();
+    idp = await startLoginIdp(Provider!);
+    idp.trust(pki.ca);
+    const portA = await freePort();
+    const portB = await freePort();
+    authority = `localhost:${portA}`;
+    // One public origin: the IdP knows only A's (its back-channel logout goes to A).
+    await idp.configure([`https://${authority}`], 62);
+    [a, b] = await Promise.all([
+      startReplica('a', portA, { whenUnavailable: 'service-unavailable' }),
+      startReplica('b', portB, { whenUnavailable: 'no-session' }),
+    ]);
+  }, 60_000);
+
+  afterAll(async () => {
+    killAll([a?.run.child, b?.run.child].filter((c) => c !== undefined));
+    await idp?.close();
+    await up?.close();
+    await redis?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a session made on A works on B (and on A), the session cookie removed upstream', async () => {
+    const cookie = await login(a, 'alice');
+    const onB = await get(b, '/app/page', { cookie });
+    expect(onB.reply.status).toBe(200);
+    expect(onB.reached).toBe(true);
+    const seen = up.seen.at(-1);
+    expect(JSON.stringify(seen?.rawHeaders)).not.toContain('__Host-portcullis');
+    expect((await get(a, '/app/page', { cookie })).reply.status).toBe(200);
+    const metrics = await scrapeText(b.adminPort);
+    expect(sampleValue(metrics, 'portcullis_store_up')).toBe(1);
+    expect(sampleValue(metrics, 'portcullis_sessions_active{provider="sso"}')).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a logout on A ends the session on B at once', async () => {
+    const cookie = await login(a, 'alice');
+    expect((await get(b, '/app/page', { cookie })).reply.status).toBe(200);
+    const out = await get(a, '/_portcullis/logout', { cookie, accept: HTML });
+    expect(out.reply.status).toBe(302);
+    const after = await get(b, '/app/page', { cookie });
+    expect(after.reply.status).toBe(401);
+    expect(after.reached).toBe(false);
+  });
+
+  it('a back-channel logout delivered to A is honoured on B within 1 s', async () => {
+    const jar = new Jar();
+    const cookie = await login(a, 'bob', jar);
+    expect((await get(b, '/app/page', { cookie })).reply.status).toBe(200);
+    expect([302, 303]).toContain(await endIdpSession(idp.issuer, jar));
+    const t0 = Date.now();
+    await until(async () => (await get(b, '/app/page', { cookie })).reply.status === 401, 1_000, 'B refuses the session');
+    console.log(`back-channel logout on A honoured on B after ${Date.now() - t0} ms`);
+    const after = await get(b, '/app/page', { cookie });
+    expect(after.reached).toBe(false);
+  });
+
+  it('a refresh due on both replicas at once makes one IdP call, and both keep the session', async () => {
+    const cookie = await login(a, 'carol');
+    // The access token lives 62 s and is refreshed 60 s before: due after 2 s.
+    await sleep(2_300);
+    const before = idp.grants.get('refresh_token') ?? 0;
+    const replies = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => get(i % 2 === 0 ? a : b, '/app/page', { cookie })),
+    );
+    expect(replies.map((r) => r.reply.status)).toEqual(Array(20).fill(200));
+    expect((idp.grants.get('refresh_token') ?? 0) - before).toBe(1);
+    // The rotated refresh token was saved for both: the next refresh (again on both) succeeds.
+    await sleep(2_300);
+    const again = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => get(i % 2 === 0 ? b : a, '/app/page', { cookie })),
+    );
+    expect(again.map((r) => r.reply.status)).toEqual(Array(10).fill(200));
+    expect((idp.grants.get('refresh_token') ?? 0) - before).toBe(2);
+  });
+
+  it('a session evicted under maxmemory is no session: the upstream sees nothing', async () => {
+    const cookie = await login(a, 'dave');
+    expect((await get(b, '/app/page', { cookie })).reply.status).toBe(200);
+    const raw = new Redis({ host: '127.0.0.1', port: redis.port });
+    try {
+      await raw.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      const used = Number(/used_memory:(\d+)/.exec(await raw.info('memory'))?.[1]);
+      await raw.config('SET', 'maxmemory', String(used + 2 * 1024 * 1024));
+      const big = 'z'.repeat(10_000);
+      for (let i = 0; i < 1_000; i++) await raw.set(`filler:${i}`, big);
+      const onB = await get(b, '/app/page', { cookie });
+      const onA = await get(a, '/app/page', { cookie });
+      expect(onB.reply.status).toBe(401);
+      expect(onA.reply.status).toBe(401);
+      expect(onA.reached || onB.reached).toBe(false);
+    } finally {
+      await raw.config('SET', 'maxmemory', '0');
+      await raw.flushdb();
+      raw.disconnect();
+    }
+  });
+
+  it('Redis stalled (SIGSTOP): a 503 on A, log in again on B, /readyz and store_up say so; sessions resume on SIGCONT', async () => {
+    const cookie = await login(a, 'erin');
+    expect((await get(b, '/app/page', { cookie })).reply.status).toBe(200);
+    redis.stall();
+    try {
+      const t0 = Date.now();
+      const onA = await get(a, '/app/page', { cookie });
+      expect(Date.now() - t0).toBeLessThan(2_000);
+      expect(onA.reply.status).toBe(503);
+      expect(onA.reached).toBe(false);
+      const browserB = await get(b, '/app/page', { cookie, accept: HTML });
+      const apiB = await get(b, '/app/page', { cookie });
+      expect(apiB.reply.status).toBe(401);
+      expect(apiB.reached || browserB.reached).toBe(false);
+      await until(async () => (await adminGet(a.adminPort, '/readyz')).status === 503, 3_000, '/readyz 503');
+      expect((await adminGet(a.adminPort, '/readyz')).body).toMatch(/store: redis/);
+      expect(sampleValue(await scrapeText(a.adminPort), 'portcullis_store_up')).toBe(0);
+    } finally {
+      redis.resume();
+    }
+    await until(async () => (await get(b, '/app/page', { cookie })).reply.status === 200, 5_000, 'session back on B');
+    expect((await get(a, '/app/page', { cookie })).reply.status).toBe(200);
+    await until(async () => (await adminGet(a.adminPort, '/readyz')).status === 200, 5_000, '/readyz 200');
+  });
+
+  it('Redis killed: no request passes; restarted (empty): sessions are gone, a new login works on both, no gateway restart', async () => {
+    const cookie = await login(b, 'frank');
+    await redis.kill();
+    const onA = await get(a, '/app/page', { cookie });
+    const onB = await get(b, '/app/page', { cookie });
+    expect(onA.reply.status).toBe(503);
+    expect(onB.reply.status).toBe(401);
+    expect(onA.reached || onB.reached).toBe(false);
+    // A login cannot start while its pre-login record cannot be written: 503, not a half login.
+    const start = await get(a, '/app/page', { accept: HTML });
+    expect(start.reply.status).toBe(503);
+    expect(sampleValue(await scrapeText(b.adminPort), 'portcullis_store_up')).toBe(0);
+    await redis.restart();
+    await until(async () => (await adminGet(a.adminPort, '/readyz')).status === 200, 10_000, '/readyz 200 after restart');
+    await until(async () => (await adminGet(b.adminPort, '/readyz')).status === 200, 10_000, '/readyz 200 after restart');
+    const old = await get(a, '/app/page', { cookie });
+    expect(old.reply.status).toBe(401);
+    expect(old.reached).toBe(false);
+    const fresh = await login(a, 'frank');
+    expect((await get(b, '/app/page', { cookie: fresh })).reply.status).toBe(200);
+  });
+});
