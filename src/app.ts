@@ -427,10 +427,19 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
   // purged is counted here, the others purge when the message reaches them (within a second).
   const purgeTokenCache = (sha256?: string): number => {
     const n = purgeHere(sha256);
-    if (config.store.type === 'redis')
-      store.channel.publish(`${PURGE_MESSAGE}${sha256 ?? '*'}`).catch((err: unknown) => {
-        logger.error({ err }, 'purge not sent to the other replicas: the store is unavailable (their caches expire by TTL)');
-      });
+    if (config.store.type === 'redis') {
+      // The shared answers first (a new generation), then the message: a replica that drops its local copy on
+      // the message and asks again must not find the old answer in Redis.
+      const providers = [...gen.authenticators.values()];
+      Promise.all(providers.map((p) => p.purgeShared?.() ?? Promise.resolve()))
+        .then(() => store.channel.publish(`${PURGE_MESSAGE}${sha256 ?? '*'}`))
+        .catch((err: unknown) => {
+          logger.error(
+            { err: err instanceof Error ? err.message : String(err) },
+            'purge not shared with the other replicas: the store is unavailable (their copies end at their TTL, or when their channel reconnects)',
+          );
+        });
+    }
     return n;
   };
   if (config.store.type === 'redis')

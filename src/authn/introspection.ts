@@ -50,6 +50,7 @@ import {
   type Principal,
 } from './principal.js';
 import { MAX_STALE_IF_ERROR_SECONDS, type IntrospectionProviderConfig } from './provider-config.js';
+import { createSharedAnswers } from './shared-answers.js';
 
 /** Largest introspection answer read: 64 KiB (a real one is a few hundred bytes). */
 export const MAX_INTROSPECTION_BYTES = 64 * 1024;
@@ -338,6 +339,8 @@ export function createIntrospectionProvider(
     },
   });
   const inflight = new Map<string, Promise<Entry>>();
+  // The replicas' shared answers (store.type: redis), behind the LRU above; none with the memory store.
+  const shared = deps.shared !== undefined ? createSharedAnswers(name, deps.shared.kv, d.clock) : undefined;
   /**
    * Raised by every purge. An IdP call that started before a purge may carry the answer from before a
    * revocation: it still answers the requests that were waiting for it, but is not stored.
@@ -361,8 +364,27 @@ export function createIntrospectionProvider(
       ? 0
       : Math.min(PAUSE_INITIAL_MS * 2 ** (failures - PAUSE_AFTER_FAILURES), PAUSE_MAX_MS);
 
-  /** One IdP call; stores the answer after every check passed; resolves with it. */
-  async function introspect(token: string, hash: string): Promise<Entry> {
+  /** The shared answer of another replica (store.type: redis), when there is a fresh one; else asks the IdP. */
+  async function lookup(token: string, hash: string): Promise<Entry> {
+    if (shared === undefined) return introspect(token, hash, undefined);
+    const startedIn = generation;
+    const found = await shared.lookup(hash);
+    const a = found.answer;
+    if (a === undefined) return introspect(token, hash, found.generation);
+    const storedAtMs = monotonicMs(d.clock);
+    const entry: Entry = a.active
+      ? { active: true, principal: a.principal, storedAtMs, freshForMs: a.freshForMs, expMs: a.expMs, nbfMs: a.nbfMs }
+      : { active: false, storedAtMs, freshForMs: a.freshForMs };
+    // Not past its shared freshness, and not at all when a purge came while it was read.
+    if (startedIn === generation && a.freshForMs >= 1) cache.set(hash, entry, { ttl: Math.floor(a.freshForMs) });
+    return entry;
+  }
+
+  /**
+   * One IdP call; stores the answer after every check passed (locally, and shared under `sharedGeneration` when
+   * given); resolves with it.
+   */
+  async function introspect(token: string, hash: string, sharedGeneration: string | undefined): Promise<Entry> {
     const startedIn = generation;
     const seqAtStart = failureSeq;
     idpRequests++;
@@ -406,7 +428,10 @@ export function createIntrospectionProvider(
     const storable = startedIn === generation;
     if (!outcome.active) {
       const entry: Entry = { active: false, storedAtMs, freshForMs: negativeTtlMs };
-      if (storable && negativeTtlMs > 0) cache.set(hash, entry, { ttl: negativeTtlMs });
+      if (storable && negativeTtlMs > 0) {
+        cache.set(hash, entry, { ttl: negativeTtlMs });
+        if (sharedGeneration !== undefined) shared?.share(hash, sharedGeneration, { active: false, freshForMs: negativeTtlMs });
+      }
       return entry;
     }
     const expMs = outcome.principal.expiresAtMs;
@@ -417,8 +442,11 @@ export function createIntrospectionProvider(
     const entry: Entry = { active: true, principal: outcome.principal, storedAtMs, freshForMs, expMs, nbfMs };
     // Kept past freshness only for staleIfError, and never past exp.
     const retainMs = Math.floor(Math.min((expMs ?? Infinity) - now, maxTtlMs + staleKeepMs));
-    if (storable && maxTtlMs > 0 && freshForMs > 0 && retainMs >= 1)
+    if (storable && maxTtlMs > 0 && freshForMs > 0 && retainMs >= 1) {
       cache.set(hash, entry, { ttl: retainMs });
+      if (sharedGeneration !== undefined)
+        shared?.share(hash, sharedGeneration, { active: true, principal: outcome.principal, freshForMs, expMs, nbfMs });
+    }
     return entry;
   }
 
@@ -487,7 +515,7 @@ export function createIntrospectionProvider(
         const probe = paused > 0;
         if (probe) probing = true;
         callsInFlight++;
-        const started = introspect(token, hash).finally(() => {
+        const started = lookup(token, hash).finally(() => {
           if (probe) probing = false;
           callsInFlight--;
           // A purge may have dropped this call and a newer one may have taken its place.
@@ -531,6 +559,7 @@ export function createIntrospectionProvider(
       inflight.delete(hash);
       return cache.delete(hash) ? 1 : 0;
     },
+    purgeShared: () => shared?.invalidate() ?? Promise.resolve(),
     close() {
       cache.clear();
       inflight.clear();

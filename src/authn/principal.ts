@@ -74,6 +74,11 @@ export interface Authenticator {
    * Absent on providers without a cache.
    */
   purge?(hash?: string): number;
+  /**
+   * Makes every answer this provider shared with other replicas (store.type: redis) void: a purge must also
+   * hold for the answers in the shared store. Rejects when the store cannot be written.
+   */
+  purgeShared?(): Promise<void>;
   /** Releases caches and watchers. The provider must not be used afterwards. */
   close(): void;
 }

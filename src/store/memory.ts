@@ -35,6 +35,14 @@ export function createMemoryStore(opts: MemoryStoreOptions, deps: { readonly clo
       const e = live(key);
       return Promise.resolve(e !== undefined && 'value' in e ? e.value : undefined);
     },
+    getMany(keys) {
+      return Promise.resolve(
+        keys.map((key) => {
+          const e = live(key);
+          return e !== undefined && 'value' in e ? e.value : undefined;
+        }),
+      );
+    },
     set(key, value, ttlMs) {
       cache.set(key, { value, until: now() + ttlMs });
       return Promise.resolve();

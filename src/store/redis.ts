@@ -179,6 +179,10 @@ export function createRedisStore(config: RedisStoreRuntime, deps: RedisStoreDeps
     type: 'redis',
     kv: {
       get: (key) => run(async () => (await client.get(k(key))) ?? undefined),
+      getMany: (keys) =>
+        run(async () =>
+          keys.length === 0 ? [] : (await client.mget(keys.map(k))).map((v) => v ?? undefined),
+        ),
       set: (key, value, ttlMs) =>
         run(async () => {
           await client.set(k(key), value, 'PX', ttl(ttlMs));

@@ -13,6 +13,8 @@
 export interface KeyValueStore {
   /** The value under `key`, or undefined when there is none or its lifetime ended. */
   get(key: string): Promise<string | undefined>;
+  /** The values under `keys`, in order, in one round trip (undefined where there is none). */
+  getMany(keys: readonly string[]): Promise<readonly (string | undefined)[]>;
   /** Stores `value` under `key` for `ttlMs` (replacing any value and lifetime). */
   set(key: string, value: string, ttlMs: number): Promise<void>;
   /** Stores `value` only when `key` holds nothing: true when it did (a `jti` seen for the first time, a lock taken). */

@@ -47,8 +47,17 @@ export function sampleValue(text: string, series: string): number | undefined {
 
 /** GETs `path` from the admin port over plain HTTP (fresh connection); resolves with any status and the body. */
 export function adminGet(port: number, path: string): Promise<{ status: number; body: string }> {
+  return adminRequest(port, path, 'GET');
+}
+
+/** POSTs (no body) to `path` on the admin port over plain HTTP, e.g. `/cache/purge`. */
+export function adminPost(port: number, path: string): Promise<{ status: number; body: string }> {
+  return adminRequest(port, path, 'POST');
+}
+
+function adminRequest(port: number, path: string, method: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    httpRequest({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+    httpRequest({ host: '127.0.0.1', port, path, method, agent: false }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));

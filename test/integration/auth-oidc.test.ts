@@ -11,7 +11,7 @@
  * - key rotation at the IdP picked up (a token signed by the new key is accepted after the cooldown).
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, request as httpRequest, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +30,7 @@ import { tokenHash } from '../../src/authn/bearer.js';
 import { startGateway, tlsListener, type TestGateway } from '../helpers/gateway.js';
 import { startUpstream, type SeenRequest, type TestUpstream } from '../helpers/upstream.js';
 import { h1, h2, h2session, type Reply } from '../helpers/clients.js';
+import { adminPost } from '../helpers/admin.js';
 
 const Provider = await loadOidcProvider('test/integration/auth-oidc.test.ts');
 
@@ -38,18 +39,6 @@ function values(seen: SeenRequest, name: string): string[] {
   for (let i = 0; i + 1 < seen.rawHeaders.length; i += 2)
     if ((seen.rawHeaders[i] as string).toLowerCase() === name) out.push(seen.rawHeaders[i + 1] as string);
   return out;
-}
-
-function adminPost(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    httpRequest({ host: '127.0.0.1', port, path, method: 'POST' }, (res) => {
-      let text = '';
-      res.on('data', (c: Buffer) => (text += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-    })
-      .on('error', reject)
-      .end();
-  });
 }
 
 describe.skipIf(Provider === undefined)('the gateway against a real oidc-provider 9', () => {

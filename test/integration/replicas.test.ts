@@ -22,7 +22,9 @@ import { writePki, type TestPkiPaths } from '../helpers/pki.js';
 import { redisMissing, startRedis, type TestRedis } from '../helpers/redis.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
 import { h1, type Reply } from '../helpers/clients.js';
-import { adminGet, scrapeText, sampleValue } from '../helpers/admin.js';
+import { adminGet, adminPost, scrapeText, sampleValue } from '../helpers/admin.js';
+import { createFakeIdp, type FakeIdp } from '../helpers/idp.js';
+import { tokenHash } from '../../src/authn/bearer.js';
 
 const Provider = await loadOidcProvider('test/integration/replicas.test.ts');
 const missing = redisMissing('test/integration/replicas.test.ts');
@@ -56,6 +58,8 @@ describe.skipIf(Provider === undefined || missing !== undefined)('two gateway pr
   let pki: TestPkiPaths;
   let redis: TestRedis;
   let idp: LoginIdp;
+  /** The introspection endpoint (opaque tokens) behind the `/api` route. */
+  let opaque: FakeIdp;
   let up: TestUpstream;
   let a: Replica;
   let b: Replica;
@@ -95,7 +99,16 @@ describe.skipIf(Provider === undefined || missing !== undefined)('two gateway pr
         admin: { listen: `127.0.0.1:${adminPort}` },
         log: { level: 'info', access: false },
         store: { type: 'redis', url: redis.url, keyPrefix: 'it:', commandTimeoutMs: 300, requiredForReadiness: true, ...store },
-        authProviders: { sso: ssoProvider(idp) },
+        authProviders: {
+          sso: ssoProvider(idp),
+          opaque: {
+            type: 'introspection',
+            endpoint: opaque.introspectionUri,
+            clientId: opaque.clientId,
+            clientSecretFile: join(dir, 'introspection-secret'),
+            cache: { maxTtlSeconds: 300 },
+          },
+        },
         listeners: [
           {
             name: 'main',
@@ -103,6 +116,7 @@ describe.skipIf(Provider === undefined || missing !== undefined)('two gateway pr
             tls: { cert: pki.server.cert, key: pki.server.key, clientCertificate: 'none' },
             routes: [
               { id: 'app', match: { pathPrefix: '/app' }, upstream: up.url, auth: { login: 'sso' } },
+              { id: 'api', match: { pathPrefix: '/api' }, upstream: up.url, auth: { providers: ['opaque'] } },
               { id: 'open', match: { pathPrefix: '/' }, upstream: up.url },
             ],
           },
@@ -121,6 +135,9 @@ describe.skipIf(Provider === undefined || missing !== undefined)('two gateway pr
     pki = await writePki(join(dir, 'pki'));
     redis = await startRedis();
     up = await startUpstream();
+    opaque = await createFakeIdp();
+    await opaque.listen();
+    await writeFile(join(dir, 'introspection-secret'), `${opaque.clientSecret}\n`, { mode: 0o600 });
     idp = await startLoginIdp(Provider!);
     idp.trust(pki.ca);
     const portA = await freePort();
@@ -137,6 +154,7 @@ describe.skipIf(Provider === undefined || missing !== undefined)('two gateway pr
   afterAll(async () => {
     killAll([a?.run.child, b?.run.child].filter((c) => c !== undefined));
     await idp?.close();
+    await opaque?.close();
     await up?.close();
     await redis?.close();
     if (dir) await rm(dir, { recursive: true, force: true });
@@ -194,6 +212,58 @@ describe.skipIf(Provider === undefined || missing !== undefined)('two gateway pr
     );
     expect(again.map((r) => r.reply.status)).toEqual(Array(10).fill(200));
     expect((idp.grants.get('refresh_token') ?? 0) - before).toBe(2);
+  });
+
+  const bearer = (replica: Replica, token: string): Promise<{ reply: Reply; reached: boolean }> =>
+    get(replica, '/api/x', { authorization: `Bearer ${token}` });
+
+  it('a token checked on A is not asked again on B (shared answer), and B then decides from its near-cache', async () => {
+    const token = opaque.issueOpaque();
+    const before = opaque.counts.introspection;
+    expect((await bearer(a, token)).reply.status).toBe(200);
+    expect(opaque.counts.introspection - before).toBe(1);
+    for (let i = 0; i < 5; i++) expect((await bearer(b, token)).reply.status).toBe(200);
+    expect(opaque.counts.introspection - before).toBe(1);
+  });
+
+  it('a purge on A is honoured on B within 1 s (pub/sub), without waiting for the 300 s TTL', async () => {
+    const token = opaque.issueOpaque();
+    expect((await bearer(a, token)).reply.status).toBe(200);
+    expect((await bearer(b, token)).reply.status).toBe(200);
+    opaque.revoke(token);
+    // Cached on both: the revocation is not seen yet (the documented window, ≤ maxTtlSeconds).
+    expect((await bearer(b, token)).reply.status).toBe(200);
+    const purge = await adminPost(a.adminPort, `/cache/purge?sha256=${tokenHash(token)}`);
+    expect(purge.status).toBe(200);
+    const t0 = Date.now();
+    await until(async () => (await bearer(b, token)).reply.status === 401, 1_000, 'B refuses the purged token');
+    console.log(`purge on A honoured on B after ${Date.now() - t0} ms`);
+    expect((await bearer(a, token)).reply.status).toBe(401);
+    expect((await bearer(b, token)).reached).toBe(false);
+  });
+
+  it('a stale or malformed invalidation message is harmless: nothing revoked passes, valid tokens keep working', async () => {
+    const valid = opaque.issueOpaque();
+    const revoked = opaque.issueOpaque();
+    expect((await bearer(b, valid)).reply.status).toBe(200);
+    opaque.revoke(revoked);
+    expect((await bearer(b, revoked)).reply.status).toBe(401);
+    const raw = new Redis({ host: '127.0.0.1', port: redis.port });
+    try {
+      // Replayed old purges, a purge of a token nobody has, garbage, and a message for another prefix.
+      for (const m of ['purge:*', `purge:${tokenHash(valid)}`, `purge:${'0'.repeat(64)}`, 'purge:not-a-hash', 'garbage', ''])
+        await raw.publish('it:invalidate', m);
+      await raw.publish('other:invalidate', 'purge:*');
+    } finally {
+      raw.disconnect();
+    }
+    await sleep(200);
+    for (const r of [a, b]) {
+      expect((await bearer(r, valid)).reply.status).toBe(200);
+      const denied = await bearer(r, revoked);
+      expect(denied.reply.status).toBe(401);
+      expect(denied.reached).toBe(false);
+    }
   });
 
   it('a session evicted under maxmemory is no session: the upstream sees nothing', async () => {

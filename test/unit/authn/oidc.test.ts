@@ -296,6 +296,7 @@ describe('oidc sessions', () => {
   it('fails closed when the store cannot be read', async () => {
     const broken: KeyValueStore = {
       get: () => Promise.reject(new Error('store down')),
+      getMany: () => Promise.reject(new Error('store down')),
       set: () => Promise.resolve(),
       add: () => Promise.resolve(true),
       delete: () => Promise.resolve(true),
