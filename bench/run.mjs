@@ -82,7 +82,7 @@ function have(cmd) {
     return false;
   }
 }
-const tools = Object.fromEntries(['wrk', 'h2load', 'haproxy', 'nginx', 'gcc', 'openssl', 'stunnel4'].map((t) => [t, have(t)]));
+const tools = Object.fromEntries(['wrk', 'h2load', 'haproxy', 'nginx', 'gcc', 'openssl', 'stunnel4', 'redis-server'].map((t) => [t, have(t)]));
 
 /** Features of the compiled Portcullis, read from its schema, so rows turn on as issues land. */
 function portcullisFeatures() {
@@ -99,6 +99,7 @@ function portcullisFeatures() {
     jwt: auth && /jwksFile/.test(read('authn', 'jwt.js')),
     introspection: auth && /introspection/.test(read('authn', 'introspection.js')),
     workers: /\bworkers\b/.test(schema),
+    store: /type: z.literal\('redis'\)/.test(read('config', 'store.js')),
   };
 }
 const features = portcullisFeatures();
@@ -118,6 +119,8 @@ function needs(cond, why) {
 const NEEDS_JWT = needs(features.jwt, 'n/a (needs issue 3: JWT)');
 const NEEDS_INTRO = needs(features.introspection, 'n/a (needs issue 3: introspection)');
 const NEEDS_WORKERS = needs(features.workers, 'n/a (needs issue 6: `workers: auto`)');
+const NEEDS_REDIS =
+  needs(features.store, 'n/a (needs issue 17: `store: redis`)') ?? needs(tools['redis-server'], 'n/a (redis-server not installed)');
 
 /** Every case, in table order. */
 const CASES = [
@@ -130,6 +133,8 @@ const CASES = [
   { name: 'portcullis-mtls-workers-sched-none', label: 'Portcullis mTLS, `workers: auto`, workers accept (SCHED_NONE, comparison)', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', workers: 'auto', env: { NODE_CLUSTER_SCHED_POLICY: 'none' } }, load: h1(), needs: NEEDS_WORKERS },
   { name: 'portcullis-mtls-jwt-workers', label: 'Portcullis mTLS + JWT ES256 (cached), `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'jwt', workers: 'auto' }, load: h1(['Authorization: Bearer {ES256}']), needs: NEEDS_JWT ?? NEEDS_WORKERS },
   { name: 'portcullis-mtls-introspection-workers', label: 'Portcullis mTLS + introspection (cached), `workers: auto`', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'introspection', workers: 'auto' }, load: h1(['Authorization: Bearer {OPAQUE}']), needs: NEEDS_INTRO ?? NEEDS_WORKERS },
+  { name: 'portcullis-mtls-introspection-2p', label: 'Portcullis mTLS + introspection (cached), 2 processes (`workers: 2`), memory store', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'introspection', workers: 2 }, load: h1(['Authorization: Bearer {OPAQUE}']), needs: NEEDS_INTRO ?? NEEDS_WORKERS },
+  { name: 'portcullis-mtls-introspection-2p-redis', label: 'Portcullis mTLS + introspection (cached), 2 processes sharing Redis (`store: redis`, near-cache hits)', group: 'h1', server: { kind: 'portcullis', cert: 'rsa', auth: 'introspection', workers: 2, store: 'redis' }, load: h1(['Authorization: Bearer {OPAQUE}']), needs: NEEDS_INTRO ?? NEEDS_WORKERS ?? NEEDS_REDIS },
   { name: 'node-undici', label: 'Node https + undici Pool, 1 process (reference: the bare forwarding shape, no checks)', group: 'h1', server: { kind: 'node-undici', cert: 'rsa' }, load: h1() },
   { name: 'node-undici-2', label: 'Node https + undici Pool, 2 processes (reference: the bare forwarding shape, no checks)', group: 'h1', server: { kind: 'node-undici', cert: 'rsa', workers: 2 }, load: h1() },
   { name: 'haproxy-mtls', label: 'HAProxy mTLS', group: 'h1', server: { kind: 'haproxy', cert: 'rsa' }, load: h1(), ref: 'haproxy' },
@@ -277,6 +282,13 @@ async function startServer(c, ctx) {
     timeoutMs: 2000
 `;
         routeAuth = '{ providers: [bench-introspection] }';
+      }
+      if (s.store === 'redis') {
+        // A Redis of its own (loopback, no persistence), started with the row and stopped with the bench.
+        const redisPort = await freePort();
+        const redis = start(`${c.name}-redis`, 'redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { cwd: dir });
+        await waitForPort(redisPort, 10_000, redis);
+        extra += `store:\n  type: redis\n  url: redis://127.0.0.1:${redisPort}/0\n  keyPrefix: "bench:"\n`;
       }
       const cfg = join(dir, 'portcullis.yaml');
       writeFileSync(cfg, portcullisYaml({ cert, key, ca: files.caCert, upstreamPort: ctx.upstream.port, routeAuth, extra }));
@@ -546,6 +558,10 @@ async function runHttp(runDir, pki, stamp) {
   if (mtlsRow) notes.push(`wrk's own CPU per request over mTLS (Portcullis row): ${mtlsRow.genCpuUsPerReq.toFixed(1)} µs — on ${os.availableParallelism()} cores the generator and the proxy share the same CPUs.`);
   for (const [fam, m] of Object.entries(mtls)) notes.push(`mTLS check (${fam}): wrk without the client-certificate shim got ${m.okWithoutCert} successful responses${m.okWithoutCert === 0 ? ' (certificate required, as configured)' : ' — THE SERVER DID NOT REQUIRE A CERTIFICATE'}.`);
   for (const [name, ok] of Object.entries(tokenChecks)) notes.push(`Token check (${name}): the same JWT with a broken signature got ${ok} successful responses${ok === 0 ? ' (verified, as configured)' : ' — THE PROXY DID NOT VERIFY THE SIGNATURE'}.`);
+  const mem2 = rows.find((r) => r.name === 'portcullis-mtls-introspection-2p' && r.na === undefined);
+  const redis2 = rows.find((r) => r.name === 'portcullis-mtls-introspection-2p-redis' && r.na === undefined);
+  if (mem2 && redis2)
+    notes.push(`Shared store: 2 processes with Redis did ${((redis2.rps / mem2.rps) * 100).toFixed(1)} % of the memory store's cached-introspection throughput (${redis2.cpuUsPerReq.toFixed(1)} vs ${mem2.cpuUsPerReq.toFixed(1)} µs of gateway CPU per request; target: within 10 %). A cached decision is a near-cache hit: no Redis round trip.`);
   if (introspections !== undefined && selected.some((c) => c.server.auth === 'introspection' && servers.has(c.name))) notes.push(`Introspection calls that reached the fake IdP during the whole run: ${introspections}.`);
 
   return { rows, notes, profiles };

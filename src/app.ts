@@ -379,7 +379,6 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
           kv: store.kv,
           channel: store.channel,
           whenUnavailable: config.store.whenUnavailable,
-          localCacheMaxEntries: config.store.localCacheMaxEntries,
         }
       : undefined;
   const shared: Shared = { logger, metrics, clock, websocket, fetch: deps.fetch, shared: sharedStore };

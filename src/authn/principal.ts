@@ -123,8 +123,6 @@ export interface SharedStoreDeps {
   readonly channel: InvalidationChannel;
   /** A session that cannot be read: 503 (`service-unavailable`) or no session (`no-session`). */
   readonly whenUnavailable: 'service-unavailable' | 'no-session';
-  /** Token-cache answers kept in this process in front of the store. */
-  readonly localCacheMaxEntries: number;
 }
 
 /** The deps with their defaults filled in. */

@@ -26,8 +26,6 @@ export const STORE_DEFAULTS = {
   /** Whether an unavailable Redis makes `/readyz` fail: false, because readiness failing on every replica at
    * once takes Bearer-token routes (which need no store) down with it. Turn on when every route needs it. */
   requiredForReadiness: false,
-  /** Token-cache answers each process keeps in memory in front of Redis (the near-cache): 10,000. */
-  localCacheMaxEntries: 10_000,
 } as const;
 
 const nonEmpty = z.string().min(1);
@@ -69,7 +67,6 @@ const redisStore = z.strictObject({
     })
     .default(STORE_DEFAULTS.whenUnavailable),
   requiredForReadiness: z.boolean().default(STORE_DEFAULTS.requiredForReadiness),
-  localCacheMaxEntries: z.int().min(0).max(1_000_000).default(STORE_DEFAULTS.localCacheMaxEntries),
 });
 
 /** The `store` section as written. */
@@ -103,7 +100,6 @@ export interface RedisStoreRuntime {
   readonly connectTimeoutMs: number;
   readonly whenUnavailable: 'service-unavailable' | 'no-session';
   readonly requiredForReadiness: boolean;
-  readonly localCacheMaxEntries: number;
 }
 
 /** The store, resolved. */
@@ -194,6 +190,5 @@ export function resolveStore(ctx: CompileContext, s: StoreFile | undefined): Sto
     connectTimeoutMs: s.connectTimeoutMs,
     whenUnavailable: s.whenUnavailable,
     requiredForReadiness: s.requiredForReadiness,
-    localCacheMaxEntries: s.localCacheMaxEntries,
   };
 }

@@ -55,7 +55,7 @@ function replica(store: KeyValueStore = kv, fetchImpl?: FetchLike): Authenticato
     clock,
     fetch: fetchImpl ?? idp.fetch,
     readFile: () => `${idp.clientSecret}\n`,
-    shared: { kv: store, channel: createLocalChannel(), whenUnavailable: 'service-unavailable', localCacheMaxEntries: 100 },
+    shared: { kv: store, channel: createLocalChannel(), whenUnavailable: 'service-unavailable' },
   });
 }
 
