@@ -284,8 +284,10 @@ export function restartNeeded(current: RuntimeConfig, next: RuntimeConfig): Relo
     });
   };
   if (current.workers !== next.workers) need('workers', `workers ${current.workers} -> ${next.workers}`);
-  // The store's connection is made once: where sessions live cannot change under running sessions.
-  if (stableDigest([JSON.stringify(current.store)]) !== stableDigest([JSON.stringify(next.store)]))
+  // The store's connection is made once: where sessions live cannot change under running sessions. Its files
+  // renewed in place (a rotated password, a renewed client certificate) are not refused: refusing would block
+  // every other reload, e.g. the listeners' certificate rotation; a warning says a restart applies them.
+  if (storeShape(current.store) !== storeShape(next.store))
     need('store', `store (${current.store.type} -> ${next.store.type}, or its settings)`);
   // The file watch is armed once, by the process that owns it (main.ts): a new interval takes a restart.
   if (current.reload.checkFilesSeconds !== next.reload.checkFilesSeconds)
@@ -337,6 +339,19 @@ export function restartNeeded(current: RuntimeConfig, next: RuntimeConfig): Relo
 
 function hostPort(a: { readonly host: string; readonly port: number }): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** The store settings as written, without the contents of its files (password, TLS material). */
+function storeShape(store: RuntimeConfig['store']): string {
+  if (store.type === 'memory') return 'memory';
+  const { password, tls, ...rest } = store;
+  return stableDigest([JSON.stringify(rest), password !== undefined, tls?.servername, tls?.ca !== undefined, tls?.cert !== undefined]);
+}
+
+/** The contents of the store's files: what a reload keeps until a restart. */
+function storeMaterial(store: RuntimeConfig['store']): string {
+  if (store.type === 'memory') return 'memory';
+  return stableDigest([store.password, store.tls?.ca?.toString('base64'), store.tls?.cert?.toString('base64'), store.tls?.key?.toString('base64')]);
 }
 
 /** The admin TLS settings as written (not the files' contents): what a reload may not change. */
@@ -594,6 +609,11 @@ export async function startApp(config: RuntimeConfig, deps: AppDeps = {}): Promi
         logger.warn(
           { keyPath: 'admin.tls' },
           'the admin listener keeps serving its TLS material from before the reload until a restart',
+        );
+      if (storeMaterial(from.config.store) !== storeMaterial(next.store))
+        logger.warn(
+          { keyPath: 'store' },
+          'the store keeps the Redis password and TLS material it connected with until a restart',
         );
       logger.info({ source: next.source, listeners: next.listeners.length }, 'config reloaded');
       for (const why of notReady())

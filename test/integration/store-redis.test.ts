@@ -16,6 +16,7 @@ import { createRedisStore, type StoreFailureReason } from '../../src/store/redis
 import type { Store } from '../../src/store/store.js';
 import { writePki, type TestPkiPaths } from '../helpers/pki.js';
 import { redisMissing, startRedis, type TestRedis } from '../helpers/redis.js';
+import { reloadGateway, startGateway, tlsListener } from '../helpers/gateway.js';
 import { stringify } from 'yaml';
 
 const missing = redisMissing('test/integration/store-redis.test.ts');
@@ -244,6 +245,31 @@ describe.skipIf(missing !== undefined)('Redis store on a real redis-server', () 
         expect(await store.kv.get('session:p:first')).toBeUndefined();
       } finally {
         await store.close();
+      }
+    });
+  });
+
+  describe('reload', () => {
+    it('refuses a change of the store (restart needed), and applies a renewed password file with a warning', async () => {
+      const redis = await startRedis();
+      const passwordFile = join(dir, 'gw-redis-password');
+      await writeFile(passwordFile, 'first\n');
+      const config = (url: string) => (p: TestPkiPaths) => ({
+        store: { type: 'redis', url, passwordFile },
+        listeners: [tlsListener(p)],
+      });
+      const gw = await startGateway(config(redis.url));
+      try {
+        const moved = await reloadGateway(gw, config('redis://127.0.0.1:1/0'));
+        expect(moved.ok).toBe(false);
+        if (!moved.ok) expect(moved.errors.map((e) => e.keyPath)).toContain('store');
+        await writeFile(passwordFile, 'second\n');
+        expect(await reloadGateway(gw, config(redis.url))).toEqual({ ok: true });
+        const warned = gw.logs().some((l) => l.msg === 'the store keeps the Redis password and TLS material it connected with until a restart');
+        expect(warned).toBe(true);
+      } finally {
+        await gw.close();
+        await redis.close();
       }
     });
   });
