@@ -19,6 +19,8 @@ import type { InvalidationChannel, Store } from './store.js';
 
 /** Why a store command failed, as a closed set (the `reason` label of `portcullis_store_failures_total`). */
 export type StoreFailureReason = 'timeout' | 'unavailable' | 'error';
+/** Every {@link StoreFailureReason}, for tests and dashboards that enumerate the closed set. */
+export const STORE_FAILURE_REASONS: readonly StoreFailureReason[] = ['timeout', 'unavailable', 'error'];
 
 /** Side effects of the Redis store. */
 export interface RedisStoreDeps {

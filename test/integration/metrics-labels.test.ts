@@ -23,6 +23,7 @@ import { createFakeIdp, type FakeIdp } from '../helpers/idp.js';
 import { mintTestPki } from '../helpers/pki.js';
 import { mintClientCertificate, rawTcp, tlsAttempt, type ClientPem } from '../helpers/tls-probe.js';
 import { startUpstream, type TestUpstream } from '../helpers/upstream.js';
+import { STORE_FAILURE_REASONS } from '../../src/store/redis.js';
 
 /** Distinctive strings put into every attacker-controlled part of the requests. */
 const MARK = {
@@ -139,6 +140,8 @@ const FAMILIES: Record<
   portcullis_config_reloads_total: { labels: ['result'], result: ['success', 'failure'] },
   portcullis_config_last_reload_success_timestamp_seconds: { labels: [] },
   portcullis_build_info: { labels: ['version', 'node'] },
+  portcullis_store_up: { labels: [] },
+  portcullis_store_failures_total: { labels: ['reason'], reason: STORE_FAILURE_REASONS },
 };
 
 /** The family of a sample name: histogram series carry `_bucket`, `_count`, `_sum`. */
