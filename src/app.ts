@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { Registry } from 'prom-client';
 import {
   ConfigInvalid,
+  type DecisionRuntimeListener,
   type HttpRuntimeListener,
   type ListenerTls,
   type RuntimeConfig,
@@ -22,6 +23,7 @@ import { ConfigError } from './errors.js';
 import { createHttpHandler, type HttpHandler, type RouteForwarder } from './listener/http-handler.js';
 import type { Listener, ListenerRuntime } from './listener/listener.js';
 import { createListener, requestHandlerOf } from './listener/listener-types.js';
+import { createDecisionHandler } from './listener/decision-handler.js';
 import { stableDigest, tlsMaterialDigest } from './listener/tls-material.js';
 import {
   startTicketKeyRotation,
@@ -242,8 +244,18 @@ function buildGeneration(
         telemetry: config.telemetry,
       });
     };
+    const buildDecisionHandler = (l: DecisionRuntimeListener): HttpHandler =>
+      createDecisionHandler(l, {
+        logger,
+        metrics,
+        clock,
+        accessLog,
+        authenticators,
+        authMetrics,
+        bodyMs: config.timeouts.requestBodyMs,
+      });
     for (const l of config.listeners) {
-      const handler = requestHandlerOf(l, buildHandler);
+      const handler = requestHandlerOf(l, { http: buildHandler, decision: buildDecisionHandler });
       if (handler !== undefined) handlers.set(l.name, handler);
     }
     const warmUp = Promise.all(made.map((p) => p.warmUp()));

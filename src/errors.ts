@@ -53,6 +53,10 @@ export const ERRORS = {
   ERR_IDENTITY_NO_CLIENT_CERT: { status: 403, message: 'Forbidden: a client certificate is required.' },
   ERR_IDENTITY_BAD_CLIENT_CERT: { status: 403, message: 'Forbidden: the client certificate was not accepted.' },
   ERR_IDENTITY_LISTENER_ACL: { status: 403, message: 'Forbidden: this client is not allowed here.' },
+  // a client certificate forwarded by the proxy in front of a decision listener that its CRL revokes
+  ERR_IDENTITY_REVOKED_CLIENT_CERT: { status: 403, message: 'Forbidden: the client certificate was not accepted.' },
+  // a proxy's auth subrequest that does not describe the original request exactly once (decision listener)
+  ERR_DECISION_BAD_SUBREQUEST: { status: 400, message: 'Bad request: the original request is not described.' },
   // authentication (RFC 6750)
   ERR_AUTHN_MISSING: bearer(401, 'Unauthorized: a Bearer token is required.'),
   ERR_AUTHN_MALFORMED: bearer(400, 'Bad request: malformed Authorization header.', 'invalid_request'),

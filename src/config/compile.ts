@@ -57,7 +57,8 @@ export function compileConfig(
       );
     }
     binds.set(bindKey, `listeners[${i}]`);
-    if (!r.tls)
+    // A decision listener is plaintext on loopback by its own rule (listeners.ts): nothing to warn about.
+    if (!r.tls && r.protocol !== 'decision')
       warnings.push(
         `listener "${l.name}" serves PLAINTEXT on ${l.listen}: requireEncryption is false and plaintext: true is set`,
       );

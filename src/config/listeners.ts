@@ -12,9 +12,25 @@ import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
 import { parseListen } from './addresses.js';
 import { resolveRouteAuth } from './auth.js';
 import type { CompileContext } from './context.js';
-import type { HttpRuntimeListener, RouteAuth, RuntimeListener, TcpRuntimeListener } from './runtime.js';
-import type { HttpListenerFile, ListenerFile, TcpListenerFile } from './schema.js';
-import { resolveListenerTls, withServerNames } from './tls.js';
+import { DECISION_TARGET } from '../endpoints/decision-target.js';
+import { isLoopbackHost } from '../policy/loopback.js';
+import type {
+  DecisionRuntimeListener,
+  ForwardedCertificateTrust,
+  HttpRuntimeListener,
+  RouteAuth,
+  RuntimeListener,
+  TcpRuntimeListener,
+} from './runtime.js';
+import type {
+  DecisionListenerFile,
+  DecisionRouteFile,
+  HttpListenerFile,
+  ListenerFile,
+  RouteFile,
+  TcpListenerFile,
+} from './schema.js';
+import { resolveClientCaBundle, resolveCrlFile, resolveListenerTls, withServerNames } from './tls.js';
 import { resolveTcpUpstream, resolveUpstream } from './upstreams.js';
 
 /** An `allowClients` list compiled (identity/acl.ts); its error goes to `ctx.errors`. Undefined when absent. */
@@ -56,7 +72,12 @@ export function resolveListener(
   seenRouteIds: Set<string>,
 ): RuntimeListener | undefined {
   ctx.upstreamCerts.length = 0;
-  const r = l.protocol === 'tcp' ? resolveTcpListener(ctx, l, i) : resolveHttpListener(ctx, l, i, seenRouteIds);
+  const r =
+    l.protocol === 'tcp'
+      ? resolveTcpListener(ctx, l, i)
+      : l.protocol === 'decision'
+        ? resolveDecisionListener(ctx, l, i, seenRouteIds)
+        : resolveHttpListener(ctx, l, i, seenRouteIds);
   if (r === undefined || ctx.upstreamCerts.length === 0) return r;
   return { ...r, upstreamCertificates: [...ctx.upstreamCerts] };
 }
@@ -123,6 +144,87 @@ function resolveTcpListener(ctx: CompileContext, l: TcpListenerFile, i: number):
   };
 }
 
+/**
+ * A `protocol: decision` listener. Plaintext, so a loopback address only: whoever can connect to it is the
+ * proxy whose headers it believes (the original method, URI, host, client address and certificate), so
+ * nothing off this machine may reach it. A forwarded client certificate needs the CA it must be issued by.
+ */
+function resolveDecisionListener(
+  ctx: CompileContext,
+  l: DecisionListenerFile,
+  i: number,
+  seenRouteIds: Set<string>,
+): DecisionRuntimeListener | undefined {
+  const p = `listeners[${i}]`;
+  const address = parseListen(l.listen, `${p}.listen`, ctx.errors);
+  if (address !== undefined && !isLoopbackHost(address.host))
+    ctx.errors.push(
+      new ConfigError(
+        `${p}.listen`,
+        l.listen,
+        'a loopback address (127.0.0.1:4180, [::1]:4180): a decision listener believes the headers of whoever connects, so only the proxy on this machine may',
+      ),
+    );
+  const forwardedCertificate = resolveForwardedCertificate(ctx, l, p);
+  const noCertificates = l.clientCertificateHeader === undefined ? `${p}.clientCertificateHeader is not set` : undefined;
+  if (noCertificates !== undefined && l.allowClients !== undefined)
+    ctx.errors.push(new ConfigError(`${p}.allowClients`, l.allowClients, `no allowClients when ${noCertificates} (no client could match)`));
+  const acl = compileAcl(ctx, l.allowClients, `${p}.allowClients`);
+  // The proxy terminates TLS for the browser: a login route's Secure cookies are fine behind it.
+  const { routes, routeAuth, routeTelemetryOptOut } = resolveRoutes(ctx, l.routes, p, {
+    listenerName: l.name,
+    noCertificates,
+    tls: true,
+    seenRouteIds,
+  });
+  if (!address) return undefined;
+  return {
+    protocol: 'decision',
+    name: l.name,
+    keyPath: p,
+    address,
+    tls: undefined,
+    from: l.from,
+    forwardedCertificate,
+    acl,
+    routes,
+    maxConnections: l.maxConnections,
+    maxConnectionsPerClient: l.maxConnectionsPerClient,
+    routeAuth,
+    routeTelemetryOptOut,
+  };
+}
+
+/** `clientCertificateHeader` with its `clientCa` and `crl`: all three or the header's absence. */
+function resolveForwardedCertificate(
+  ctx: CompileContext,
+  l: DecisionListenerFile,
+  p: string,
+): ForwardedCertificateTrust | undefined {
+  if (l.clientCertificateHeader === undefined) {
+    for (const key of ['clientCa', 'crl'] as const)
+      if (l[key] !== undefined)
+        ctx.errors.push(new ConfigError(`${p}.${key}`, l[key], `no ${key} without ${p}.clientCertificateHeader`));
+    return undefined;
+  }
+  if (l.clientCa === undefined) {
+    ctx.errors.push(
+      new ConfigError(`${p}.clientCa`, undefined, `a CA bundle file (the issuer of the certificates ${p}.clientCertificateHeader carries)`),
+    );
+    return undefined;
+  }
+  const bundle = resolveClientCaBundle(ctx, l.clientCa, `${p}.clientCa`);
+  const crl = l.crl === undefined ? undefined : resolveCrlFile(ctx, l.crl, `${p}.crl`, bundle?.certs);
+  if (bundle === undefined || (l.crl !== undefined && crl === undefined)) return undefined;
+  const next = crl?.crls.map((c) => c.nextUpdateMs).filter((n): n is number => n !== undefined) ?? [];
+  return {
+    header: l.clientCertificateHeader.toLowerCase(),
+    caPem: bundle.data.toString('latin1'),
+    revokedSerials: [...new Set(crl?.crls.flatMap((c) => c.revoked) ?? [])],
+    crlNextUpdateMs: next.length === 0 ? undefined : Math.min(...next),
+  };
+}
+
 function resolveHttpListener(
   ctx: CompileContext,
   l: HttpListenerFile,
@@ -173,26 +275,63 @@ function resolveHttpListener(
     );
   }
   const acl = compileAcl(ctx, l.allowClients, `${p}.allowClients`);
+  const { routes, routeAuth, routeTelemetryOptOut } = resolveRoutes(ctx, l.routes, p, {
+    listenerName: l.name,
+    noCertificates: mode === 'none' ? `${p}.tls.clientCertificate is "none"` : undefined,
+    tls: l.tls !== undefined,
+    seenRouteIds,
+  });
+  if (!address) return undefined;
+  return {
+    name: l.name,
+    keyPath: p,
+    address,
+    protocol: 'http',
+    tls,
+    acl,
+    routes,
+    maxConnections: l.maxConnections,
+    maxConnectionsPerClient: l.maxConnectionsPerClient,
+    routeAuth,
+    routeTelemetryOptOut,
+  };
+}
+
+/** How {@link resolveRoutes} reads the routes of one listener. */
+interface RouteListFacts {
+  readonly listenerName: string;
+  /** Why the listener has no client certificates (a route's `allowClients` could match nobody), or undefined. */
+  readonly noCertificates: string | undefined;
+  /** Browsers reach it over TLS (an https listener, or a decision listener behind a TLS proxy). */
+  readonly tls: boolean;
+  readonly seenRouteIds: Set<string>;
+}
+
+/**
+ * The `routes` of an http or decision listener at `p`: each route's match, upstream (a decision route has
+ * none: {@link DECISION_TARGET}), methods, allow-list and `auth`, plus the gateway's login paths when a
+ * route has a browser login. Errors go to `ctx.errors`.
+ */
+function resolveRoutes(
+  ctx: CompileContext,
+  list: readonly (RouteFile | DecisionRouteFile)[],
+  p: string,
+  facts: RouteListFacts,
+): Pick<HttpRuntimeListener, 'routes' | 'routeAuth'> & { readonly routeTelemetryOptOut: Record<string, boolean> } {
+  const { seenRouteIds } = facts;
   const routes: Route[] = [];
   // No prototype: a route id such as "constructor" is a plain key.
   const routeAuth = Object.create(null) as Record<string, RouteAuth>;
   const routeTelemetryOptOut = Object.create(null) as Record<string, boolean>;
-  l.routes.forEach((r, j) => {
-    if (r.telemetry !== undefined) routeTelemetryOptOut[r.id ?? `${l.name}-${j}`] = r.telemetry.optOut;
+  list.forEach((r, j) => {
+    if ('telemetry' in r && r.telemetry !== undefined) routeTelemetryOptOut[r.id ?? `${facts.listenerName}-${j}`] = r.telemetry.optOut;
     const rp = `${p}.routes[${j}]`;
-    const id = r.id ?? `${l.name}-${j}`;
+    const id = r.id ?? `${facts.listenerName}-${j}`;
     if (seenRouteIds.has(id)) ctx.errors.push(new ConfigError(`${rp}.id`, id, 'a route id used only once'));
     seenRouteIds.add(id);
-    if (mode === 'none' && r.allowClients !== undefined) {
-      ctx.errors.push(
-        new ConfigError(
-          `${rp}.allowClients`,
-          r.allowClients,
-          `no allowClients when ${p}.tls.clientCertificate is "none"`,
-        ),
-      );
-    }
-    const upstream = resolveUpstream(ctx, r.upstream, `${rp}.upstream`);
+    if (facts.noCertificates !== undefined && r.allowClients !== undefined)
+      ctx.errors.push(new ConfigError(`${rp}.allowClients`, r.allowClients, `no allowClients when ${facts.noCertificates}`));
+    const upstream = 'upstream' in r ? resolveUpstream(ctx, r.upstream, `${rp}.upstream`) : DECISION_TARGET;
     const host = normalizeRouteHost(ctx, r.match.host, `${rp}.match.host`);
     const prefix = r.match.pathPrefix;
     if (
@@ -222,7 +361,7 @@ function resolveHttpListener(
       if (auth !== undefined) routeAuth[id] = auth;
     }
     if (upstream) routes.push({ id, host, pathPrefix, upstream, acl: racl, methods });
-    if (r.auth?.login !== undefined && l.tls === undefined)
+    if (r.auth?.login !== undefined && !facts.tls)
       ctx.errors.push(
         new ConfigError(`${rp}.auth.login`, r.auth.login, 'a login route on a TLS listener (its cookies are Secure)'),
       );
@@ -230,7 +369,7 @@ function resolveHttpListener(
   // The gateway's own login paths (endpoints/login.ts), on every listener that has a login route.
   const loginHosts = routes.filter((r) => routeAuth[r.id]?.login !== undefined).map((r) => r.host);
   if (loginHosts.length > 0) {
-    l.routes.forEach((r, j) => {
+    list.forEach((r, j) => {
       const prefix = r.match.pathPrefix;
       if (prefix === LOGIN_PATH_PREFIX || prefix.startsWith(`${LOGIN_PATH_PREFIX}/`))
         ctx.errors.push(
@@ -243,18 +382,5 @@ function resolveHttpListener(
     });
     routes.push(...loginEndpointRoutes(loginHosts));
   }
-  if (!address) return undefined;
-  return {
-    name: l.name,
-    keyPath: p,
-    address,
-    protocol: 'http',
-    tls,
-    acl,
-    routes: compileRouteTable(routes),
-    maxConnections: l.maxConnections,
-    maxConnectionsPerClient: l.maxConnectionsPerClient,
-    routeAuth,
-    routeTelemetryOptOut,
-  };
+  return { routes: compileRouteTable(routes), routeAuth, routeTelemetryOptOut };
 }

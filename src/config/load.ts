@@ -22,7 +22,14 @@ import { parseConfigYaml } from './yaml.js';
  * The runtime types the listener modules and the composition root name through the loader (they are defined,
  * with all the others, in config/runtime.ts).
  */
-export type { HttpRuntimeListener, ListenAddress, ListenerTls, RuntimeConfig, TcpRuntimeListener } from './runtime.js';
+export type {
+  DecisionRuntimeListener,
+  HttpRuntimeListener,
+  ListenAddress,
+  ListenerTls,
+  RuntimeConfig,
+  TcpRuntimeListener,
+} from './runtime.js';
 
 /**
  * Several config errors at once: the message lists each on its own line, with the line of the config

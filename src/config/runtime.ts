@@ -128,6 +128,45 @@ export interface TcpRuntimeListener {
 }
 
 /**
+ * How a decision listener checks a client certificate the proxy forwards (`clientCertificateHeader`): the
+ * header, the CA bundle it must be issued by and the serials its CRLs revoke. Held as PEM text: the
+ * handler parses it once when it is built (listener/decision-handler.ts).
+ */
+export interface ForwardedCertificateTrust {
+  /** The header name, lowercased. */
+  readonly header: string;
+  /** `clientCa`, PEM text. */
+  readonly caPem: string;
+  /** The serials `crl` revokes, normalized hex (certs/pki.ts `normalizeSerialHex`); empty without a CRL. */
+  readonly revokedSerials: readonly string[];
+  /** The earliest nextUpdate of the CRLs (ms since the epoch): past it, every forwarded certificate is
+   * denied, as OpenSSL refuses every client of a TLS listener whose CRL expired. */
+  readonly crlNextUpdateMs: number | undefined;
+}
+
+/**
+ * One `protocol: decision` listener, fully resolved: it answers a proxy's auth subrequests
+ * (listener/decision-handler.ts) from the same route table, authentication and authorization as an http
+ * listener; the fields it shares with {@link HttpRuntimeListener} mean the same (its `acl` applies to the
+ * forwarded client certificate; its routes have no upstream). Plaintext on loopback only.
+ */
+export interface DecisionRuntimeListener extends Omit<HttpRuntimeListener, 'protocol' | 'tls'> {
+  readonly protocol: 'decision';
+  /** Always undefined: the proxy connects over loopback (the field is there for the code it shares). */
+  readonly tls: undefined;
+  /** Which headers describe the original request. */
+  readonly from: 'nginx' | 'caddy' | 'traefik';
+  /** Undefined: a certificate header is not read (and is removed from the original request's view). */
+  readonly forwardedCertificate: ForwardedCertificateTrust | undefined;
+}
+
+/** What the route pipeline (stages, route runtimes, login endpoints) reads of a listener with routes. */
+export type RoutedListener = Pick<
+  HttpRuntimeListener,
+  'name' | 'keyPath' | 'tls' | 'acl' | 'routes' | 'routeAuth' | 'routeTelemetryOptOut'
+>;
+
+/**
  * The admin listener, resolved: what admin/server.ts `startAdminServer` takes. Plaintext HTTP when `tls` is
  * undefined (loopback, or requireEncryption off); HTTPS with the same secure-context options as a data
  * listener otherwise.
@@ -144,7 +183,7 @@ export interface AdminRuntimeConfig {
 }
 
 /** One listener, fully resolved: narrow on `protocol`. */
-export type RuntimeListener = HttpRuntimeListener | TcpRuntimeListener;
+export type RuntimeListener = HttpRuntimeListener | TcpRuntimeListener | DecisionRuntimeListener;
 
 /** The running configuration: one immutable value made at load. */
 export interface RuntimeConfig {

@@ -100,7 +100,7 @@ function issueToErrors(issue: core.$ZodIssue, base: readonly PropertyKey[]): Con
         new ConfigError(
           formatPath([...at, 'protocol']),
           (input as Record<string, unknown>)['protocol'],
-          'one of "http", "tcp"',
+          'one of "http", "tcp", "decision"',
         ),
       ];
     if (listenerBranch !== undefined) return listenerBranch.flatMap((i) => issueToErrors(i, at));
@@ -131,7 +131,7 @@ function listenerUnionBranch(
 ): readonly core.$ZodIssue[] | 'bad-protocol' | undefined {
   if (!isListenerPath(at) || input === null || typeof input !== 'object' || Array.isArray(input)) return undefined;
   const protocol = (input as Record<string, unknown>)['protocol'];
-  const index = protocol === undefined || protocol === 'http' ? 0 : protocol === 'tcp' ? 1 : -1;
+  const index = protocol === undefined ? 0 : (['http', 'tcp', 'decision'] as unknown[]).indexOf(protocol);
   if (index === -1) return 'bad-protocol';
   return branches[index];
 }

@@ -161,11 +161,40 @@ const tcpListener = z.strictObject({
   proxyProtocol: z.literal('v2', { error: '"v2" (or leave the key out: no PROXY header)' }).optional(),
 });
 
+/** A route of a decision listener: an http route without an upstream (a decision never forwards). */
+const decisionRoute = route.omit({ upstream: true, telemetry: true });
+
+/**
+ * `protocol: decision`: answers the auth subrequests of a proxy in front (nginx `auth_request`, Caddy
+ * `forward_auth`, Traefik `forwardAuth`) instead of forwarding (listener/decision-handler.ts). Plaintext on
+ * a loopback address only (checked in listeners.ts): whoever can connect is the proxy it believes.
+ */
+const decisionListener = z.strictObject({
+  name: listenerName,
+  listen: listenAddress,
+  protocol: z.literal('decision'),
+  /** Which headers describe the original request (X-Original-* for nginx, X-Forwarded-* for caddy/traefik). */
+  from: z.enum(['nginx', 'caddy', 'traefik'], { error: '"nginx", "caddy" or "traefik"' }),
+  /** The header the proxy puts the client's verified certificate in (URL-escaped PEM, or base64 DER). */
+  clientCertificateHeader: z
+    .string()
+    .regex(/^[A-Za-z0-9-]{1,64}$/, 'a header name of letters, digits and - (e.g. X-SSL-Client-Cert)')
+    .optional(),
+  /** The CA bundle a forwarded client certificate must be issued by (with clientCertificateHeader). */
+  clientCa: z.string().min(1, 'the path of a CA bundle file').optional(),
+  /** The CRLs of clientCa (one per CA); a forwarded certificate they revoke is denied. */
+  crl: nonEmpty.optional(),
+  allowClients: allowClients.optional(),
+  maxConnections: z.int().min(1).max(1_000_000).default(DEFAULTS.maxConnections),
+  maxConnectionsPerClient: z.int().min(1).max(1_000_000).optional(),
+  routes: z.array(decisionRoute).min(1, 'at least one route (a decision listener without routes would deny everything)'),
+});
+
 /**
  * A listener: a union on `protocol` (absent means `http`). Errors are reported from the branch the value's
  * `protocol` picks (schema-errors.ts issueToErrors / knownKeysAt), never as a bare "invalid union".
  */
-const listener = z.union([httpListener, tcpListener]);
+const listener = z.union([httpListener, tcpListener, decisionListener]);
 
 /** The whole config file. */
 export const configSchema = z.strictObject({
@@ -230,11 +259,13 @@ export type ConfigFile = z.infer<typeof configSchema>;
 export type ListenerFile = z.infer<typeof listener>;
 export type HttpListenerFile = z.infer<typeof httpListener>;
 export type TcpListenerFile = z.infer<typeof tcpListener>;
+export type DecisionListenerFile = z.infer<typeof decisionListener>;
 export type TcpUpstreamFile = z.infer<typeof tcpUpstream>;
 /** A `tls` section as written: a listener's or `admin.tls`. */
 export type ListenerTlsFile = z.infer<typeof listenerTls>;
 export type AdminFile = ConfigFile['admin'];
 export type RouteFile = z.infer<typeof route>;
+export type DecisionRouteFile = z.infer<typeof decisionRoute>;
 export type UpstreamFile = z.infer<typeof upstream>;
 export type RouteAuthFile = NonNullable<RouteFile['auth']>;
 export type TimeoutsConfig = z.infer<typeof timeouts>;

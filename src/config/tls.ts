@@ -61,30 +61,11 @@ export function resolveListenerTls(ctx: CompileContext, t: ListenerTlsFile | und
         ),
       );
     } else {
-      const bundle = readCertificates(ctx, `${p}.tls.clientCa`, t.clientCa);
+      const bundle = resolveClientCaBundle(ctx, t.clientCa, `${p}.tls.clientCa`);
       if (bundle) {
         ca = bundle.data;
         caCerts = bundle.certs;
-        for (const [index, c] of bundle.certs.entries()) {
-          if (!c.ca)
-            ctx.errors.push(
-              new ConfigError(
-                `${p}.tls.clientCa`,
-                t.clientCa,
-                `CA certificates only (${c.subject.replace(/\n/g, ',')} is not a CA)`,
-              ),
-            );
-          // An expired CA makes OpenSSL refuse every client: say so now rather than at the first handshake.
-          else checkValidNow(ctx, `${p}.tls.clientCa`, t.clientCa, c);
-          certificates.push({
-            kind: 'ca',
-            index,
-            keyPath: `${p}.tls.clientCa`,
-            file: bundle.file,
-            subject: c.subject,
-            validToMs: Date.parse(c.validTo),
-          });
-        }
+        certificates.push(...bundle.certificates);
       }
     }
   } else if (t.clientCa !== undefined) {
@@ -152,11 +133,57 @@ function resolveCrl(
     ctx.errors.push(new ConfigError(`${p}.tls.crl`, value, `no crl when ${p}.tls.clientCertificate is "none"`));
     return undefined;
   }
-  const read = readAt(ctx, `${p}.tls.crl`, value);
+  return resolveCrlFile(ctx, value, `${p}.tls.crl`, cas);
+}
+
+/**
+ * A CRL file at `keyPath`, split and checked against the client CA bundle `cas` (certs/crl.ts): each problem
+ * is a config error at `keyPath`; undefined then, or when the bundle itself failed (its own errors say why).
+ * Shared by a listener's `tls.crl` and a decision listener's `crl`.
+ */
+export function resolveCrlFile(
+  ctx: CompileContext,
+  value: string,
+  keyPath: string,
+  cas: readonly X509Certificate[] | undefined,
+): ReturnType<typeof readCrlFile> | undefined {
+  const read = readAt(ctx, keyPath, value);
   if (read === undefined || cas === undefined) return undefined;
   const result = readCrlFile(read.data.toString('latin1'), read.file, cas, ctx.deps.now());
-  for (const problem of result.problems) ctx.errors.push(new ConfigError(`${p}.tls.crl`, value, problem));
+  for (const problem of result.problems) ctx.errors.push(new ConfigError(keyPath, value, problem));
   return result.problems.length === 0 ? result : undefined;
+}
+
+/**
+ * A client-CA bundle at `keyPath`: CA certificates only, each valid now, with their expiry facts (kind `ca`).
+ * Undefined when the file cannot be read (the error is in `ctx.errors`). Shared by a listener's
+ * `tls.clientCa` and a decision listener's `clientCa`.
+ */
+export function resolveClientCaBundle(
+  ctx: CompileContext,
+  value: string,
+  keyPath: string,
+): { readonly data: Buffer; readonly certs: X509Certificate[]; readonly certificates: CertInfo[] } | undefined {
+  const bundle = readCertificates(ctx, keyPath, value);
+  if (!bundle) return undefined;
+  const certificates: CertInfo[] = [];
+  for (const [index, c] of bundle.certs.entries()) {
+    if (!c.ca)
+      ctx.errors.push(
+        new ConfigError(keyPath, value, `CA certificates only (${c.subject.replace(/\n/g, ',')} is not a CA)`),
+      );
+    // An expired CA makes OpenSSL refuse every client: say so now rather than at the first handshake.
+    else checkValidNow(ctx, keyPath, value, c);
+    certificates.push({
+      kind: 'ca',
+      index,
+      keyPath,
+      file: bundle.file,
+      subject: c.subject,
+      validToMs: Date.parse(c.validTo),
+    });
+  }
+  return { data: bundle.data, certs: bundle.certs, certificates };
 }
 
 /**

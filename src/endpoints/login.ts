@@ -12,16 +12,18 @@
  * Every failure is a GatewayError (a refusal: the browser gets the short HTML page with a login link).
  */
 import type { IncomingMessage } from 'node:http';
-import type { HttpRuntimeListener } from '../config/load.js';
+import type { RoutedListener } from '../config/runtime.js';
 import { GatewayError } from '../errors.js';
 import type { Authenticator } from '../authn/principal.js';
 import { isLoginProvider, unverifiedIssuer, type LoginProvider, type LoginSite } from '../authn/oidc.js';
 import { clearCookie, LOGIN_COOKIE, readCookie, SESSION_COOKIE } from '../authn/session-cookie.js';
-import type { RequestContext } from '../pipeline/context.js';
+import type { RequestContext as NodeRequestContext, RequestView } from '../pipeline/context.js';
 import { ownedBody, redirect, type Answer } from '../pipeline/respond.js';
 import { routingHost } from '../listener/request-form.js';
-import type { ClientRequest } from '../proxy/types.js';
 import { LOGIN_PATH_PREFIX } from './login-paths.js';
+
+/** The context the login endpoints read: a request's line and headers (a body only where one is read). */
+type RequestContext = NodeRequestContext<RequestView>;
 
 /** Largest back-channel logout request body read: 16 KiB (a logout token is well under 2 KiB). */
 export const MAX_LOGOUT_BODY_BYTES = 16 * 1024;
@@ -35,7 +37,7 @@ export interface LoginEndpoints {
 }
 
 /** Whether a request is a browser navigation: GET or HEAD, `Accept` naming `text/html`, not an upgrade. */
-export function isBrowserNavigation(req: ClientRequest | IncomingMessage, upgrade: boolean): boolean {
+export function isBrowserNavigation(req: RequestView, upgrade: boolean): boolean {
   if (upgrade || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
   const accept = req.headers.accept;
   return typeof accept === 'string' && accept.toLowerCase().includes('text/html');
@@ -60,14 +62,15 @@ export function loginHref(path: string | undefined): string {
 }
 
 /** Where a request arrived: its listener and origin (the authority passed the Host and SNI checks). */
-export function siteOf(listener: HttpRuntimeListener, ctx: RequestContext): LoginSite {
+export function siteOf(listener: Pick<RoutedListener, 'name'>, ctx: RequestContext): LoginSite {
   const authority = ctx.target?.authority;
   if (authority === undefined) throw new GatewayError('ERR_INTERNAL', 'login before the form stage');
   return { listener: listener.name, origin: `https://${authority.toLowerCase()}` };
 }
 
 /** Reads a small request body as text, refusing past `max` bytes or after `ms`. */
-function readBody(req: ClientRequest | IncomingMessage, max: number, ms: number): Promise<string> {
+function readBody(req: RequestView, max: number, ms: number): Promise<string> {
+  if (!isReadable(req)) return Promise.reject(new GatewayError('ERR_INTERNAL', 'a request without a body stream'));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -92,6 +95,11 @@ function readBody(req: ClientRequest | IncomingMessage, max: number, ms: number)
   });
 }
 
+/** Whether a request view is a node request, whose body can be read (a proxy's description has none). */
+function isReadable(req: RequestView): req is RequestView & Pick<IncomingMessage, 'on' | 'off' | 'once'> {
+  return typeof (req as Partial<IncomingMessage>).on === 'function';
+}
+
 /** The page a browser sees after logging out. */
 function loggedOutPage(): Answer {
   return ownedBody(
@@ -104,7 +112,7 @@ function loggedOutPage(): Answer {
 
 /** Builds the login endpoints of `listener` from the app's providers. */
 export function createLoginEndpoints(
-  listener: HttpRuntimeListener,
+  listener: Pick<RoutedListener, 'name' | 'routes' | 'routeAuth'>,
   authenticators: ReadonlyMap<string, Authenticator> | undefined,
   opts: { readonly bodyMs: number },
 ): LoginEndpoints {

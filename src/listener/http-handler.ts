@@ -19,7 +19,7 @@ import { withPrincipal } from '../mutate/request-headers.js';
 import type { TelemetryMatcher } from '../mutate/telemetry.js';
 import type { AuthMetrics } from '../observability/auth-metrics.js';
 import type { Logger } from '../observability/logger.js';
-import { loggablePath, type AccessEntry, type AccessLog, type AccessOutcome } from '../observability/access-log.js';
+import type { AccessLog } from '../observability/access-log.js';
 import { randomRequestId, requestIdOf, type RequestIdSource } from '../mutate/request-id.js';
 import type { Metrics } from '../observability/metrics.js';
 import { createRequestCounter } from '../observability/request-counter.js';
@@ -31,6 +31,7 @@ import { bodyBytes, refusal, writeAnswer, writeRawAnswer, type Answer } from '..
 import { buildRouteRuntimes, type RouteTerminal } from '../pipeline/route-runtime.js';
 import { runStages, type StageEnds } from '../pipeline/run.js';
 import { connectionStateOf, socketPeer } from './connection.js';
+import { createRequestLogger } from './request-log.js';
 import { bodyPending, lingeringClose, stopReadingBody } from './refused-body.js';
 import type { ClientRequest, ClientResponse, ForwardOutcome, ForwardRequest } from '../proxy/types.js';
 import { TUNNEL_CLOSE_REASONS, type WebSocketProxy } from '../proxy/websocket.js';
@@ -132,45 +133,7 @@ export function createHttpHandler(listener: HttpRuntimeListener, deps: HttpHandl
   const unrouted = createRequestCounter(metrics, lname, 'none');
 
   /** Writes the request's access-log line. */
-  function logAccess(
-    ctx: RequestContext,
-    end: {
-      status: number;
-      outcome: AccessOutcome;
-      reason?: string | undefined;
-      detail?: string | undefined;
-      bytesIn?: number;
-      bytesOut?: number;
-    },
-  ): void {
-    // With the access log off, a forwarded or refused request costs no line object at all.
-    if (!deps.accessLog.wants(end.status, end.outcome)) return;
-    const req = ctx.req;
-    const identity = ctx.conn?.identity;
-    const entry: AccessEntry = {
-      listener: lname,
-      route: ctx.rt?.id,
-      method: req.method,
-      path: ctx.path ?? loggablePath(req.url),
-      clientAddress: ctx.peer.clientAddress,
-      clientPort: ctx.peer.clientPort,
-      status: end.status,
-      durationMs: Number(clock.hrtime() - ctx.started) / 1e6,
-      bytesIn: end.bytesIn ?? 0,
-      bytesOut: end.bytesOut ?? 0,
-      clientSubject: identity?.subject,
-      clientFingerprint: identity?.fingerprint256,
-      principal: ctx.principal?.subject,
-      provider: ctx.provider,
-      tokenHash: ctx.hashPrefix,
-      outcome: end.outcome,
-      reason: end.reason,
-      detail: end.detail,
-      requestId: ctx.requestId ?? requestIdOf(req.rawHeaders, newRequestId),
-      upgrade: ctx.upgrade ? true : undefined,
-    };
-    deps.accessLog.write(entry);
-  }
+  const logAccess = createRequestLogger(lname, { clock, accessLog: deps.accessLog, newRequestId });
 
   /** Counts and logs a refusal (or an upstream failure) and returns its answer. */
   function refusalOf(ctx: RequestContext, err: GatewayError): Answer {

@@ -21,7 +21,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { Http2Config, TimeoutsConfig } from '../config/schema.js';
-import type { HttpRuntimeListener } from '../config/runtime.js';
+import type { DecisionRuntimeListener, HttpRuntimeListener } from '../config/runtime.js';
 import { systemClock, type Clock } from '../clock.js';
 import { ERRORS, GatewayError, type ErrorCode } from '../errors.js';
 import { rawAnswer, refusal } from '../pipeline/respond.js';
@@ -94,13 +94,17 @@ const PIPELINE_PAUSE_AT = 8;
 const PIPELINE_MAX = 64;
 
 /**
- * Creates an HTTP listener, unbound (`start` binds it). On a reload (`update`), requests that arrive from
+ * Creates an HTTP listener, unbound (`start` binds it): of an http listener, or of a decision listener
+ * (plaintext on loopback; its handler answers instead of forwarding, listener/decision-handler.ts). On a reload (`update`), requests that arrive from
  * then on run on the new config's handler, requests in flight finish on the old one; on a TLS listener the
  * new certificate, key, CA and CRL apply to handshakes from then on, and the listener ACL, read at each
  * handshake, to new connections. Plaintext stays plaintext and TLS stays TLS: a reload cannot change that
  * (app.ts `restartNeeded`).
  */
-export function createHttpListener(listener: HttpRuntimeListener, deps: HttpListenerDeps): Listener {
+export function createHttpListener(
+  listener: HttpRuntimeListener | DecisionRuntimeListener,
+  deps: HttpListenerDeps,
+): Listener {
   const { logger, metrics, timeouts } = deps;
   // Swapped whole by `update` (config reload); read at each handshake and each request.
   let handler = deps.handler;
@@ -429,7 +433,7 @@ export function createHttpListener(listener: HttpRuntimeListener, deps: HttpList
     },
     closeRevoked: (serials: ReadonlySet<string>): number => verified.closeRevoked(serials),
     update(runtime: ListenerRuntime): void {
-      const next = listenerBlock(runtime.config, name, 'http');
+      const next = listenerBlock(runtime.config, name, listener.protocol);
       const nextHandler = runtime.handlers.get(name);
       if (nextHandler === undefined) throw new Error(`no handler for listener ${name}`);
       if (secureServer !== undefined && next.tls !== undefined)

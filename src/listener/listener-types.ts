@@ -4,7 +4,12 @@
  * and never asks which protocol a listener has; adding a kind of listener is its own module plus one entry
  * here.
  */
-import type { HttpRuntimeListener, RuntimeListener, TcpRuntimeListener } from '../config/runtime.js';
+import type {
+  DecisionRuntimeListener,
+  HttpRuntimeListener,
+  RuntimeListener,
+  TcpRuntimeListener,
+} from '../config/runtime.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -20,6 +25,15 @@ export interface ListenerDeps {
   readonly clock: Clock;
 }
 
+/**
+ * How a config builds the request handler of each kind of listener that answers HTTP, from its routes: the
+ * app makes these (they hold its providers, forwarder pools and access log), the table picks one.
+ */
+export interface HandlerBuilders {
+  readonly http: (listener: HttpRuntimeListener) => HttpHandler;
+  readonly decision: (listener: DecisionRuntimeListener) => HttpHandler;
+}
+
 /** One kind of listener: how it is made, and what each config builds for it. */
 export interface ListenerType<L extends RuntimeListener> {
   /**
@@ -28,13 +42,10 @@ export interface ListenerType<L extends RuntimeListener> {
    */
   readonly create: (listener: L, runtime: ListenerRuntime, deps: ListenerDeps) => Listener;
   /**
-   * The request handler a config builds for a listener of this kind, made by `build` from its routes; absent
-   * when the kind answers no HTTP request (a TCP listener pipes bytes).
+   * The request handler a config builds for a listener of this kind, made by its builder from its routes;
+   * absent when the kind answers no HTTP request (a TCP listener pipes bytes).
    */
-  readonly requestHandler?: (
-    listener: L,
-    build: (listener: HttpRuntimeListener) => HttpHandler,
-  ) => HttpHandler;
+  readonly requestHandler?: (listener: L, build: HandlerBuilders) => HttpHandler;
 }
 
 /** The request handler `runtime` holds for listener `name`. @throws Error when it has none (a wiring bug). */
@@ -44,19 +55,32 @@ function handlerOf(runtime: ListenerRuntime, name: string): HttpHandler {
   return handler;
 }
 
+/** An HTTP listener (http-listener.ts) serving the request handler the runtime built for `listener`. */
+function servedOverHttp(
+  listener: HttpRuntimeListener | DecisionRuntimeListener,
+  runtime: ListenerRuntime,
+  deps: ListenerDeps,
+): Listener {
+  return createHttpListener(listener, {
+    ...deps,
+    handler: handlerOf(runtime, listener.name),
+    timeouts: runtime.config.timeouts,
+    http2: runtime.config.http2,
+    ...(listener.tls !== undefined ? { ticketKeys: runtime.ticketKeys(listener.tls) } : {}),
+  });
+}
+
 /** The table. Keys are the `protocol` values of the config. */
 export const LISTENER_TYPES = {
   http: {
-    create: (listener, runtime, deps) =>
-      createHttpListener(listener, {
-        ...deps,
-        handler: handlerOf(runtime, listener.name),
-        timeouts: runtime.config.timeouts,
-        http2: runtime.config.http2,
-        ...(listener.tls !== undefined ? { ticketKeys: runtime.ticketKeys(listener.tls) } : {}),
-      }),
-    requestHandler: (listener, build) => build(listener),
+    create: servedOverHttp,
+    requestHandler: (listener, build) => build.http(listener),
   } satisfies ListenerType<HttpRuntimeListener>,
+  decision: {
+    // A plaintext HTTP listener on loopback whose handler answers the proxy's subrequests.
+    create: servedOverHttp,
+    requestHandler: (listener, build) => build.decision(listener),
+  } satisfies ListenerType<DecisionRuntimeListener>,
   tcp: {
     create: (listener, runtime, deps) =>
       createTcpListener(listener, {
@@ -83,12 +107,9 @@ export function createListener(
 }
 
 /**
- * The request handler of `listener`, made by `build`, or undefined when its kind answers no HTTP request
- * (see {@link ListenerType.requestHandler}).
+ * The request handler of `listener`, made by its builder in `build`, or undefined when its kind answers no
+ * HTTP request (see {@link ListenerType.requestHandler}).
  */
-export function requestHandlerOf(
-  listener: RuntimeListener,
-  build: (listener: HttpRuntimeListener) => HttpHandler,
-): HttpHandler | undefined {
+export function requestHandlerOf(listener: RuntimeListener, build: HandlerBuilders): HttpHandler | undefined {
   return typeOf(listener).requestHandler?.(listener, build);
 }

@@ -4,7 +4,7 @@
  * route. Pure functions of the request and the connection: each failure is a GatewayError carrying its status
  * (the pipeline's responder answers it).
  */
-import type { HttpRuntimeListener } from '../config/runtime.js';
+import type { RoutedListener } from '../config/runtime.js';
 import type { Route } from '../authz/routes.js';
 import { normalizeRequestTarget } from '../authz/path.js';
 import { checkMethodForm } from '../authz/methods.js';
@@ -67,7 +67,7 @@ const MAX_RAW_HEADER_ENTRIES = 2 * 1000;
 
 /** Checks the request's form and finds its route. Throws GatewayError. */
 export function resolveRequest(
-  listener: HttpRuntimeListener,
+  listener: Pick<RoutedListener, 'routes'>,
   conn: ConnectionState | undefined,
   method: string | undefined,
   url: string | undefined,

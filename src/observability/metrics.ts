@@ -54,6 +54,9 @@ export type AuthResult = 'allow' | ErrorCode;
 
 export type { IntrospectionCallResult } from './auth-stats.js';
 
+/** `result` of a decision (decision listener): the status class of what the proxy was told. */
+export type DecisionResult = 'allow' | 'login' | 'unauthorized' | 'forbidden' | 'error';
+
 /** `result` of a JWKS fetch: `success` (a JWK set was read), `failure` (network, status, body, shape). */
 export type JwksRefreshResult = 'success' | 'failure';
 
@@ -290,6 +293,11 @@ export function createMetrics(
       'portcullis_http_denials_total',
       'Requests ended by the gateway itself, by listener and reason code (ERR_*).',
       ['listener', 'reason'],
+    ),
+    decisions: counter(
+      'portcullis_decisions_total',
+      'Auth subrequests a decision listener answered, by listener, route id (none: no route) and result (allow, login, unauthorized, forbidden, error).',
+      ['listener', 'route', 'result'],
     ),
     upstreamErrors: counter(
       'portcullis_upstream_errors_total',

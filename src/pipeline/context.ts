@@ -3,7 +3,7 @@
  * Created by the listener's adapter (listener/http-handler.ts), filled stage by stage (pipeline/http-stages.ts),
  * read at the end by the terminal (forward, tunnel, endpoint) and by the access log.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { Credential } from '../authn/credential.js';
 import type { Principal } from '../authn/principal.js';
 import type { ClientPeer, ConnectionState } from '../listener/connection.js';
@@ -12,8 +12,21 @@ import type { ScannedHeaders } from '../mutate/request-headers.js';
 import type { ClientRequest } from '../proxy/types.js';
 import type { RouteRuntime } from './route-runtime.js';
 
-export interface RequestContext {
-  readonly req: ClientRequest | IncomingMessage;
+/**
+ * What the stages read of a request: its line and its headers. A node request is one; so is the original
+ * request a proxy describes to a decision listener (listener/decision-request.ts), which never reached
+ * this process.
+ */
+export interface RequestView {
+  readonly method?: string | undefined;
+  readonly url?: string | undefined;
+  readonly rawHeaders: readonly string[];
+  readonly headers: IncomingHttpHeaders;
+}
+
+/** The context of a request; `R` is what its adapter knows the request to be (a node request by default). */
+export interface RequestContext<R extends RequestView = ClientRequest | IncomingMessage> {
+  readonly req: R;
   readonly isH2: boolean;
   /** A WebSocket upgrade (HTTP/1.1 `upgrade` event), not a request with a response object. */
   readonly upgrade: boolean;

@@ -17,21 +17,24 @@
  * The form and header stages come before authentication, so a request refused for its form costs no IdP
  * call; a route without `auth` runs every stage synchronously.
  */
-import type { IncomingMessage } from 'node:http';
 import { authorize, authorizeClient, authorizeMethod } from '../authz/authorize.js';
 import { credentialOf } from '../authn/credential.js';
-import type { HttpRuntimeListener } from '../config/runtime.js';
+import type { RoutedListener } from '../config/runtime.js';
 import { GatewayError, type ErrorCode } from '../errors.js';
 import { resolveRequest } from '../listener/request-form.js';
 import { buildUpstreamHeaders } from '../mutate/request-headers.js';
 import type { RequestIdSource } from '../mutate/request-id.js';
 import type { AuthMetrics } from '../observability/auth-metrics.js';
-import type { RequestContext } from './context.js';
+import type { RequestContext as NodeRequestContext, RequestView } from './context.js';
 import type { RouteRuntime } from './route-runtime.js';
 import type { Stage } from './run.js';
 import type { Answer } from './respond.js';
 import { isBrowserNavigation, siteOf, type LoginEndpoints } from '../endpoints/login.js';
 import type { Route } from '../authz/routes.js';
+import { isDecisionTarget } from '../endpoints/decision-target.js';
+
+/** The context the stages work on: they read the request's line and headers only. */
+type RequestContext = NodeRequestContext<RequestView>;
 
 /** What the stages need besides the listener. */
 export interface HttpStageDeps {
@@ -59,7 +62,7 @@ function routeOf(ctx: RequestContext): RouteRuntime {
 }
 
 /** Builds the stages of `listener`. */
-export function createHttpStages(listener: HttpRuntimeListener, deps: HttpStageDeps): HttpStages {
+export function createHttpStages(listener: RoutedListener, deps: HttpStageDeps): HttpStages {
   const proto = listener.tls ? 'https' : 'http';
   const { runtimeOf, newRequestId } = deps;
   const recordAuth = (routeId: string, provider: string | undefined, result: 'allow' | ErrorCode): void => {
@@ -94,7 +97,7 @@ export function createHttpStages(listener: HttpRuntimeListener, deps: HttpStageD
   };
 
   const websocket: Stage<RequestContext> = (ctx) => {
-    const req = ctx.req as IncomingMessage;
+    const req = ctx.req;
     // Only a well-formed WebSocket handshake is tunnelled (RFC 6455 §4.1; threat model #73, #87, #89): h2c and
     // every other upgrade token are refused with an answer, never a hang.
     const upgrade = (req.headers.upgrade ?? '').trim().toLowerCase();
@@ -109,7 +112,9 @@ export function createHttpStages(listener: HttpRuntimeListener, deps: HttpStageD
     ) {
       throw new GatewayError('ERR_REQUEST_BAD_WEBSOCKET');
     }
-    if (routeOf(ctx).route.upstream.kind !== 'http')
+    // A decision's proxy opens the tunnel itself, to its own upstream.
+    const target = routeOf(ctx).route.upstream;
+    if (target.kind !== 'http' && !isDecisionTarget(target))
       throw new GatewayError('ERR_REQUEST_UPGRADE_REFUSED', 'upstream cannot upgrade');
     ctx.websocketKey = key;
     return undefined;

@@ -4,7 +4,7 @@
  * the telemetry policy and the metric children. The hot path makes one map lookup (by the Route object the
  * router returned) and no lookup by a config string.
  */
-import type { RouteAuth, HttpRuntimeListener } from '../config/runtime.js';
+import type { RouteAuth, RoutedListener } from '../config/runtime.js';
 import type { Route } from '../authz/routes.js';
 import type { RouteRequirements } from '../authz/authorize.js';
 import type { AuthenticateOptions, Authenticator } from '../authn/principal.js';
@@ -91,7 +91,7 @@ function authRuntime(
 
 /** Resolves every route of `listener`. Throws (before the listener serves) on a wiring bug. */
 export function buildRouteRuntimes(
-  listener: HttpRuntimeListener,
+  listener: RoutedListener,
   deps: RouteRuntimeDeps,
 ): { readonly runtimeOf: (route: Route) => RouteRuntime } {
   const { metrics } = deps;

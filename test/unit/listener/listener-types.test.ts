@@ -74,7 +74,7 @@ afterAll(async () => {
 
 describe('the listener table', () => {
   it('has one entry per protocol the config accepts', () => {
-    expect(Object.keys(LISTENER_TYPES).sort()).toEqual(['http', 'tcp']);
+    expect(Object.keys(LISTENER_TYPES).sort()).toEqual(['decision', 'http', 'tcp']);
   });
 
   it.each(['web', 'comm'])(
@@ -113,8 +113,9 @@ describe('the listener table', () => {
       built.push(l.name);
       return handler;
     };
-    expect(requestHandlerOf(listenerBlock(c, 'web', 'http'), build)).toBe(handler);
-    expect(requestHandlerOf(listenerBlock(c, 'comm', 'tcp'), build)).toBeUndefined();
+    const builders = { http: build, decision: build };
+    expect(requestHandlerOf(listenerBlock(c, 'web', 'http'), builders)).toBe(handler);
+    expect(requestHandlerOf(listenerBlock(c, 'comm', 'tcp'), builders)).toBeUndefined();
     expect(built).toEqual(['web']);
   });
 
