@@ -10,7 +10,8 @@
  * terminal, the proxy gets the decision:
  *
  *   200  allowed, with the identity headers an upstream would get (X-Auth-Subject, X-Auth-Scopes,
- *        X-Auth-Provider, X-Forwarded-Client-Cert, X-Request-Id) for `auth_request_set` / `copy_headers`
+ *        X-Auth-Provider, X-Forwarded-Client-Cert, X-Request-Id) for `auth_request_set` / `copy_headers`, and
+ *        what the upstream may get of the client's Cookie and Authorization (X-Portcullis-Cookie, -Authorization)
  *   401  no or a bad credential, with `WWW-Authenticate`; for a browser on a login route also the login path
  *        in `X-Portcullis-Login` (nginx: `error_page 401 = @login`); for caddy and traefik, which pass a
  *        non-2xx answer on to the client, a 302 to that path instead
@@ -63,6 +64,17 @@ const ANSWERED_HEADERS = new Set([
   'x-request-id',
 ]);
 
+/**
+ * What the upstream may receive of the client's own credentials, as the 200 carries them (absent: nothing):
+ * the Cookie header without the gateway's session and pre-login cookies, and Authorization only on a route
+ * with `forwardToken: true`, as the gateway would forward them itself. The proxy sets them on the forwarded
+ * request in place of the client's.
+ */
+const PASSED_ON = new Map([
+  ['cookie', 'x-portcullis-cookie'],
+  ['authorization', 'x-portcullis-authorization'],
+]);
+
 /** What the handler needs from the rest of the app (the http handler's, without forwarders). */
 export interface DecisionHandlerDeps {
   readonly logger: Logger;
@@ -102,7 +114,10 @@ function identityHeaders(ctx: Context): Record<string, string> {
   const list = ctx.principal === undefined ? scanned.headers : withPrincipal(scanned, ctx.principal);
   for (let i = 0; i + 1 < list.length; i += 2) {
     const name = list[i] as string;
-    if (ANSWERED_HEADERS.has(name)) out[name] ??= list[i + 1] as string;
+    const value = list[i + 1] as string;
+    if (ANSWERED_HEADERS.has(name)) out[name] ??= value;
+    const passed = PASSED_ON.get(name);
+    if (passed !== undefined) out[passed] = out[passed] === undefined ? value : `${out[passed]}; ${value}`;
   }
   return out;
 }

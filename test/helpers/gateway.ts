@@ -40,6 +40,28 @@ export function tlsListener(pki: TestPkiPaths, overrides: Record<string, unknown
 }
 
 /**
+ * A decision listener block (`protocol: decision`) for nginx on 127.0.0.1:0 reading forwarded client
+ * certificates from `X-SSL-Client-Cert` against the test CA and CRL, with `routes` and overrides.
+ */
+export function nginxDecisionListener(
+  pki: TestPkiPaths,
+  routes: readonly Record<string, unknown>[],
+  overrides: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    name: 'nginx-decisions',
+    protocol: 'decision',
+    listen: '127.0.0.1:0',
+    from: 'nginx',
+    clientCertificateHeader: 'X-SSL-Client-Cert',
+    clientCa: pki.ca,
+    crl: pki.crl,
+    routes,
+    ...overrides,
+  };
+}
+
+/**
  * Starts a gateway. `build` gets the PKI paths and returns the config object (written as YAML);
  * `admin.enabled` defaults to false so parallel tests do not fight over port 9090. `opts.clock` replaces the
  * system clock (a test that steps the wall clock).

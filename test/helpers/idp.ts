@@ -332,3 +332,21 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     );
   });
 }
+
+/**
+ * The gateway's `authProviders` for this IdP: `jwt` (its JWKS, audience `audience`, ES256) and `opaque`
+ * (introspection with the client secret in `secretFile`, cached up to 60 s, a 500 ms timeout).
+ */
+export function idpProviders(idp: FakeIdp, audience: string, secretFile: string): Record<string, unknown> {
+  return {
+    jwt: { type: 'jwt', issuer: idp.issuer, audience, jwksUri: idp.jwksUri, algorithms: ['ES256'] },
+    opaque: {
+      type: 'introspection',
+      endpoint: idp.introspectionUri,
+      clientId: idp.clientId,
+      clientSecretFile: secretFile,
+      timeoutMs: 500,
+      cache: { maxTtlSeconds: 60, negativeTtlSeconds: 1 },
+    },
+  };
+}

@@ -11,8 +11,8 @@ import { request as httpRequest, type OutgoingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../src/authn/bearer.js';
-import { createFakeIdp, type FakeIdp } from '../helpers/idp.js';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { createFakeIdp, idpProviders, type FakeIdp } from '../helpers/idp.js';
+import { nginxDecisionListener, startGateway, type TestGateway } from '../helpers/gateway.js';
 import type { TestClientName } from '../helpers/pki.js';
 
 const AUD = 'gw-api';
@@ -76,32 +76,15 @@ describe('decision listener (raw client as the proxy)', () => {
     gw = await startGateway((pki) => ({
       admin: { enabled: true, listen: '127.0.0.1:0' },
       authProviders: {
-        jwt: { type: 'jwt', issuer: idp.issuer, audience: AUD, jwksUri: idp.jwksUri, algorithms: ['ES256'] },
-        opaque: {
-          type: 'introspection',
-          endpoint: idp.introspectionUri,
-          clientId: idp.clientId,
-          clientSecretFile: secretFile,
-          timeoutMs: 500,
-          cache: { maxTtlSeconds: 60, negativeTtlSeconds: 1 },
-        },
+        ...idpProviders(idp, AUD, secretFile),
         // Never reached: a decision points a browser at the login path, it does not start the login.
         sso: { type: 'oidc', issuer: 'https://127.0.0.1:1/', clientId: 'portcullis', clientSecretFile: secretFile },
       },
       listeners: [
-        {
-          name: 'nginx-decisions',
-          protocol: 'decision',
-          listen: '127.0.0.1:0',
-          from: 'nginx',
-          clientCertificateHeader: 'X-SSL-Client-Cert',
-          clientCa: pki.ca,
-          crl: pki.crl,
-          routes: [
-            ...routes('n'),
-            { id: 'n-mtls', match: { pathPrefix: '/mtls' }, allowClients: ['CN=alice'] },
-          ],
-        },
+        nginxDecisionListener(pki, [
+          ...routes('n'),
+          { id: 'n-mtls', match: { pathPrefix: '/mtls' }, allowClients: ['CN=alice'] },
+        ]),
         { name: 'caddy-decisions', protocol: 'decision', listen: '127.0.0.1:0', from: 'caddy', routes: routes('c') },
       ],
     }));
@@ -118,8 +101,11 @@ describe('decision listener (raw client as the proxy)', () => {
 
   describe('point 1: the original request comes from the proxy’s headers and walks the same pipeline', () => {
     it('nginx: a token with the scope is allowed; the 200 carries the identity headers', async () => {
-      const a = await ask(nginxPort, nginx('/api/items?x=1', bearer(token)));
+      const a = await ask(nginxPort, nginx('/api/items?x=1', { ...bearer(token), Cookie: 'a=1; __Host-portcullis=s3ss10n' }));
       expect(a.status).toBe(200);
+      // What the proxy passes on of the client's credentials: no session cookie, no token (no forwardToken).
+      expect(a.headers['x-portcullis-cookie']).toBe('a=1');
+      expect(a.headers['x-portcullis-authorization']).toBeUndefined();
       expect(a.headers['x-auth-subject']).toBe('alice');
       expect(a.headers['x-auth-scopes']).toBe('read');
       expect(a.headers['x-auth-provider']).toBe('jwt');
