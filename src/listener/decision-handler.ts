@@ -110,14 +110,17 @@ function resultOf(status: number): DecisionResult {
 function identityHeaders(ctx: Context): Record<string, string> {
   const scanned = ctx.headers;
   const out: Record<string, string> = { 'cache-control': 'no-store', 'content-type': 'text/plain; charset=utf-8' };
+  // Every one is present, empty when the request has none: a proxy that copies headers then replaces the
+  // client's copy with nothing (Caddy 2.6's copy_headers writes its own placeholder for a missing one).
+  for (const name of [...ANSWERED_HEADERS, ...PASSED_ON.values()]) out[name] = '';
   if (scanned === undefined) return out;
   const list = ctx.principal === undefined ? scanned.headers : withPrincipal(scanned, ctx.principal);
   for (let i = 0; i + 1 < list.length; i += 2) {
     const name = list[i] as string;
     const value = list[i + 1] as string;
-    if (ANSWERED_HEADERS.has(name)) out[name] ??= value;
+    if (ANSWERED_HEADERS.has(name) && out[name] === '') out[name] = value;
     const passed = PASSED_ON.get(name);
-    if (passed !== undefined) out[passed] = out[passed] === undefined ? value : `${out[passed]}; ${value}`;
+    if (passed !== undefined) out[passed] = out[passed] === '' ? value : `${out[passed] ?? ''}; ${value}`;
   }
   return out;
 }

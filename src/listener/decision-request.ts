@@ -28,6 +28,9 @@ export const ORIGINAL_REQUEST_HEADERS: Readonly<Record<ProxyKind, { readonly met
   traefik: { method: 'x-forwarded-method', uri: 'x-forwarded-uri' },
 };
 
+/** A Caddy placeholder as written in a Caddyfile (`{http.request.tls.client.certificate_der_base64}`). */
+const CADDY_PLACEHOLDER = /^\{[A-Za-z0-9_.]+\}$/;
+
 /** The original request, as a view the stages read. */
 export interface OriginalRequest extends RequestView {
   readonly method: string;
@@ -104,7 +107,11 @@ export function originalRequest(
     const list = found.get(certificateHeader) ?? [];
     if (list.length > 1) throw new GatewayError('ERR_DECISION_BAD_SUBREQUEST', `${certificateHeader} more than once`);
     const value = list[0]?.trim();
-    certificate = value === undefined || value === '' ? undefined : value;
+    // Caddy leaves a placeholder it cannot fill as it is written: `{http.request.tls.client.…}` when the
+    // client presented no certificate. The Caddyfile removes a client's copy of the header first, so this is
+    // Caddy's own "none".
+    const unfilled = from === 'caddy' && value !== undefined && CADDY_PLACEHOLDER.test(value);
+    certificate = value === undefined || value === '' || unfilled ? undefined : value;
   }
   return {
     method,

@@ -11,7 +11,10 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort } from './binary.js';
+import WebSocket from 'ws';
+import { rawTls, tlsOptions } from './clients.js';
 import type { TestPkiPaths } from './pki.js';
+import type { SeenRequest } from './upstream.js';
 
 export const NGINX = '/usr/sbin/nginx';
 export const CADDY = '/usr/bin/caddy';
@@ -153,4 +156,83 @@ export async function startNginx(o: NginxOptions): Promise<FrontProxy> {
   const port = await freePort();
   const { dir, conf } = await writeNginx(o, port);
   return run(NGINX, ['-e', join(dir, 'error.log'), '-p', dir, '-c', conf], dir, port);
+}
+
+/** What the caddy example is started with. */
+export interface CaddyOptions {
+  readonly pki: TestPkiPaths;
+  readonly decisionPort: number;
+  readonly upstreamPort: number;
+}
+
+/** The caddy example with the test's paths and ports; redirects off (no port 80), storage in `dir`. */
+export function caddyfile(o: CaddyOptions & { readonly port: number; readonly dir: string }): string {
+  const example = readFileSync(resolve('deploy/caddy/Caddyfile'), 'utf8');
+  return substitute(example, [
+    ['\tadmin off\n', `\tadmin off\n\tauto_https disable_redirects\n\tstorage file_system ${join(o.dir, 'data')}\n`],
+    ['app.example.com {', `https://localhost:${o.port} {`],
+    ['127.0.0.1:4180', `127.0.0.1:${o.decisionPort}`],
+    ['127.0.0.1:8080', `127.0.0.1:${o.upstreamPort}`],
+    ['/etc/caddy/tls/server.pem', o.pki.server.cert],
+    ['/etc/caddy/tls/server-key.pem', o.pki.server.key],
+    ['/etc/caddy/tls/client-ca.pem', o.pki.ca],
+  ]);
+}
+
+/** Writes the Caddyfile into a new temp folder. */
+export async function writeCaddy(o: CaddyOptions, port: number): Promise<{ dir: string; file: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'portcullis-caddy-'));
+  const file = join(dir, 'Caddyfile');
+  await writeFile(file, caddyfile({ ...o, port, dir }));
+  return { dir, file };
+}
+
+/** Caddy's home folders, inside `dir` (it writes its autosave and data there). */
+export function caddyEnv(dir: string): NodeJS.ProcessEnv {
+  return { HOME: dir, XDG_CONFIG_HOME: join(dir, 'config'), XDG_DATA_HOME: join(dir, 'data') };
+}
+
+/** Starts Debian's caddy with the example in front of the decision listener and the upstream. */
+export async function startCaddy(o: CaddyOptions): Promise<FrontProxy> {
+  const port = await freePort();
+  const { dir, file } = await writeCaddy(o, port);
+  return run(CADDY, ['run', '--config', file, '--adapter', 'caddyfile'], dir, port, caddyEnv(dir));
+}
+
+/** Every value of header `name` among the raw header lines the upstream received. */
+export function seenHeader(seen: SeenRequest | undefined, name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; seen !== undefined && i + 1 < seen.rawHeaders.length; i += 2)
+    if ((seen.rawHeaders[i] as string).toLowerCase() === name) out.push(seen.rawHeaders[i + 1] as string);
+  return out;
+}
+
+/**
+ * Opens a WebSocket to the upstream's echo path `/ws` through the proxy on `port` (no client certificate)
+ * and sends `ping`: the echo when the tunnel opened, else the status of the refusal.
+ */
+export function webSocketThrough(
+  port: number,
+  pki: TestPkiPaths,
+  headers: Record<string, string>,
+): Promise<{ status?: number; echo?: string }> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`wss://localhost:${port}/ws`, { ...tlsOptions(pki, undefined), headers });
+    ws.on('open', () => ws.send('ping'));
+    ws.on('message', (m: Buffer) => {
+      resolve({ echo: m.toString() });
+      ws.close();
+    });
+    ws.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode ?? 0 }));
+    ws.on('error', () => resolve({ status: -1 }));
+  });
+}
+
+/** The status of `GET <uri>` sent as raw bytes through the proxy on `port` (the client normalizes nothing). */
+export async function rawStatus(port: number, pki: TestPkiPaths, uri: string, headers = ''): Promise<number> {
+  const raw = await rawTls(port, pki, `GET ${uri} HTTP/1.1\r\nHost: localhost:${port}\r\n${headers}Connection: close\r\n\r\n`, {
+    client: undefined,
+    servername: 'localhost',
+  });
+  return Number(/^HTTP\/1\.1 (\d{3})/.exec(raw.text)?.[1]);
 }

@@ -10,12 +10,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
 import { createFakeIdp, idpProviders, type FakeIdp } from '../helpers/idp.js';
 import { nginxDecisionListener, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { startUpstream, type SeenRequest, type TestUpstream } from '../helpers/upstream.js';
-import { h1, rawTls, tlsOptions, type Reply } from '../helpers/clients.js';
-import { missing, NGINX, startNginx, writeNginx, type FrontProxy } from '../helpers/front-proxy.js';
+import { h1, rawTls, type Reply } from '../helpers/clients.js';
+import {
+  missing,
+  NGINX,
+  rawStatus,
+  seenHeader,
+  startNginx,
+  webSocketThrough,
+  writeNginx,
+  type FrontProxy,
+} from '../helpers/front-proxy.js';
 import { loadOidcProvider } from '../helpers/oidc.js';
 import { driveIdpLogin, ssoProvider, startLoginIdp, untilLoginRedirects, type LoginIdp } from '../helpers/idp-login.js';
 
@@ -24,12 +32,6 @@ const HTML = 'text/html,application/xhtml+xml';
 const skip = missing(NGINX);
 const Provider = skip === undefined ? await loadOidcProvider('test/interop/nginx-decisions.test.ts') : undefined;
 
-function header(seen: SeenRequest | undefined, name: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; seen !== undefined && i + 1 < seen.rawHeaders.length; i += 2)
-    if ((seen.rawHeaders[i] as string).toLowerCase() === name) out.push(seen.rawHeaders[i + 1] as string);
-  return out;
-}
 
 function cookieOf(r: Reply, name: string): string | undefined {
   const v = r.headers['set-cookie'];
@@ -141,25 +143,25 @@ describe.skipIf(skip !== undefined)('nginx auth_request in front of a decision l
       });
       expect(reply.status, proxies[which]?.log().slice(-3000)).toBe(200);
       expect(seen?.url).toBe('/api/items?x=1');
-      expect(header(seen, 'x-auth-subject')).toEqual(['alice']);
-      expect(header(seen, 'x-auth-scopes')).toEqual(['read']);
-      expect(header(seen, 'x-auth-provider')).toEqual(['jwt']);
-      expect(header(seen, 'authorization')).toEqual([]);
-      expect(header(seen, 'cookie')).toEqual(['theme=dark']);
-      expect(header(seen, 'x-original-uri')).toEqual([]);
+      expect(seenHeader(seen, 'x-auth-subject')).toEqual(['alice']);
+      expect(seenHeader(seen, 'x-auth-scopes')).toEqual(['read']);
+      expect(seenHeader(seen, 'x-auth-provider')).toEqual(['jwt']);
+      expect(seenHeader(seen, 'authorization')).toEqual([]);
+      expect(seenHeader(seen, 'cookie')).toEqual(['theme=dark']);
+      expect(seenHeader(seen, 'x-original-uri')).toEqual([]);
     });
 
     it('forwardToken: true: the upstream gets the Authorization header', async () => {
       const { reply, seen } = await via(which, '/fwd/x', { authorization: `Bearer ${token}` });
       expect(reply.status).toBe(200);
-      expect(header(seen, 'authorization')).toEqual([`Bearer ${token}`]);
+      expect(seenHeader(seen, 'authorization')).toEqual([`Bearer ${token}`]);
     });
 
     it('a public route: the client’s X-Auth-* never reaches the upstream', async () => {
       const { reply, seen } = await via(which, '/public/p', { 'x-auth-subject': 'admin', 'x-auth-scopes': 'admin' });
       expect(reply.status).toBe(200);
-      expect(header(seen, 'x-auth-subject')).toEqual([]);
-      expect(header(seen, 'x-auth-scopes')).toEqual([]);
+      expect(seenHeader(seen, 'x-auth-subject')).toEqual([]);
+      expect(seenHeader(seen, 'x-auth-scopes')).toEqual([]);
     });
 
     it('no token: 401 with the Bearer challenge; the upstream saw nothing', async () => {
@@ -196,12 +198,7 @@ describe.skipIf(skip !== undefined)('nginx auth_request in front of a decision l
     ])('the path nginx forwards is the path judged: %s without a token never reaches the upstream', async (uri) => {
       const proxy = proxies[which] as FrontProxy;
       const before = up.seen.length;
-      const raw = await rawTls(proxy.port, gw.pki, `GET ${uri} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`, {
-        client: undefined,
-        servername: 'localhost',
-      });
-      const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(raw.text)?.[1]);
-      expect([400, 401, 403]).toContain(status);
+      expect([400, 401, 403]).toContain(await rawStatus(proxy.port, gw.pki, uri));
       expect(up.seen.length).toBe(before);
     });
 
@@ -219,8 +216,8 @@ describe.skipIf(skip !== undefined)('nginx auth_request in front of a decision l
     it('client certificates through ssl_verify_client: alice allowed with her XFCC, bob 403, none 403', async () => {
       const alice = await via(which, '/mtls/a', {}, 'alice');
       expect(alice.reply.status).toBe(200);
-      expect(header(alice.seen, 'x-forwarded-client-cert')[0]).toContain('CN=alice');
-      expect(header(alice.seen, 'x-ssl-client-cert')).toEqual([]);
+      expect(seenHeader(alice.seen, 'x-forwarded-client-cert')[0]).toContain('CN=alice');
+      expect(seenHeader(alice.seen, 'x-ssl-client-cert')).toEqual([]);
       const bob = await via(which, '/mtls/b', {}, 'bob');
       expect(bob.reply.status).toBe(403);
       expect(bob.seen).toBeUndefined();
@@ -237,23 +234,13 @@ describe.skipIf(skip !== undefined)('nginx auth_request in front of a decision l
 
     it('a WebSocket upgrade authorized by a decision reaches the upstream and echoes; without a token it does not', async () => {
       const proxy = proxies[which] as FrontProxy;
-      const url = `wss://localhost:${proxy.port}/ws`;
       const open = (headers: Record<string, string>): Promise<{ status?: number; echo?: string }> =>
-        new Promise((resolve) => {
-          const ws = new WebSocket(url, { ...tlsOptions(gw.pki, undefined), headers });
-          ws.on('open', () => ws.send('ping'));
-          ws.on('message', (m: Buffer) => {
-            resolve({ echo: m.toString() });
-            ws.close();
-          });
-          ws.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode ?? 0 }));
-          ws.on('error', () => resolve({ status: -1 }));
-        });
+        webSocketThrough(proxy.port, gw.pki, headers);
       const before = up.seen.length;
       expect(await open({})).toEqual({ status: 401 });
       expect(up.seen.length).toBe(before);
       expect(await open({ authorization: `Bearer ${token}` })).toEqual({ echo: 'ping' });
-      expect(header(up.seen.at(-1), 'x-auth-subject')).toEqual(['alice']);
+      expect(seenHeader(up.seen.at(-1), 'x-auth-subject')).toEqual(['alice']);
     });
   });
 
@@ -311,8 +298,8 @@ describe.skipIf(skip !== undefined)('nginx auth_request in front of a decision l
       expect(session).toBeDefined();
       const page = await via('uncached', '/app/page?x=1', { accept: HTML, cookie: session ?? '' });
       expect(page.reply.status).toBe(200);
-      expect(header(page.seen, 'x-auth-subject')).toEqual(['alice']);
-      expect(header(page.seen, 'cookie')).toEqual([]);
+      expect(seenHeader(page.seen, 'x-auth-subject')).toEqual(['alice']);
+      expect(seenHeader(page.seen, 'cookie')).toEqual([]);
       const out = await via('uncached', '/_portcullis/logout', { cookie: session ?? '' });
       expect(out.reply.status).toBe(302);
       const after = await via('uncached', '/app/page?x=1', { cookie: session ?? '' });

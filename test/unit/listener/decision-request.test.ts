@@ -91,6 +91,14 @@ describe('originalRequest', () => {
     expect(originalRequest('nginx', flat([...base, ['X-SSL-Client-Cert', '']]), 'x-ssl-client-cert').certificate).toBeUndefined();
   });
 
+  it('caddy: a placeholder caddy could not fill (no client certificate) is no certificate; on nginx it is one', () => {
+    const base: [string, string][] = [['X-Forwarded-Method', 'GET'], ['X-Forwarded-Uri', '/'], ['X-Forwarded-Host', 'h']];
+    const placeholder: [string, string] = ['X-Cert', '{http.request.tls.client.certificate_der_base64}'];
+    expect(originalRequest('caddy', flat([...base, placeholder]), 'x-cert').certificate).toBeUndefined();
+    const nginx: [string, string][] = [['X-Original-Method', 'GET'], ['X-Original-URI', '/'], ['X-Forwarded-Host', 'h'], placeholder];
+    expect(originalRequest('nginx', flat(nginx), 'x-cert').certificate).toBe(placeholder[1]);
+  });
+
   it('forwarding headers of the subrequest are never part of the view', () => {
     const v = originalRequest(
       'nginx',
