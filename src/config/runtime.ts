@@ -155,7 +155,7 @@ export interface DecisionRuntimeListener extends Omit<HttpRuntimeListener, 'prot
   /** Always undefined: the proxy connects over loopback (the field is there for the code it shares). */
   readonly tls: undefined;
   /** Which headers describe the original request. */
-  readonly from: 'nginx' | 'caddy' | 'traefik';
+  readonly from: 'nginx' | 'ingress-nginx' | 'caddy' | 'traefik';
   /** Undefined: a certificate header is not read (and is removed from the original request's view). */
   readonly forwardedCertificate: ForwardedCertificateTrust | undefined;
 }

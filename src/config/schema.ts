@@ -173,8 +173,8 @@ const decisionListener = z.strictObject({
   name: listenerName,
   listen: listenAddress,
   protocol: z.literal('decision'),
-  /** Which headers describe the original request (X-Original-* for nginx, X-Forwarded-* for caddy/traefik). */
-  from: z.enum(['nginx', 'caddy', 'traefik'], { error: '"nginx", "caddy" or "traefik"' }),
+  /** Which headers describe the original request (X-Original-* for nginx and ingress-nginx, X-Forwarded-* for caddy/traefik). */
+  from: z.enum(['nginx', 'ingress-nginx', 'caddy', 'traefik'], { error: '"nginx", "ingress-nginx", "caddy" or "traefik"' }),
   /** The header the proxy puts the client's verified certificate in (URL-escaped PEM, or base64 DER). */
   clientCertificateHeader: z
     .string()

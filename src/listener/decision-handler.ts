@@ -55,8 +55,8 @@ import { createRequestLogger } from './request-log.js';
 /** The header of a 401 that carries the login path for a browser (nginx `$upstream_http_x_portcullis_login`). */
 export const LOGIN_LOCATION_HEADER = 'x-portcullis-login';
 
-/** The identity headers a 200 carries, in this order, when the request has them. */
-const ANSWERED_HEADERS = new Set([
+/** The identity headers a 200 carries (each present, empty when the request has none). */
+export const ANSWERED_HEADERS: ReadonlySet<string> = new Set([
   'x-auth-subject',
   'x-auth-scopes',
   'x-auth-provider',
@@ -160,7 +160,8 @@ export function createDecisionHandler(listener: DecisionRuntimeListener, deps: D
   /** Where a browser without a session is sent: the login path, then back to `returnTo`. */
   function loginPointer(returnTo: string): Answer {
     const href = loginHref(returnTo);
-    if (listener.from !== 'nginx') return redirect(href);
+    // nginx's auth_request turns any status but 2xx, 401 and 403 into a 500: the login path goes in a header.
+    if (listener.from === 'caddy' || listener.from === 'traefik') return redirect(href);
     return {
       status: 401,
       headers: { [LOGIN_LOCATION_HEADER]: href, 'cache-control': 'no-store', 'content-type': 'text/plain; charset=utf-8' },

@@ -2,6 +2,7 @@
  * The original request a proxy asks a decision about, read from the headers of its auth subrequest:
  *
  *   from: nginx            X-Original-Method, X-Original-URI, X-Forwarded-Host, X-Forwarded-For
+ *   from: ingress-nginx    X-Original-Method, X-Original-URL (absolute: the host is its authority), X-Forwarded-For
  *   from: caddy | traefik  X-Forwarded-Method, X-Forwarded-Uri, X-Forwarded-Host, X-Forwarded-For
  *
  * Each of method, URI and host must be there exactly once (fail closed: a proxy that does not say what it
@@ -19,11 +20,13 @@ import { GatewayError } from '../errors.js';
 import type { RequestView } from '../pipeline/context.js';
 
 /** The proxies whose subrequests a decision listener reads. */
-export type ProxyKind = 'nginx' | 'caddy' | 'traefik';
+export type ProxyKind = 'nginx' | 'ingress-nginx' | 'caddy' | 'traefik';
 
 /** Where each proxy puts the original method and URI (lowercase header names). */
 export const ORIGINAL_REQUEST_HEADERS: Readonly<Record<ProxyKind, { readonly method: string; readonly uri: string }>> = {
   nginx: { method: 'x-original-method', uri: 'x-original-uri' },
+  // The controller's auth location sends the whole URL ($scheme://$host$request_uri) and no X-Forwarded-Host.
+  'ingress-nginx': { method: 'x-original-method', uri: 'x-original-url' },
   caddy: { method: 'x-forwarded-method', uri: 'x-forwarded-uri' },
   traefik: { method: 'x-forwarded-method', uri: 'x-forwarded-uri' },
 };
@@ -43,6 +46,13 @@ export interface OriginalRequest extends RequestView {
   readonly certificate: string | undefined;
   /** The original request is a WebSocket handshake (its `Upgrade` header names websocket). */
   readonly upgrade: boolean;
+}
+
+/** The authority of an absolute http(s) URL. @throws GatewayError when `url` is not one. */
+function authorityOf(url: string): string {
+  const m = /^https?:\/\/([^/?#]+)/i.exec(url);
+  if (m === null) throw new GatewayError('ERR_DECISION_BAD_SUBREQUEST', 'x-original-url is not an absolute URL');
+  return m[1] as string;
 }
 
 /** Headers of the subrequest that describe it, not the original request: never part of the view. */
@@ -98,7 +108,8 @@ export function originalRequest(
   };
   const method = once(names.method);
   const url = once(names.uri);
-  const host = once('x-forwarded-host');
+  // An absolute URL names its host; the form stage then checks the URL's authority is that host.
+  const host = from === 'ingress-nginx' ? authorityOf(url) : once('x-forwarded-host');
   headers.host = host;
   const xff = found.get('x-forwarded-for');
   const last = xff?.at(-1)?.split(',').at(-1)?.trim();

@@ -86,6 +86,7 @@ describe('decision listener (raw client as the proxy)', () => {
           { id: 'n-mtls', match: { pathPrefix: '/mtls' }, allowClients: ['CN=alice'] },
         ]),
         { name: 'caddy-decisions', protocol: 'decision', listen: '127.0.0.1:0', from: 'caddy', routes: routes('c') },
+        { name: 'ingress-decisions', protocol: 'decision', listen: '127.0.0.1:0', from: 'ingress-nginx', routes: routes('i') },
       ],
     }));
     nginxPort = gw.port('nginx-decisions');
@@ -118,6 +119,26 @@ describe('decision listener (raw client as the proxy)', () => {
       expect(a.headers['x-auth-subject']).toBe('alice');
     });
 
+    it('ingress-nginx: X-Original-Method and the absolute X-Original-URL (its authority is the host)', async () => {
+      const port = gw.port('ingress-decisions');
+      const ingress = (url: string, extra: OutgoingHttpHeaders = {}): OutgoingHttpHeaders => ({
+        'X-Original-Method': 'GET',
+        'X-Original-URL': url,
+        'X-Forwarded-For': '192.0.2.1',
+        ...extra,
+      });
+      const a = await ask(port, ingress('https://app.test/api/items?x=1', bearer(token)));
+      expect(a.status).toBe(200);
+      expect(a.headers['x-auth-subject']).toBe('alice');
+      expect((await ask(port, ingress('https://app.test/api/items'))).status).toBe(401);
+      expect((await ask(port, ingress('https://app.test/public/../admin'))).status).toBe(401);
+      // A path alone names no host: refused, never judged against another host's routes.
+      expect((await ask(port, ingress('/public/x'))).status).toBe(403);
+      const browser = await ask(port, ingress('https://app.test/app/x', { Accept: 'text/html' }));
+      expect(browser.status).toBe(401);
+      expect(browser.headers['x-portcullis-login']).toBe('/_portcullis/login?rd=%2Fapp%2Fx');
+    });
+
     it('a route without auth is allowed with no identity', async () => {
       const a = await ask(nginxPort, nginx('/public/x'));
       expect(a.status).toBe(200);
@@ -145,6 +166,13 @@ describe('decision listener (raw client as the proxy)', () => {
       expect((await ask(nginxPort, without('X-Forwarded-Host'))).status).toBe(403);
       expect((await ask(nginxPort, { ...nginx('/public/x'), 'X-Original-URI': ['/public/x', '/admin'] })).status).toBe(403);
       expect(await gw.metric('portcullis_http_denials_total', { listener: 'nginx-decisions', reason: 'ERR_DECISION_BAD_SUBREQUEST' })).toBe(before + 3);
+    });
+
+    it('an underscore variant of a describing header is refused, never read', async () => {
+      expect((await ask(nginxPort, nginx('/admin/x', { X_Original_URI: '/public/x' }))).status).toBe(401);
+      const a = await ask(nginxPort, nginx('/admin/x', { X_Original_URI: '/public/x', ...bearer(adminToken) }));
+      expect(a.status).toBe(403);
+      await expect.poll(() => gw.logs().find((l) => l.path === '/admin/x' && l.reason === 'ERR_REQUEST_BAD_HEADER')).toBeDefined();
     });
 
     it('the client address is the last X-Forwarded-For entry (the one the proxy appended)', async () => {

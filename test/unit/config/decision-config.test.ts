@@ -50,8 +50,8 @@ function load(...listeners: Obj[]): RuntimeConfig {
 describe('decision listeners: every bad one is refused with key path, value and expectation', () => {
   const cases: [string, Obj, string, string | RegExp, string | RegExp][] = [
     ['a non-loopback address', { listen: '0.0.0.0:4180' }, 'listeners[0].listen', '"0.0.0.0:4180"', 'a loopback address'],
-    ['an unknown proxy', { from: 'haproxy' }, 'listeners[0].from', '"haproxy"', '"nginx", "caddy" or "traefik"'],
-    ['no from', { from: undefined }, 'listeners[0].from', 'nothing', '"nginx", "caddy" or "traefik"'],
+    ['an unknown proxy', { from: 'haproxy' }, 'listeners[0].from', '"haproxy"', '"nginx", "ingress-nginx", "caddy" or "traefik"'],
+    ['no from', { from: undefined }, 'listeners[0].from', 'nothing', '"nginx", "ingress-nginx", "caddy" or "traefik"'],
     ['an upstream on a route', { routes: [{ match: { pathPrefix: '/' }, upstream: 'http://127.0.0.1:1' }] }, 'listeners[0].routes[0].upstream', '"http://127.0.0.1:1"', /unknown key|keys here/],
     ['a certificate header without clientCa', { clientCertificateHeader: 'X-SSL-Client-Cert' }, 'listeners[0].clientCa', 'nothing', 'a CA bundle file'],
     ['clientCa without a certificate header', { clientCa: ca }, 'listeners[0].clientCa', ca, 'no clientCa without listeners[0].clientCertificateHeader'],

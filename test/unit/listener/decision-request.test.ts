@@ -60,6 +60,23 @@ describe('originalRequest', () => {
     }
   });
 
+  it('ingress-nginx: the host is the authority of X-Original-URL; X-Forwarded-Host is not read', () => {
+    const v = originalRequest(
+      'ingress-nginx',
+      flat([
+        ['X-Original-Method', 'GET'],
+        ['X-Original-URL', 'https://App.Test:8443/api?x=1'],
+        ['X-Forwarded-Host', 'evil.test'],
+      ]),
+      undefined,
+    );
+    expect([v.url, v.headers.host]).toEqual(['https://App.Test:8443/api?x=1', 'App.Test:8443']);
+    expect(v.rawHeaders).toEqual(['Host', 'App.Test:8443']);
+    expect(code(() => originalRequest('ingress-nginx', flat([['X-Original-Method', 'GET'], ['X-Original-URL', '/api']]), undefined))).toBe(
+      'ERR_DECISION_BAD_SUBREQUEST x-original-url is not an absolute URL',
+    );
+  });
+
   it('nginx: a client’s X-Forwarded-Uri never becomes the URI', () => {
     const raw = flat([
       ['X-Original-Method', 'GET'],
