@@ -290,7 +290,7 @@ async function startOrCheck(
   if (cmd.kind === 'check') {
     // The operator's routes: not the gateway's own login paths (endpoints/login-paths.ts).
     const routes = config.listeners.reduce(
-      (n, l) => n + (l.protocol === 'http' ? l.routes.routes.filter((r) => r.id !== LOGIN_ROUTE_ID).length : 0),
+      (n, l) => n + (l.protocol !== 'tcp' ? l.routes.routes.filter((r) => r.id !== LOGIN_ROUTE_ID).length : 0),
       0,
     );
     const ok = `config OK: ${configPath} (${config.listeners.length} listener(s), ${routes} route(s))`;
