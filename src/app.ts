@@ -17,6 +17,7 @@ import {
   type RuntimeConfig,
 } from './config/load.js';
 import { loadConfigFile } from './load-config.js';
+import { unixSocketPath } from './config/addresses.js';
 import type { Clock } from './clock.js';
 import { monotonicMs, systemClock } from './clock.js';
 import { ConfigError } from './errors.js';
@@ -350,6 +351,7 @@ export function restartNeeded(current: RuntimeConfig, next: RuntimeConfig): Relo
 }
 
 function hostPort(a: { readonly host: string; readonly port: number }): string {
+  if (unixSocketPath(a) !== undefined) return a.host;
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 

@@ -6,12 +6,24 @@ import { isIP } from 'node:net';
 import { ConfigError } from '../errors.js';
 import type { ListenAddress } from './runtime.js';
 
-/** Parses `host:port` / `[v6]:port`. */
+/** The `listen` form of a Unix socket: `unix:` and an absolute path. */
+const UNIX_LISTEN_RE = /^unix:(\/[^\0]+)$/;
+
+/** The socket path of a listen address made from `unix:<path>` (a decision listener), or undefined. */
+export function unixSocketPath(address: ListenAddress): string | undefined {
+  return UNIX_LISTEN_RE.exec(address.host)?.[1];
+}
+
+/**
+ * Parses `host:port` / `[v6]:port`, or `unix:/path` (the schema lets only a decision listener write one):
+ * that is kept whole as the host, port 0 ({@link unixSocketPath} reads it back).
+ */
 export function parseListen(
   value: string,
   keyPath: string,
   errors: ConfigError[],
 ): ListenAddress | undefined {
+  if (UNIX_LISTEN_RE.test(value)) return { host: value, port: 0 };
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(value);
   const host = m?.[1] ?? m?.[2];
   const port = Number(m?.[3]);

@@ -10,6 +10,7 @@ import { resolveAuthProviders } from './auth.js';
 import type { CompileContext, LoadDeps } from './context.js';
 import { DEFAULTS } from './defaults.js';
 import { resolveListener } from './listeners.js';
+import { unixSocketPath } from './addresses.js';
 import type { RuntimeConfig, RuntimeListener } from './runtime.js';
 import type { ConfigFile } from './schema.js';
 import { resolveStore } from './store.js';
@@ -51,7 +52,8 @@ export function compileConfig(
     if (!r) return;
     const bindKey = `${r.address.host}:${r.address.port}`;
     const other = binds.get(bindKey);
-    if (r.address.port !== 0 && other !== undefined) {
+    // Port 0 picks a free port each time; a Unix socket (port 0 too) is one path.
+    if ((r.address.port !== 0 || unixSocketPath(r.address) !== undefined) && other !== undefined) {
       errors.push(
         new ConfigError(`listeners[${i}].listen`, l.listen, `an address not already used by ${other}`),
       );

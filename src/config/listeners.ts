@@ -9,7 +9,7 @@ import { compileRouteTable, type Route } from '../authz/routes.js';
 import { LOGIN_PATH_PREFIX, loginEndpointRoutes } from '../endpoints/login-paths.js';
 import { ConfigError } from '../errors.js';
 import { compileClientAcl, type ClientAcl } from '../identity/acl.js';
-import { parseListen } from './addresses.js';
+import { parseListen, unixSocketPath } from './addresses.js';
 import { resolveRouteAuth } from './auth.js';
 import type { CompileContext } from './context.js';
 import { DECISION_TARGET } from '../endpoints/decision-target.js';
@@ -145,7 +145,7 @@ function resolveTcpListener(ctx: CompileContext, l: TcpListenerFile, i: number):
 }
 
 /**
- * A `protocol: decision` listener. Plaintext, so a loopback address only: whoever can connect to it is the
+ * A `protocol: decision` listener. Plaintext, so a loopback address or a Unix socket only: whoever can connect to it is the
  * proxy whose headers it believes (the original method, URI, host, client address and certificate), so
  * nothing off this machine may reach it. A forwarded client certificate needs the CA it must be issued by.
  */
@@ -157,12 +157,12 @@ function resolveDecisionListener(
 ): DecisionRuntimeListener | undefined {
   const p = `listeners[${i}]`;
   const address = parseListen(l.listen, `${p}.listen`, ctx.errors);
-  if (address !== undefined && !isLoopbackHost(address.host))
+  if (address !== undefined && unixSocketPath(address) === undefined && !isLoopbackHost(address.host))
     ctx.errors.push(
       new ConfigError(
         `${p}.listen`,
         l.listen,
-        'a loopback address (127.0.0.1:4180, [::1]:4180): a decision listener believes the headers of whoever connects, so only the proxy on this machine may',
+        'a loopback address (127.0.0.1:4180, [::1]:4180) or a Unix socket (unix:/run/portcullis/decide.sock): a decision listener believes the headers of whoever connects, so only the proxy on this machine may',
       ),
     );
   const forwardedCertificate = resolveForwardedCertificate(ctx, l, p);

@@ -167,11 +167,18 @@ const decisionRoute = route.omit({ upstream: true, telemetry: true });
 /**
  * `protocol: decision`: answers the auth subrequests of a proxy in front (nginx `auth_request`, Caddy
  * `forward_auth`, Traefik `forwardAuth`) instead of forwarding (listener/decision-handler.ts). Plaintext on
- * a loopback address only (checked in listeners.ts): whoever can connect is the proxy it believes.
+ * a loopback address or a Unix socket only (checked in listeners.ts): whoever can connect is the proxy it
+ * believes.
  */
 const decisionListener = z.strictObject({
   name: listenerName,
-  listen: listenAddress,
+  /** A loopback `host:port`, or `unix:/run/portcullis/decide.sock` (checked in listeners.ts). */
+  listen: z
+    .string({ error: 'a loopback "host:port" (127.0.0.1:4180) or "unix:/absolute/path.sock"' })
+    .regex(
+      /^(?:unix:\/[^\0]+|(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5})$/,
+      'a loopback host:port (127.0.0.1:4180) or unix:/absolute/path.sock',
+    ),
   protocol: z.literal('decision'),
   /** Which headers describe the original request (X-Original-* for nginx and ingress-nginx, X-Forwarded-* for caddy/traefik). */
   from: z.enum(['nginx', 'ingress-nginx', 'caddy', 'traefik'], { error: '"nginx", "ingress-nginx", "caddy" or "traefik"' }),

@@ -2,6 +2,8 @@
 import type { Server } from 'node:net';
 import type { ListenAddress } from '../config/runtime.js';
 import { ConfigError } from '../errors.js';
+import { chmodSync } from 'node:fs';
+import { unixSocketPath } from '../config/addresses.js';
 import { socketPeer, type ClientPeer } from './connection.js';
 
 /** Binds `server` to the listener's address; a failure (EADDRINUSE, EACCES) is a ConfigError naming
@@ -15,7 +17,9 @@ export function bindListener(
       reject(
         new ConfigError(
           `${listener.keyPath}.listen`,
-          `${listener.address.host}:${listener.address.port}`,
+          unixSocketPath(listener.address) !== undefined
+            ? listener.address.host
+            : `${listener.address.host}:${listener.address.port}`,
           `an address this process can bind (${err.code ?? err.message})`,
         ),
       );
@@ -24,10 +28,24 @@ export function bindListener(
     // Not `exclusive`: in a cluster worker (`workers` > 1) the listening socket is the primary's, shared by
     // every worker (src/cluster/); an exclusive bind would make the second worker fail with EADDRINUSE.
     // Outside a cluster the flag changes nothing.
-    server.listen({ host: listener.address.host, port: listener.address.port }, () => {
+    const path = unixSocketPath(listener.address);
+    const onListening = (): void => {
       server.off('error', onError);
+      // Owner and group may connect (put the proxy's user in the gateway's group), nobody else.
+      if (path !== undefined) {
+        try {
+          chmodSync(path, 0o660);
+        } catch (err) {
+          onError(err as NodeJS.ErrnoException);
+          return;
+        }
+      }
       resolve();
-    });
+    };
+    // A Unix socket path left by a process that died is not removed here (it could be another's live
+    // socket): the bind fails with EADDRINUSE naming the key. Node removes it at a clean close.
+    if (path !== undefined) server.listen({ path }, onListening);
+    else server.listen({ host: listener.address.host, port: listener.address.port }, onListening);
   });
 }
 

@@ -247,7 +247,11 @@ export async function openFrontDoor(config: FrontDoorConfig, deps: FrontDoorDeps
       if (next.maxConnections !== undefined) cap?.setMax(next.maxConnections);
       perClient.setMax(next.maxConnectionsPerClient);
     },
-    address: () => server.address() as AddressInfo,
+    address: () => {
+      const a = server.address();
+      // A Unix socket's address is its path: reported as the address, with port 0.
+      return typeof a === 'string' ? { address: a, family: 'unix', port: 0 } : (a as AddressInfo);
+    },
     stopAccepting() {
       closing = true;
       return new Promise<void>((resolve) => server.close(() => resolve()));

@@ -50,6 +50,8 @@ function load(...listeners: Obj[]): RuntimeConfig {
 describe('decision listeners: every bad one is refused with key path, value and expectation', () => {
   const cases: [string, Obj, string, string | RegExp, string | RegExp][] = [
     ['a non-loopback address', { listen: '0.0.0.0:4180' }, 'listeners[0].listen', '"0.0.0.0:4180"', 'a loopback address'],
+    ['a relative Unix socket path', { listen: 'unix:run/decide.sock' }, 'listeners[0].listen', '"unix:run/decide.sock"', 'unix:/absolute/path.sock'],
+    ['a Unix socket on an http listener is not a thing', { protocol: 'http', from: undefined, listen: 'unix:/run/x.sock', routes: [{ match: { pathPrefix: '/' }, upstream: 'builtin:echo' }], plaintext: true }, 'listeners[0].listen', '"unix:/run/x.sock"', 'host:port'],
     ['an unknown proxy', { from: 'haproxy' }, 'listeners[0].from', '"haproxy"', '"nginx", "ingress-nginx", "caddy" or "traefik"'],
     ['no from', { from: undefined }, 'listeners[0].from', 'nothing', '"nginx", "ingress-nginx", "caddy" or "traefik"'],
     ['an upstream on a route', { routes: [{ match: { pathPrefix: '/' }, upstream: 'http://127.0.0.1:1' }] }, 'listeners[0].routes[0].upstream', '"http://127.0.0.1:1"', /unknown key|keys here/],
@@ -82,7 +84,21 @@ describe('a good decision listener', () => {
     expect(c.warnings.join('\n')).not.toMatch(/PLAINTEXT/);
   });
 
-  it('accepts the other loopback addresses, [::1] and localhost', () => {
+  it('accepts the other loopback addresses, [::1] and localhost, and a Unix socket', () => {
     for (const listen of ['[::1]:4180', 'localhost:4180']) expect(load(decisionListener({ listen })).listeners).toHaveLength(1);
+    expect(load(decisionListener({ listen: 'unix:/run/portcullis/decide.sock' })).listeners[0]?.address).toEqual({
+      host: 'unix:/run/portcullis/decide.sock',
+      port: 0,
+    });
+  });
+
+  it('two listeners on one Unix socket are refused', () => {
+    const listen = 'unix:/run/portcullis/decide.sock';
+    expectConfigError(
+      refusal(() => load(decisionListener({ listen }), decisionListener({ name: 'other', listen, routes: [{ id: 'b', match: { pathPrefix: '/' } }] }))),
+      'listeners[1].listen',
+      listen,
+      'an address not already used by listeners[0]',
+    );
   });
 });
