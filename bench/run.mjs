@@ -20,7 +20,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { haproxyCfg, nginxConf, portcullisJwtProvider, portcullisYaml } from './lib/configs.mjs';
+import { haproxyCfg, nginxConf, nginxDecisionConf, portcullisDecisionYaml, portcullisJwtProvider, portcullisYaml } from './lib/configs.mjs';
 import { runLoad } from './lib/load.mjs';
 import { mintPki } from './lib/pki.mjs';
 import { cpuDelta, cpuSample, freePort, killAllNow, listeningPort, peakRssMiB, start, stop, waitForPort } from './lib/proc.mjs';
@@ -100,6 +100,7 @@ function portcullisFeatures() {
     introspection: auth && /introspection/.test(read('authn', 'introspection.js')),
     workers: /\bworkers\b/.test(schema),
     store: /type: z.literal\('redis'\)/.test(read('config', 'store.js')),
+    decision: /\bdecision\b/.test(read('config', 'listeners.js')),
   };
 }
 const features = portcullisFeatures();
@@ -121,6 +122,7 @@ const NEEDS_INTRO = needs(features.introspection, 'n/a (needs issue 3: introspec
 const NEEDS_WORKERS = needs(features.workers, 'n/a (needs issue 6: `workers: auto`)');
 const NEEDS_REDIS =
   needs(features.store, 'n/a (needs issue 17: `store: redis`)') ?? needs(tools['redis-server'], 'n/a (redis-server not installed)');
+const NEEDS_DECISION = needs(features.decision, 'n/a (needs issue 16: the decision listener)');
 
 /** Every case, in table order. */
 const CASES = [
@@ -141,6 +143,9 @@ const CASES = [
   { name: 'nginx-mtls', label: 'nginx mTLS', group: 'h1', server: { kind: 'nginx', cert: 'rsa' }, load: h1(), ref: 'nginx' },
   { name: 'haproxy-jwt-es256', label: 'HAProxy mTLS + jwt_verify ES256 (every request)', group: 'h1', server: { kind: 'haproxy', cert: 'rsa', jwt: 'ES256' }, load: h1(['Authorization: Bearer {ES256}']) },
   { name: 'haproxy-jwt-rs256', label: 'HAProxy mTLS + jwt_verify RS256 (every request)', group: 'h1', server: { kind: 'haproxy', cert: 'rsa', jwt: 'RS256' }, load: h1(['Authorization: Bearer {RS256}']) },
+  { name: 'nginx-decision-cached', label: 'nginx mTLS + Portcullis decisions (JWT ES256), nginx caching each decision 10 s', group: 'h1', server: { kind: 'nginx-decision', cert: 'rsa', cacheSeconds: 10 }, load: h1(['Authorization: Bearer {ES256}']), needs: NEEDS_DECISION ?? NEEDS_JWT },
+  { name: 'nginx-decision', label: 'nginx mTLS + Portcullis decisions (JWT ES256), a decision per request', group: 'h1', server: { kind: 'nginx-decision', cert: 'rsa' }, load: h1(['Authorization: Bearer {ES256}']), needs: NEEDS_DECISION ?? NEEDS_JWT },
+  { name: 'nginx-decision-workers', label: 'nginx mTLS + Portcullis decisions (JWT ES256, `workers: auto`), a decision per request', group: 'h1', server: { kind: 'nginx-decision', cert: 'rsa', workers: 'auto' }, load: h1(['Authorization: Bearer {ES256}']), needs: NEEDS_DECISION ?? NEEDS_JWT ?? NEEDS_WORKERS },
   { name: 'portcullis-h2', label: 'HTTP/2 (h2load -m 10): Portcullis mTLS, 1 process', group: 'h2', server: { kind: 'portcullis', cert: 'rsa' }, load: h2() },
   { name: 'haproxy-h2', label: 'HTTP/2 (h2load -m 10): HAProxy mTLS', group: 'h2', server: { kind: 'haproxy', cert: 'rsa' }, load: h2(), ref: 'haproxy' },
   { name: 'nginx-h2', label: 'HTTP/2 (h2load -m 10): nginx mTLS', group: 'h2', server: { kind: 'nginx', cert: 'rsa' }, load: h2(), ref: 'nginx' },
@@ -167,7 +172,7 @@ for (const c of CASES) {
   const tool = c.load.tool === 'wrk' ? 'wrk' : 'h2load';
   if (!tools[tool]) c.needs = `n/a (${tool} not installed: bench/install.sh)`;
   else if (c.server.kind === 'haproxy' && !tools.haproxy) c.needs = 'n/a (haproxy not installed: bench/install.sh)';
-  else if (c.server.kind === 'nginx' && !tools.nginx) c.needs = 'n/a (nginx not installed: bench/install.sh)';
+  else if ((c.server.kind === 'nginx' || c.server.kind === 'nginx-decision') && !tools.nginx) c.needs = 'n/a (nginx not installed: bench/install.sh)';
 }
 
 /** The TCP tunnel cases (lib/tunnel.mjs): `tunnel-<workload>-<server>`. */
@@ -328,6 +333,19 @@ async function startServer(c, ctx) {
       await waitForPort(port, 10_000, proc);
       return { proc, url: `https://127.0.0.1:${port}/`, family: 'haproxy' };
     }
+    case 'nginx-decision': {
+      // Two processes per row: Portcullis answering decisions, and nginx carrying the bytes. Both count.
+      const pcfg = join(dir, 'portcullis.yaml');
+      writeFileSync(pcfg, portcullisDecisionYaml({ jwksFile: files.jwks, workers: s.workers }));
+      const decider = start(`${c.name}-portcullis`, process.execPath, [join(DIST, 'src', 'main.js'), 'start', '--config', pcfg], { cwd: dir });
+      const decisionPort = await decider.waitForLine((l) => listeningPort(l, 'bench'));
+      const port = await freePort();
+      const cfg = join(dir, 'nginx.conf');
+      writeFileSync(cfg, nginxDecisionConf({ dir, port, cert, key, ca: files.caCert, upstreamPort: ctx.upstream.port, decisionPort, cacheSeconds: s.cacheSeconds }));
+      const proc = start(c.name, 'nginx', ['-p', dir, '-c', cfg, '-e', join(dir, 'error.log')], { cwd: dir });
+      await waitForPort(port, 10_000, proc);
+      return { proc, also: [decider], url: `https://127.0.0.1:${port}/`, family: 'nginx-decision' };
+    }
     case 'nginx':
     case 'nginx-return': {
       const port = await freePort();
@@ -363,13 +381,18 @@ function headersFor(c, ctx) {
 /** One measured pass of one case: generator output + the proxy's CPU delta over exactly that pass. */
 async function measure(c, srv, ctx, seconds) {
   const load = { ...c.load, headers: headersFor(c, ctx) };
+  // A row of two processes (nginx + Portcullis decisions) counts both; `also` is the second one alone.
+  const also = srv.also ?? [];
   const before = cpuSample(srv.proc.pid);
+  const alsoBefore = also.map((p) => cpuSample(p.pid));
   const r = await runLoad({ load, url: srv.url, seconds, shimEnv: ctx.shimEnv, logFile: join(ctx.runDir, `${c.name}.h2load.log`), hsloadBin: ctx.hsload });
   const after = cpuSample(srv.proc.pid);
-  const cpu = cpuDelta(before, after);
+  const alsoCpu = also.reduce((n, p, i) => n + cpuDelta(alsoBefore[i], cpuSample(p.pid)), 0);
+  const cpu = cpuDelta(before, after) + alsoCpu;
   return {
     ...r,
     cpuUsPerReq: r.requests > 0 ? (cpu * 1e6) / r.requests : NaN,
+    alsoCpuUsPerReq: also.length > 0 && r.requests > 0 ? (alsoCpu * 1e6) / r.requests : NaN,
     genCpuUsPerReq: r.requests > 0 && r.genCpuSeconds !== undefined ? (r.genCpuSeconds * 1e6) / r.requests : NaN,
   };
 }
@@ -488,14 +511,14 @@ async function runHttp(runDir, pki, stamp) {
 
   // Peak RSS now (the servers are still up), then stop them all.
   const rss = new Map();
-  for (const [name, srv] of servers) rss.set(name, srv.shared ? NaN : peakRssMiB(srv.proc.pid));
+  for (const [name, srv] of servers) rss.set(name, srv.shared ? NaN : peakRssMiB(srv.proc.pid) + (srv.also ?? []).reduce((n, p) => n + peakRssMiB(p.pid), 0));
   let introspections;
   try {
     introspections = (await (await fetch(`http://127.0.0.1:${ctx.upstream.port}/__bench/introspections`)).text()).trim();
   } catch {
     /* upstream gone */
   }
-  await Promise.all([...servers.values()].filter((s) => !s.shared).map((s) => stop(s.proc)));
+  await Promise.all([...servers.values()].filter((s) => !s.shared).flatMap((s) => [s.proc, ...(s.also ?? [])]).map((p) => stop(p)));
   await stop(ctx.upstream.proc);
 
   // Aggregate: medians of the runs, ratios within a run.
@@ -515,6 +538,7 @@ async function runHttp(runDir, pki, stamp) {
       cpuUsPerReq: c.server.kind === 'direct' ? NaN : median(runs.map((r) => r.cpuUsPerReq)),
       upstreamCpuUsPerReq: c.server.kind === 'direct' ? median(runs.map((r) => r.cpuUsPerReq)) : NaN,
       genCpuUsPerReq: median(runs.map((r) => r.genCpuUsPerReq)),
+      alsoCpuUsPerReq: median(runs.map((r) => r.alsoCpuUsPerReq)),
       rssMiB: rss.get(c.name),
       errors: runs.reduce((n, r) => n + (r.non2xx || 0) + (r.socketErrors || 0), 0),
       runs: runs.map((r) => r.rps),
@@ -562,6 +586,16 @@ async function runHttp(runDir, pki, stamp) {
   const redis2 = rows.find((r) => r.name === 'portcullis-mtls-introspection-2p-redis' && r.na === undefined);
   if (mem2 && redis2)
     notes.push(`Shared store: 2 processes with Redis did ${((redis2.rps / mem2.rps) * 100).toFixed(1)} % of the memory store's cached-introspection throughput (${redis2.cpuUsPerReq.toFixed(1)} vs ${mem2.cpuUsPerReq.toFixed(1)} µs of gateway CPU per request; target: within 10 %). A cached decision is a near-cache hit: no Redis round trip.`);
+  for (const r of rows) {
+    if (r.na !== undefined || !Number.isFinite(r.alsoCpuUsPerReq)) continue;
+    notes.push(`${r.name}: of its ${r.cpuUsPerReq.toFixed(1)} µs of proxy CPU per request, Portcullis's decisions took ${r.alsoCpuUsPerReq.toFixed(1)} µs and nginx the rest${/cached/.test(r.name) ? ' (decisions cached by nginx: Portcullis is asked once per token and request line per 10 s)' : ' (one decision per request)'}.`);
+  }
+  const es256 = rows.find((r) => r.name === 'haproxy-jwt-es256' && r.na === undefined);
+  const rs256 = rows.find((r) => r.name === 'haproxy-jwt-rs256' && r.na === undefined);
+  for (const r of rows.filter((x) => x.name.startsWith('nginx-decision') && x.na === undefined)) {
+    const vs = [es256 ? `${(r.rps / es256.rps).toFixed(2)}× HAProxy + jwt_verify ES256` : '', rs256 ? `${(r.rps / rs256.rps).toFixed(2)}× its RS256` : ''].filter(Boolean).join(', ');
+    if (vs) notes.push(`${r.name}: ${vs} (issue 16 targets for the cached row: ≥ 1.5× ES256 and ≥ 1.0× RS256).`);
+  }
   if (introspections !== undefined && selected.some((c) => c.server.auth === 'introspection' && servers.has(c.name))) notes.push(`Introspection calls that reached the fake IdP during the whole run: ${introspections}.`);
 
   return { rows, notes, profiles };
