@@ -165,7 +165,7 @@ ${workers ? `workers: ${workers}\n` : ''}${portcullisJwtProvider(jwksFile)}liste
 export function nginxDecisionConf({ dir, port, cert, key, ca, upstreamPort, decisionPort, cacheSeconds }) {
   const cache = cacheSeconds
     ? `      proxy_cache decisions;
-      proxy_cache_key "$http_authorization|$ssl_client_fingerprint|$request_method|$host|$request_uri";
+      proxy_cache_key "$request_method|$http_host|$request_uri|$http_authorization|$http_cookie|$ssl_client_fingerprint|$http_upgrade";
       proxy_cache_valid 200 401 403 ${cacheSeconds}s;
       proxy_cache_lock on;
       # Portcullis marks every decision no-store (it is not for browsers or shared caches); this cache is the
