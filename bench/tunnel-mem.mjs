@@ -13,7 +13,8 @@
 // - busy: M tunnels each downloading without pause (tunload, 1 MiB reads) while VmRSS is sampled every
 //   200 ms; the peak over the pass minus the RSS before it, per tunnel;
 // - growth: uploads and downloads (1 connection × 1 GiB, 8 × 128 MiB) back to back until the time is up;
-//   VmRSS after every pass. PASS when the largest RSS of the last tenth of the bytes is < 1.05 × the largest
+//   VmRSS after every pass, and V8's heap (used, total) and external memory from the admin listener's
+//   /metrics, so that RSS growth can be told apart from live JavaScript objects. PASS when the largest RSS of the last tenth of the bytes is < 1.05 × the largest
 //   of the tenth after the first (warm) tenth.
 // Writes bench/results/<date>-tunnel-mem.md. Every loop is bounded in count and time.
 import { execFileSync } from 'node:child_process';
@@ -24,7 +25,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { mintPki } from './lib/pki.mjs';
-import { killAllNow, listeningPort, processTree, runBounded, start, stop } from './lib/proc.mjs';
+import { freePort, killAllNow, listeningPort, processTree, runBounded, start, stop } from './lib/proc.mjs';
 import { buildTunload, TUNNEL_CIPHERSUITE } from './lib/tunnel.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -61,7 +62,19 @@ function rssMiB(pid) {
   return kib / 1024;
 }
 
-async function startServer(kind, dir, pki, upstreamPort) {
+/** V8 heap used and total, and external memory, in MiB, from a Portcullis admin listener's /metrics. */
+async function heapMiB(adminPort) {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`, { signal: AbortSignal.timeout(5_000) })).text();
+    const gauge = (name) => Number(new RegExp(`^portcullis_nodejs_${name} ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? NaN) / MiB;
+    return { heapUsed: gauge('heap_size_used_bytes'), heapTotal: gauge('heap_size_total_bytes'), external: gauge('external_memory_bytes') };
+  } catch {
+    return { heapUsed: NaN, heapTotal: NaN, external: NaN };
+  }
+}
+
+/** Starts a server; Portcullis with `adminPort` also gets its admin listener there (for {@link heapMiB}). */
+async function startServer(kind, dir, pki, upstreamPort, adminPort = undefined) {
   const f = pki.files;
   mkdirSync(dir, { recursive: true });
   if (kind === 'portcullis') {
@@ -69,7 +82,7 @@ async function startServer(kind, dir, pki, upstreamPort) {
     writeFileSync(
       cfg,
       `requireEncryption: true
-admin: { enabled: false }
+admin: ${adminPort === undefined ? '{ enabled: false }' : `{ enabled: true, listen: 127.0.0.1:${adminPort} }`}
 log: { level: info, access: false }
 timeouts: { idleMs: 900000, tlsHandshakeMs: 60000 }
 listeners:
@@ -152,7 +165,8 @@ async function busyRow(kind, pki, upstreamPort, runDir, tunload) {
 }
 
 async function growthRow(pki, upstreamPort, runDir, tunload) {
-  const srv = await startServer('portcullis', join(runDir, 'growth'), pki, upstreamPort);
+  const adminPort = await freePort();
+  const srv = await startServer('portcullis', join(runDir, 'growth'), pki, upstreamPort, adminPort);
   const f = pki.files;
   const passes = [
     ['up', 1024 * MiB, 1],
@@ -175,7 +189,7 @@ async function growthRow(pki, upstreamPort, runDir, tunload) {
       log(`growth pass ${i}: no result (${r.stderr.slice(0, 200)})`);
     }
     bytes += moved;
-    samples.push({ gib: bytes / 2 ** 30, rss: rssMiB(srv.proc.pid) });
+    samples.push({ gib: bytes / 2 ** 30, rss: rssMiB(srv.proc.pid), ...(await heapMiB(adminPort)) });
   }
   await stop(srv.proc);
   const total = bytes / 2 ** 30;
@@ -184,7 +198,11 @@ async function growthRow(pki, upstreamPort, runDir, tunload) {
   const last = Math.max(...inRange(0.9, 1.0), -Infinity);
   const first = samples[0]?.rss;
   const final = samples.at(-1)?.rss;
-  return { total, passes: samples.length, first, warm, last, final, max: Math.max(...samples.map((s) => s.rss)), pass: Number.isFinite(warm) && Number.isFinite(last) && last < 1.05 * warm, samples };
+  // The V8 heap at the same points: live objects (used) and what V8 reserved (total), to tell a leak of
+  // JavaScript objects from the heap or the allocator growing.
+  const heapOf = (a, b, key) => Math.max(...samples.filter((x) => x.gib > a * total && x.gib <= b * total).map((x) => x[key]).filter(Number.isFinite), -Infinity);
+  const heap = { usedWarm: heapOf(0.1, 0.2, 'heapUsed'), usedLast: heapOf(0.9, 1.0, 'heapUsed'), totalWarm: heapOf(0.1, 0.2, 'heapTotal'), totalLast: heapOf(0.9, 1.0, 'heapTotal') };
+  return { total, passes: samples.length, first, warm, last, final, heap, max: Math.max(...samples.map((s) => s.rss)), pass: Number.isFinite(warm) && Number.isFinite(last) && last < 1.05 * warm, samples };
 }
 
 async function main() {
@@ -233,9 +251,12 @@ async function main() {
       `(the issue asks for 100 GiB; bounded by time on this shared machine). Portcullis RSS after the first pass ${f1(growth.first)} MiB, largest between 10 % and 20 % of the bytes ${f1(growth.warm)} MiB, ` +
       `largest over the last 10 % ${f1(growth.last)} MiB, after the last pass ${f1(growth.final)} MiB, largest of all ${f1(growth.max)} MiB: **${growth.pass ? 'PASS' : 'FAIL'}** (last < 1.05 × warm).`,
     '',
-    '<details><summary>RSS after every pass (GiB so far: MiB)</summary>',
+    `V8 heap at the same points (largest between 10 % and 20 % of the bytes → largest over the last 10 %): used ${f1(growth.heap.usedWarm)} → ${f1(growth.heap.usedLast)} MiB, ` +
+      `total (reserved) ${f1(growth.heap.totalWarm)} → ${f1(growth.heap.totalLast)} MiB. RSS growing while the heap used does not is not a leak of JavaScript objects.`,
     '',
-    growth.samples.map((s) => `${s.gib.toFixed(1)}: ${s.rss.toFixed(1)}`).join(', '),
+    '<details><summary>After every pass (GiB so far: RSS / V8 heap used / V8 heap total / external, MiB)</summary>',
+    '',
+    growth.samples.map((s) => `${s.gib.toFixed(1)}: ${[s.rss, s.heapUsed, s.heapTotal, s.external].map(f1).join(' / ')}`).join(', '),
     '',
     '</details>',
     '',
