@@ -23,7 +23,7 @@ import { parseArgs } from 'node:util';
 import { haproxyCfg, nginxConf, nginxDecisionConf, portcullisDecisionYaml, portcullisJwtProvider, portcullisYaml } from './lib/configs.mjs';
 import { runLoad } from './lib/load.mjs';
 import { mintPki } from './lib/pki.mjs';
-import { cpuDelta, cpuSample, freePort, killAllNow, listeningPort, peakRssMiB, start, stop, waitForPort } from './lib/proc.mjs';
+import { cpuDelta, cpuSample, extraNodeArgs, freePort, killAllNow, listeningPort, peakRssMiB, start, stop, waitForPort } from './lib/proc.mjs';
 import { machineFacts, markdownTable, textTable } from './lib/report.mjs';
 import { buildTunload, runTunnelBench, tunnelCases, tunnelMarkdownTable, tunnelSelects, tunnelServerNeeds, tunnelTextTable, tunnelVerdicts, TUNNEL_CIPHERSUITE } from './lib/tunnel.mjs';
 
@@ -297,7 +297,7 @@ async function startServer(c, ctx) {
       }
       const cfg = join(dir, 'portcullis.yaml');
       writeFileSync(cfg, portcullisYaml({ cert, key, ca: files.caCert, upstreamPort: ctx.upstream.port, routeAuth, extra }));
-      const nodeArgs = opt['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`] : [];
+      const nodeArgs = [...extraNodeArgs(), ...(opt['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`] : [])];
       // `env`: NODE_CLUSTER_SCHED_POLICY for the `workers` scheduling comparison rows.
       const proc = start(c.name, process.execPath, [...nodeArgs, join(DIST, 'src', 'main.js'), 'start', '--config', cfg], { cwd: dir, ...(s.env ? { env: s.env } : {}) });
       const port = await proc.waitForLine((l) => listeningPort(l, 'bench'));
@@ -306,14 +306,14 @@ async function startServer(c, ctx) {
     case 'node-bare': {
       // The reference for what Node's TLS stack itself costs: the soak's bare server (same server
       // construction as Portcullis, client certificate required, answers every request itself).
-      const args = [join(BENCH, 'lib', 'soak-bare-server.mjs'), JSON.stringify({ cert, key, ca: files.caCert })];
+      const args = [...extraNodeArgs(), join(BENCH, 'lib', 'soak-bare-server.mjs'), JSON.stringify({ cert, key, ca: files.caCert })];
       const proc = start(c.name, process.execPath, args, { cwd: dir });
       const port = await proc.waitForLine((l) => listeningPort(l));
       return { proc, url: `https://127.0.0.1:${port}/`, family: 'node-bare' };
     }
     case 'node-undici': {
       // The issue's reference shape (lib/node-undici-proxy.mjs): what forwarding alone costs on Node.
-      const args = [join(BENCH, 'lib', 'node-undici-proxy.mjs'), JSON.stringify({ cert, key, ca: files.caCert, upstreamPort: ctx.upstream.port, workers: s.workers ?? 0 })];
+      const args = [...extraNodeArgs(), join(BENCH, 'lib', 'node-undici-proxy.mjs'), JSON.stringify({ cert, key, ca: files.caCert, upstreamPort: ctx.upstream.port, workers: s.workers ?? 0 })];
       const proc = start(c.name, process.execPath, args, { cwd: dir });
       const port = await proc.waitForLine((l) => listeningPort(l));
       return { proc, url: `https://127.0.0.1:${port}/`, family: 'node-undici' };
@@ -337,7 +337,7 @@ async function startServer(c, ctx) {
       // Two processes per row: Portcullis answering decisions, and nginx carrying the bytes. Both count.
       const pcfg = join(dir, 'portcullis.yaml');
       writeFileSync(pcfg, portcullisDecisionYaml({ jwksFile: files.jwks, workers: s.workers }));
-      const decider = start(`${c.name}-portcullis`, process.execPath, [join(DIST, 'src', 'main.js'), 'start', '--config', pcfg], { cwd: dir });
+      const decider = start(`${c.name}-portcullis`, process.execPath, [...extraNodeArgs(), join(DIST, 'src', 'main.js'), 'start', '--config', pcfg], { cwd: dir });
       const decisionPort = await decider.waitForLine((l) => listeningPort(l, 'bench'));
       const port = await freePort();
       const cfg = join(dir, 'nginx.conf');

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { cpuDelta, cpuSample, freePort, listeningPort, peakRssMiB, runBounded, start, stop, waitForPort } from './proc.mjs';
+import { cpuDelta, cpuSample, extraNodeArgs, freePort, listeningPort, peakRssMiB, runBounded, start, stop, waitForPort } from './proc.mjs';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -156,11 +156,6 @@ export function tunnelServerNeeds(s) {
   if (s.kind === 'haproxy' && !have('haproxy')) return 'n/a (haproxy not installed: bench/install.sh)';
   if (!have('gcc')) return 'n/a (gcc not installed: bench/install.sh)';
   return undefined;
-}
-
-/** Extra node flags for the Portcullis and bare Node servers alike (experiments: BENCH_NODE_ARGS='--max-semi-space-size=16'). */
-function extraNodeArgs() {
-  return (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 }
 
 async function startTunnelServer(s, ctx) {

@@ -16,6 +16,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { HttpHandler } from './http-handler.js';
 import { createHttpListener } from './http-listener.js';
 import type { Listener, ListenerRuntime } from './listener.js';
+import { youngCollection } from '../proxy/gc-pacer.js';
 import { createTcpListener } from './tcp-listener.js';
 
 /** What every listener is made with, whatever its kind: the process's logger, metrics and clock. */
@@ -70,6 +71,12 @@ function servedOverHttp(
   });
 }
 
+/** V8's young-generation collection for a TCP listener's pipes, where this V8 has one (proxy/gc-pacer.ts). */
+function withYoungCollection(): { collectYoung?: () => void } {
+  const collect = youngCollection();
+  return collect === undefined ? {} : { collectYoung: collect };
+}
+
 /** The table. Keys are the `protocol` values of the config. */
 export const LISTENER_TYPES = {
   http: {
@@ -88,6 +95,7 @@ export const LISTENER_TYPES = {
         timeouts: runtime.config.timeouts,
         accessLog: runtime.config.log.access,
         ticketKeys: runtime.ticketKeys(listener.tls),
+        ...withYoungCollection(),
       }),
   } satisfies ListenerType<TcpRuntimeListener>,
 } as const;

@@ -35,6 +35,7 @@ import type { TcpRuntimeListener } from '../config/runtime.js';
 import type { TimeoutsConfig } from '../config/schema.js';
 import type { Logger } from '../observability/logger.js';
 import type { ConnectionRejectReason, Metrics } from '../observability/metrics.js';
+import { createGcPacer, GC_PACE_BYTES } from '../proxy/gc-pacer.js';
 import {
   CLOSE_REASONS,
   createReadBuffer,
@@ -84,6 +85,11 @@ export interface TcpListenerDeps {
   readonly clock?: Clock;
   /** TLS session ticket keys of the first secure context (see HttpListenerDeps.ticketKeys). */
   readonly ticketKeys?: Buffer;
+  /**
+   * V8's young-generation collection, called every {@link GC_PACE_BYTES} of buffers the listener's pipes let
+   * go of (proxy/gc-pacer.ts: `youngCollection()`); absent: V8 alone decides when to collect.
+   */
+  readonly collectYoung?: () => void;
 }
 
 /**
@@ -140,6 +146,10 @@ export function createTcpListener(listener: TcpListenerConfig, deps: TcpListener
   const verified = createVerifiedConnections(logger, name);
   // One buffer for the upstream reads of every connection of this listener (tcp-pipe.ts READ_BUFFER_BYTES).
   const readBuffer = createReadBuffer();
+  const onReleased =
+    deps.collectYoung === undefined
+      ? undefined
+      : createGcPacer({ everyBytes: GC_PACE_BYTES }, { collect: deps.collectYoung });
 
   const secure = createTlsServer({
     ...tls.options,
@@ -247,6 +257,7 @@ export function createTcpListener(listener: TcpListenerConfig, deps: TcpListener
       signal: shutdown.signal,
       onBytes: (direction, n) => (direction === 'in' ? bytesIn : bytesOut).inc(n),
       readBuffer,
+      ...(onReleased !== undefined ? { onReleased } : {}),
       ...(proxyProtocol === 'v2' ? { proxyProtocol: { source, destination } } : {}),
     }).then(done);
   }

@@ -116,6 +116,12 @@ export interface PipeOptions {
    * listener (see {@link createReadBuffer}). Absent: Node allocates a new 64 KiB buffer per read.
    */
   readonly readBuffer?: Buffer;
+  /**
+   * Told the size of every buffer the pipe received and let go of once written (the client's TLS records,
+   * the upstream's reads when they are not in `readBuffer`, the copies of those that had to wait): what
+   * paces the collections that free them (gc-pacer.ts). Absent: V8 alone decides.
+   */
+  readonly onReleased?: (bytes: number) => void;
 }
 
 /**
@@ -391,8 +397,8 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
     };
 
     /**
-     * src → dst with backpressure and half-close. Per chunk: a count, a flag, the write; nothing else (no
-     * timer moved, no metric touched: see the idle timer and `reportBytes`). `batch`: a chunk of a full TLS
+     * src → dst with backpressure and half-close. Per chunk: a count, a flag, the pacer's sum, the write;
+     * nothing else (no timer moved, no metric touched: see the idle timer and `reportBytes`). `batch`: a chunk of a full TLS
      * record or more corks dst until the end of this event-loop turn (see BATCH_FROM_BYTES).
      */
     const pump = (
@@ -407,9 +413,11 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
         corked = false;
         dst.uncork();
       };
+      const released = opts.onReleased;
       src.on('data', (chunk: Buffer) => {
         count(chunk.length);
         progress();
+        released?.(chunk.length);
         if (batch && !corked && chunk.length >= BATCH_FROM_BYTES) {
           corked = true;
           dst.cork();
@@ -443,7 +451,12 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
         // Written at once (nothing pending, not corked), the TLS layer has copied the bytes when write()
         // returns; a chunk that has to wait is kept as it is, so it must not be the shared buffer.
         const now = dst.writableLength === 0 && dst.writableCorked === 0;
-        const chunk = now ? buf.subarray(0, n) : Buffer.copyBytesFrom(buf, 0, n);
+        let chunk: Buffer;
+        if (now) chunk = buf.subarray(0, n);
+        else {
+          chunk = Buffer.copyBytesFrom(buf, 0, n);
+          opts.onReleased?.(n);
+        }
         if (dst.write(chunk)) return true;
         stopped = true;
         return false;

@@ -44,9 +44,11 @@ import {
   pipeTcp,
   PIPE_BUFFER_BYTES,
   READ_BUFFER_BYTES,
+  type PipeOptions,
   type PipeResult,
   type TcpUpstream,
 } from '../../src/proxy/tcp-pipe.js';
+import { GC_PACE_BYTES } from '../../src/proxy/gc-pacer.js';
 import { tlsOptions } from '../helpers/clients.js';
 import { writePki, type TestClientName, type TestPkiPaths } from '../helpers/pki.js';
 
@@ -360,7 +362,9 @@ afterAll(async () => {
 
 async function startGateway(
   upstream: TcpUpstream,
-  opts: Partial<Pick<TcpListenerConfig, 'proxyProtocol'> & Pick<TcpListenerDeps, 'accessLog'>> & {
+  opts: Partial<
+    Pick<TcpListenerConfig, 'proxyProtocol'> & Pick<TcpListenerDeps, 'accessLog' | 'collectYoung'>
+  > & {
     timeouts?: Partial<TcpListenerDeps['timeouts']>;
     acl?: ClientAcl | undefined;
   } = {},
@@ -389,6 +393,7 @@ async function startGateway(
       metrics: createMetrics(registry, { processMetrics: false }),
       timeouts: { tlsHandshakeMs: 5_000, upstreamConnectMs: 2_000, idleMs: 20_000, ...opts.timeouts },
       ...(opts.accessLog !== undefined ? { accessLog: opts.accessLog } : {}),
+      ...(opts.collectYoung !== undefined ? { collectYoung: opts.collectYoung } : {}),
     },
   );
   await listener.start();
@@ -512,6 +517,7 @@ async function writeAll(
 async function pipeDirect(
   up: TestUpstream,
   before: (socket: TLSSocket) => void = () => undefined,
+  extra: Partial<PipeOptions> = {},
 ): Promise<{ port: number; client: Promise<TLSSocket>; piped: Promise<PipeResult> }> {
   const server = createTlsServer({ ...listenerTls.options, allowHalfOpen: true });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -524,6 +530,7 @@ async function pipeDirect(
         connectTimeoutMs: 2_000,
         idleMs: 20_000,
         readBuffer: createReadBuffer(),
+        ...extra,
       });
       resolve(socket);
     }),
@@ -829,6 +836,39 @@ describe('tcp listener: piping (issue 5 point 1, threat model #110)', () => {
     expect(sha256(r.data)).toBe(up.connections[0]!.sentDigest);
     expect((await piped).bytesOut).toBe(total);
   });
+
+  it('released buffers (issue 18): every byte a client uploads is reported to the pacer once, after it was handed on', async () => {
+    const up = await withUpstream({ mode: 'slow' });
+    let released = 0;
+    const { port, piped } = await pipeDirect(up, undefined, { onReleased: (n) => (released += n) });
+    const s = connectClient(port, 'alice', { collect: false });
+    await new Promise((r) => s.socket.once('secureConnect', r));
+    const total = 2 * 1024 * 1024;
+    const digest = await writeAll(s.socket, total, 64 * 1024);
+    s.socket.end();
+    const result = await piped;
+    expect(result.bytesIn).toBe(total);
+    expect(up.connections[0]!.digest).toBe(digest);
+    // The upstream sent nothing back: what was released is the client's bytes, each once.
+    expect(released).toBe(total);
+  }, 60_000);
+
+  it('young collections are paced by the bytes tunneled (issue 18): 40 MiB up and back, a collection every GC_PACE_BYTES', async () => {
+    const up = await withUpstream({ mode: 'echo' });
+    let collections = 0;
+    const gw = await startGateway(tcp(up), { collectYoung: () => (collections += 1) });
+    const s = connectClient(gw.port, 'alice', { collect: false });
+    await new Promise((r) => s.socket.once('secureConnect', r));
+    const total = 40 * 1024 * 1024;
+    await writeAll(s.socket, total, 64 * 1024);
+    await s.waitFor(total);
+    s.socket.end();
+    await s.done;
+    expect(up.connections[0]!.received).toBe(total);
+    // The upload alone released 40 MiB (2 collections); the echo adds at most as much again.
+    expect(collections).toBeGreaterThanOrEqual(Math.floor(total / GC_PACE_BYTES));
+    expect(collections).toBeLessThanOrEqual(Math.floor((2 * total) / GC_PACE_BYTES));
+  }, 60_000);
 
   it('idle timeout: no byte either way for idleMs closes both sides', async () => {
     const up = await withUpstream();
