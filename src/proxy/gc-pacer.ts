@@ -9,7 +9,7 @@
  * left) was reached first, and V8 answered with full mark-compacts of the whole heap. Measured on an
  * 8-connection upload (4 GiB): 39 full collections, 2.6 s of CPU per GiB against 1.8 for the bare Node
  * pipe, whose young generation stays at 1 MiB. A young collection every {@link GC_PACE_BYTES} of spent
- * buffers frees them at about 1 ms each, and no full collection is needed: 1.5 s per GiB.
+ * buffers frees them at under a millisecond each, and (nearly) no full collection is needed.
  *
  * Why not a smaller young generation for the whole process (`--max-semi-space-size=1`): it did the same for
  * the tunnel and cost the HTTP listeners 75 % more CPU per request (their requests make many short-lived
@@ -19,11 +19,15 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 /**
- * Bytes of spent buffers between two young-generation collections: a quarter of V8's 64 MiB external-memory
- * allowance (so a collection always comes first), and about 1 ms of collection per 16 MiB moved (under a
- * tenth of what moving them costs). Measured: every 64 MiB was too late (full collections came back).
+ * Bytes of spent buffers between two young-generation collections: 4 MiB, about 0.5 ms of collection per
+ * 4 MiB moved (a few per cent of what moving them costs). Why not more: after an idle spell V8's memory
+ * reducer shrinks the heap and its limits to what is live, and then the buffers a pace of 8 or 16 MiB lets
+ * pile up were enough to start a full collection every ~80 ms (measured, 8 uploads after 30 s idle: 99
+ * full collections and 2.7-3.2 s/GiB at 8 MiB; 10 and 1.7-2.2 s/GiB at 4 MiB; 64 MiB let the
+ * external-memory collections back in). Why not less: at 1 MiB the collections themselves cost more than
+ * they saved (3,000 per 3 GiB, 2.4-2.8 s/GiB).
  */
-export const GC_PACE_BYTES = 16 * 1024 * 1024;
+export const GC_PACE_BYTES = 4 * 1024 * 1024;
 
 /**
  * Counts the bytes of buffers given up (`released(bytes)`) and calls `collect` once every `everyBytes` of
