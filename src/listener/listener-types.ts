@@ -13,10 +13,10 @@ import type {
 import type { Clock } from '../clock.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import { youngCollection } from '../proxy/gc-pacer.js';
 import type { HttpHandler } from './http-handler.js';
 import { createHttpListener } from './http-listener.js';
 import type { Listener, ListenerRuntime } from './listener.js';
-import { youngCollection } from '../proxy/gc-pacer.js';
 import { createTcpListener } from './tcp-listener.js';
 
 /** What every listener is made with, whatever its kind: the process's logger, metrics and clock. */

@@ -12,7 +12,7 @@
  * buffers frees them at under a millisecond each, and (nearly) no full collection is needed.
  *
  * Why not a smaller young generation for the whole process (`--max-semi-space-size=1`): it did the same for
- * the tunnel and cost the HTTP listeners 75 % more CPU per request (their requests make many short-lived
+ * the tunnel and cost the HTTP listeners 56–75 % more CPU per request (their requests make many short-lived
  * objects, which a small young generation promotes). The pacer acts only while tunnels move bytes.
  */
 import { setFlagsFromString } from 'node:v8';

@@ -117,7 +117,7 @@ export interface PipeOptions {
    */
   readonly readBuffer?: Buffer;
   /**
-   * Told the size of every buffer the pipe received and let go of once written (the client's TLS records,
+   * Told the size of every buffer the pipe receives, each garbage once written (the client's TLS records,
    * the upstream's reads when they are not in `readBuffer`, the copies of those that had to wait): what
    * paces the collections that free them (gc-pacer.ts). Absent: V8 alone decides.
    */
@@ -398,8 +398,9 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
 
     /**
      * src → dst with backpressure and half-close. Per chunk: a count, a flag, the pacer's sum, the write;
-     * nothing else (no timer moved, no metric touched: see the idle timer and `reportBytes`). `batch`: a chunk of a full TLS
-     * record or more corks dst until the end of this event-loop turn (see BATCH_FROM_BYTES).
+     * nothing else (no timer moved, no metric touched: see the idle timer and `reportBytes`). `batch`: a
+     * chunk of a full TLS record or more corks dst until the end of this event-loop turn (see
+     * BATCH_FROM_BYTES).
      */
     const pump = (
       src: Duplex,

@@ -865,7 +865,7 @@ describe('tcp listener: piping (issue 5 point 1, threat model #110)', () => {
     s.socket.end();
     await s.done;
     expect(up.connections[0]!.received).toBe(total);
-    // The upload alone released 40 MiB (2 collections); the echo adds at most as much again.
+    // The upload alone makes total / GC_PACE_BYTES collections; the echo adds at most as many again.
     expect(collections).toBeGreaterThanOrEqual(Math.floor(total / GC_PACE_BYTES));
     expect(collections).toBeLessThanOrEqual(Math.floor((2 * total) / GC_PACE_BYTES));
   }, 60_000);
