@@ -16,10 +16,6 @@ const CLK_TCK = (() => {
 })();
 
 /**
- * Spawns `cmd args` detached (its own process group, so `killTree` reaches its workers too), with stdout
- * and stderr captured into a bounded tail buffer. Returns { child, pid, output(), exited }.
- */
-/**
  * Extra node flags for every Portcullis and bare Node server the bench starts (both get the same ones, so
  * their rows stay comparable): `BENCH_NODE_ARGS='--max-semi-space-size=16'`, for experiments with V8 or
  * libuv settings. Empty when unset.
@@ -28,6 +24,10 @@ export function extraNodeArgs() {
   return (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 }
 
+/**
+ * Spawns `cmd args` detached (its own process group, so `killTree` reaches its workers too), with stdout
+ * and stderr captured into a bounded tail buffer. Returns { child, pid, output(), exited }.
+ */
 export function start(name, cmd, args, opts = {}) {
   const child = spawn(cmd, args, {
     cwd: opts.cwd,

@@ -452,12 +452,9 @@ export function pipeTcp(client: Duplex, upstream: TcpUpstream, opts: PipeOptions
         // Written at once (nothing pending, not corked), the TLS layer has copied the bytes when write()
         // returns; a chunk that has to wait is kept as it is, so it must not be the shared buffer.
         const now = dst.writableLength === 0 && dst.writableCorked === 0;
-        let chunk: Buffer;
-        if (now) chunk = buf.subarray(0, n);
-        else {
-          chunk = Buffer.copyBytesFrom(buf, 0, n);
-          opts.onReleased?.(n);
-        }
+        const chunk = now ? buf.subarray(0, n) : Buffer.copyBytesFrom(buf, 0, n);
+        // Only a copy is a buffer of its own for the collector to free (the shared one stays).
+        if (!now) opts.onReleased?.(n);
         if (dst.write(chunk)) return true;
         stopped = true;
         return false;
